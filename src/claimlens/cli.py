@@ -1,0 +1,155 @@
+"""``claimlens`` command line: train, import and inspect runs.
+
+    claimlens train fixtures/default.toml --out runs/default
+    claimlens import full_run_data.pth --out runs/paper
+    claimlens info runs/default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from claimlens import __version__
+from claimlens.errors import ClaimlensError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from claimlens.config import RunSpec
+    from claimlens.training import Trainer
+
+    spec = RunSpec.from_toml(args.spec)
+    if args.epochs is not None:
+        import dataclasses
+
+        train = dataclasses.replace(spec.train, epochs=args.epochs,
+                                    checkpoint_every=min(spec.train.checkpoint_every, args.epochs))
+        spec = dataclasses.replace(spec, train=train).validate()
+    run = Trainer(spec, args.out, device=args.device, progress=not args.quiet).train()
+    print(f"trained {run.name!r}: {len(run.epochs)} checkpoints in {run.path}")
+    _print_info(run)
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from claimlens.config import RunSpec
+    from claimlens.runs.importers import import_run
+
+    spec = RunSpec.from_toml(args.spec) if args.spec else None
+    run = import_run(args.source, args.out, spec=spec, name=args.name,
+                     checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+    print(f"imported {len(run.epochs)} checkpoints into {run.path}")
+    _print_info(run)
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from claimlens.runs.store import Run
+
+    run = Run.open(args.run, require_complete=False)
+    if args.json:
+        print(json.dumps(_info_dict(run), indent=1))
+    else:
+        _print_info(run)
+    return 0
+
+
+def _info_dict(run) -> dict:
+    from claimlens.series import grokking_summary
+
+    log = run.log()
+    info = {
+        "name": run.name, "path": str(run.path), "status": run.manifest["status"],
+        "content_hash": run.content_hash, "spec": run.spec.to_dict(), "source": run.manifest["source"],
+        "n_train": int(run.task.train_idx.numel()), "n_test": int(run.task.test_idx.numel()),
+        "checkpoints": {"count": len(run.epochs), "first": run.epochs[0] if run.epochs else None,
+                        "last": run.epochs[-1] if run.epochs else None},
+    }
+    if log["epoch"].numel():
+        s = grokking_summary(log["epoch"], log["train_acc"], log["test_acc"])
+        info["final"] = {k: float(v[-1]) for k, v in log.items() if k != "epoch"}
+        info["final"]["epoch"] = int(log["epoch"][-1])
+        info["grokking"] = {"threshold": s.threshold, "memorised_epoch": s.memorised_epoch,
+                            "generalised_epoch": s.generalised_epoch, "delay_ratio": s.delay_ratio}
+    return info
+
+
+def _print_info(run) -> None:
+    info = _info_dict(run)
+    spec = run.spec
+    m = spec.model
+    model = (f"transformer d_model={m.d_model} n_heads={m.n_heads} d_head={m.d_head} d_mlp={m.d_mlp} act={m.act_fn}"
+             if m.kind == "transformer" else
+             f"mlp d_embed={m.d_embed} hidden={list(m.hidden)} combine={m.combine} act={m.act_fn}")
+    t = spec.train
+    lines = [
+        f"run        {info['name']}  ({info['status']}, content hash {info['content_hash'][:12]})",
+        f"path       {info['path']}",
+        f"source     {info['source'].get('kind')}"
+        + (f", {info['source']['train_seconds']:.1f} s of training" if info["source"].get("train_seconds") else ""),
+        f"task       a+b mod {spec.task.p}; {info['n_train']} train / {info['n_test']} test pairs",
+        f"model      {model}",
+        f"training   {t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} betas={tuple(t.betas)} "
+        f"warmup={t.warmup_steps} epochs={t.epochs} seed={t.seed}",
+        f"epochs     {info['checkpoints']['count']} checkpoints, {info['checkpoints']['first']} … {info['checkpoints']['last']}",
+    ]
+    if "final" in info:
+        f = info["final"]
+        lines.append(f"final      epoch {f['epoch']}: train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; "
+                     f"test loss {f['test_loss']:.3e} acc {f['test_acc']:.3f}")
+        g = info["grokking"]
+        if g["generalised_epoch"] is None:
+            lines.append(f"grokking   not reached (test accuracy never ≥ {g['threshold']}); "
+                         f"train accuracy ≥ {g['threshold']} at epoch {g['memorised_epoch']}")
+        else:
+            lines.append(f"grokking   train acc ≥ {g['threshold']} at epoch {g['memorised_epoch']}, test acc ≥ "
+                         f"{g['threshold']} at epoch {g['generalised_epoch']} (delay ratio {g['delay_ratio']:.1f}x)")
+    print("\n".join(lines))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="claimlens", description="Mechanistic claims about training dynamics, as tests.")
+    parser.add_argument("--version", action="version", version=f"claimlens {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a run from a spec (resumes an interrupted run in the same --out)")
+    p.add_argument("spec", type=Path, help="run spec TOML, e.g. fixtures/default.toml")
+    p.add_argument("--out", type=Path, required=True, help="run directory to create or resume")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--epochs", type=int, help="override the spec's number of epochs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("import", help="import a full_run_data.pth or a folder of state dicts as a run")
+    p.add_argument("source", type=Path, help="full_run_data.pth-style file, or a folder of checkpoint files")
+    p.add_argument("--out", type=Path, required=True, help="new run directory (must not exist or be empty)")
+    p.add_argument("--spec", type=Path, help="spec TOML describing the run, if the source has no usable config")
+    p.add_argument("--name", help="run name (default: from the spec or the file name)")
+    p.add_argument("--checkpoint-every", type=int, help="state that the checkpoints were saved every N epochs from 0 "
+                   "(only for a source without an epochs list)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_import)
+
+    p = sub.add_parser("info", help="config, epochs, final losses and grokking epochs of a run")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ClaimlensError as exc:
+        print(f"claimlens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"claimlens {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""Run specs: what to train, as frozen dataclasses that round-trip through TOML/JSON.
+
+A *spec* says everything needed to reproduce a run: the task (modular addition mod ``p`` and its
+split), the model, and the training recipe. Specs live as TOML files in ``fixtures/``::
+
+    name = "default"
+    [task]
+    p = 53
+    frac_train = 0.4
+    [model]
+    kind = "transformer"
+    d_model = 128
+    [train]
+    epochs = 4000
+
+Unknown keys and out-of-range values raise :class:`~claimlens.errors.SpecError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from claimlens.errors import SpecError
+
+SPEC_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Modular addition ``(a + b) mod p`` on all ``p²`` pairs (row ``a·p + b``).
+
+    The split is Nanda's rule: shuffle the row indices with Python's ``random.Random(split_seed)``
+    and take the first ``int(frac_train · p²)`` as train (for p=113, seed 0 this is the paper's split).
+    """
+
+    p: int = 113
+    frac_train: float = 0.3
+    split_seed: int = 0
+    kind: Literal["modular_addition"] = "modular_addition"
+
+    def validate(self) -> None:
+        _check(self.kind == "modular_addition", "task.kind", "must be 'modular_addition'", self.kind)
+        _check(isinstance(self.p, int) and self.p >= 3, "task.p", "must be an integer ≥ 3", self.p)
+        _check(0.0 < self.frac_train < 1.0, "task.frac_train", "must be in (0, 1)", self.frac_train)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Either the 1-layer transformer of Nanda et al. or an embedding+MLP model.
+
+    ``kind = "transformer"``: no LayerNorm, learned positions, ReLU MLP, ``d_vocab = p+1`` (the
+    ``=`` token), ``d_vocab_out = p``, ``n_ctx = 3``. Attention and unembedding biases exist in the
+    property format (TransformerLens needs them) but are fixed at zero unless ``attn_bias`` /
+    ``unembed_bias`` say otherwise, as in the paper's model.
+
+    ``kind = "mlp"``: ``embed.W_E [p, d_embed]``; the two input embeddings are combined by ``sum``
+    (Peluche) or ``concat`` (equivalent to the separate left/right maps of the devinterp hackathon
+    MLP), then ``hidden`` Linear+activation layers, then ``unembed``.
+    """
+
+    kind: Literal["transformer", "mlp"] = "transformer"
+    # transformer
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    d_mlp: int = 512
+    attn_bias: bool = False
+    unembed_bias: bool = False
+    # mlp
+    d_embed: int = 12
+    hidden: tuple[int, ...] = (48,)
+    combine: Literal["sum", "concat"] = "sum"
+    # both
+    act_fn: Literal["relu", "gelu"] = "relu"
+
+    def validate(self) -> None:
+        _check(self.kind in ("transformer", "mlp"), "model.kind", "must be 'transformer' or 'mlp'", self.kind)
+        _check(self.act_fn in ("relu", "gelu"), "model.act_fn", "must be 'relu' or 'gelu'", self.act_fn)
+        if self.kind == "transformer":
+            for key in ("d_model", "n_heads", "d_head", "d_mlp"):
+                value = getattr(self, key)
+                _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
+        else:
+            _check(self.d_embed > 0, "model.d_embed", "must be a positive integer", self.d_embed)
+            _check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "model.hidden",
+                   "must be a non-empty list of positive widths", list(self.hidden))
+            _check(self.combine in ("sum", "concat"), "model.combine", "must be 'sum' or 'concat'", self.combine)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Full-batch training. One optimiser step per epoch on all training pairs.
+
+    ``warmup_steps``: learning-rate factor ``min(step / warmup_steps, 1)`` with ``step`` counted from
+    0, as in the paper's ``LambdaLR`` (so the very first update has lr 0). ``optimizer = "adamw"``
+    decouples weight decay; ``"adam"`` couples it as L2 (the devinterp hackathon MLP).
+    """
+
+    epochs: int = 40_000
+    lr: float = 1e-3
+    weight_decay: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 10
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check(self.epochs > 0, "train.epochs", "must be positive", self.epochs)
+        _check(self.lr > 0, "train.lr", "must be positive", self.lr)
+        _check(self.weight_decay >= 0, "train.weight_decay", "must be ≥ 0", self.weight_decay)
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "train.betas",
+               "must be two numbers in [0, 1)", list(self.betas))
+        _check(self.warmup_steps >= 0, "train.warmup_steps", "must be ≥ 0", self.warmup_steps)
+        _check(self.optimizer in ("adamw", "adam"), "train.optimizer", "must be 'adamw' or 'adam'", self.optimizer)
+        _check(0 < self.checkpoint_every <= self.epochs, "train.checkpoint_every",
+               f"must be in [1, epochs={self.epochs}]", self.checkpoint_every)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A named, hashable recipe for one training run."""
+
+    name: str
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+    # Free-form expectations used by the project's own tests (e.g. ``groks = false`` for a
+    # negative control). Never read by the trainer.
+    expect: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "RunSpec":
+        _check(bool(self.name) and isinstance(self.name, str), "name", "must be a non-empty string", self.name)
+        self.task.validate()
+        self.model.validate()
+        self.train.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(dataclasses.asdict(self))
+
+    @property
+    def hash(self) -> str:
+        """sha256 of everything that changes the trained weights (name and description excluded)."""
+        payload = {"task": self.to_dict()["task"], "model": self.to_dict()["model"], "train": self.to_dict()["train"]}
+        return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> "RunSpec":
+        data = dict(data)
+        data.pop("schema_version", None)
+        known = {"name", "task", "model", "train", "description", "expect"}
+        _reject_unknown(data, known, source)
+        try:
+            task = _build(TaskConfig, data.get("task", {}), f"{source}: [task]")
+            model = _build(ModelConfig, data.get("model", {}), f"{source}: [model]")
+            train = _build(TrainConfig, data.get("train", {}), f"{source}: [train]")
+            spec = cls(name=data.get("name", ""), task=task, model=model, train=train,
+                       description=data.get("description", ""), expect=dict(data.get("expect", {})))
+        except TypeError as exc:  # wrong value types inside dataclass construction
+            raise SpecError(f"{source}: {exc}") from None
+        try:
+            return spec.validate()
+        except SpecError as exc:
+            raise SpecError(f"{source}: {exc}") from None
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "RunSpec":
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"run spec {str(path)!r} does not exist or is not a file")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"run spec {str(path)!r} is not valid TOML: {exc}") from None
+        data.setdefault("name", path.stem)
+        return cls.from_dict(data, source=str(path))
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(_jsonable(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def _check(ok: bool, key: str, rule: str, value: Any) -> None:
+    if not ok:
+        raise SpecError(f"{key} {rule}; got {value!r}")
+
+
+def _reject_unknown(data: dict[str, Any], known: set[str], source: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SpecError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
+
+
+def _build(cls: type, values: Any, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise SpecError(f"{source} must be a table, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _reject_unknown(values, set(fields), source)
+    kwargs = {}
+    for key, value in values.items():
+        default = getattr(cls(), key)
+        if isinstance(default, tuple):
+            if not isinstance(value, (list, tuple)):
+                raise SpecError(f"{source}: {key} must be a list, got {value!r}")
+            value = tuple(value)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise SpecError(f"{source}: {key} must be true or false, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"{source}: {key} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SpecError(f"{source}: {key} must be an integer, got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise SpecError(f"{source}: {key} must be a string, got {value!r}")
+        kwargs[key] = value
+    return cls(**kwargs)

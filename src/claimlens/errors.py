@@ -1,0 +1,28 @@
+"""Errors claimlens raises on purpose.
+
+Every error a user can trigger with bad input (a spec, a checkpoint, a run directory) is a
+``ClaimlensError`` whose message names the thing that is wrong, the rule it breaks and the value
+found, so that no traceback from deep inside torch is needed to understand it.
+"""
+
+from __future__ import annotations
+
+
+class ClaimlensError(Exception):
+    """Base class: a problem with the user's input, reported without a deep traceback."""
+
+
+class SpecError(ClaimlensError, ValueError):
+    """A run spec (TOML) or a config dict is invalid."""
+
+
+class RunError(ClaimlensError):
+    """A run directory is missing, incomplete or inconsistent."""
+
+
+class CheckpointError(ClaimlensError):
+    """A checkpoint file cannot be read or holds weights that do not fit the run's config."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint would need arbitrary code to be unpickled; claimlens refuses to load it."""

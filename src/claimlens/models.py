@@ -1,0 +1,323 @@
+"""Models, over parameters in TransformerLens *property format*. The only module that imports TransformerLens.
+
+Two ways to run the same parameters:
+
+* :func:`build_bridge` / :func:`load_into_bridge` build the 1-layer transformer of Nanda et al.
+  through TransformerLens 4 (``TransformerBridgeConfig`` + native ``boot``), for hooks and
+  ``run_with_cache``. TransformerLens is imported lazily, inside these functions, so that importing
+  claimlens stays cheap.
+* :func:`forward` is a plain-torch path for training and batched analysis. It computes the query,
+  the MLP and the unembedding at the final (``=``) position only, since nothing else is ever used,
+  and computes the per-position key/value/query projections once per *vocabulary token* rather
+  than once per example. ``tests/test_models.py`` shows it equal to the bridge.
+
+Parameter names and shapes (transformer; ``V = p + 1`` input tokens, ``p`` output classes)::
+
+    embed.W_E [V, d_model]          pos_embed.W_pos [3, d_model]
+    blocks.0.attn.W_Q/W_K/W_V [n_heads, d_model, d_head]   b_Q/b_K/b_V [n_heads, d_head]
+    blocks.0.attn.W_O [n_heads, d_head, d_model]           b_O [d_model]
+    blocks.0.mlp.W_in [d_model, d_mlp]  b_in [d_mlp]       W_out [d_mlp, d_model]  b_out [d_model]
+    unembed.W_U [d_model, p]        unembed.b_U [p]
+
+MLP family (names of our own, documented here)::
+
+    embed.W_E [p, d_embed]
+    mlp.{i}.W [d_in, d_out]   mlp.{i}.b [d_out]     (d_in = d_embed, or 2·d_embed for "concat")
+    unembed.W_U [d_last, p]   unembed.b_U [p]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from claimlens.config import ModelConfig
+from claimlens.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformer_lens.model_bridge.bridge import TransformerBridge
+
+Params = Mapping[str, torch.Tensor]
+
+N_CTX = 3
+_ACT = {"relu": F.relu, "gelu": F.gelu}
+
+
+# ----------------------------------------------------------------------------- shapes and init
+
+
+def param_shapes(cfg: ModelConfig, p: int) -> dict[str, tuple[int, ...]]:
+    """Expected name → shape of every parameter of a model for modulus ``p``."""
+    if cfg.kind == "transformer":
+        D, H, dh, M = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
+        return {
+            "embed.W_E": (p + 1, D),
+            "pos_embed.W_pos": (N_CTX, D),
+            "blocks.0.attn.W_Q": (H, D, dh),
+            "blocks.0.attn.W_K": (H, D, dh),
+            "blocks.0.attn.W_V": (H, D, dh),
+            "blocks.0.attn.W_O": (H, dh, D),
+            "blocks.0.attn.b_Q": (H, dh),
+            "blocks.0.attn.b_K": (H, dh),
+            "blocks.0.attn.b_V": (H, dh),
+            "blocks.0.attn.b_O": (D,),
+            "blocks.0.mlp.W_in": (D, M),
+            "blocks.0.mlp.b_in": (M,),
+            "blocks.0.mlp.W_out": (M, D),
+            "blocks.0.mlp.b_out": (D,),
+            "unembed.W_U": (D, p),
+            "unembed.b_U": (p,),
+        }
+    shapes: dict[str, tuple[int, ...]] = {"embed.W_E": (p, cfg.d_embed)}
+    d_in = cfg.d_embed * (2 if cfg.combine == "concat" else 1)
+    for i, width in enumerate(cfg.hidden):
+        shapes[f"mlp.{i}.W"] = (d_in, width)
+        shapes[f"mlp.{i}.b"] = (width,)
+        d_in = width
+    shapes["unembed.W_U"] = (d_in, p)
+    shapes["unembed.b_U"] = (p,)
+    return shapes
+
+
+def frozen_params(cfg: ModelConfig) -> set[str]:
+    """Parameters held fixed during training (the zero biases the paper's model does not have)."""
+    if cfg.kind != "transformer":
+        return set()
+    frozen = set()
+    if not cfg.attn_bias:
+        frozen |= {f"blocks.0.attn.b_{x}" for x in "QKVO"}
+    if not cfg.unembed_bias:
+        frozen.add("unembed.b_U")
+    return frozen
+
+
+def init_params(cfg: ModelConfig, p: int, seed: int) -> dict[str, torch.Tensor]:
+    """Fresh parameters from a seeded generator (the global RNG is not touched).
+
+    Transformer: the initialisation of the paper's code — every matrix ``N(0, 1)/√d_model`` except
+    ``W_U`` with ``N(0, 1)/√d_vocab``; biases zero. MLP: ``N(0, 1)`` embedding and PyTorch's
+    ``nn.Linear`` default ``U(±1/√fan_in)`` for weights and biases.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
+    for name, shape in param_shapes(cfg, p).items():
+        if cfg.kind == "transformer":
+            leaf = name.rsplit(".", 1)[1]
+            if leaf.startswith("b_"):
+                out[name] = torch.zeros(shape)
+            else:
+                scale = math.sqrt(p + 1) if leaf == "W_U" else math.sqrt(cfg.d_model)
+                out[name] = torch.randn(shape, generator=gen) / scale
+        elif name == "embed.W_E":
+            out[name] = torch.randn(shape, generator=gen)
+        else:
+            fan_in = shape[0] if name.endswith(("W", "W_U")) else _fan_in_of_bias(name, out)
+            bound = 1.0 / math.sqrt(fan_in)
+            out[name] = (torch.rand(shape, generator=gen) * 2 - 1) * bound
+    return out
+
+
+def _fan_in_of_bias(name: str, so_far: Mapping[str, torch.Tensor]) -> int:
+    weight = name[:-1] + "W" if name.endswith(".b") else "unembed.W_U"
+    return so_far[weight].shape[0]
+
+
+def validate_params(params: Params, cfg: ModelConfig, p: int, *, where: str) -> None:
+    """Names and shapes must match the config exactly; values must be finite.
+
+    Raises :class:`CheckpointError` naming ``where`` (a file and epoch), the parameter and both shapes.
+    """
+    expected = param_shapes(cfg, p)
+    missing = sorted(set(expected) - set(params))
+    extra = sorted(set(params) - set(expected))
+    if missing or extra:
+        raise CheckpointError(
+            f"{where}: parameters do not match a {cfg.kind} with p={p}: "
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}"
+        )
+    for name, shape in expected.items():
+        tensor = params[name]
+        if tuple(tensor.shape) != shape:
+            raise CheckpointError(
+                f"{where}: {name} has shape {list(tensor.shape)} but the config "
+                f"({_config_summary(cfg, p)}) needs {list(shape)}"
+            )
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{where}: {name} has dtype {tensor.dtype}, expected a floating-point tensor")
+        bad = ~torch.isfinite(tensor)
+        if bad.any():
+            n_nan = int(torch.isnan(tensor).sum())
+            raise CheckpointError(
+                f"{where}: {name} holds {int(bad.sum())} non-finite values ({n_nan} NaN, "
+                f"{int(bad.sum()) - n_nan} ±inf) of {tensor.numel()}"
+            )
+
+
+def _config_summary(cfg: ModelConfig, p: int) -> str:
+    if cfg.kind == "transformer":
+        return f"p={p}, d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_head={cfg.d_head}, d_mlp={cfg.d_mlp}"
+    return f"p={p}, d_embed={cfg.d_embed}, hidden={list(cfg.hidden)}, combine={cfg.combine}"
+
+
+def fingerprint(params: Params) -> str:
+    """sha256 over names, shapes, dtypes and bytes of the parameters (order-independent)."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        t = params[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{list(t.shape)}|{t.dtype}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- fast forward
+
+
+@dataclass
+class Activations:
+    """Final-position activations of one forward pass (leading axes: ``batch``)."""
+
+    logits: torch.Tensor  # [batch, p]
+    pattern: torch.Tensor | None = None  # [batch, n_heads, pos] attention from the final query
+    resid_mid: torch.Tensor | None = None  # [batch, d_model]
+    mlp_pre: torch.Tensor | None = None  # [batch, d_mlp] (MLP family: first hidden layer)
+    mlp_post: torch.Tensor | None = None  # [batch, d_mlp]
+
+
+def forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, *, cache: bool = False) -> Activations:
+    """Logits ``[batch, p]`` at the final position for ``tokens [batch, 3]``; activations if ``cache``."""
+    if cfg.kind == "transformer":
+        return _transformer_forward(params, tokens, _ACT[cfg.act_fn], cache)
+    return _mlp_forward(params, tokens, cfg, cache)
+
+
+def _transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool) -> Activations:
+    W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"]
+    pre = "blocks.0.attn."
+    W_Q, W_K, W_V, W_O = (params[pre + n] for n in ("W_Q", "W_K", "W_V", "W_O"))
+    b_Q, b_K, b_V, b_O = (params[pre + n] for n in ("b_Q", "b_K", "b_V", "b_O"))
+    n_pos, last = tokens.shape[1], tokens.shape[1] - 1
+    d_head = W_Q.shape[-1]
+
+    # Residual stream per (position, vocabulary token): a table instead of one row per example.
+    # Rows are gathered with index_select, whose backward is far faster on CPU than indexing's.
+    x_tab = W_E.unsqueeze(0) + W_pos[:n_pos].unsqueeze(1)  # [pos, vocab, d_model]
+    k_tab = torch.einsum("pvd,hde->pvhe", x_tab, W_K) + b_K  # [pos, vocab, head, d_head]
+    v_tab = torch.einsum("pvd,hde->pvhe", x_tab, W_V) + b_V  # [pos, vocab, head, d_head]
+    q_tab = torch.einsum("vd,hde->vhe", x_tab[last], W_Q) + b_Q  # [vocab, head, d_head]
+
+    def rows(table: torch.Tensor, j: int) -> torch.Tensor:  # [vocab, *rest] -> [batch, *rest]
+        return table.flatten(1).index_select(0, tokens[:, j]).view(-1, *table.shape[1:])
+
+    k = torch.stack([rows(k_tab[j], j) for j in range(n_pos)], dim=1)  # [batch, pos, head, d_head]
+    v = torch.stack([rows(v_tab[j], j) for j in range(n_pos)], dim=1)  # [batch, pos, head, d_head]
+    q = rows(q_tab, last)  # [batch, head, d_head]
+
+    scores = torch.einsum("bhe,bjhe->bhj", q, k) / math.sqrt(d_head)  # causal: the last query sees all
+    pattern = scores.softmax(dim=-1)  # [batch, head, pos]
+    z = torch.einsum("bhj,bjhe->bhe", pattern, v)  # [batch, head, d_head]
+    attn_out = z.flatten(1) @ W_O.flatten(0, 1) + b_O  # [batch, d_model]
+
+    resid_mid = rows(x_tab[last], last) + attn_out  # [batch, d_model]
+    mlp_pre = resid_mid @ params["blocks.0.mlp.W_in"] + params["blocks.0.mlp.b_in"]  # [batch, d_mlp]
+    mlp_post = act(mlp_pre)
+    resid_post = resid_mid + mlp_post @ params["blocks.0.mlp.W_out"] + params["blocks.0.mlp.b_out"]
+    logits = resid_post @ params["unembed.W_U"] + params["unembed.b_U"]  # [batch, p]
+    if not cache:
+        return Activations(logits)
+    return Activations(logits, pattern, resid_mid, mlp_pre, mlp_post)
+
+
+def _mlp_forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, cache: bool) -> Activations:
+    W_E = params["embed.W_E"]
+    e_a, e_b = W_E.index_select(0, tokens[:, 0]), W_E.index_select(0, tokens[:, 1])  # [batch, d_embed]
+    h = e_a + e_b if cfg.combine == "sum" else torch.cat([e_a, e_b], dim=-1)
+    act = _ACT[cfg.act_fn]
+    first_pre = first_post = None
+    for i in range(len(cfg.hidden)):
+        pre = h @ params[f"mlp.{i}.W"] + params[f"mlp.{i}.b"]
+        h = act(pre)
+        if i == 0:
+            first_pre, first_post = pre, h
+    logits = h @ params["unembed.W_U"] + params["unembed.b_U"]
+    if not cache:
+        return Activations(logits)
+    return Activations(logits, mlp_pre=first_pre, mlp_post=first_post)
+
+
+# ----------------------------------------------------------------------------- TransformerLens 4
+
+
+def bridge_config(cfg: ModelConfig, p: int):
+    """The ``TransformerBridgeConfig`` of the paper's transformer for modulus ``p``."""
+    if cfg.kind != "transformer":
+        raise ValueError(f"only transformers have a TransformerLens bridge; this model is kind={cfg.kind!r}")
+    from transformer_lens.config import TransformerBridgeConfig
+
+    return TransformerBridgeConfig(
+        d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, d_mlp=cfg.d_mlp, n_layers=1,
+        n_ctx=N_CTX, d_vocab=p + 1, d_vocab_out=p, act_fn=cfg.act_fn, normalization_type=None,
+        attention_dir="causal", seed=0,
+    )
+
+
+def build_bridge(cfg: ModelConfig, p: int, params: Params | None = None, *, device: str = "cpu") -> "TransformerBridge":
+    """A TransformerLens 4 bridge around the native model; loads ``params`` (checked) if given."""
+    from transformer_lens.model_bridge.sources.native import boot
+
+    bridge = boot(bridge_config(cfg, p), device=device)
+    bridge.eval()
+    if params is not None:
+        load_into_bridge(bridge, params, cfg, p)
+    return bridge
+
+
+def bridge_params(bridge: "TransformerBridge") -> dict[str, torch.Tensor]:
+    """Read the bridge's weights back in property format."""
+    attn, mlp = bridge.blocks[0].attn, bridge.blocks[0].mlp
+    out = {"embed.W_E": bridge.W_E, "pos_embed.W_pos": bridge.W_pos, "unembed.W_U": bridge.W_U, "unembed.b_U": bridge.b_U}
+    for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
+        out[f"blocks.0.attn.{n}"] = getattr(attn, n)
+    for n in ("W_in", "b_in", "W_out", "b_out"):
+        out[f"blocks.0.mlp.{n}"] = getattr(mlp, n)
+    return {k: v.detach() for k, v in out.items()}
+
+
+def load_into_bridge(bridge: "TransformerBridge", params: Params, cfg: ModelConfig, p: int) -> None:
+    """Load property-format ``params`` and prove the load took effect.
+
+    A TransformerLens 4 release once loaded nothing, silently (see shared/peers.md). So the weights
+    are read back after loading: their fingerprint must equal the source's and differ from before.
+    """
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    validate_params(params, cfg, p, where="weights loaded into the TransformerLens bridge")
+    source = {k: v.detach().to(torch.float32).cpu() for k, v in params.items()}
+    before = fingerprint(bridge_params(bridge))
+    converted = convert_tl_checkpoint(source, bridge.cfg)
+    with torch.no_grad():
+        bridge.load_state_dict(converted, strict=True)
+    after = fingerprint({k: v.cpu() for k, v in bridge_params(bridge).items()})
+    if after != fingerprint(source) or after == before:
+        raise CheckpointError(
+            "loading weights into the TransformerLens bridge did not take effect "
+            f"(fingerprint before {before[:12]}, after {after[:12]}, expected {fingerprint(source)[:12]})"
+        )
+
+
+def bridge_activations(bridge: "TransformerBridge", tokens: torch.Tensor) -> Activations:
+    """The same final-position activations as :func:`forward`, from ``run_with_cache``."""
+    names = ["blocks.0.attn.hook_pattern", "blocks.0.hook_resid_mid", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post"]
+    with torch.no_grad():
+        logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
+    return Activations(
+        logits=logits[:, -1],
+        pattern=cache["pattern", 0][:, :, -1, :],
+        resid_mid=cache["blocks.0.hook_resid_mid"][:, -1],
+        mlp_pre=cache["blocks.0.mlp.hook_pre"][:, -1],
+        mlp_post=cache["blocks.0.mlp.hook_post"][:, -1],
+    )

@@ -1,0 +1,376 @@
+"""The on-disk run directory: a manifest, safetensors checkpoints, a training log.
+
+Layout::
+
+    RUN/
+      run.json                           manifest (schema version, spec, split, checkpoints, hashes)
+      checkpoints/epoch_0001000.safetensors   property-format parameters after 1000 optimiser steps
+      log.jsonl                          one line per epoch: epoch, train/test loss and accuracy
+      resume.safetensors                 parameters + optimiser state of the last checkpoint,
+                                         only while training (removed when the run is complete)
+
+The manifest is the commit point. Files are written to a temporary name and renamed, so a run
+killed at any instant holds only whole files, and every checkpoint the manifest lists exists with
+the sha256 it records. Epochs are data (listed in the manifest), never inferred from positions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from claimlens import __version__
+from claimlens.config import RunSpec, canonical_json
+from claimlens.errors import CheckpointError, RunError, SpecError
+from claimlens.models import param_shapes, validate_params
+from claimlens.tasks import ModularAddition
+
+SCHEMA_VERSION = 1
+MANIFEST = "run.json"
+LOG = "log.jsonl"
+RESUME = "resume.safetensors"
+LOG_FIELDS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")
+
+
+# ----------------------------------------------------------------------------- small file helpers
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Save tensors as safetensors (atomically); returns the file's sha256."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or corrupt file gives a CheckpointError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{what}: file {str(path)!r} does not exist") from None
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc})"
+        ) from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------- reading a run
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    epoch: int
+    file: str
+    sha256: str
+
+
+class Run:
+    """A run directory opened for reading. Loading is lazy: nothing but the manifest is read here.
+
+    >>> run = Run.open("path/to/run")            # doctest: +SKIP
+    >>> run.epochs[:3], run.spec.task.p           # doctest: +SKIP
+    >>> W_E = run.stacked("embed.W_E")            # [n_checkpoints, d_vocab, d_model]  # doctest: +SKIP
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self.manifest = manifest
+        self.spec = RunSpec.from_dict(manifest["spec"], source=f"{path / MANIFEST} [spec]")
+        self.checkpoints = [CheckpointEntry(c["epoch"], c["file"], c["sha256"]) for c in manifest["checkpoints"]]
+        split = manifest["split"]
+        self.task = ModularAddition(self.spec.task.p, torch.tensor(split["train"], dtype=torch.int64),
+                                    torch.tensor(split["test"], dtype=torch.int64))
+
+    # -- opening
+
+    @classmethod
+    def open(cls, path: str | Path, *, require_complete: bool = True) -> "Run":
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not path.exists():
+            raise RunError(f"run directory {str(path)!r} does not exist")
+        if not manifest_path.is_file():
+            raise RunError(
+                f"{str(path)!r} is not a claimlens run: it has no {MANIFEST}. Train one with "
+                f"`claimlens train SPEC --out DIR` or import checkpoints with `claimlens import SOURCE --out DIR`"
+            )
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunError(f"{str(manifest_path)!r} is not valid JSON ({exc})") from None
+        _check_manifest(manifest, manifest_path)
+        try:
+            run = cls(path, manifest)
+        except SpecError as exc:
+            raise RunError(str(exc)) from None
+        if require_complete and manifest["status"] != "complete":
+            raise RunError(
+                f"run {str(path)!r} is still being written (status {manifest['status']!r}, "
+                f"{len(run.checkpoints)} checkpoints so far); resume it with `claimlens train` or wait"
+            )
+        if not run.checkpoints:
+            raise RunError(f"run {str(path)!r} has no checkpoints")
+        try:
+            run.task.check()
+        except ValueError as exc:
+            raise RunError(f"{str(manifest_path)!r}: {exc}") from None
+        for entry in run.checkpoints:
+            if not (path / entry.file).is_file():
+                raise RunError(f"checkpoint for epoch {entry.epoch} listed in {MANIFEST} is missing: {entry.file}")
+        return run
+
+    # -- identity
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    @property
+    def epochs(self) -> list[int]:
+        return [c.epoch for c in self.checkpoints]
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+    @property
+    def id(self) -> str:
+        """Short identifier used in test ids: ``<name>-<first 8 of content hash>``."""
+        return f"{self.name}-{self.content_hash[:8]}"
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, name={self.name!r}, checkpoints={len(self.checkpoints)})"
+
+    # -- checkpoints
+
+    def _entry(self, epoch: int) -> CheckpointEntry:
+        for entry in self.checkpoints:
+            if entry.epoch == epoch:
+                return entry
+        raise KeyError(f"run {self.name!r} has no checkpoint at epoch {epoch}; it has {self.epochs[:5]}…{self.epochs[-3:]}")
+
+    def checkpoint(self, epoch: int, *, verify_hash: bool = False) -> dict[str, torch.Tensor]:
+        """All parameters at ``epoch`` (validated: names, shapes, finite values)."""
+        entry = self._entry(epoch)
+        file = self.path / entry.file
+        where = f"run {self.name!r}, epoch {epoch} ({entry.file})"
+        if verify_hash and sha256_file(file) != entry.sha256:
+            raise CheckpointError(f"{where}: file content does not match the sha256 recorded in {MANIFEST}")
+        params = load_tensors(file, what=where)
+        validate_params(params, self.spec.model, self.spec.task.p, where=where)
+        return params
+
+    def final(self) -> dict[str, torch.Tensor]:
+        return self.checkpoint(self.epochs[-1])
+
+    def stacked(self, name: str, epochs: Sequence[int] | None = None) -> torch.Tensor:
+        """One parameter at many checkpoints as a single tensor ``[n_checkpoints, *shape]``.
+
+        Only that tensor is read from each file (safetensors is memory-mapped).
+        """
+        from safetensors import SafetensorError, safe_open
+
+        shapes = param_shapes(self.spec.model, self.spec.task.p)
+        if name not in shapes:
+            raise KeyError(f"{name!r} is not a parameter of this {self.spec.model.kind}; known: {sorted(shapes)}")
+        epochs = self.epochs if epochs is None else list(epochs)
+        out = torch.empty((len(epochs), *shapes[name]))
+        for i, epoch in enumerate(epochs):
+            entry = self._entry(epoch)
+            where = f"run {self.name!r}, epoch {epoch} ({entry.file})"
+            try:
+                with safe_open(self.path / entry.file, framework="pt") as fh:
+                    tensor = fh.get_tensor(name)
+            except (SafetensorError, OSError) as exc:
+                raise CheckpointError(f"{where}: cannot read {name} ({exc})") from None
+            if tuple(tensor.shape) != shapes[name]:
+                raise CheckpointError(f"{where}: {name} has shape {list(tensor.shape)}, expected {list(shapes[name])}")
+            if not torch.isfinite(tensor).all():
+                raise CheckpointError(f"{where}: {name} holds non-finite values")
+            out[i] = tensor
+        return out
+
+    # -- training log
+
+    def log(self) -> dict[str, torch.Tensor]:
+        """Per-epoch training log as columns (``epoch`` int64, the rest float64); empty if none."""
+        rows = read_log(self.path / LOG)
+        return {k: torch.tensor([r[k] for r in rows], dtype=torch.int64 if k == "epoch" else torch.float64)
+                for k in LOG_FIELDS}
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise RunError(f"{str(path)!r} line {n} is not valid JSON: {line[:80]!r}") from None
+    return rows
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    if not isinstance(manifest, dict):
+        raise RunError(f"{str(path)!r} must hold a JSON object")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RunError(f"{str(path)!r} has schema_version {version!r}; this claimlens reads version {SCHEMA_VERSION}")
+    for key in ("name", "spec", "split", "checkpoints", "status", "content_hash"):
+        if key not in manifest:
+            raise RunError(f"{str(path)!r} lacks the required key {key!r}")
+    epochs = [c.get("epoch") for c in manifest["checkpoints"]]
+    if any(not isinstance(e, int) for e in epochs) or epochs != sorted(set(epochs)):
+        raise RunError(f"{str(path)!r}: checkpoint epochs must be distinct integers in increasing order; got {epochs[:10]}")
+
+
+# ----------------------------------------------------------------------------- writing a run
+
+
+def content_hash(spec_hash: str, split: dict[str, Any], checkpoints: Iterable[dict[str, Any]]) -> str:
+    payload = {"spec": spec_hash, "split": hashlib.sha256(canonical_json(split).encode()).hexdigest(),
+               "checkpoints": [[c["epoch"], c["sha256"]] for c in checkpoints]}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+class RunWriter:
+    """Creates or continues a run directory. Used by the trainer and the importers."""
+
+    def __init__(self, path: Path, manifest: dict[str, Any]):
+        self.path = path
+        self.manifest = manifest
+
+    @classmethod
+    def create(cls, path: str | Path, spec: RunSpec, task: ModularAddition, source: dict[str, Any]) -> "RunWriter":
+        path = Path(path)
+        if (path / MANIFEST).exists():
+            raise RunError(f"{str(path)!r} already holds a run; refusing to overwrite it")
+        if path.exists() and any(path.iterdir()):
+            raise RunError(f"{str(path)!r} exists and is not empty; choose a new directory")
+        task.check()
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "claimlens_version": __version__,
+            "name": spec.name,
+            "spec": spec.to_dict(),
+            "spec_hash": spec.hash,
+            "source": source,
+            "split": {"rule": "nanda_shuffle" if source.get("kind") == "trained" else source.get("split_rule", "stored"),
+                      "train": task.train_idx.tolist(), "test": task.test_idx.tolist()},
+            "params": {k: list(v) for k, v in param_shapes(spec.model, spec.task.p).items()},
+            "checkpoints": [],
+            "log": LOG,
+            "status": "training",
+            "content_hash": "",
+        }
+        writer = cls(path, manifest)
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+        writer._commit()
+        return writer
+
+    @classmethod
+    def reopen(cls, path: str | Path) -> "RunWriter":
+        path = Path(path)
+        run = Run.open(path, require_complete=False)  # validates
+        return cls(path, run.manifest)
+
+    @property
+    def epochs(self) -> list[int]:
+        return [c["epoch"] for c in self.manifest["checkpoints"]]
+
+    def add_checkpoint(self, epoch: int, params: dict[str, torch.Tensor]) -> None:
+        """Write a checkpoint and commit it to the manifest.
+
+        Re-adding an epoch that is already committed (after a resume) must reproduce it bit for bit.
+        """
+        rel = f"checkpoints/epoch_{epoch:07d}.safetensors"
+        existing = [c for c in self.manifest["checkpoints"] if c["epoch"] == epoch]
+        if existing:
+            from safetensors.torch import save
+
+            sha = hashlib.sha256(save({k: v.detach().cpu().contiguous() for k, v in params.items()},
+                                      metadata={"epoch": str(epoch)})).hexdigest()
+            if sha != existing[0]["sha256"]:
+                raise RunError(
+                    f"resumed training reproduced epoch {epoch} with different weights than the stored "
+                    f"checkpoint ({sha[:12]} vs {existing[0]['sha256'][:12]}); training is not deterministic here"
+                )
+            return
+        if self.epochs and epoch <= self.epochs[-1]:
+            raise RunError(f"checkpoint epochs must increase: {epoch} after {self.epochs[-1]}")
+        sha = save_tensors(self.path / rel, params, metadata={"epoch": str(epoch)})
+        self.manifest["checkpoints"].append({"epoch": epoch, "file": rel, "sha256": sha})
+        self._commit()
+
+    def append_log(self, rows: list[dict[str, float]]) -> None:
+        if not rows:
+            return
+        with open(self.path / LOG, "a") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, allow_nan=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def truncate_log(self, before_epoch: int) -> None:
+        """Keep only log rows with ``epoch < before_epoch`` (used when resuming)."""
+        rows = [r for r in read_log(self.path / LOG) if r["epoch"] < before_epoch]
+        atomic_write_bytes(self.path / LOG, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+    def set_source(self, **fields: Any) -> None:
+        self.manifest["source"].update(fields)
+        self._commit()
+
+    def finish(self) -> Run:
+        self.manifest["status"] = "complete"
+        self._commit()
+        (self.path / RESUME).unlink(missing_ok=True)
+        return Run.open(self.path)
+
+    def _commit(self) -> None:
+        m = self.manifest
+        m["content_hash"] = content_hash(m["spec_hash"], m["split"], m["checkpoints"])
+        atomic_write_json(self.path / MANIFEST, m)

@@ -1,0 +1,185 @@
+"""The trainer: full-batch AdamW on modular addition, writing through the run store.
+
+One epoch is one optimiser step on all training pairs. At epoch ``e`` the parameters are those
+after ``e`` steps; the log row for ``e`` holds their train/test loss and accuracy (cross entropy
+in float64), and the checkpoint for ``e`` holds them too. Deterministic: the same spec on the same
+machine gives bit-identical checkpoints, and a run killed at any point and started again continues
+from its last checkpoint as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from claimlens import __version__
+from claimlens.config import RunSpec
+from claimlens.errors import RunError
+from claimlens.models import forward, frozen_params, init_params
+from claimlens.runs.store import MANIFEST, RESUME, Run, RunWriter, load_tensors, save_tensors
+from claimlens.tasks import ModularAddition
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+def cross_entropy_f64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross entropy with log-softmax in float64 (float32 quantises losses near 1e-7)."""
+    return F.cross_entropy(logits.to(torch.float64), labels)
+
+
+def lr_factor(step: int, warmup_steps: int) -> float:
+    """``min(step / warmup_steps, 1)``, step counted from 0 as in the paper's LambdaLR."""
+    return 1.0 if warmup_steps == 0 else min(step / warmup_steps, 1.0)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RunError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
+    return torch.device(device)
+
+
+class Trainer:
+    """Trains one spec into one run directory.
+
+    >>> Trainer(RunSpec.from_toml("fixtures/default.toml"), "runs/default").train()  # doctest: +SKIP
+    """
+
+    def __init__(self, spec: RunSpec, out: str | Path, *, device: str = "cpu", progress: bool = True,
+                 callbacks: tuple[Callback, ...] = ()):
+        self.spec = spec.validate()
+        self.out = Path(out)
+        self.device = resolve_device(device)
+        self.progress = progress
+        self.callbacks = callbacks
+
+    def train(self) -> Run:
+        spec, device = self.spec, self.device
+        task = ModularAddition.from_config(spec.task)
+        writer, params, opt_state, start = self._start_or_resume(task)
+
+        tokens, labels = task.tokens.to(device), task.labels.to(device)
+        tr, te = task.train_idx.to(device), task.test_idx.to(device)
+        x_train, y_train, x_test, y_test = tokens[tr], labels[tr], tokens[te], labels[te]
+
+        frozen = frozen_params(spec.model)
+        params = {k: v.to(device).requires_grad_(k not in frozen) for k, v in params.items()}
+        trainable = [k for k in params if k not in frozen]
+        optimizer = self._optimizer([params[k] for k in trainable])
+        if opt_state is not None:
+            _restore_optimizer(optimizer, trainable, opt_state, device)
+
+        cfg = spec.train
+        pending: list[dict[str, float]] = []
+        bar = _progress(start, cfg.epochs, spec.name, self.progress)
+        t0 = time.perf_counter()
+        for epoch in range(start, cfg.epochs + 1):
+            logits = forward(params, x_train, spec.model).logits
+            loss = cross_entropy_f64(logits, y_train)
+            with torch.no_grad():
+                test_logits = forward(params, x_test, spec.model).logits
+                row = {
+                    "epoch": epoch,
+                    "train_loss": loss.item(),
+                    "test_loss": cross_entropy_f64(test_logits, y_test).item(),
+                    "train_acc": (logits.argmax(-1) == y_train).double().mean().item(),
+                    "test_acc": (test_logits.argmax(-1) == y_test).double().mean().item(),
+                }
+            pending.append(row)
+            for callback in self.callbacks:
+                callback(epoch, row)
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                self._checkpoint(writer, epoch, params, optimizer, trainable, pending)
+                pending = []
+            if bar is not None:
+                bar.update(1)
+                if epoch % 50 == 0:
+                    bar.set_postfix(train=f"{row['train_loss']:.2e}", test=f"{row['test_loss']:.2e}",
+                                    test_acc=f"{row['test_acc']:.3f}")
+            if epoch == cfg.epochs:
+                break
+            optimizer.param_groups[0]["lr"] = cfg.lr * lr_factor(epoch, cfg.warmup_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if bar is not None:
+            bar.close()
+        writer.set_source(train_seconds=round(writer.manifest["source"].get("train_seconds", 0.0)
+                                              + time.perf_counter() - t0, 3))
+        return writer.finish()
+
+    # -- pieces
+
+    def _optimizer(self, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
+        cfg = self.spec.train
+        kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        return kind(tensors, lr=cfg.lr * lr_factor(0, cfg.warmup_steps), betas=tuple(cfg.betas),
+                    weight_decay=cfg.weight_decay)
+
+    def _start_or_resume(self, task: ModularAddition):
+        spec = self.spec
+        if (self.out / MANIFEST).exists():
+            writer = RunWriter.reopen(self.out)
+            stored = writer.manifest
+            if stored["spec_hash"] != spec.hash:
+                raise RunError(
+                    f"{str(self.out)!r} holds a run of a different spec (hash {stored['spec_hash'][:12]}, "
+                    f"this spec {spec.hash[:12]}); choose another --out"
+                )
+            if stored["status"] == "complete":
+                raise RunError(f"{str(self.out)!r} already holds the complete run {stored['name']!r}")
+            resume_file = self.out / RESUME
+            if resume_file.exists():
+                state = load_tensors(resume_file, what=f"resume state of {str(self.out)!r}")
+                start = int(state.pop("__epoch__").item())
+                params = {k[len("param/"):]: v for k, v in state.items() if k.startswith("param/")}
+                opt_state = {k: v for k, v in state.items() if not k.startswith("param/")}
+            else:  # killed before the first checkpoint was complete: start again from init
+                start, params, opt_state = 0, init_params(spec.model, spec.task.p, spec.train.seed), None
+            writer.truncate_log(before_epoch=start)
+            return writer, params, opt_state, start
+        source = {"kind": "trained", "device": str(self.device), "torch": torch.__version__,
+                  "claimlens": __version__, "machine": platform.machine(), "train_seconds": 0.0}
+        writer = RunWriter.create(self.out, spec, task, source)
+        return writer, init_params(spec.model, spec.task.p, spec.train.seed), None, 0
+
+    def _checkpoint(self, writer: RunWriter, epoch: int, params, optimizer, trainable, rows) -> None:
+        # Order matters for resuming: checkpoint file and manifest first (the commit), then the
+        # log rows, then the resume state. A kill between two steps leaves a consistent run.
+        writer.add_checkpoint(epoch, {k: v.detach() for k, v in params.items()})
+        writer.append_log(rows)
+        state = {f"param/{k}": v.detach() for k, v in params.items()}
+        for i, name in enumerate(trainable):
+            s = optimizer.state.get(optimizer.param_groups[0]["params"][i], {})
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                if key in s:
+                    state[f"opt/{name}/{key}"] = torch.as_tensor(s[key]).detach()
+        state["__epoch__"] = torch.tensor(epoch)
+        save_tensors(self.out / RESUME, state)
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, trainable: list[str], state: dict, device) -> None:
+    for i, name in enumerate(trainable):
+        keys = {key: state.get(f"opt/{name}/{key}") for key in ("exp_avg", "exp_avg_sq", "step")}
+        if any(v is None for v in keys.values()):
+            continue  # no step taken yet when the state was saved
+        param = optimizer.param_groups[0]["params"][i]
+        optimizer.state[param] = {
+            "step": keys["step"].clone(),  # torch keeps the step as a CPU float tensor
+            "exp_avg": keys["exp_avg"].to(device).clone(),
+            "exp_avg_sq": keys["exp_avg_sq"].to(device).clone(),
+        }
+
+
+def _progress(start: int, epochs: int, name: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs + 1, initial=start, desc=f"train {name}", unit="epoch", dynamic_ncols=True)

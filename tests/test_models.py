@@ -1,0 +1,129 @@
+"""The fast forward path equals the TransformerLens 4 bridge; the MLPs equal a naive loop."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claimlens import models
+from claimlens.config import ModelConfig
+from claimlens.errors import CheckpointError
+from claimlens.tasks import grid_tokens
+
+FIELDS = ("logits", "pattern", "resid_mid", "mlp_pre", "mlp_post")
+
+
+def max_rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
+    return ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
+
+
+def assert_matches_bridge(params, cfg: ModelConfig, p: int, tokens: torch.Tensor, tol: float = 1e-5):
+    bridge = models.build_bridge(cfg, p, params)
+    ref = models.bridge_activations(bridge, tokens)
+    with torch.no_grad():
+        ours = models.forward(params, tokens, cfg, cache=True)
+    errors = {f: max_rel_err(getattr(ours, f), getattr(ref, f)) for f in FIELDS}
+    assert all(getattr(ours, f).shape == getattr(ref, f).shape for f in FIELDS)
+    assert max(errors.values()) <= tol, f"fast path vs TransformerLens bridge, max relative error per field: {errors}"
+
+
+def random_params(cfg, p, seed, scale=1.0):
+    """Random weights *and* biases (the trained model has zero attention biases; test them anyway)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {k: torch.randn(v.shape, generator=gen) * scale / math.sqrt(v.shape[-1])
+            for k, v in models.init_params(cfg, p, seed).items()}
+
+
+@pytest.mark.parametrize("p, cfg", [
+    (113, ModelConfig()),
+    (23, ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64)),
+    (17, ModelConfig(d_model=24, n_heads=3, d_head=8, d_mlp=40, act_fn="gelu")),
+])
+def test_fast_path_equals_bridge_on_random_weights(p, cfg):
+    assert_matches_bridge(random_params(cfg, p, seed=p), cfg, p, grid_tokens(p))
+
+
+def test_fast_path_equals_bridge_on_arbitrary_token_sequences():
+    cfg, p = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
+    tokens = torch.randint(0, p + 1, (500, 3), generator=torch.Generator().manual_seed(0))
+    assert_matches_bridge(random_params(cfg, p, seed=1), cfg, p, tokens)
+
+
+def test_fast_path_equals_bridge_on_trained_weights(tiny_run):
+    for epoch in (tiny_run.epochs[len(tiny_run.epochs) // 2], tiny_run.epochs[-1]):
+        assert_matches_bridge(tiny_run.checkpoint(epoch), tiny_run.spec.model, tiny_run.spec.task.p, tiny_run.task.tokens)
+
+
+def test_bridge_load_is_proven_to_change_the_weights():
+    cfg, p = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
+    params = random_params(cfg, p, seed=3)
+    bridge = models.build_bridge(cfg, p, params)
+    assert models.fingerprint(models.bridge_params(bridge)) == models.fingerprint(params)
+    # Loading the same weights again changes nothing: that must be reported, not passed silently.
+    with pytest.raises(CheckpointError, match="did not take effect"):
+        models.load_into_bridge(bridge, params, cfg, p)
+
+
+def test_paper_model_has_the_paper_parameter_count():
+    cfg = ModelConfig()
+    shapes = models.param_shapes(cfg, 113)
+    trainable = sum(math.prod(s) for n, s in shapes.items() if n not in models.frozen_params(cfg))
+    # claims_catalogue §1.1 counts 226 816 with the paper code's 114 output classes; the contract here
+    # is d_vocab_out = p = 113 (as in every analysis and in TransformerLens's demo), 128 fewer in W_U.
+    assert trainable == 226_816 - 128
+
+
+def test_paper_init_scales():
+    params = models.init_params(ModelConfig(), 113, seed=0)
+    ssw = sum(float((v ** 2).sum()) for v in params.values())
+    assert abs(ssw - 1781) / 1781 < 0.03, f"sum of squared weights at init {ssw:.0f}, expected ≈ 1781 (catalogue §1.1)"
+    assert all(float(params[n].abs().max()) == 0 for n in models.frozen_params(ModelConfig()))
+
+
+def naive_mlp(params, tokens, cfg):
+    """Example by example, layer by layer, with explicit loops over units."""
+    act = {"relu": lambda x: max(x, 0.0), "gelu": lambda x: 0.5 * x * (1 + math.erf(x / math.sqrt(2)))}[cfg.act_fn]
+    out = []
+    for a, b, _ in tokens.tolist():
+        ea, eb = params["embed.W_E"][a].tolist(), params["embed.W_E"][b].tolist()
+        h = [x + y for x, y in zip(ea, eb)] if cfg.combine == "sum" else ea + eb
+        for i in range(len(cfg.hidden)):
+            W, bias = params[f"mlp.{i}.W"], params[f"mlp.{i}.b"]
+            h = [act(sum(h[r] * float(W[r, c]) for r in range(len(h))) + float(bias[c])) for c in range(W.shape[1])]
+        W_U, b_U = params["unembed.W_U"], params["unembed.b_U"]
+        out.append([sum(h[r] * float(W_U[r, c]) for r in range(len(h))) + float(b_U[c]) for c in range(W_U.shape[1])])
+    return torch.tensor(out)
+
+
+@settings(max_examples=8)
+@given(combine=st.sampled_from(["sum", "concat"]), act=st.sampled_from(["relu", "gelu"]),
+       hidden=st.lists(st.integers(2, 9), min_size=1, max_size=2), seed=st.integers(0, 1000))
+def test_mlp_forward_equals_naive_loop(combine, act, hidden, seed):
+    cfg, p = ModelConfig(kind="mlp", d_embed=5, hidden=tuple(hidden), combine=combine, act_fn=act), 7
+    params = models.init_params(cfg, p, seed)
+    tokens = grid_tokens(p)[::3]
+    torch.testing.assert_close(models.forward(params, tokens, cfg).logits, naive_mlp(params, tokens, cfg),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_concat_mlp_takes_twice_the_embedding_width():
+    shapes = models.param_shapes(ModelConfig(kind="mlp", d_embed=200, hidden=(32, 32), combine="concat"), 53)
+    assert shapes["mlp.0.W"] == (400, 32) and shapes["unembed.W_U"] == (32, 53)
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda d: d.pop("blocks.0.mlp.W_in"), "missing ['blocks.0.mlp.W_in']"),
+    (lambda d: d.update({"blocks.0.mlp.W_in": torch.zeros(32, 65)}), "blocks.0.mlp.W_in has shape [32, 65]"),
+    (lambda d: d["embed.W_E"].__setitem__((0, 0), float("nan")), "embed.W_E holds 1 non-finite values (1 NaN"),
+    (lambda d: d["unembed.W_U"].__setitem__((1, 1), float("inf")), "unembed.W_U holds 1 non-finite values (0 NaN, 1 ±inf)"),
+    (lambda d: d.update({"extra.W": torch.zeros(1)}), "unexpected ['extra.W']"),
+])
+def test_validate_params_names_what_is_wrong(mutate, fragment):
+    cfg, p = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
+    params = models.init_params(cfg, p, 0)
+    mutate(params)
+    with pytest.raises(CheckpointError) as info:
+        models.validate_params(params, cfg, p, where="epoch 5")
+    assert "epoch 5" in str(info.value) and fragment in str(info.value)
