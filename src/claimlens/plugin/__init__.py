@@ -31,7 +31,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(id, statement, source): a published claim judged by this test")
-    config.stash[RUN_REFS] = None  # resolved lazily, only if a test asks for a run
+    given = config.getoption("claimlens_runs")
+    # Explicit --run values are checked now, so that a typo is a usage error before collection;
+    # the default run is resolved lazily, only if a test asks for a run.
+    config.stash[RUN_REFS] = resolve_refs(given, rootdir=Path(str(config.rootpath))) if given else None
 
 
 def _refs(config: pytest.Config) -> list[RunRef]:

@@ -62,7 +62,7 @@ def safe_torch_load(path: Path) -> Any:
 
 
 def _unsafe_detail(message: str) -> str:
-    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    match = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", message)
     if match:
         return f"it asks for the global {match.group(1)}"
     for line in message.splitlines():

@@ -149,7 +149,7 @@ class Run:
                 f"run {str(path)!r} is still being written (status {manifest['status']!r}, "
                 f"{len(run.checkpoints)} checkpoints so far); resume it with `claimlens train` or wait"
             )
-        if not run.checkpoints:
+        if not run.checkpoints and require_complete:
             raise RunError(f"run {str(path)!r} has no checkpoints")
         try:
             run.task.check()
