@@ -102,7 +102,7 @@ Trainer(tiny_spec(epochs={epochs}, checkpoint_every=10), {out!r}, progress=False
 
 def test_resume_after_sigkill(tmp_path):
     """Kill a real training process mid-run with SIGKILL, start it again: nothing lost or duplicated."""
-    epochs = 3000
+    epochs = 1000
     spec = tiny_spec(epochs=epochs, checkpoint_every=10)
     reference = Trainer(spec, tmp_path / "reference", progress=False).train()
     out = tmp_path / "killed"
