@@ -23,7 +23,8 @@ import torch
 from claimlens.config import RunSpec
 from claimlens.models import build_bridge, frozen_params, init_params
 from claimlens.tasks import ModularAddition
-from claimlens.training import Trainer, cross_entropy_f64, lr_factor
+from claimlens.metrics.losses import cross_entropy_f64
+from claimlens.training import Trainer, lr_factor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -41,7 +41,7 @@ def test_checkpoints_and_log_cover_the_run(tiny_run):
     assert tiny_run.manifest["status"] == "complete" and not (tiny_run.path / "resume.safetensors").exists()
     # The log row of a checkpoint epoch describes exactly the checkpointed weights.
     from claimlens.models import forward
-    from claimlens.training import cross_entropy_f64
+    from claimlens.metrics.losses import cross_entropy_f64
 
     task, epoch = tiny_run.task, tiny_run.epochs[5]
     logits = forward(tiny_run.checkpoint(epoch), task.tokens, tiny_run.spec.model).logits

@@ -15,21 +15,16 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from claimlens import __version__
 from claimlens.config import RunSpec
 from claimlens.errors import RunError
+from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward, frozen_params, init_params
 from claimlens.runs.store import MANIFEST, RESUME, Run, RunWriter, load_tensors, save_tensors
 from claimlens.tasks import ModularAddition
 
 Callback = Callable[[int, dict[str, float]], None]
-
-
-def cross_entropy_f64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross entropy with log-softmax in float64 (float32 quantises losses near 1e-7)."""
-    return F.cross_entropy(logits.to(torch.float64), labels)
 
 
 def lr_factor(step: int, warmup_steps: int) -> float:

@@ -32,7 +32,7 @@ from claimlens.errors import CheckpointError, RunError, SpecError, UnsafeCheckpo
 from claimlens.models import fingerprint, forward, param_shapes, validate_params
 from claimlens.runs.store import Run, RunWriter, atomic_write_bytes, load_tensors
 from claimlens.tasks import ModularAddition, nanda_split
-from claimlens.training import cross_entropy_f64
+from claimlens.metrics.losses import cross_entropy_f64
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _BUFFER_SUFFIXES = (".mask", ".IGNORE")

@@ -1,0 +1,143 @@
+"""The Fourier toolkit of the progress-measures paper (claims_catalogue §2: G-FB, G-FFT1, G-FFT2, G-TRIG, G-KEY).
+
+Dimension names: ``p`` (residues), ``N = p²`` (input pairs, row ``a·p + b``), ``k`` (frequency
+``1 … (p−1)/2``). Basis order is Nanda/ARENA's: ``Const, cos 1, sin 1, cos 2, …`` (row ``2k−1`` is
+``cos k``), every row of unit norm. Pure functions: tensors in, tensors out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+
+def fourier_basis(p: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``F [p, p]``, rows are orthonormal basis vectors: ``F @ F.T = I``."""
+    if p < 3 or p % 2 == 0:
+        raise ValueError(f"p must be an odd integer ≥ 3 for the real Fourier basis; got {p}")
+    x = torch.arange(p, dtype=torch.float64)
+    rows = [torch.ones(p, dtype=torch.float64)]
+    for k in range(1, (p - 1) // 2 + 1):
+        rows.append(torch.cos(2 * math.pi * k * x / p))
+        rows.append(torch.sin(2 * math.pi * k * x / p))
+    basis = torch.stack(rows)
+    return (basis / basis.norm(dim=1, keepdim=True)).to(dtype)
+
+
+def basis_names(p: int) -> list[str]:
+    names = ["Const"]
+    for k in range(1, (p - 1) // 2 + 1):
+        names += [f"cos {k}", f"sin {k}"]
+    return names
+
+
+def frequencies(p: int) -> list[int]:
+    """All non-constant frequencies ``1 … (p−1)/2``."""
+    return list(range(1, (p - 1) // 2 + 1))
+
+
+def fft1d(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Coefficients along the last axis: ``x @ F.T`` (``[..., p] -> [..., p]``)."""
+    return x @ basis.T.to(x.dtype)
+
+
+def fft_tokens(W: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Coefficients of a matrix whose rows are indexed by tokens: ``F @ W`` (``[p, d] -> [p, d]``)."""
+    return basis.to(W.dtype) @ W
+
+
+def fft2d(T: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """2D transform over the first two axes: ``T̂[i, j, …] = Σ_ab F[i,a] F[j,b] T[a,b,…]``."""
+    F = basis.to(T.dtype)
+    return torch.einsum("ia,jb,ab...->ij...", F, F, T)
+
+
+def grid(x: torch.Tensor, p: int) -> torch.Tensor:
+    """``[N, …] -> [p, p, …]`` (row ``a·p + b`` to ``[a, b]``)."""
+    return x.reshape(p, p, *x.shape[1:])
+
+
+def trig_directions(p: int, k: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``[2, N]``: the unit vectors along ``cos(w_k(a+b))`` and ``sin(w_k(a+b))`` over the grid.
+
+    Built from the basis as in the paper's code: ``(c⊗c − s⊗s)/√2`` and ``(s⊗c + c⊗s)/√2``.
+    """
+    F = fourier_basis(p)
+    c, s = F[2 * k - 1], F[2 * k]
+    u_cos = (torch.outer(c, c) - torch.outer(s, s)).flatten() / math.sqrt(2)
+    u_sin = (torch.outer(s, c) + torch.outer(c, s)).flatten() / math.sqrt(2)
+    return torch.stack([u_cos, u_sin]).to(dtype)
+
+
+def key_directions(p: int, keys: list[int], *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``[2·len(keys), N]`` orthonormal directions ``cos/sin(w_k(a+b))`` for every key frequency."""
+    if not keys:
+        return torch.zeros(0, p * p, dtype=dtype)
+    return torch.cat([trig_directions(p, k, dtype=dtype) for k in keys])
+
+
+def project(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Projection of ``x [N, …]`` onto the span of orthonormal ``directions [m, N]`` along axis 0."""
+    D = directions.to(x.dtype)
+    coeff = torch.einsum("mn,n...->m...", D, x)
+    return torch.einsum("mn,m...->n...", D, coeff)
+
+
+# ----------------------------------------------------------------------------- key frequencies
+
+
+@dataclass(frozen=True)
+class KeyFrequencies:
+    """Key frequencies with the rule and candidate range that produced them (never capped)."""
+
+    keys: list[int]
+    rule: str
+    candidates: list[int]
+    details: dict = field(default_factory=dict, compare=False)
+
+
+def neuron_frequency_fractions(acts: torch.Tensor, p: int, candidates: list[int]) -> torch.Tensor:
+    """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier norm in the 3×3 block
+    ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``."""
+    F = fourier_basis(p, dtype=torch.float64)
+    centred = acts.to(torch.float64) - acts.to(torch.float64).mean(0)
+    coef = fft2d(grid(centred, p), F)  # [p, p, M]
+    sq = coef.pow(2)
+    total = sq.sum((0, 1)).clamp_min(1e-300)  # the (0,0) term is 0 after centring
+    fracs = []
+    for k in candidates:
+        idx = torch.tensor([0, 2 * k - 1, 2 * k])
+        fracs.append(sq[idx][:, idx].sum((0, 1)) / total)
+    return torch.stack(fracs)
+
+
+def key_frequencies_from_neurons(acts: torch.Tensor, p: int, candidates: list[int] | None = None) -> KeyFrequencies:
+    """G-KEY rule 1: each neuron's frequency is the argmax block; keys = the distinct argmaxes.
+
+    Neurons that never vary over the ``N`` inputs (dead or constant) have no frequency: they get
+    frequency −1 and do not vote. ``candidates`` defaults to PMP's ``1 … p//2 − 1``."""
+    candidates = list(range(1, p // 2)) if candidates is None else list(candidates)
+    fracs = neuron_frequency_fractions(acts, p, candidates)
+    alive = acts.to(torch.float64).std(0) > 0
+    neuron_freq = torch.where(alive, torch.tensor(candidates)[fracs.argmax(0)], torch.tensor(-1))
+    keys = sorted(set(neuron_freq[alive].tolist()))
+    return KeyFrequencies(keys, "neuron_cluster_argmax", candidates,
+                          {"neuron_freq": neuron_freq, "neuron_frac": torch.where(alive, fracs.max(0).values, 0.0),
+                           "dead_neurons": int((~alive).sum())})
+
+
+def frequency_norms(coef: torch.Tensor, p: int) -> torch.Tensor:
+    """``[(p−1)/2]``: squared norm per frequency ``k`` of row-wise coefficients ``coef [p, …]``
+    (rows ``2k−1`` and ``2k`` together)."""
+    sq = coef.to(torch.float64).pow(2).flatten(1).sum(1)
+    return sq[1::2] + sq[2::2]
+
+
+def key_frequencies_by_norm(coef: torch.Tensor, p: int, rule: str, frac_of_max: float = 0.25) -> KeyFrequencies:
+    """G-KEY rules 2 (embedding, ``coef = F @ W_E``) and 3 (neuron-logit map, ``coef = F @ W_L``): keep ``k``
+    whose component norm (unsquared, cos and sin together) exceeds ``frac_of_max`` of the largest."""
+    norms = frequency_norms(coef, p).sqrt()
+    keys = [k for k, n in zip(frequencies(p), norms.tolist()) if n > frac_of_max * float(norms.max())]
+    return KeyFrequencies(keys, rule, frequencies(p), {"norms": norms, "frac_of_max": frac_of_max})

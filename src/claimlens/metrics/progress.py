@@ -1,0 +1,171 @@
+"""Progress measures of Nanda et al. 2023 and the ARENA material (claims_catalogue §2). Pure functions.
+
+Conventions (catalogue §5): logits are the analysis logits ``L [N, p]`` (final position, no ``=``
+class) over **all** ``N = p²`` pairs in grid order; projections are fitted on all ``N`` rows and
+only then restricted to a split; cross entropy is float64; the bias correction belongs to the
+restricted loss only; key frequencies come from the final checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from claimlens.metrics.fourier import (
+    fft2d,
+    fft_tokens,
+    fourier_basis,
+    grid,
+    key_directions,
+    project,
+    trig_directions,
+)
+from claimlens.metrics.losses import cross_entropy_f64
+
+# ----------------------------------------------------------------------------- losses of edited logits
+
+
+def _ce_rows(L: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    return cross_entropy_f64(L if rows is None else L[rows], labels if rows is None else labels[rows])
+
+
+def excluded_loss(L: torch.Tensor, labels: torch.Tensor, train_idx: torch.Tensor, keys: list[int], p: int
+                  ) -> torch.Tensor:
+    """Per key frequency ``k``: train loss after removing the ``cos/sin(w_k(a+b))`` components of the
+    logits (no bias correction). ``[N, p] -> [len(keys)]`` (G-EXCL, per frequency)."""
+    L64 = L.to(torch.float64)
+    out = [_ce_rows(L64 - project(L64, trig_directions(p, k)), labels, train_idx) for k in keys]
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def excluded_loss_all_keys(L: torch.Tensor, labels: torch.Tensor, train_idx: torch.Tensor, keys: list[int], p: int
+                           ) -> torch.Tensor:
+    """Train loss after removing the components of **all** key frequencies at once (the paper's
+    Fig. 7 curve, "full excluded loss"). ``[N, p] -> []``."""
+    L64 = L.to(torch.float64)
+    return _ce_rows(L64 - project(L64, key_directions(p, keys)), labels, train_idx)
+
+
+def restricted_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+    """Keep only the key ``cos/sin(w_k(a+b))`` components, then put back the per-class mean over all
+    ``N`` inputs (the bias correction of ``test_logits``). ``[N, p] -> [N, p]`` float64."""
+    L64 = L.to(torch.float64)
+    kept = project(L64, key_directions(p, keys))
+    return kept + (L64 - kept).mean(0, keepdim=True)
+
+
+def restricted_loss(L: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None, keys: list[int], p: int
+                    ) -> torch.Tensor:
+    """G-REST: loss of the restricted logits on ``rows`` (None = all pairs). Also called "trig loss"."""
+    return _ce_rows(restricted_logits(L, keys, p), labels, rows)
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def embed_fourier_norms(W_E: torch.Tensor, p: int) -> torch.Tensor:
+    """G-EMBF: squared row norms of ``F @ W_E[:p]`` (the ``=`` row dropped): ``[d_vocab, d] -> [p]``."""
+    return fft_tokens(W_E[:p].to(torch.float64), fourier_basis(p)).pow(2).sum(-1)
+
+
+def embed_singular_values(W_E: torch.Tensor, p: int) -> torch.Tensor:
+    """Singular values of the token embedding without the ``=`` row: ``[d_vocab, d] -> [min(p, d)]``."""
+    return torch.linalg.svdvals(W_E[:p].to(torch.float64))
+
+
+def neuron_logit_map(W_out: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+    """G-WL in the paper's orientation ``W_L = (W_out W_U)ᵀ``: ``[d_mlp, d], [d, p] -> [p, d_mlp]``."""
+    return (W_out.to(torch.float64) @ W_U.to(torch.float64)).T
+
+
+def gini(c: torch.Tensor) -> torch.Tensor:
+    """G-GINI of a nonnegative vector (Hurley & Rickard): ``Σ (2i − n − 1) c_(i) / (n Σ c)``.
+
+    0 for equal entries, ``1 − k/n`` for ``k`` equal nonzero entries among ``n``. ``[..., n] -> [...]``."""
+    if (c < 0).any():
+        raise ValueError("gini needs nonnegative values")
+    c = torch.sort(c.to(torch.float64), dim=-1).values
+    n = c.shape[-1]
+    i = torch.arange(1, n + 1, dtype=torch.float64)
+    return ((2 * i - n - 1) * c).sum(-1) / (n * c.sum(-1).clamp_min(1e-300))
+
+
+def fourier_row_norms(W: torch.Tensor, p: int) -> torch.Tensor:
+    """Unsquared norms of the ``p`` rows of ``F @ W[:p]`` (constant row included, cos and sin kept
+    separate): the vector whose Gini coefficient the paper tracks. ``[≥p, d] -> [p]``."""
+    return fft_tokens(W[:p].to(torch.float64), fourier_basis(p)).norm(dim=-1)
+
+
+def sum_sq_weights(params: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """G-SSW: ``Σ θ²`` per named parameter and ``"total"``."""
+    out = {name: float(t.to(torch.float64).pow(2).sum()) for name, t in params.items()}
+    out["total"] = sum(out.values())
+    return out
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+def trig_variance_fraction(X: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+    """G-TRIGFRAC: mean over columns of the share of each centred column's squared norm that lies in
+    the key ``cos/sin(w_k(a+b))`` directions. ``[N, C] -> []``."""
+    Xc = X.to(torch.float64) - X.to(torch.float64).mean(0)
+    kept = project(Xc, key_directions(p, keys)).pow(2).sum(0)
+    return (kept / Xc.pow(2).sum(0).clamp_min(1e-300)).mean()
+
+
+def quadratic_fraction(acts: torch.Tensor, neuron_freq: torch.Tensor, p: int) -> torch.Tensor:
+    """G-QUAD: per neuron, share of the centred 2D-Fourier norm in the 2×2 block ``{2k−1, 2k}²`` of its
+    frequency (``k = −1``: all frequencies' blocks). ``[N, M], [M] -> [M]``."""
+    Xc = acts.to(torch.float64) - acts.to(torch.float64).mean(0)
+    sq = fft2d(grid(Xc, p), fourier_basis(p)).pow(2)  # [p, p, M]
+    total = sq.sum((0, 1)).clamp_min(1e-300)
+    out = torch.empty(acts.shape[1], dtype=torch.float64)
+    all_blocks = torch.zeros(acts.shape[1], dtype=torch.float64)
+    for k in range(1, (p - 1) // 2 + 1):
+        all_blocks += sq[2 * k - 1:2 * k + 1, 2 * k - 1:2 * k + 1].sum((0, 1))
+    for n, k in enumerate(neuron_freq.tolist()):
+        block = all_blocks[n] if k < 1 else sq[2 * k - 1:2 * k + 1, 2 * k - 1:2 * k + 1, n].sum()
+        out[n] = block / total[n]
+    return out
+
+
+def neuron_clusters(neuron_freq: torch.Tensor, neuron_frac: torch.Tensor, threshold: float = 0.85) -> torch.Tensor:
+    """G-NFRAC: each neuron's frequency, or −1 where its best block explains less than ``threshold``."""
+    return torch.where(neuron_frac >= threshold, neuron_freq, torch.full_like(neuron_freq, -1))
+
+
+def attention_to_position(pattern: torch.Tensor) -> torch.Tensor:
+    """G-ATTN: mean attention from the final query to each key position: ``[N, head, pos] -> [head, pos]``."""
+    return pattern.to(torch.float64).mean(0)
+
+
+@dataclass(frozen=True)
+class CosFit:
+    coefficients: torch.Tensor  # [n_keys] α_k = ⟨L, C_k⟩
+    fve: float  # fraction of the per-class-centred logit variance explained
+    residual: float  # ‖L_c − fit‖ / ‖L_c‖
+    fitted_logits: torch.Tensor  # [N, p] the fit plus the per-class mean
+
+
+def cos_sum_fit(L: torch.Tensor, keys: list[int], p: int) -> CosFit:
+    """G-COS: fit ``L[a,b,c] ≈ Σ_k α_k C_k[a,b,c]``, ``C_k ∝ cos(w_k(a+b−c))`` of unit norm over the
+    ``N × p`` cube. The ``C_k`` are orthogonal, so the least-squares fit is the sum of projections."""
+    L64 = L.to(torch.float64)
+    centred = L64 - L64.mean(0, keepdim=True)  # every C_k has zero mean per class c
+    a = torch.arange(p, dtype=torch.float64)
+    s = (a[:, None] + a[None, :]).flatten()  # [N] a + b
+    fit = torch.zeros_like(L64)
+    coeffs = []
+    for k in keys:
+        C = torch.cos(2 * math.pi * k * (s[:, None] - a[None, :]) / p)  # [N, p]
+        C = C / C.norm()
+        alpha = (centred * C).sum()
+        coeffs.append(alpha)
+        fit = fit + alpha * C
+    resid = (centred - fit).norm() / centred.norm().clamp_min(1e-300)
+    return CosFit(torch.stack(coeffs) if coeffs else torch.zeros(0), float(1 - resid ** 2), float(resid),
+                  fit + L64.mean(0, keepdim=True))

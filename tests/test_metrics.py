@@ -1,0 +1,248 @@
+"""Metrics against naive references, by properties, and on a hand-built ground-truth model."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import naive
+from claimlens.metrics import fourier as fo
+from claimlens.metrics import progress as pm
+from claimlens.metrics.losses import cross_entropy_f64
+from claimlens.models import forward
+from claimlens.tasks import grid_labels, grid_tokens, nanda_split
+from groundtruth import trig_model
+
+odd_p = st.sampled_from([3, 5, 7, 11, 13])
+
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+# ----------------------------------------------------------------------------- Fourier toolkit
+
+
+@pytest.mark.parametrize("p", [5, 7, 13])
+def test_basis_matches_naive_and_order(p):
+    torch.testing.assert_close(fo.fourier_basis(p), torch.tensor(naive.basis(p), dtype=torch.float64))
+    F = fo.fourier_basis(p)
+    k = 2
+    cos_k = torch.cos(2 * math.pi * k * torch.arange(p, dtype=torch.float64) / p)
+    torch.testing.assert_close(F[2 * k - 1], cos_k / cos_k.norm())  # row 2k−1 is cos k (catalogue §5.1)
+    assert fo.basis_names(p)[2 * k - 1] == f"cos {k}"
+
+
+@given(p=odd_p)
+def test_basis_is_orthonormal(p):
+    F = fo.fourier_basis(p)
+    torch.testing.assert_close(F @ F.T, torch.eye(p, dtype=torch.float64))
+
+
+@given(p=odd_p, seed=st.integers(0, 10_000))
+def test_parseval_1d_and_2d(p, seed):
+    F = fo.fourier_basis(p)
+    x, T = rand(4, p, seed=seed), rand(p, p, 3, seed=seed + 1)
+    torch.testing.assert_close(fo.fft1d(x, F).norm(), x.norm())
+    torch.testing.assert_close(fo.fft2d(T, F).norm(), T.norm())
+
+
+def test_fft2d_matches_direct_double_sum():
+    p = 5
+    T = rand(p, p, seed=3)
+    torch.testing.assert_close(fo.fft2d(T, fo.fourier_basis(p)), torch.tensor(naive.dft2(T.tolist(), p), dtype=torch.float64))
+
+
+def test_transform_direction_is_F_times_W():
+    p = 7
+    W = rand(p, 3)
+    torch.testing.assert_close(fo.fft_tokens(W, fo.fourier_basis(p)), fo.fourier_basis(p) @ W)
+
+
+@given(p=st.sampled_from([5, 7, 11]), k=st.integers(1, 5))
+def test_trig_directions_are_unit_cos_sin_of_a_plus_b(p, k):
+    k = 1 + (k - 1) % ((p - 1) // 2)
+    u = fo.trig_directions(p, k)
+    s = torch.arange(p * p) // p + torch.arange(p * p) % p
+    for row, f in zip(u, (torch.cos, torch.sin)):
+        target = f(2 * math.pi * k * s.double() / p)
+        torch.testing.assert_close(row, target / target.norm())
+    torch.testing.assert_close(u @ u.T, torch.eye(2, dtype=torch.float64))
+
+
+@given(seed=st.integers(0, 10_000), keys=st.lists(st.integers(1, 3), min_size=1, max_size=3, unique=True))
+def test_projection_is_idempotent_and_splits_the_logits(seed, keys):
+    p = 7
+    L = rand(p * p, p, seed=seed)
+    D = fo.key_directions(p, keys)
+    kept = fo.project(L, D)
+    torch.testing.assert_close(fo.project(kept, D), kept)
+    excluded = L - kept
+    torch.testing.assert_close(kept + excluded, L)
+    assert abs(float((kept * excluded).sum())) < 1e-9  # orthogonal parts
+
+
+# ----------------------------------------------------------------------------- progress measures vs naive
+
+
+@pytest.fixture(scope="module")
+def small_logits():
+    p = 7
+    L = rand(p * p, p, seed=11) * 3
+    labels = grid_labels(p)
+    train, test = nanda_split(p, 0.4, 0)
+    return p, L, labels, train, test
+
+
+def test_cross_entropy_matches_naive(small_logits):
+    p, L, labels, train, _ = small_logits
+    assert cross_entropy_f64(L, labels).item() == pytest.approx(naive.ce(L.tolist(), labels.tolist()), rel=1e-12)
+
+
+@pytest.mark.parametrize("keys", [[1], [2, 3], [1, 2, 3]])
+def test_excluded_loss_matches_naive(small_logits, keys):
+    p, L, labels, train, _ = small_logits
+    ours = pm.excluded_loss(L, labels, train, keys, p)
+    for k, value in zip(keys, ours.tolist()):
+        assert value == pytest.approx(naive.excluded_loss(L.tolist(), labels.tolist(), train.tolist(), p, [k]), rel=1e-10)
+    assert pm.excluded_loss_all_keys(L, labels, train, keys, p).item() == pytest.approx(
+        naive.excluded_loss(L.tolist(), labels.tolist(), train.tolist(), p, keys), rel=1e-10)
+
+
+@pytest.mark.parametrize("split", ["all", "train", "test"])
+def test_restricted_loss_matches_naive(small_logits, split):
+    p, L, labels, train, test = small_logits
+    rows = {"all": None, "train": train, "test": test}[split]
+    naive_rows = list(range(p * p)) if rows is None else rows.tolist()
+    ours = pm.restricted_loss(L, labels, rows, [1, 3], p).item()
+    assert ours == pytest.approx(naive.restricted_loss(L.tolist(), labels.tolist(), naive_rows, p, [1, 3]), rel=1e-10)
+
+
+def test_trig_fraction_matches_naive(small_logits):
+    p, L, *_ = small_logits
+    X = rand(p * p, 4, seed=5)
+    assert pm.trig_variance_fraction(X, [1, 2], p).item() == pytest.approx(naive.trig_fraction(X.tolist(), p, [1, 2]), rel=1e-10)
+
+
+@given(c=st.lists(st.floats(0, 100), min_size=2, max_size=30).filter(lambda c: sum(c) > 1e-6))
+def test_gini_matches_hurley_rickard_form(c):
+    assert pm.gini(torch.tensor(c, dtype=torch.float64)).item() == pytest.approx(naive.gini_hurley_rickard(c), abs=1e-9)
+
+
+@given(n=st.integers(2, 120), data=st.data())
+def test_gini_reference_points_and_invariances(n, data):
+    k = data.draw(st.integers(1, n))
+    c = torch.zeros(n, dtype=torch.float64)
+    c[:k] = 3.0
+    assert pm.gini(c).item() == pytest.approx(1 - k / n, abs=1e-12)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    assert pm.gini(c[perm] * 7).item() == pytest.approx(pm.gini(c).item(), abs=1e-12)
+
+
+def test_gini_of_random_embedding_is_small_and_ideal_sparsity_is_high():
+    assert pm.gini(pm.fourier_row_norms(rand(114, 128), 113)).item() < 0.1  # catalogue: random W_E ≈ 0.03–0.05
+    assert pm.gini(torch.tensor([1.0] * 12 + [0.0] * 101)).item() == pytest.approx(0.894, abs=1e-3)
+
+
+def test_attention_and_weight_norms_against_loops():
+    pattern = rand(10, 4, 3, seed=2).softmax(-1)
+    ours = pm.attention_to_position(pattern)
+    for h in range(4):
+        for j in range(3):
+            assert ours[h, j].item() == pytest.approx(sum(pattern[n, h, j].item() for n in range(10)) / 10)
+    params = {"a": rand(3, 2), "b": rand(4)}
+    ssw = pm.sum_sq_weights(params)
+    assert ssw["total"] == pytest.approx(sum(v * v for t in params.values() for v in t.flatten().tolist()))
+
+
+@given(seed=st.integers(0, 1000))
+@settings(max_examples=10)
+def test_trig_metrics_are_invariant_under_swapping_a_and_b(seed):
+    p = 7
+    L = rand(p * p, p, seed=seed)
+    labels = grid_labels(p)
+    swap = (torch.arange(p * p) % p) * p + torch.arange(p * p) // p  # row of (b, a)
+    Ls = L[swap]
+    assert pm.restricted_loss(Ls, labels, None, [1, 2], p).item() == pytest.approx(
+        pm.restricted_loss(L, labels, None, [1, 2], p).item(), rel=1e-10)
+    assert pm.trig_variance_fraction(Ls, [2], p).item() == pytest.approx(pm.trig_variance_fraction(L, [2], p).item(), rel=1e-10)
+    assert pm.excluded_loss(Ls, labels, swap[:20], [3], p).item() == pytest.approx(
+        pm.excluded_loss(L, labels, torch.arange(p * p)[:20], [3], p).item(), rel=1e-10)
+
+
+@given(u=st.sampled_from([2, 3, 4, 5, 6]), seed=st.integers(0, 1000))
+@settings(max_examples=10)
+def test_relabelling_by_a_unit_maps_frequencies(u, seed):
+    """Relabel x → u·x mod p: a pure frequency-k function becomes a pure frequency-(u·k mod p, folded) one."""
+    p, k = 7, 1
+    a = torch.arange(p * p) // p
+    b = torch.arange(p * p) % p
+    x = torch.cos(2 * math.pi * k * (u * (a + b)).double() / p)[:, None] * rand(1, 3, seed=seed)
+    uk = (u * k) % p
+    uk = min(uk, p - uk)
+    assert pm.trig_variance_fraction(x, [uk], p).item() == pytest.approx(1.0, abs=1e-9)
+    others = [f for f in range(1, 4) if f != uk]
+    assert pm.trig_variance_fraction(x, others, p).item() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cos_sum_fit_matches_least_squares():
+    p, keys = 7, [1, 3]
+    L = rand(p * p, p, seed=9)
+    fit = pm.cos_sum_fit(L, keys, p)
+    a = torch.arange(p, dtype=torch.float64)
+    s = (a[:, None] + a[None, :]).flatten()
+    design = torch.stack([torch.cos(2 * math.pi * k * (s[:, None] - a[None, :]) / p).flatten() for k in keys], 1)
+    centred = (L - L.mean(0)).flatten()
+    coef = torch.linalg.lstsq(design, centred[:, None]).solution.flatten()
+    torch.testing.assert_close((design @ coef).reshape(p * p, p) + L.mean(0), fit.fitted_logits)
+
+
+def test_quadratic_fraction_of_a_pure_product_neuron():
+    p, k = 11, 2
+    a = torch.arange(p * p) // p
+    b = torch.arange(p * p) % p
+    w = 2 * math.pi * k / p
+    X = torch.stack([torch.cos(w * a) * torch.cos(w * b), torch.cos(w * a) + torch.sin(w * b)], 1).double()
+    q = pm.quadratic_fraction(X, torch.tensor([k, k]), p)
+    assert q[0].item() == pytest.approx(1.0, abs=1e-9) and q[1].item() == pytest.approx(0.0, abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+@pytest.fixture(scope="module", params=[(31, [3, 7, 11]), (23, [2, 9])], ids=lambda v: f"p={v[0]}-keys={v[1]}")
+def trig_run(request):
+    p, keys = request.param
+    cfg, params = trig_model(p, keys)
+    acts = forward(params, grid_tokens(p), cfg, cache=True)
+    return p, keys, cfg, params, acts
+
+
+def test_ground_truth_model_is_correct(trig_run):
+    p, keys, cfg, params, acts = trig_run
+    assert (acts.logits.argmax(-1) == grid_labels(p)).all()
+
+
+def test_ground_truth_key_frequencies(trig_run):
+    p, keys, cfg, params, acts = trig_run
+    rule1 = fo.key_frequencies_from_neurons(acts.mlp_post, p, fo.frequencies(p))
+    assert rule1.keys == keys and rule1.rule == "neuron_cluster_argmax"
+    W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])
+    rule3 = fo.key_frequencies_by_norm(fo.fft_tokens(W_L, fo.fourier_basis(p)), p, "neuron_logit_map")
+    assert rule3.keys == keys
+
+
+def test_ground_truth_restricted_and_excluded_losses(trig_run):
+    p, keys, cfg, params, acts = trig_run
+    L, labels = acts.logits.double(), grid_labels(p)
+    train, _ = nanda_split(p, 0.3, 0)
+    full = cross_entropy_f64(L[train], labels[train]).item()
+    restricted = pm.restricted_loss(L, labels, train, keys, p).item()
+    assert restricted == pytest.approx(full, rel=0.05), "the logits live in the key directions"
+    excluded = pm.excluded_loss(L, labels, train, keys, p)
+    assert (excluded > 20 * full).all(), f"removing any key must hurt: excluded {excluded.tolist()} vs full {full:.2e}"
+    assert pm.excluded_loss_all_keys(L, labels, train, keys, p).item() > math.log(p) * 0.5
+    assert pm.cos_sum_fit(L, keys, p).fve > 0.999
+    assert pm.trig_variance_fraction(L, keys, p).item() > 0.999
