@@ -183,7 +183,7 @@ def _compute(run, keys: list[int], progress: bool):
 def _save(path: Path, epochs: torch.Tensor, series: dict[str, SeriesSet]) -> None:
     from claimlens.runs.store import save_tensors
 
-    tensors = {"__epochs__": epochs, **{name: s.values for name, s in series.items()}}
+    tensors = {"__epochs__": epochs, **{name: s.values.clone() for name, s in series.items()}}
     meta = {"labels": json.dumps({name: s.labels for name, s in series.items()}), "version": str(METRICS_VERSION)}
     save_tensors(path, tensors, metadata=meta)
 

@@ -217,16 +217,18 @@ def _transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool)
     v = torch.stack([rows(v_tab[j], j) for j in range(n_pos)], dim=1)  # [batch, pos, head, d_head]
     q = rows(q_tab, last)  # [batch, head, d_head]
 
-    scores = torch.einsum("bhe,bjhe->bhj", q, k) / math.sqrt(d_head)  # causal: the last query sees all
-    pattern = scores.softmax(dim=-1)  # [batch, head, pos]
-    z = torch.einsum("bhj,bjhe->bhe", pattern, v)  # [batch, head, d_head]
+    # Tiny per-example contractions: elementwise products beat batched matmuls here.
+    scores = (k * q.unsqueeze(1)).sum(-1) / math.sqrt(d_head)  # [batch, pos, head]; the last query sees all
+    pattern = scores.softmax(dim=1).transpose(1, 2)  # [batch, head, pos]
+    z = (pattern.transpose(1, 2).unsqueeze(-1) * v).sum(1)  # [batch, head, d_head]
     attn_out = z.flatten(1) @ W_O.flatten(0, 1) + b_O  # [batch, d_model]
 
     resid_mid = rows(x_tab[last], last) + attn_out  # [batch, d_model]
-    mlp_pre = resid_mid @ params["blocks.0.mlp.W_in"] + params["blocks.0.mlp.b_in"]  # [batch, d_mlp]
+    # addmm fuses each bias (and the residual) into its matmul.
+    mlp_pre = torch.addmm(params["blocks.0.mlp.b_in"], resid_mid, params["blocks.0.mlp.W_in"])  # [batch, d_mlp]
     mlp_post = act(mlp_pre)
-    resid_post = resid_mid + mlp_post @ params["blocks.0.mlp.W_out"] + params["blocks.0.mlp.b_out"]
-    logits = resid_post @ params["unembed.W_U"] + params["unembed.b_U"]  # [batch, p]
+    resid_post = torch.addmm(resid_mid + params["blocks.0.mlp.b_out"], mlp_post, params["blocks.0.mlp.W_out"])
+    logits = torch.addmm(params["unembed.b_U"], resid_post, params["unembed.W_U"])  # [batch, p]
     if not cache:
         return Activations(logits)
     return Activations(logits, pattern, resid_mid, mlp_pre, mlp_post)

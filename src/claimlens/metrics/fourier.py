@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import torch
 
 
 def fourier_basis(p: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``F [p, p]``, rows are orthonormal basis vectors: ``F @ F.T = I``."""
+    """``F [p, p]``, rows are orthonormal basis vectors: ``F @ F.T = I``.
+
+    Cached per ``(p, dtype)``: the returned tensor is shared, treat it as read-only."""
+    return _fourier_basis(p, dtype)
+
+
+@lru_cache(maxsize=32)
+def _fourier_basis(p: int, dtype: torch.dtype) -> torch.Tensor:
     if p < 3 or p % 2 == 0:
         raise ValueError(f"p must be an odd integer ≥ 3 for the real Fourier basis; got {p}")
     x = torch.arange(p, dtype=torch.float64)
@@ -63,7 +71,15 @@ def trig_directions(p: int, k: int, *, dtype: torch.dtype = torch.float64) -> to
     """``[2, N]``: the unit vectors along ``cos(w_k(a+b))`` and ``sin(w_k(a+b))`` over the grid.
 
     Built from the basis as in the paper's code: ``(c⊗c − s⊗s)/√2`` and ``(s⊗c + c⊗s)/√2``.
+    Cached (shared, read-only).
     """
+    if not 1 <= k <= (p - 1) // 2:
+        raise ValueError(f"frequency k must be in 1 … {(p - 1) // 2} for p={p}; got {k}")
+    return _trig_directions(p, k, dtype)
+
+
+@lru_cache(maxsize=1024)
+def _trig_directions(p: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     F = fourier_basis(p)
     c, s = F[2 * k - 1], F[2 * k]
     u_cos = (torch.outer(c, c) - torch.outer(s, s)).flatten() / math.sqrt(2)
@@ -73,6 +89,11 @@ def trig_directions(p: int, k: int, *, dtype: torch.dtype = torch.float64) -> to
 
 def key_directions(p: int, keys: list[int], *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """``[2·len(keys), N]`` orthonormal directions ``cos/sin(w_k(a+b))`` for every key frequency."""
+    return _key_directions(p, tuple(keys), dtype)
+
+
+@lru_cache(maxsize=128)
+def _key_directions(p: int, keys: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     if not keys:
         return torch.zeros(0, p * p, dtype=dtype)
     return torch.cat([trig_directions(p, k, dtype=dtype) for k in keys])

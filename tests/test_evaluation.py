@@ -1,0 +1,86 @@
+"""Series over a run: one shared forward pass per checkpoint, the right values, cached on disk."""
+
+import pytest
+import torch
+
+from claimlens.evaluation import evaluate, final_key_frequencies
+from claimlens.metrics import progress as pm
+from claimlens.metrics.losses import cross_entropy_f64
+from claimlens.models import bridge_activations, build_bridge
+
+STABLE_NAMES = {"train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
+                "restricted_loss", "trig_loss_all", "trig_loss_train", "attention_to_position", "sum_sq_weights",
+                "sum_sq_weights_by_param", "embed_fourier_norms", "embed_singular_values", "gini_W_E", "gini_W_L",
+                "trig_fraction"}
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_series_names_shapes_and_epochs(tiny_run, cache_dir):
+    rs = evaluate(tiny_run)
+    assert set(rs.series) == STABLE_NAMES
+    assert rs.epochs.tolist() == tiny_run.epochs
+    n = len(tiny_run.epochs)
+    assert rs["excluded_loss"].values.shape == (len(rs.keys.keys), n)
+    assert rs["excluded_loss"].labels == [f"k={k}" for k in rs.keys.keys]
+    assert rs["attention_to_position"].labels[:3] == ["head=0,pos=0", "head=0,pos=1", "head=0,pos=2"]
+    assert rs["restricted_loss"].labels == ["all", "train", "test"]
+    torch.testing.assert_close(rs["trig_loss_all"].row(), rs["restricted_loss"].row("all"))
+    assert rs.keys.rule == "neuron_cluster_argmax" and rs.keys.candidates == list(range(1, 12))
+
+
+def test_values_equal_the_metrics_computed_one_checkpoint_at_a_time_through_transformer_lens(tiny_run, cache_dir):
+    """Independent path: TransformerLens bridge + run_with_cache per checkpoint, metric by metric."""
+    rs = evaluate(tiny_run)
+    keys, p, task = rs.keys.keys, tiny_run.spec.task.p, tiny_run.task
+    for i, epoch in enumerate(tiny_run.epochs[::4]):
+        j = tiny_run.epochs.index(epoch)
+        params = tiny_run.checkpoint(epoch)
+        acts = bridge_activations(build_bridge(tiny_run.spec.model, p, params), task.tokens)
+        L = acts.logits.double()
+        expected = {
+            "test_loss": cross_entropy_f64(L[task.test_idx], task.labels[task.test_idx]).item(),
+            "excluded_loss_all_keys": pm.excluded_loss_all_keys(L, task.labels, task.train_idx, keys, p).item(),
+            "trig_loss_train": pm.restricted_loss(L, task.labels, task.train_idx, keys, p).item(),
+        }
+        for name, value in expected.items():
+            assert rs[name].values[0, j].item() == pytest.approx(value, rel=1e-4), (name, epoch)
+        attn = pm.attention_to_position(acts.pattern)
+        assert rs["attention_to_position"].row("head=2,pos=1")[j].item() == pytest.approx(attn[2, 1].item(), abs=1e-6)
+        ssw = pm.sum_sq_weights(params)["total"]
+        assert rs["sum_sq_weights"].row()[j].item() == pytest.approx(ssw, rel=1e-9)
+
+
+def test_second_evaluation_hits_the_cache(tiny_run, cache_dir):
+    first = evaluate(tiny_run)
+    assert not first.from_cache and any(cache_dir.rglob("*.safetensors"))
+    second = evaluate(tiny_run)
+    assert second.from_cache
+    for name in first.series:
+        assert torch.equal(first[name].values, second[name].values) and first[name].labels == second[name].labels
+
+
+def test_damaged_cache_entries_are_recomputed(tiny_run, cache_dir):
+    evaluate(tiny_run)
+    for f in cache_dir.rglob("*.safetensors"):
+        f.write_bytes(b"garbage")
+    again = evaluate(tiny_run)
+    assert not again.from_cache
+    assert torch.isfinite(again["test_loss"].values).all()
+
+
+def test_given_keys_and_rules_are_recorded(tiny_run, cache_dir):
+    rs = evaluate(tiny_run, keys=[3, 1])
+    assert rs.keys.keys == [1, 3] and rs.keys.rule == "given"
+    assert final_key_frequencies(tiny_run, "embedding_norm").rule == "embedding_norm"
+    with pytest.raises(ValueError, match="unknown key-frequency rule"):
+        final_key_frequencies(tiny_run, "magic")
+
+
+def test_mlp_runs_are_refused_with_a_reason(tiny_mlp_run, cache_dir):
+    with pytest.raises(ValueError, match="is a mlp"):
+        evaluate(tiny_mlp_run)
