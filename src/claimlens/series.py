@@ -1,4 +1,10 @@
-"""Per-epoch series and temporal helpers (epochs are always data, never list positions)."""
+"""Per-epoch series and temporal helpers (epochs are always data, never list positions).
+
+The helpers answer the questions claims ask of a curve — when does it first cross a threshold, is it
+monotone over a window, does it peak and return, which event comes first — and the ``assert_*``
+functions fail with messages in the style of ``torch.testing.assert_close``: what was compared, the
+measured value, the threshold, where (epoch), how many epochs violated it and the worst one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,12 @@ from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import torch
+
+Direction = Literal["above", "below"]
+
+
+class ClaimFailure(AssertionError):
+    """A claim did not hold; the message says what, measured, threshold and where."""
 
 
 @dataclass(frozen=True)
@@ -27,11 +39,144 @@ class Series:
     def of(cls, name: str, epochs: Sequence[int] | torch.Tensor, values: Sequence[float] | torch.Tensor) -> "Series":
         return cls(name, torch.as_tensor(epochs, dtype=torch.int64), torch.as_tensor(values, dtype=torch.float64))
 
-    def first_crossing(self, threshold: float, direction: Literal["above", "below"] = "above") -> int | None:
-        """First epoch whose value is ≥ ``threshold`` (``above``) or ≤ it (``below``); None if never."""
+    def __len__(self) -> int:
+        return self.epochs.numel()
+
+    def first_crossing(self, threshold: float, direction: Direction = "above", *, after: int | None = None) -> int | None:
+        """First epoch (``≥ after`` if given) whose value is ≥ ``threshold`` (``above``) or ≤ it (``below``)."""
         hit = self.values >= threshold if direction == "above" else self.values <= threshold
+        if after is not None:
+            hit &= self.epochs >= after
         idx = torch.nonzero(hit).flatten()
         return int(self.epochs[idx[0]]) if idx.numel() else None
+
+    def window(self, start: int | None = None, end: int | None = None) -> "Series":
+        """The part with ``start ≤ epoch ≤ end`` (either bound optional)."""
+        keep = torch.ones_like(self.epochs, dtype=torch.bool)
+        if start is not None:
+            keep &= self.epochs >= start
+        if end is not None:
+            keep &= self.epochs <= end
+        return Series(self.name, self.epochs[keep], self.values[keep])
+
+    def at(self, epoch: int) -> float:
+        """Value at the last checkpoint at or before ``epoch``."""
+        idx = torch.nonzero(self.epochs <= epoch).flatten()
+        if not idx.numel():
+            raise KeyError(f"series {self.name!r} starts at epoch {int(self.epochs[0])}, after {epoch}")
+        return float(self.values[idx[-1]])
+
+    def argmax(self) -> tuple[int, float]:
+        i = int(self.values.argmax())
+        return int(self.epochs[i]), float(self.values[i])
+
+    def argmin(self) -> tuple[int, float]:
+        i = int(self.values.argmin())
+        return int(self.epochs[i]), float(self.values[i])
+
+    def monotone_violations(self, direction: Literal["increasing", "decreasing"], rel_tol: float = 0.0
+                            ) -> list[tuple[int, float]]:
+        """Steps that go the wrong way by more than ``rel_tol`` of the previous value: ``(epoch, relative step)``."""
+        prev, cur = self.values[:-1], self.values[1:]
+        step = (cur - prev) / prev.abs().clamp_min(1e-300)
+        bad = step < -rel_tol if direction == "increasing" else step > rel_tol
+        return [(int(e), float(s)) for e, s in zip(self.epochs[1:][bad], step[bad])]
+
+
+# ----------------------------------------------------------------------------- assertions
+
+
+def _where(epoch: int | None, label: str) -> str:
+    parts = [f"epoch {epoch}" if epoch is not None else None, label or None]
+    return ", ".join(p for p in parts if p) or "whole run"
+
+
+def assert_threshold(what: str, measured: float, threshold: float, op: Literal[">=", "<="], *,
+                     epoch: int | None = None, label: str = "") -> None:
+    ok = measured >= threshold if op == ">=" else measured <= threshold
+    if not ok:
+        raise ClaimFailure(f"{what}: measured {measured:.4g}, threshold {op} {threshold:.4g} ({_where(epoch, label)})")
+
+
+def assert_before(first: tuple[str, int | None], second: tuple[str, int | None], *, margin: int = 0) -> None:
+    """Event ``first`` (name, epoch) happens at least ``margin`` epochs before ``second``."""
+    (a_name, a), (b_name, b) = first, second
+    if a is None or b is None:
+        missing = a_name if a is None else b_name
+        raise ClaimFailure(f"{a_name} before {b_name}: {missing} never happened")
+    if b - a < margin:
+        raise ClaimFailure(f"{a_name} (epoch {a}) before {b_name} (epoch {b}): gap {b - a} epochs, "
+                           f"threshold ≥ {margin} epochs")
+
+
+def assert_monotone(series: Series, direction: Literal["increasing", "decreasing"], *, rel_tol: float = 0.0,
+                    max_violation_frac: float = 0.0, label: str = "") -> None:
+    """At most ``max_violation_frac`` of the steps may go the wrong way by more than ``rel_tol``."""
+    bad = series.monotone_violations(direction, rel_tol)
+    steps = max(len(series) - 1, 1)
+    if len(bad) / steps > max_violation_frac:
+        worst = max(bad, key=lambda v: abs(v[1]))
+        span = f"epochs {int(series.epochs[0])}…{int(series.epochs[-1])}"
+        raise ClaimFailure(
+            f"{series.name} not {direction} over {span}{', ' + label if label else ''}: {len(bad)} of {steps} steps "
+            f"violated it (allowed {max_violation_frac:.0%}, tolerance {rel_tol:.0%}); worst at epoch {worst[0]} "
+            f"(relative step {worst[1]:+.3g})")
+
+
+def assert_peak_and_return(series: Series, *, min_peak: float, peak_window: tuple[int, int], final_max: float,
+                           label: str = "") -> None:
+    """The maximum is ≥ ``min_peak`` and falls inside ``peak_window``; the last value is ≤ ``final_max``."""
+    epoch, peak = series.argmax()
+    where = f" ({label})" if label else ""
+    if peak < min_peak:
+        raise ClaimFailure(f"{series.name} peak{where}: measured {peak:.4g} at epoch {epoch}, threshold ≥ {min_peak:.4g}")
+    if not peak_window[0] <= epoch <= peak_window[1]:
+        raise ClaimFailure(f"{series.name} peak{where} at epoch {epoch}, expected within epochs "
+                           f"{peak_window[0]}…{peak_window[1]} (value {peak:.4g})")
+    final = float(series.values[-1])
+    if final > final_max:
+        raise ClaimFailure(f"{series.name} does not return{where}: measured {final:.4g} at the last epoch "
+                           f"{int(series.epochs[-1])}, threshold ≤ {final_max:.4g}")
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+@dataclass(frozen=True)
+class Phases:
+    """Phase boundaries by the catalogue's shape-mode rules (claims_catalogue §3):
+
+    ``t1`` memorisation end: argmin of the full excluded loss over checkpoints before grokking
+    (before test accuracy first reaches ``grok_acc``); ``t2`` circuit-formation end: first checkpoint
+    after ``t1`` whose test loss is 10× below its maximum after ``t1``; ``t3`` cleanup end: first
+    checkpoint after ``t2`` whose test loss is within 2× of its final value. ``None`` where not reached.
+    """
+
+    t1: int | None
+    t2: int | None
+    t3: int | None
+    grok_epoch: int | None
+
+    def as_dict(self) -> dict[str, int | None]:
+        return {"t1": self.t1, "t2": self.t2, "t3": self.t3, "grok_epoch": self.grok_epoch}
+
+
+def detect_phases(excluded_full: Series, test_loss: Series, test_acc: Series, *, grok_acc: float = 0.95) -> Phases:
+    grok = test_acc.first_crossing(grok_acc)
+    before = excluded_full.window(end=grok) if grok is not None else excluded_full
+    t1 = before.argmin()[0] if len(before) else None
+    if t1 is None:
+        return Phases(None, None, None, grok)
+    after = test_loss.window(start=t1)
+    peak = after.argmax()[1]
+    t2 = after.first_crossing(peak / 10, "below")
+    t3 = None
+    if t2 is not None:
+        t3 = test_loss.window(start=t2).first_crossing(2 * float(test_loss.values[-1]), "below")
+    return Phases(t1, t2, t3, grok)
+
+
+# ----------------------------------------------------------------------------- grokking summary
 
 
 @dataclass(frozen=True)

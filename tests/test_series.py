@@ -1,0 +1,92 @@
+"""Temporal helpers on hand-worked series, and their failure messages."""
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from claimlens.series import (
+    ClaimFailure,
+    Series,
+    assert_before,
+    assert_monotone,
+    assert_peak_and_return,
+    assert_threshold,
+    detect_phases,
+)
+
+S = Series.of("loss", [0, 10, 20, 30, 40, 50], [5.0, 3.0, 4.0, 1.0, 0.5, 0.6])
+
+
+def test_first_crossing_window_at_and_extrema():
+    assert S.first_crossing(1.0, "below") == 30
+    assert S.first_crossing(4.5, "above") == 0
+    assert S.first_crossing(4.5, "above", after=10) is None
+    assert S.window(10, 30).epochs.tolist() == [10, 20, 30]
+    assert S.at(25) == 4.0 and S.argmin() == (40, 0.5) and S.argmax() == (0, 5.0)
+    with pytest.raises(KeyError, match="starts at epoch 0, after -1"):
+        S.at(-1)
+
+
+def test_epochs_must_increase():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        Series.of("x", [0, 20, 10], [1, 2, 3])
+
+
+def test_monotone_violations_and_message():
+    assert S.monotone_violations("decreasing") == [(20, pytest.approx(1 / 3)), (50, pytest.approx(0.2))]
+    assert S.monotone_violations("decreasing", rel_tol=0.25) == [(20, pytest.approx(1 / 3))]
+    with pytest.raises(ClaimFailure) as info:
+        assert_monotone(S, "decreasing", rel_tol=0.1, max_violation_frac=0.1)
+    msg = str(info.value)
+    assert "loss not decreasing over epochs 0…50" in msg and "2 of 5 steps" in msg and "worst at epoch 20" in msg
+    assert_monotone(S, "decreasing", rel_tol=0.1, max_violation_frac=0.5)
+
+
+def test_threshold_and_ordering_messages():
+    with pytest.raises(ClaimFailure, match=r"test acc: measured 0.42, threshold >= 0.99 \(epoch 2500, run=x\)"):
+        assert_threshold("test acc", 0.42, 0.99, ">=", epoch=2500, label="run=x")
+    assert_before(("restricted loss falls", 800), ("test loss falls", 1200), margin=200)
+    with pytest.raises(ClaimFailure, match="gap 100 epochs, threshold ≥ 200"):
+        assert_before(("a", 1000), ("b", 1100), margin=200)
+    with pytest.raises(ClaimFailure, match="b never happened"):
+        assert_before(("a", 1000), ("b", None))
+
+
+def test_peak_and_return():
+    ratio = Series.of("ratio", [0, 1, 2, 3, 4], [1, 10, 1e4, 50, 2])
+    assert_peak_and_return(ratio, min_peak=1e3, peak_window=(1, 3), final_max=10)
+    with pytest.raises(ClaimFailure, match="peak: measured 1e\\+04 at epoch 2, threshold ≥ 1e\\+05"):
+        assert_peak_and_return(ratio, min_peak=1e5, peak_window=(1, 3), final_max=10)
+    with pytest.raises(ClaimFailure, match="at epoch 2, expected within epochs 3…4"):
+        assert_peak_and_return(ratio, min_peak=1e3, peak_window=(3, 4), final_max=10)
+    with pytest.raises(ClaimFailure, match="does not return: measured 2 at the last epoch 4, threshold ≤ 1"):
+        assert_peak_and_return(ratio, min_peak=1e3, peak_window=(1, 3), final_max=1)
+
+
+def test_phase_detection_on_a_synthetic_grokking_curve():
+    epochs = list(range(0, 1001, 50))
+    # excluded loss: falls to a minimum at 150, then rises; test loss peaks (9) at 150, is 10x below at 450,
+    # is within 2x of its final value (0.002) first at 850; test accuracy passes 0.95 at 550.
+    excl = [4, 2, 1, 0.5, 0.8, 2, 4, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7]
+    test = [4, 6, 8, 9, 8, 6, 4, 2, 1, 0.8, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01, 0.005, 0.003, 0.0025, 0.0022, 0.002]
+    acc = [0.0] * 11 + [0.96] + [1.0] * 9
+    phases = detect_phases(Series.of("excl", epochs, excl), Series.of("test", epochs, test), Series.of("acc", epochs, acc))
+    assert phases.as_dict() == {"t1": 150, "t2": 450, "t3": 850, "grok_epoch": 550}
+
+
+def test_phase_detection_without_grokking_still_finds_t1():
+    epochs = [0, 10, 20, 30]
+    phases = detect_phases(Series.of("e", epochs, [3, 1, 2, 3]), Series.of("t", epochs, [4, 5, 6, 7]),
+                           Series.of("a", epochs, [0, 0, 0, 0]))
+    assert phases.t1 == 10 and phases.t2 is None and phases.t3 is None and phases.grok_epoch is None
+
+
+@given(values=st.lists(st.floats(0.01, 100), min_size=2, max_size=40))
+def test_sorted_series_are_monotone(values):
+    up = Series.of("x", range(len(values)), sorted(values))
+    assert up.monotone_violations("increasing") == []
+    down = Series.of("x", range(len(values)), sorted(values, reverse=True))
+    assert down.monotone_violations("decreasing") == []
+    crossing = up.first_crossing(values[0], "above")
+    assert crossing is not None and float(up.values[crossing]) >= values[0]
