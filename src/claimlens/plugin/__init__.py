@@ -1,8 +1,14 @@
 """The claimlens pytest plugin (registered through the ``pytest11`` entry point).
 
-Hooks only; importing it is cheap (no torch). It adds the ``--run`` option and the ``run`` fixture:
-a test that takes ``run`` is parametrized over every run given with ``--run`` (or the built-in
-default run), with ids ``run=<name>``.
+Hooks and fixtures only; importing it is cheap (no torch). It adds:
+
+* ``--run PATH`` (repeatable): the runs to judge; a test taking ``run`` is parametrized over them
+  (ids ``run=<name>``), and a test taking ``run`` and ``epoch`` over every checkpoint of every run
+  (ids ``run=<name>-epoch=<e>``). Default: the built-in default run.
+* fixtures ``run``, ``run_series`` (all progress measures of the run, cached), ``phases`` (detected
+  phase boundaries) and ``evidence`` (what the test records: series and measurements with thresholds);
+* ``--claims-report DIR``: after the session, ``DIR/claims.json`` holds one record per claim test
+  (written atomically, on the xdist controller only).
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from claimlens.plugin.records import REPORT_SCHEMA_VERSION, Evidence, provenance, write_json_atomic
 from claimlens.plugin.runs import RunRef, resolve_refs
 
 RUN_REFS = pytest.StashKey[list]()
+RECORDS = pytest.StashKey[list]()
+EVIDENCE = pytest.StashKey[Evidence]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,6 +36,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--claims-device", dest="claimlens_device", default="cpu", metavar="DEVICE",
         help="device for training a spec given to --run on first use (cpu, cuda, auto). Default: cpu.",
     )
+    group.addoption(
+        "--claims-report", dest="claimlens_report", default="reports", metavar="DIR",
+        help="where claims.json is written after a session that ran claim tests. Default: reports/.",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,6 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # Explicit --run values are checked now, so that a typo is a usage error before collection;
     # the default run is resolved lazily, only if a test asks for a run.
     config.stash[RUN_REFS] = resolve_refs(given, rootdir=Path(str(config.rootpath))) if given else None
+    config.stash[RECORDS] = []
+    config.pluginmanager.register(_Collector(config), "claimlens-collector")
 
 
 def _refs(config: pytest.Config) -> list[RunRef]:
@@ -46,8 +61,14 @@ def _refs(config: pytest.Config) -> list[RunRef]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "run" in metafunc.fixturenames:
-        refs = _refs(metafunc.config)
+    if "run" not in metafunc.fixturenames:
+        return
+    refs = _refs(metafunc.config)
+    if "epoch" in metafunc.fixturenames:
+        pairs = [(ref, epoch) for ref in refs for epoch in ref.epochs()]
+        metafunc.parametrize(("run", "epoch"), pairs, indirect=["run"], scope="session",
+                             ids=[f"run={ref.label}-epoch={epoch}" for ref, epoch in pairs])
+    else:
         metafunc.parametrize("run", refs, ids=[f"run={r.label}" for r in refs], indirect=True, scope="session")
 
 
@@ -56,3 +77,107 @@ def run(request: pytest.FixtureRequest):
     """The :class:`claimlens.runs.Run` under test (trained and cached first if given as a spec)."""
     ref: RunRef = request.param
     return ref.open(device=request.config.getoption("claimlens_device"))
+
+
+@pytest.fixture(scope="session")
+def run_series(run):
+    """Every progress measure of ``run`` over its checkpoints (:class:`claimlens.evaluation.RunSeries`).
+
+    Skips the test, with the reason, for runs that are not 1-layer transformers."""
+    from claimlens.evaluation import evaluate
+
+    if run.spec.model.kind != "transformer":
+        pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}; this claim needs the transformer's activations")
+    return evaluate(run)
+
+
+@pytest.fixture(scope="session")
+def phases(run_series):
+    """Phase boundaries ``t1, t2, t3`` of the run by the catalogue's rules (:func:`claimlens.series.detect_phases`)."""
+    from claimlens.series import Series, detect_phases
+
+    s = run_series
+    return detect_phases(Series.of("excluded_loss_all_keys", s.epochs, s["excluded_loss_all_keys"].row()),
+                         Series.of("test_loss", s.epochs, s["test_loss"].row()),
+                         Series.of("test_acc", s.epochs, s["test_acc"].row()))
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Evidence:
+    """Record the series and measurements a claim was judged on (they go into ``claims.json``)."""
+    ev = Evidence()
+    request.node.stash[EVIDENCE] = ev
+    return ev
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("claim")
+    if marker is None or not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
+        return
+    ev = item.stash.get(EVIDENCE, None)
+    params = getattr(item, "callspec", None)
+    params = params.params if params is not None else {}
+    ref = params.get("run")
+    record = {
+        "nodeid": item.nodeid,
+        "claim_id": marker.kwargs.get("id"),
+        "statement": marker.kwargs.get("statement"),
+        "source": marker.kwargs.get("source"),
+        "run": ref.label if isinstance(ref, RunRef) else None,
+        "parameters": {k: (v.label if isinstance(v, RunRef) else v) for k, v in params.items()},
+        "outcome": report.outcome,
+        "message": _message(report),
+        "duration": round(report.duration, 4),
+        **(ev.to_dict() if ev is not None else {"series": [], "measurements": [], "phases": {}, "notes": []}),
+    }
+    report.claimlens_record = record  # travels to the xdist controller with the report
+
+
+def _message(report) -> str | None:
+    if report.passed:
+        return None
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2])
+    crash = getattr(report.longrepr, "reprcrash", None)
+    return crash.message if crash is not None else str(report.longrepr)[-2000:]
+
+
+class _Collector:
+    """Gathers the records attached to reports (on the xdist controller, from every worker)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report) -> None:
+        record = getattr(report, "claimlens_record", None)
+        if record is not None:
+            self.config.stash[RECORDS].append(record)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    config = session.config
+    if hasattr(config, "workerinput"):
+        return  # xdist worker: the controller writes the report
+    records = config.stash.get(RECORDS, [])
+    if not records:
+        return
+    records.sort(key=lambda r: r["nodeid"])
+    refs = config.stash.get(RUN_REFS, None) or []
+    document = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        **provenance(Path(str(config.rootpath))),
+        "runs": [ref.describe() for ref in refs],
+        "records": records,
+        "summary": {o: sum(r["outcome"] == o for r in records) for o in ("passed", "failed", "skipped")},
+    }
+    out = Path(config.getoption("claimlens_report"))
+    if not out.is_absolute():
+        out = Path(str(config.invocation_params.dir)) / out
+    write_json_atomic(out / "claims.json", document)
+    config.stash[RECORDS] = []
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"claimlens: {len(records)} claim records written to {out / 'claims.json'}")

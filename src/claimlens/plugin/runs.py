@@ -19,6 +19,31 @@ class RunRef:
     kind: str  # "run" (a run directory) or "spec" (a TOML spec, trained and cached on first use)
     label: str
 
+    def epochs(self) -> list[int]:
+        """Checkpoint epochs, known without training: from the manifest, or from the spec."""
+        if self.kind == "run":
+            return [c["epoch"] for c in json.loads((self.path / "run.json").read_text())["checkpoints"]]
+        from claimlens.config import RunSpec
+
+        t = RunSpec.from_toml(self.path).train
+        return sorted(set(range(0, t.epochs + 1, t.checkpoint_every)) | {t.epochs})
+
+    def describe(self) -> dict:
+        """The run as recorded in claims.json (manifest fields if it exists on disk)."""
+        out = {"label": self.label, "kind": self.kind, "path": str(self.path)}
+        run_dir = self.path
+        if self.kind == "spec":
+            from claimlens.config import RunSpec
+            from claimlens.runs.builtin import cached_run_path
+
+            run_dir = cached_run_path(RunSpec.from_toml(self.path))
+        manifest = run_dir / "run.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text())
+            out.update({"run_dir": str(run_dir), "name": m["name"], "content_hash": m["content_hash"],
+                        "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
+        return out
+
     def open(self, device: str = "cpu"):
         from claimlens.errors import ClaimlensError
 

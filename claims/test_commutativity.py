@@ -1,0 +1,109 @@
+"""Commutativity emerges at grokking (ARENA 'Development of commutativity'; Nanda et al. 2023 App. A.1).
+
+Pass rules from shared/claims_catalogue.md `commutativity_attention_symmetric_after_grokking`.
+"""
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from claimlens.series import Series, assert_threshold
+
+SOURCE = "ARENA 'Analysis during training: development of commutativity'; Nanda et al. 2023, App. A.1"
+
+
+def attention_gap(rs, n_heads):
+    """mean over heads of |A[h,0] − A[h,1]| per checkpoint, and max over heads of A[h,2]."""
+    a = rs["attention_to_position"]
+    gap = torch.stack([(a.row(f"head={h},pos=0") - a.row(f"head={h},pos=1")).abs() for h in range(n_heads)]).mean(0)
+    self_attn = torch.stack([a.row(f"head={h},pos=2") for h in range(n_heads)]).max(0).values
+    return Series.of("mean_h |A[h,0] − A[h,1]|", rs.epochs, gap), Series.of("max_h A[h,2]", rs.epochs, self_attn)
+
+
+@pytest.mark.claim(
+    id="commutativity_attention_symmetric_after_grokking",
+    statement="Attention from '=' to a and b is unequal during memorisation and equal after cleanup; '=' stops "
+              "attending to itself.",
+    source=SOURCE,
+)
+def test_attention_becomes_symmetric(run, run_series, phases, evidence):
+    if phases.t1 is None or phases.t3 is None:
+        pytest.fail(f"phase boundaries not reached ({phases.as_dict()}): no 'after cleanup' to judge", pytrace=False)
+    gap, self_attn = attention_gap(run_series, run.spec.model.n_heads)
+    evidence.series(gap.name, gap.epochs, gap.values)
+    evidence.series(self_attn.name, self_attn.epochs, self_attn.values)
+    evidence.phase_lines(phases.as_dict())
+    after = gap.window(start=phases.t3)
+    worst_epoch, worst = after.argmax()
+    evidence.measure("max gap after t3", worst, threshold=0.05, op="<=", epoch=worst_epoch)
+    assert_threshold("mean_h |A[h,0] − A[h,1]| after cleanup (worst checkpoint)", worst, 0.05, "<=", epoch=worst_epoch)
+    at_t1 = gap.at(phases.t1)
+    evidence.measure("gap at t1", at_t1, threshold=worst, op=">", epoch=phases.t1)
+    assert at_t1 > worst, (f"attention gap at t1 (epoch {phases.t1}) is {at_t1:.4g}, not above its post-cleanup "
+                           f"maximum {worst:.4g}: commutativity did not *emerge*")
+    final = float(self_attn.values[-1])
+    evidence.measure("max_h self-attention at the last checkpoint", final, threshold=0.01, op="<=",
+                     epoch=int(self_attn.epochs[-1]))
+    assert_threshold("max_h attention from '=' to itself at the last checkpoint", final, 0.01, "<=",
+                     epoch=int(self_attn.epochs[-1]))
+
+
+def compare(a: torch.Tensor, b: torch.Tensor) -> float:
+    """G-CMP: ‖A − B‖² / (‖A‖·‖B‖)."""
+    return float((a - b).pow(2).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+@pytest.mark.claim(
+    id="commutativity_symmetric_weights_and_neurons",
+    statement="In the final model the position embeddings of a and b are nearly equal and neuron activations "
+              "satisfy N(a, b) ≈ N(b, a).",
+    source=SOURCE,
+)
+def test_final_model_is_symmetric(run, evidence):
+    from claimlens.models import forward
+
+    if run.spec.model.kind != "transformer":
+        pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}: no attention or position embeddings")
+    params, p = run.final(), run.spec.task.p
+    W_pos = params["pos_embed.W_pos"]
+    cos = float(torch.nn.functional.cosine_similarity(W_pos[0], W_pos[1], dim=0))
+    evidence.measure("cosine(W_pos[0], W_pos[1])", cos, threshold=0.9, op=">=", epoch=run.epochs[-1])
+    acts = forward(params, run.task.tokens, run.spec.model, cache=True).mlp_post  # [p², d_mlp]
+    grid = acts.reshape(p, p, -1)
+    cmp = compare(grid, grid.transpose(0, 1))
+    evidence.measure("G-CMP(N, Nᵀ)", cmp, threshold=0.05, op="<=", epoch=run.epochs[-1])
+    assert_threshold("cosine of the position embeddings of a and b", cos, 0.9, ">=", epoch=run.epochs[-1])
+    assert_threshold("G-CMP of neuron activations N(a,b) vs N(b,a)", cmp, 0.05, "<=", epoch=run.epochs[-1])
+
+
+@pytest.mark.claim(
+    id="commutativity_output_swap_invariant",
+    statement="The grokked model's output is invariant under swapping a and b (checked on inputs drawn by "
+              "hypothesis).",
+    source=SOURCE,
+)
+def test_output_invariant_under_swapping_inputs(run, evidence):
+    from claimlens.models import forward
+
+    params, p, model = run.final(), run.spec.task.p, run.spec.model
+    worst = {"cmp": 0.0, "pair": None}
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(a=st.integers(0, p - 1), b=st.integers(0, p - 1))
+    def swap_invariant(a, b):
+        tokens = torch.tensor([[a, b, p], [b, a, p]])
+        logits = forward(params, tokens, model).logits
+        value = compare(logits[0], logits[1])
+        if value > worst["cmp"]:
+            worst.update(cmp=value, pair=(a, b))
+        assert int(logits[0].argmax()) == int(logits[1].argmax()) == (a + b) % p, (
+            f"f({a}, {b}) predicts {int(logits[0].argmax())}, f({b}, {a}) predicts {int(logits[1].argmax())}, "
+            f"answer {(a + b) % p}")
+        assert value <= 0.05, f"G-CMP(logits({a},{b}), logits({b},{a})) = {value:.4g}, threshold ≤ 0.05"
+
+    try:
+        swap_invariant()
+    finally:
+        evidence.measure("worst G-CMP(logits(a,b), logits(b,a)) over drawn pairs", worst["cmp"], threshold=0.05,
+                         op="<=", epoch=run.epochs[-1], label=f"pair {worst['pair']}")
