@@ -97,9 +97,8 @@ def test_output_invariant_under_swapping_inputs(run, evidence):
         value = compare(logits[0], logits[1])
         if value > worst["cmp"]:
             worst.update(cmp=value, pair=(a, b))
-        assert int(logits[0].argmax()) == int(logits[1].argmax()) == (a + b) % p, (
-            f"f({a}, {b}) predicts {int(logits[0].argmax())}, f({b}, {a}) predicts {int(logits[1].argmax())}, "
-            f"answer {(a + b) % p}")
+        assert int(logits[0].argmax()) == int(logits[1].argmax()), (
+            f"f({a}, {b}) predicts {int(logits[0].argmax())} but f({b}, {a}) predicts {int(logits[1].argmax())}")
         assert value <= 0.05, f"G-CMP(logits({a},{b}), logits({b},{a})) = {value:.4g}, threshold ≤ 0.05"
 
     try:

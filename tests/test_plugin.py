@@ -69,14 +69,20 @@ def test_xdist_gives_the_same_records_as_a_serial_run(pytester, tiny_run, tmp_pa
 
 
 @pytest.mark.slow
-def test_default_run_passes_grokking_and_the_negative_control_fails_it(pytester):
+def test_default_run_passes_grokking_and_the_negative_controls_fail_every_trajectory_claim(pytester, tmp_path):
+    import json
+
     ok = run_claims(pytester, "-k", "grokking_delayed", "-v")  # no --run: the built-in default run
     ok.stdout.fnmatch_lines(["*test_grokking_delayed_generalisation?run=default? PASSED*"])
-    control = run_claims(pytester, "--run", str(ROOT / "fixtures" / "no_weight_decay.toml"), "-v")
-    control.stdout.fnmatch_lines(["*test_grokking_delayed_generalisation?run=no_weight_decay? FAILED*"])
-    control.stdout.fnmatch_lines(["*test accuracy at the last epoch*measured 0.*threshold >= 0.99*"])
-    # every grokking-dependent claim fails or is skipped with its reason on the control: none passes
-    # except those that do not depend on grokking (trig loss equality is judged per checkpoint)
-    assert "test_phase_boundaries[run=no_weight_decay] PASSED" not in control.stdout.str()
-    assert "test_attention_becomes_symmetric[run=no_weight_decay] PASSED" not in control.stdout.str()
-    assert control.ret == 1
+    for control in ("no_weight_decay", "mlp_concat"):
+        out = tmp_path / control
+        result = run_claims(pytester, "--run", str(ROOT / "fixtures" / f"{control}.toml"), "--claims-report", str(out))
+        assert result.ret == 1
+        records = json.loads((out / "claims.json").read_text())["records"]
+        trajectory = [r for r in records if "epoch" not in r["parameters"]]
+        assert trajectory, "the control must be judged"
+        passed = [r["claim_id"] for r in trajectory if r["outcome"] == "passed"]
+        assert not passed, f"claims that cannot fail: {passed} passed on the negative control {control}"
+        assert all(r["message"] for r in trajectory), "every failure or skip says why"
+        grok = [r for r in trajectory if r["claim_id"] == "grokking_delayed_generalisation"][0]
+        assert grok["outcome"] == "failed" and "did not generalise" in grok["message"]
