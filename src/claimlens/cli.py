@@ -109,6 +109,20 @@ def _print_info(run) -> None:
     print("\n".join(lines))
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from claimlens.report.html import render_file
+
+    source = Path(args.report)
+    if not source.is_file():
+        raise ClaimlensError(f"report {str(source)!r} does not exist")
+    try:
+        out = render_file(source, args.out or source.with_suffix(".html"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ClaimlensError(f"{str(source)!r} is not a claimlens claims.json ({type(exc).__name__}: {exc})") from None
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claimlens", description="Mechanistic claims about training dynamics, as tests.")
     parser.add_argument("--version", action="version", version=f"claimlens {__version__}")
@@ -136,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("report", help="render a stored claims.json as a self-contained HTML page")
+    p.add_argument("report", type=Path, help="claims.json written by `pytest claims/`")
+    p.add_argument("--out", type=Path, help="HTML file (default: next to the JSON, .html)")
+    p.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -8,7 +8,7 @@ Hooks and fixtures only; importing it is cheap (no torch). It adds:
 * fixtures ``run``, ``run_series`` (all progress measures of the run, cached), ``phases`` (detected
   phase boundaries) and ``evidence`` (what the test records: series and measurements with thresholds);
 * ``--claims-report DIR``: after the session, ``DIR/claims.json`` holds one record per claim test
-  (written atomically, on the xdist controller only).
+  and ``DIR/claims.html`` is rendered from it (both written atomically, on the xdist controller only).
 """
 
 from __future__ import annotations
@@ -177,7 +177,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not out.is_absolute():
         out = Path(str(config.invocation_params.dir)) / out
     write_json_atomic(out / "claims.json", document)
+    from claimlens.report.html import render_file  # renders from the file just written, never from live objects
+
+    render_file(out / "claims.json", out / "claims.html")
     config.stash[RECORDS] = []
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
-        reporter.write_line(f"claimlens: {len(records)} claim records written to {out / 'claims.json'}")
+        reporter.write_line(f"claimlens: {len(records)} claim records written to {out / 'claims.json'} "
+                            f"and {out / 'claims.html'}")

@@ -1,0 +1,257 @@
+"""Render a claims report (the JSON document written by the plugin) as one self-contained HTML page.
+
+Reads only the JSON. No network fetches: CSS, the charts (inline SVG drawn here) and the few lines of
+JavaScript that filter by outcome are all in the page. Every string from the document is escaped.
+Hovering a point of a chart shows its epoch and value (SVG ``<title>``).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+OUTCOMES = ("passed", "failed", "skipped")
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+
+
+def esc(x: Any) -> str:
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return esc(v)
+
+
+# ----------------------------------------------------------------------------- charts
+
+
+def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    if log:
+        a, b = math.floor(lo), math.ceil(hi)
+        step = max(1, (b - a) // 5)
+        return [float(e) for e in range(a, b + 1, step)]
+    if hi == lo:
+        return [lo]
+    raw = (hi - lo) / 4
+    mag = 10 ** math.floor(math.log10(raw))
+    step = min((m * mag for m in (1, 2, 5, 10) if m * mag >= raw), default=raw)
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step) + 1)]
+
+
+def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = None,
+              thresholds: list[float] | None = None, width: int = 560, height: int = 220) -> str:
+    """Lines ``{name, epochs, values}`` over epochs; log scale if asked and every value is positive."""
+    pts = [(e, v) for ln in lines for e, v in zip(ln["epochs"], ln["values"]) if isinstance(v, (int, float))]
+    if not pts:
+        return '<p class="muted">no values recorded</p>'
+    log = log and all(v > 0 for _, v in pts) and all(t > 0 for t in (thresholds or []))
+    tf = (lambda v: math.log10(v)) if log else (lambda v: v)
+    xs = [e for e, _ in pts]
+    ys = [tf(v) for _, v in pts] + [tf(t) for t in (thresholds or [])]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 == y0:
+        y0, y1 = y0 - 1, y1 + 1
+    left, right, top, bottom = 58, 10, 10, 28
+    W, H = width - left - right, height - top - bottom
+
+    def X(e):
+        return left + (e - x0) / (x1 - x0) * W
+
+    def Y(v):
+        return top + (1 - (tf(v) - y0) / (y1 - y0)) * H
+
+    out = [f'<svg class="chart" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">']
+    out.append(f'<rect x="{left}" y="{top}" width="{W}" height="{H}" class="frame"/>')
+    for t in _ticks(y0, y1, log):
+        y = top + (1 - (t - y0) / (y1 - y0)) * H
+        label = f"1e{int(t)}" if log else f"{t:.3g}"
+        out.append(f'<line x1="{left}" x2="{left + W}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
+                   f'<text x="{left - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">{esc(label)}</text>')
+    for t in _ticks(x0, x1, False):
+        x = X(t)
+        out.append(f'<text x="{x:.1f}" y="{height - 10}" class="tick" text-anchor="middle">{int(t)}</text>')
+    for name, epoch in (phases or {}).items():
+        if isinstance(epoch, (int, float)) and x0 <= epoch <= x1:
+            x = X(epoch)
+            out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + H}" class="phase"/>'
+                       f'<text x="{x + 2:.1f}" y="{top + 10}" class="phase-label">{esc(name)}</text>')
+    for t in thresholds or []:
+        y = Y(t)
+        out.append(f'<line x1="{left}" x2="{left + W}" y1="{y:.1f}" y2="{y:.1f}" class="threshold">'
+                   f'<title>threshold {fmt(t)}</title></line>')
+    for i, ln in enumerate(lines):
+        color = COLORS[i % len(COLORS)]
+        coords = [(X(e), Y(v), e, v) for e, v in zip(ln["epochs"], ln["values"]) if isinstance(v, (int, float))
+                  and (not log or v > 0)]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y, _, _ in coords)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"/>')
+        step = max(1, len(coords) // 150)
+        for x, y, e, v in coords[::step]:
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.2" fill="{color}">'
+                       f'<title>{esc(ln["name"])}: epoch {e}, {fmt(v)}</title></circle>')
+    out.append("</svg>")
+    legend = "".join(f'<span class="key"><i style="background:{COLORS[i % len(COLORS)]}"></i>{esc(ln["name"])}</span>'
+                     for i, ln in enumerate(lines))
+    scale = "log scale" if log else "linear scale"
+    return f'<figure>{"".join(out)}<figcaption>{legend} <span class="muted">({scale}; x: epoch)</span></figcaption></figure>'
+
+
+# ----------------------------------------------------------------------------- page
+
+
+def _measurement_rows(measurements: list[dict]) -> str:
+    rows = []
+    for m in measurements:
+        verdict = {True: '<span class="ok">pass</span>', False: '<span class="bad">fail</span>'}.get(m.get("passed"), "")
+        thr = f'{esc(m.get("op"))} {fmt(m.get("threshold"))}' if m.get("threshold") is not None else ""
+        rows.append(f"<tr><td>{esc(m['name'])}{' · ' + esc(m['label']) if m.get('label') else ''}</td>"
+                    f"<td class=num>{fmt(m.get('value'))}</td><td class=num>{thr}</td>"
+                    f"<td class=num>{esc(m.get('epoch')) if m.get('epoch') is not None else ''}</td><td>{verdict}</td></tr>")
+    if not rows:
+        return ""
+    return ("<table class=meas><thead><tr><th>measurement</th><th>value</th><th>threshold</th><th>epoch</th>"
+            "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _record_card(r: dict) -> str:
+    series = r.get("series", [])
+    groups: dict[tuple, list] = defaultdict(list)
+    for s in series:
+        groups[(s.get("log_scale", False),)].append({"name": s["name"] + (f" [{s['label']}]" if s.get("label") else ""),
+                                                      "epochs": s["epochs"], "values": s["values"]})
+    charts = "".join(svg_chart(lines, log=key[0], phases=r.get("phases")) for key, lines in groups.items())
+    notes = "".join(f"<li>{esc(n)}</li>" for n in r.get("notes", []))
+    message = f'<pre class="msg">{esc(r["message"])}</pre>' if r.get("message") else ""
+    return (f'<article class="record {esc(r["outcome"])}"><header><span class="badge {esc(r["outcome"])}">'
+            f'{esc(r["outcome"])}</span> <code>{esc(r["nodeid"])}</code> <span class="muted">{r.get("duration", 0):.2f} s'
+            f'</span></header>{message}{charts}{_measurement_rows(r.get("measurements", []))}'
+            f'{"<ul class=notes>" + notes + "</ul>" if notes else ""}</article>')
+
+
+def _per_checkpoint_card(records: list[dict]) -> str:
+    """Many records of one claim on one run (one per checkpoint): one chart of each measurement over epochs."""
+    counts = {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES}
+    worst = [r for r in records if r["outcome"] == "failed"]
+    by_name: dict[str, dict] = defaultdict(lambda: {"epochs": [], "values": [], "threshold": None})
+    for r in records:
+        for m in r.get("measurements", []):
+            if isinstance(m.get("value"), (int, float)) and m.get("epoch") is not None:
+                d = by_name[m["name"]]
+                d["epochs"].append(m["epoch"])
+                d["values"].append(m["value"])
+                d["threshold"] = m.get("threshold", d["threshold"])
+    charts = "".join(svg_chart([{"name": name, "epochs": d["epochs"], "values": d["values"]}], log=False,
+                               thresholds=[d["threshold"]] if d["threshold"] is not None else None)
+                     for name, d in by_name.items() if d["threshold"] is not None)
+    outcome = "failed" if counts["failed"] else ("passed" if counts["passed"] else "skipped")
+    failing = ", ".join(str(r["parameters"].get("epoch")) for r in worst[:40])
+    first = f'<pre class="msg">{esc(worst[0]["message"])}</pre>' if worst else ""
+    return (f'<article class="record {outcome}"><header><span class="badge {outcome}">{outcome}</span> '
+            f'per checkpoint: {counts["passed"]} passed, {counts["failed"]} failed, {counts["skipped"]} skipped'
+            f'</header>{first}{"<p>failing epochs: " + esc(failing) + ("…" if len(worst) > 40 else "") + "</p>" if worst else ""}'
+            f'{charts}</article>')
+
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:16px;color:#222}
+h1{margin:.2em 0} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em} h3{margin:.3em 0}
+.muted{color:#777} code{font-size:12px} .badge{padding:1px 7px;border-radius:8px;color:#fff;font-size:12px}
+.badge.passed{background:#2e7d32}.badge.failed{background:#c62828}.badge.skipped{background:#888}
+.claim{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
+.record{border-top:1px dashed #ddd;padding:6px 0} pre.msg{background:#fff4f4;padding:6px;white-space:pre-wrap;font-size:12px}
+table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:2px 6px;font-size:12px} td.num{text-align:right}
+.ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}
+svg.chart{background:#fff} .frame{fill:none;stroke:#bbb} .grid{stroke:#eee} .tick{font-size:10px;fill:#666}
+.phase{stroke:#555;stroke-dasharray:4 3} .phase-label{font-size:10px;fill:#555} .threshold{stroke:#c62828;stroke-dasharray:6 3}
+figure{margin:6px 0} figcaption{font-size:12px} .key{margin-right:10px} .key i{display:inline-block;width:10px;height:10px;margin-right:3px}
+.filters label{margin-right:12px} .matrix td{text-align:center}
+"""
+
+JS = """
+function applyFilter(){
+  var show={};document.querySelectorAll('.filters input').forEach(function(c){show[c.value]=c.checked});
+  document.querySelectorAll('.record').forEach(function(r){
+    var o=['passed','failed','skipped'].filter(function(x){return r.classList.contains(x)})[0];
+    r.style.display=show[o]?'':'none';});
+  document.querySelectorAll('.claim').forEach(function(c){
+    var any=Array.prototype.some.call(c.querySelectorAll('.record'),function(r){return r.style.display!=='none'});
+    c.style.display=any?'':'none';});
+}
+document.querySelectorAll('.filters input').forEach(function(c){c.addEventListener('change',applyFilter)});
+"""
+
+
+def render(document: dict[str, Any]) -> str:
+    records = document.get("records", [])
+    runs = [r.get("label") for r in document.get("runs", [])] or sorted({r.get("run") for r in records if r.get("run")})
+    claims: dict[str, list] = defaultdict(list)
+    for r in records:
+        claims[r.get("claim_id") or r["nodeid"]].append(r)
+    summary = document.get("summary", {})
+    badges = " · ".join(f'<span class="badge {o}">{summary.get(o, 0)} {o}</span>' for o in OUTCOMES)
+    head = (f"<h1>claimlens report</h1><p class=muted>created {esc(document.get('created'))} · claimlens "
+            f"{esc(document.get('versions', {}).get('claimlens'))} · commit {esc((document.get('git_commit') or '')[:12])}"
+            f" · {esc(document.get('machine', {}).get('platform'))}</p>"
+            f"<p>{badges}</p>")
+    run_rows = "".join(
+        f"<tr><td>{esc(r.get('label'))}</td><td><code>{esc(r.get('run_dir') or r.get('path'))}</code></td>"
+        f"<td><code>{esc((r.get('content_hash') or '')[:12])}</code></td><td class=num>{esc(r.get('n_checkpoints'))}</td>"
+        f"<td>{esc((r.get('spec') or {}).get('description', ''))}</td></tr>" for r in document.get("runs", []))
+    runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>directory</th><th>content hash</th>"
+                  f"<th>checkpoints</th><th>spec</th></tr></thead><tbody>{run_rows}</tbody></table>")
+
+    def cell(claim_records, run):
+        rs = [r for r in claim_records if r.get("run") == run]
+        if not rs:
+            return "<td class=muted>–</td>"
+        c = {o: sum(r["outcome"] == o for r in rs) for o in OUTCOMES}
+        o = "failed" if c["failed"] else ("passed" if c["passed"] else "skipped")
+        detail = f" {c['passed']}/{len(rs)}" if len(rs) > 1 else ""
+        return f'<td><span class="badge {o}">{o}{detail}</span></td>'
+
+    matrix = ("<h2>Claims × runs</h2><table class=matrix><thead><tr><th>claim</th>"
+              + "".join(f"<th>{esc(r)}</th>" for r in runs) + "</tr></thead><tbody>"
+              + "".join(f'<tr><td><a href="#{esc(cid)}">{esc(cid)}</a></td>' + "".join(cell(rs, r) for r in runs) + "</tr>"
+                        for cid, rs in claims.items()) + "</tbody></table>")
+    filters = ('<p class=filters>show: ' + "".join(
+        f'<label><input type=checkbox value="{o}" checked> {o}</label>' for o in OUTCOMES) + "</p>")
+    sections = []
+    for cid, rs in claims.items():
+        first = rs[0]
+        by_run: dict[Any, list] = defaultdict(list)
+        for r in rs:
+            by_run[r.get("run")].append(r)
+        body = []
+        for run, group in by_run.items():
+            body.append(f"<h4>run {esc(run)}</h4>")
+            if len(group) > 3 and all("epoch" in r.get("parameters", {}) for r in group):
+                body.append(_per_checkpoint_card(group))
+            else:
+                body.extend(_record_card(r) for r in group)
+        sections.append(f'<section class="claim" id="{esc(cid)}"><h3>{esc(cid)}</h3><p>{esc(first.get("statement"))}</p>'
+                        f'<p class=muted>source: {esc(first.get("source"))}</p>{"".join(body)}</section>')
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>claimlens report</title>"
+            f"<style>{CSS}</style></head><body>{head}{runs_table}{matrix}<h2>Claims</h2>{filters}"
+            f"{''.join(sections)}<script>{JS}</script></body></html>")
+
+
+def render_file(json_path: str | Path, html_path: str | Path) -> Path:
+    """Read a claims.json and write the HTML next to it (atomically)."""
+    from claimlens.plugin.records import write_text_atomic
+
+    document = json.loads(Path(json_path).read_text())
+    if not isinstance(document, dict) or not isinstance(document.get("records"), list):
+        raise ValueError("expected a JSON object with a 'records' list")
+    html_path = Path(html_path)
+    write_text_atomic(html_path, render(document))
+    return html_path

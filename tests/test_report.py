@@ -1,0 +1,78 @@
+"""claims.json against its schema, and the HTML rendered from it: self-contained, escaped, complete."""
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from claimlens.cli import main
+from claimlens.report.html import render, svg_chart
+
+from conftest import ROOT
+
+pytest_plugins = ["pytester"]
+SCHEMA = json.loads((ROOT / "src" / "claimlens" / "report" / "schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def report_dir(tiny_run, tmp_path_factory):
+    """A real claims session on the tiny run (subprocess pytest), writing claims.json and claims.html."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("report")
+    subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "claims"), "--run", str(tiny_run.path), "-q",
+                    "--claims-report", str(out), "-p", "no:cacheprovider", "--rootdir", str(ROOT)],
+                   capture_output=True, text=True, cwd=out)
+    return out
+
+
+def test_claims_json_validates_against_the_schema(report_dir):
+    doc = json.loads((report_dir / "claims.json").read_text())
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["summary"]["failed"] + doc["summary"]["passed"] + doc["summary"]["skipped"] == len(doc["records"])
+
+
+def test_html_is_self_contained_and_shows_every_claim(report_dir):
+    page = (report_dir / "claims.html").read_text()
+    doc = json.loads((report_dir / "claims.json").read_text())
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page), "no network fetches"
+    assert "<link" not in page and "@import" not in page
+    for claim in {r["claim_id"] for r in doc["records"]}:
+        assert f'id="{claim}"' in page
+    assert page.count("<svg") >= 3 and "<title>train_acc: epoch" in page
+    assert 'class="phase"' in page  # phase boundaries drawn
+    assert 'type=checkbox value="failed"' in page  # filtering by outcome
+
+
+def test_every_string_is_escaped():
+    hostile = '<script>alert("x")</script>'
+    doc = {"created": hostile, "versions": {"claimlens": hostile}, "machine": {"platform": hostile}, "git_commit": None,
+           "runs": [{"label": hostile, "kind": "run", "path": hostile}], "summary": {"failed": 1},
+           "records": [{"nodeid": f"claims/test_x.py::test[{hostile}]", "claim_id": hostile, "statement": hostile,
+                        "source": hostile, "run": hostile, "parameters": {"run": hostile}, "outcome": "failed",
+                        "message": hostile, "duration": 0.1,
+                        "series": [{"name": hostile, "label": hostile, "epochs": [0, 1], "values": [1.0, 2.0],
+                                    "log_scale": True}],
+                        "measurements": [{"name": hostile, "value": hostile, "threshold": 1, "op": ">=", "epoch": 1,
+                                          "label": hostile, "passed": False}],
+                        "phases": {hostile: 1}, "notes": [hostile]}]}
+    page = render(doc)
+    assert "<script>alert" not in page and "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert page.count("<script>") == 1  # only the page's own filter script
+
+
+def test_log_scale_falls_back_to_linear_for_nonpositive_values():
+    assert "log scale" in svg_chart([{"name": "a", "epochs": [0, 1], "values": [1e-3, 10.0]}], log=True)
+    assert "linear scale" in svg_chart([{"name": "a", "epochs": [0, 1], "values": [0.0, 10.0]}], log=True)
+
+
+def test_cli_report_rerenders_a_stored_report(report_dir, tmp_path, capsys):
+    assert main(["report", str(report_dir / "claims.json"), "--out", str(tmp_path / "again.html")]) == 0
+    assert (tmp_path / "again.html").read_text() == (report_dir / "claims.html").read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    assert main(["report", str(bad)]) == 2
+    assert "is not a claimlens claims.json" in capsys.readouterr().err
