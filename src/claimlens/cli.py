@@ -123,6 +123,42 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_report(path: Path) -> dict:
+    if not path.is_file():
+        raise ClaimlensError(f"report {str(path)!r} does not exist")
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ClaimlensError(f"{str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+        raise ClaimlensError(f"{str(path)!r} is not a claimlens claims.json (no 'records' list)")
+    return doc
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from claimlens.report.compare import diff, format_diff
+
+    d = diff(_load_report(args.old), _load_report(args.new), rtol=args.rtol)
+    print(json.dumps(d, indent=1) if args.json else "\n".join(format_diff(d)))
+    return 1 if any(f["to"] == "failed" for f in d["flips"]) else 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from claimlens.plugin.records import write_json_atomic
+    from claimlens.report.compare import merge
+    from claimlens.report.html import render_file
+
+    try:
+        merged = merge([_load_report(p) for p in args.reports])
+    except ValueError as exc:
+        raise ClaimlensError(str(exc)) from None
+    write_json_atomic(args.out, merged)
+    html_path = render_file(args.out, args.out.with_suffix(".html"))
+    print(f"merged {len(args.reports)} reports ({len(merged['runs'])} runs, {len(merged['records'])} records) "
+          f"into {args.out} and {html_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claimlens", description="Mechanistic claims about training dynamics, as tests.")
     parser.add_argument("--version", action="version", version=f"claimlens {__version__}")
@@ -155,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("report", type=Path, help="claims.json written by `pytest claims/`")
     p.add_argument("--out", type=Path, help="HTML file (default: next to the JSON, .html)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("diff", help="compare two claims.json: flips, added/removed tests, largest moves (exit 1 on "
+                       "a claim that passed in OLD and fails in NEW)")
+    p.add_argument("old", type=Path)
+    p.add_argument("new", type=Path)
+    p.add_argument("--rtol", type=float, default=0.05, help="relative tolerance for moves (default 0.05)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("merge", help="merge claims.json files of separate runs into one multi-run report")
+    p.add_argument("reports", type=Path, nargs="+")
+    p.add_argument("--out", type=Path, required=True, help="merged JSON (the HTML is written next to it)")
+    p.set_defaults(func=_cmd_merge)
     return parser
 
 

@@ -21,6 +21,7 @@ from claimlens.plugin.records import REPORT_SCHEMA_VERSION, Evidence, provenance
 from claimlens.plugin.runs import RunRef, resolve_refs
 
 RUN_REFS = pytest.StashKey[list]()
+SUMMARY_LINES = pytest.StashKey[list]()
 RECORDS = pytest.StashKey[list]()
 EVIDENCE = pytest.StashKey[Evidence]()
 
@@ -38,7 +39,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--claims-report", dest="claimlens_report", default="reports", metavar="DIR",
-        help="where claims.json is written after a session that ran claim tests. Default: reports/.",
+        help="where claims.json and claims.html are written after a session that ran claim tests. Default: reports/.",
+    )
+    group.addoption(
+        "--claims-baseline", dest="claimlens_baseline", default=None, metavar="FILE",
+        help="compare with a stored claims.json: list flips, added/removed tests and the largest moves of "
+             "measured values. If FILE does not exist, this session's report is stored there.",
+    )
+    group.addoption(
+        "--claims-baseline-update", dest="claimlens_baseline_update", action="store_true",
+        help="accept this session's values: overwrite the --claims-baseline file.",
+    )
+    group.addoption(
+        "--claims-rtol", dest="claimlens_rtol", type=float, default=0.05, metavar="RTOL",
+        help="relative tolerance for moves of measured values against the baseline (log-scale series: orders "
+             "of magnitude). Default: 0.05.",
+    )
+    group.addoption(
+        "--claims-tolerance", dest="claimlens_tolerances", action="append", default=[], metavar="NAME=RTOL",
+        help="tolerance for one measurement or series name, e.g. --claims-tolerance test_loss=0.5. Repeatable.",
+    )
+    group.addoption(
+        "--claims-fail-on", dest="claimlens_fail_on", choices=("failures", "flips"), default="failures",
+        help="'failures' (default): any failed claim fails the session; 'flips': with --claims-baseline, only "
+             "claims that passed in the baseline and fail now fail the session.",
     )
 
 
@@ -49,6 +73,15 @@ def pytest_configure(config: pytest.Config) -> None:
     # the default run is resolved lazily, only if a test asks for a run.
     config.stash[RUN_REFS] = resolve_refs(given, rootdir=Path(str(config.rootpath))) if given else None
     config.stash[RECORDS] = []
+    config.stash[SUMMARY_LINES] = []
+    for item in config.getoption("claimlens_tolerances"):
+        name, _, value = item.partition("=")
+        try:
+            float(value)
+        except ValueError:
+            raise pytest.UsageError(f"--claims-tolerance {item!r}: expected NAME=RTOL, e.g. test_loss=0.5") from None
+    if config.getoption("claimlens_fail_on") == "flips" and not config.getoption("claimlens_baseline"):
+        raise pytest.UsageError("--claims-fail-on flips needs --claims-baseline FILE")
     config.pluginmanager.register(_Collector(config), "claimlens-collector")
 
 
@@ -70,6 +103,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              ids=[f"run={ref.label}-epoch={epoch}" for ref, epoch in pairs])
     else:
         metafunc.parametrize("run", refs, ids=[f"run={r.label}" for r in refs], indirect=True, scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist ``--dist loadgroup``, keep every test of one run in one worker (one evaluation)."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        ref = callspec.params.get("run") if callspec is not None else None
+        if isinstance(ref, RunRef):
+            item.add_marker(pytest.mark.xdist_group(name=f"run-{ref.label}"))
 
 
 @pytest.fixture(scope="session")
@@ -176,12 +218,49 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     out = Path(config.getoption("claimlens_report"))
     if not out.is_absolute():
         out = Path(str(config.invocation_params.dir)) / out
+    _compare_with_baseline(session, document)
     write_json_atomic(out / "claims.json", document)
     from claimlens.report.html import render_file  # renders from the file just written, never from live objects
 
     render_file(out / "claims.json", out / "claims.html")
     config.stash[RECORDS] = []
-    reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"claimlens: {len(records)} claim records written to {out / 'claims.json'} "
-                            f"and {out / 'claims.html'}")
+    config.stash[SUMMARY_LINES].insert(0, f"claimlens: {len(records)} claim records written to "
+                                          f"{out / 'claims.json'} and {out / 'claims.html'}")
+
+
+def _compare_with_baseline(session: pytest.Session, document: dict) -> None:
+    import json
+
+    config = session.config
+    option = config.getoption("claimlens_baseline")
+    if not option:
+        return
+    baseline = Path(option)
+    if not baseline.is_absolute():
+        baseline = Path(str(config.invocation_params.dir)) / baseline
+    lines = config.stash[SUMMARY_LINES]
+    if config.getoption("claimlens_baseline_update") or not baseline.exists():
+        write_json_atomic(baseline, document)
+        lines.append(f"claimlens: baseline {'updated' if config.getoption('claimlens_baseline_update') else 'recorded'}"
+                     f" in {baseline}")
+        return
+    from claimlens.report.compare import diff, format_diff
+
+    try:
+        old = json.loads(baseline.read_text())
+    except ValueError as exc:
+        raise pytest.UsageError(f"--claims-baseline {baseline}: not valid JSON ({exc})") from None
+    tolerances = {k: float(v) for k, _, v in (t.partition("=") for t in config.getoption("claimlens_tolerances"))}
+    d = diff(old, document, rtol=config.getoption("claimlens_rtol"), tolerances=tolerances)
+    document["baseline_diff"] = {**d, "baseline": str(baseline)}
+    lines.extend(format_diff(d))
+    if config.getoption("claimlens_fail_on") == "flips" and session.exitstatus in (0, 1):
+        session.exitstatus = 1 if any(f["to"] == "failed" for f in d["flips"]) else 0
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    lines = config.stash.get(SUMMARY_LINES, [])
+    if lines:
+        terminalreporter.section("claimlens")
+        for line in lines:
+            terminalreporter.write_line(line)

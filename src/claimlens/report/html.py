@@ -191,6 +191,24 @@ document.querySelectorAll('.filters input').forEach(function(c){c.addEventListen
 """
 
 
+def _baseline_section(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    flips = "".join(f'<tr><td><code>{esc(f["nodeid"])}</code></td><td><span class="badge {esc(f["from"])}">'
+                    f'{esc(f["from"])}</span> → <span class="badge {esc(f["to"])}">{esc(f["to"])}</span></td></tr>'
+                    for f in d.get("flips", []))
+    moves = "".join(f'<tr><td><code>{esc(m["nodeid"])}</code></td><td>{esc(m["name"])} {esc(m.get("label", ""))}</td>'
+                    f'<td class=num>{fmt(m.get("old"))}</td><td class=num>{fmt(m.get("new"))}</td>'
+                    f'<td class=num>{fmt(m["relative_change"])}{" (log10)" if m.get("log10") else ""}</td>'
+                    f'<td class=num>{esc(m.get("epoch"))}</td></tr>' for m in d.get("largest_moves", []))
+    return (f'<h2>Against the baseline</h2><p class=muted>{esc(d.get("baseline"))}: {len(d.get("flips", []))} flipped, '
+            f'{len(d.get("added", []))} added, {len(d.get("removed", []))} removed, '
+            f'{len(d.get("moves_beyond_tolerance", []))} moves beyond tolerance {fmt(d.get("rtol"))}</p>'
+            + (f"<table><thead><tr><th>test</th><th>flip</th></tr></thead><tbody>{flips}</tbody></table>" if flips else "")
+            + ("<h4>largest moves</h4><table><thead><tr><th>test</th><th>value</th><th>baseline</th><th>now</th>"
+               f"<th>change</th><th>epoch</th></tr></thead><tbody>{moves}</tbody></table>" if moves else ""))
+
+
 def render(document: dict[str, Any]) -> str:
     records = document.get("records", [])
     runs = [r.get("label") for r in document.get("runs", [])] or sorted({r.get("run") for r in records if r.get("run")})
@@ -241,7 +259,8 @@ def render(document: dict[str, Any]) -> str:
         sections.append(f'<section class="claim" id="{esc(cid)}"><h3>{esc(cid)}</h3><p>{esc(first.get("statement"))}</p>'
                         f'<p class=muted>source: {esc(first.get("source"))}</p>{"".join(body)}</section>')
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>claimlens report</title>"
-            f"<style>{CSS}</style></head><body>{head}{runs_table}{matrix}<h2>Claims</h2>{filters}"
+            f"<style>{CSS}</style></head><body>{head}{_baseline_section(document.get('baseline_diff'))}"
+            f"{runs_table}{matrix}<h2>Claims</h2>{filters}"
             f"{''.join(sections)}<script>{JS}</script></body></html>")
 
 

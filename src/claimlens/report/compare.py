@@ -1,0 +1,133 @@
+"""Compare two claims reports (baseline gating) and merge reports written by separate processes.
+
+Pure functions over the JSON documents. A *flip* is a test whose outcome changed between passed and
+failed; *moves* are relative changes of measured values (scalars matched by name, label and epoch;
+series matched by name and label, compared at their common epochs) beyond a tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+DEFAULT_RTOL = 0.05
+
+
+def _rel(old: float, new: float) -> float:
+    if old == new:
+        return 0.0
+    return abs(new - old) / max(abs(old), 1e-12)
+
+
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[str, float] | None = None,
+         top: int = 10) -> dict[str, Any]:
+    """What changed from ``old`` (the baseline) to ``new``.
+
+    ``tolerances`` maps a measurement or series name to its own relative tolerance (default ``rtol``).
+    Series flagged ``log_scale`` are compared on log10 values (a relative move in orders of magnitude).
+    """
+    tolerances = tolerances or {}
+    old_r = {r["nodeid"]: r for r in old.get("records", [])}
+    new_r = {r["nodeid"]: r for r in new.get("records", [])}
+    flips, moves = [], []
+    for nodeid in sorted(set(old_r) & set(new_r)):
+        a, b = old_r[nodeid], new_r[nodeid]
+        if a["outcome"] != b["outcome"] and {a["outcome"], b["outcome"]} == {"passed", "failed"}:
+            flips.append({"nodeid": nodeid, "claim_id": b.get("claim_id"), "from": a["outcome"], "to": b["outcome"],
+                          "message": b.get("message")})
+        moves.extend(_measurement_moves(nodeid, a, b, rtol, tolerances))
+        moves.extend(_series_moves(nodeid, a, b, rtol, tolerances))
+    moves.sort(key=lambda m: -m["relative_change"])
+    return {
+        "flips": flips,
+        "added": sorted(set(new_r) - set(old_r)),
+        "removed": sorted(set(old_r) - set(new_r)),
+        "moves_beyond_tolerance": [m for m in moves if m["beyond_tolerance"]],
+        "largest_moves": moves[:top],
+        "rtol": rtol,
+        "tolerances": tolerances,
+    }
+
+
+def _measurement_moves(nodeid, a, b, rtol, tolerances):
+    index = {(m["name"], m.get("label", ""), m.get("epoch")): m for m in a.get("measurements", [])}
+    for m in b.get("measurements", []):
+        key = (m["name"], m.get("label", ""), m.get("epoch"))
+        o = index.get(key)
+        if o is None or not (_num(o.get("value")) and _num(m.get("value"))):
+            continue
+        change = _rel(o["value"], m["value"])
+        tol = tolerances.get(m["name"], rtol)
+        yield {"nodeid": nodeid, "kind": "measurement", "name": m["name"], "label": m.get("label", ""),
+               "epoch": m.get("epoch"), "old": o["value"], "new": m["value"], "relative_change": change,
+               "tolerance": tol, "beyond_tolerance": change > tol}
+
+
+def _series_moves(nodeid, a, b, rtol, tolerances):
+    index = {(s["name"], s.get("label", "")): s for s in a.get("series", [])}
+    for s in b.get("series", []):
+        o = index.get((s["name"], s.get("label", "")))
+        if o is None:
+            continue
+        old_at = dict(zip(o["epochs"], o["values"]))
+        worst, worst_epoch, pair = 0.0, None, (None, None)
+        for epoch, value in zip(s["epochs"], s["values"]):
+            before = old_at.get(epoch)
+            if not (_num(before) and _num(value)):
+                continue
+            if s.get("log_scale") and before > 0 and value > 0:
+                change = abs(math.log10(value) - math.log10(before))  # orders of magnitude
+            else:
+                change = _rel(before, value)
+            if change > worst:
+                worst, worst_epoch, pair = change, epoch, (before, value)
+        tol = tolerances.get(s["name"], rtol)
+        yield {"nodeid": nodeid, "kind": "series", "name": s["name"], "label": s.get("label", ""),
+               "epoch": worst_epoch, "old": pair[0], "new": pair[1], "relative_change": worst,
+               "log10": bool(s.get("log_scale")), "tolerance": tol, "beyond_tolerance": worst > tol}
+
+
+def format_diff(d: dict[str, Any]) -> list[str]:
+    """Lines for a terminal: flips, added/removed, the largest moves."""
+    lines = [f"claims baseline: {len(d['flips'])} flipped, {len(d['added'])} added, {len(d['removed'])} removed, "
+             f"{len(d['moves_beyond_tolerance'])} measured values moved beyond tolerance"]
+    for f in d["flips"]:
+        lines.append(f"  FLIP {f['from']} -> {f['to']}: {f['nodeid']}")
+    for n in d["added"][:20]:
+        lines.append(f"  added:   {n}")
+    for n in d["removed"][:20]:
+        lines.append(f"  removed: {n}")
+    for m in d["largest_moves"]:
+        unit = "orders of magnitude" if m.get("log10") else "relative"
+        where = f" at epoch {m['epoch']}" if m.get("epoch") is not None else ""
+        lines.append(f"  move {m['relative_change']:.3g} ({unit}, tolerance {m['tolerance']:g}){where}: "
+                     f"{m['name']}{' [' + m['label'] + ']' if m.get('label') else ''} {m['old']!r} -> {m['new']!r} "
+                     f"in {m['nodeid']}")
+    return lines
+
+
+def merge(documents: list[dict]) -> dict[str, Any]:
+    """One multi-run report from several (e.g. one pytest process per run on a CI matrix)."""
+    if not documents:
+        raise ValueError("nothing to merge")
+    runs, records, seen = [], [], set()
+    for doc in documents:
+        for run in doc.get("runs", []):
+            key = (run.get("label"), run.get("content_hash"))
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+        records.extend(doc.get("records", []))
+    nodeids = [r["nodeid"] for r in records]
+    duplicates = sorted({n for n in nodeids if nodeids.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"the reports share test ids (the same run judged twice?): {duplicates[:5]}")
+    merged = {k: v for k, v in documents[-1].items() if k not in ("runs", "records", "summary")}
+    merged.update(runs=runs, records=sorted(records, key=lambda r: r["nodeid"]),
+                  summary={o: sum(r["outcome"] == o for r in records) for o in ("passed", "failed", "skipped")},
+                  merged_from=len(documents))
+    return merged

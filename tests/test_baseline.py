@@ -1,0 +1,112 @@
+"""Baseline gating, diff and merge: golden-value behaviour on claim reports."""
+
+import json
+
+import pytest
+
+from claimlens.cli import main
+from claimlens.report.compare import diff, merge
+
+pytest_plugins = ["pytester"]
+
+CLAIMS = '''
+import os
+import pytest
+
+@pytest.mark.claim(id="stable", statement="s", source="src")
+def test_stable(evidence):
+    evidence.series("loss", [0, 10, 20], [1.0, 0.1, float(os.environ.get("LOSS_END", "0.01"))], log=True)
+    assert True
+
+@pytest.mark.claim(id="flippy", statement="f", source="src")
+def test_flippy(evidence):
+    value = float(os.environ.get("FLIPPY", "1.0"))
+    evidence.measure("value", value, threshold=0.5, op=">=")
+    assert value >= 0.5, f"value: measured {value}, threshold >= 0.5"
+'''
+
+
+def run(pytester, monkeypatch, *args, flippy="1.0", loss_end="0.01"):
+    monkeypatch.setenv("FLIPPY", flippy)
+    monkeypatch.setenv("LOSS_END", loss_end)
+    return pytester.runpytest_subprocess("--claims-report", "rep", "-p", "no:cacheprovider", *args)
+
+
+def test_first_run_records_then_flips_are_listed_and_gate(pytester, monkeypatch):
+    pytester.makepyfile(test_claims=CLAIMS)
+    first = run(pytester, monkeypatch, "--claims-baseline", "base.json")
+    first.stdout.fnmatch_lines(["*claimlens: baseline recorded in*base.json*"])
+    assert first.ret == 0 and (pytester.path / "base.json").exists()
+
+    second = run(pytester, monkeypatch, "--claims-baseline", "base.json", flippy="0.1", loss_end="1e-4")
+    second.stdout.fnmatch_lines([
+        "*claims baseline: 1 flipped, 0 added, 0 removed, 2 measured values moved beyond tolerance*",
+        "*FLIP passed -> failed: test_claims.py::test_flippy*",
+        "*move 2 (orders of magnitude*at epoch 20: loss*",
+    ])
+    assert second.ret == 1
+    doc = json.loads((pytester.path / "rep" / "claims.json").read_text())
+    assert doc["baseline_diff"]["flips"][0]["nodeid"] == "test_claims.py::test_flippy"
+    assert "Against the baseline" in (pytester.path / "rep" / "claims.html").read_text()
+
+
+def test_fail_on_flips_only_and_tolerances(pytester, monkeypatch):
+    pytester.makepyfile(test_claims=CLAIMS)
+    run(pytester, monkeypatch, "--claims-baseline", "base.json", flippy="0.1")  # baseline with a failing claim
+    same = run(pytester, monkeypatch, "--claims-baseline", "base.json", "--claims-fail-on", "flips", flippy="0.2")
+    assert same.ret == 0, "a claim that already failed in the baseline does not fail the session in flips mode"
+    same.stdout.fnmatch_lines(["*claims baseline: 0 flipped*"])
+    loose = run(pytester, monkeypatch, "--claims-baseline", "base.json", "--claims-tolerance", "value=2",
+                flippy="0.2")
+    loose.stdout.fnmatch_lines(["*0 flipped, 0 added, 0 removed, 0 measured values moved beyond tolerance*"])
+    bad = run(pytester, monkeypatch, "--claims-fail-on", "flips")
+    assert bad.ret == 4
+    bad.stderr.fnmatch_lines(["*--claims-fail-on flips needs --claims-baseline FILE*"])
+
+
+def test_update_accepts_the_new_values(pytester, monkeypatch):
+    pytester.makepyfile(test_claims=CLAIMS)
+    run(pytester, monkeypatch, "--claims-baseline", "base.json")
+    run(pytester, monkeypatch, "--claims-baseline", "base.json", "--claims-baseline-update", flippy="0.1")
+    again = run(pytester, monkeypatch, "--claims-baseline", "base.json", flippy="0.1")
+    again.stdout.fnmatch_lines(["*claims baseline: 0 flipped*"])
+
+
+def record(nodeid, outcome, value=1.0, run="r"):
+    return {"nodeid": nodeid, "claim_id": nodeid, "statement": "", "source": "", "run": run, "parameters": {"run": run},
+            "outcome": outcome, "message": None, "duration": 0.1, "phases": {}, "notes": [],
+            "series": [{"name": "s", "label": "", "epochs": [0, 1], "values": [1.0, value], "log_scale": False}],
+            "measurements": [{"name": "m", "value": value, "threshold": None, "op": None, "epoch": None, "label": "",
+                              "passed": None}]}
+
+
+def doc(*records, label="r"):
+    return {"schema_version": 1, "runs": [{"label": label, "kind": "run", "path": label, "content_hash": label * 64}],
+            "records": list(records), "summary": {}}
+
+
+def test_diff_added_removed_and_moves():
+    d = diff(doc(record("a", "passed"), record("b", "passed", 1.0)),
+             doc(record("b", "failed", 1.2), record("c", "passed")), rtol=0.1)
+    assert d["added"] == ["c"] and d["removed"] == ["a"]
+    assert [(f["nodeid"], f["from"], f["to"]) for f in d["flips"]] == [("b", "passed", "failed")]
+    assert {(m["kind"], round(m["relative_change"], 3)) for m in d["moves_beyond_tolerance"]} == {
+        ("measurement", 0.2), ("series", 0.2)}
+
+
+def test_merge_and_cli(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(doc(record("x[run=r1]", "passed", run="r1"), label="r1")))
+    b.write_text(json.dumps(doc(record("x[run=r2]", "failed", run="r2"), label="r2")))
+    merged = merge([json.loads(a.read_text()), json.loads(b.read_text())])
+    assert [r["label"] for r in merged["runs"]] == ["r1", "r2"] and merged["summary"]["failed"] == 1
+    with pytest.raises(ValueError, match="share test ids"):
+        merge([json.loads(a.read_text()), json.loads(a.read_text())])
+    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m.json")]) == 0
+    page = (tmp_path / "m.html").read_text()
+    assert "<th>r1</th><th>r2</th>" in page  # the claim × run matrix
+    assert main(["diff", str(a), str(a)]) == 0
+    assert "0 flipped" in capsys.readouterr().out
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    assert main(["diff", str(bad), str(a)]) == 2
