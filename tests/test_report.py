@@ -76,3 +76,30 @@ def test_cli_report_rerenders_a_stored_report(report_dir, tmp_path, capsys):
     bad.write_text("[1, 2]")
     assert main(["report", str(bad)]) == 2
     assert "is not a claimlens claims.json" in capsys.readouterr().err
+
+
+def test_an_interrupted_write_leaves_the_previous_report_whole(tmp_path, monkeypatch):
+    import os
+
+    from claimlens.plugin import records
+
+    target = tmp_path / "claims.json"
+    records.write_json_atomic(target, {"records": [1]})
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        records.write_json_atomic(target, {"records": [2] * 1000})
+    assert json.loads(target.read_text()) == {"records": [1]}
+    assert [p.name for p in tmp_path.iterdir()] == ["claims.json"], "no temporary file left behind"
+
+
+def test_importing_the_plugin_is_cheap():
+    import subprocess
+    import sys
+
+    code = "import sys, claimlens.plugin; print(sorted(m for m in ('torch', 'transformer_lens', 'numpy') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", f"the pytest plugin imported {out} at import time"
