@@ -104,7 +104,7 @@ def test_merge_and_cli(tmp_path, capsys):
         merge([json.loads(a.read_text()), json.loads(a.read_text())])
     assert main(["merge", str(a), str(b), "--out", str(tmp_path / "m.json")]) == 0
     page = (tmp_path / "m.html").read_text()
-    assert "<th>r1</th><th>r2</th>" in page  # the claim × run matrix
+    assert "<th>claim</th><th>r1</th><th>r2</th>" in page  # the claim × run matrix
     assert main(["diff", str(a), str(a)]) == 0
     assert "0 flipped" in capsys.readouterr().out
     bad = tmp_path / "bad.json"

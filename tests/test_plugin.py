@@ -72,8 +72,10 @@ def test_xdist_gives_the_same_records_as_a_serial_run(pytester, tiny_run, tmp_pa
 def test_default_run_passes_grokking_and_the_negative_controls_fail_every_trajectory_claim(pytester, tmp_path):
     import json
 
-    ok = run_claims(pytester, "-k", "grokking_delayed", "-v")  # no --run: the built-in default run
-    ok.stdout.fnmatch_lines(["*test_grokking_delayed_generalisation?run=default? PASSED*"])
+    ok = run_claims(pytester, "-k", "grokking_delayed", "-v", "-n", "2", "--claims-report", str(tmp_path / "ok"))
+    ok.stdout.fnmatch_lines(["*PASSED *claims/test_grokking.py::test_grokking_delayed_generalisation?run=default?*"])
+    # no --run, under xdist: the controller still resolves and records the built-in default run
+    assert [r["label"] for r in json.loads((tmp_path / "ok" / "claims.json").read_text())["runs"]] == ["default"]
     for control in ("no_weight_decay", "mlp_concat"):
         out = tmp_path / control
         result = run_claims(pytester, "--run", str(ROOT / "fixtures" / f"{control}.toml"), "--claims-report", str(out))
@@ -86,3 +88,11 @@ def test_default_run_passes_grokking_and_the_negative_controls_fail_every_trajec
         assert all(r["message"] for r in trajectory), "every failure or skip says why"
         grok = [r for r in trajectory if r["claim_id"] == "grokking_delayed_generalisation"][0]
         assert grok["outcome"] == "failed" and "did not generalise" in grok["message"]
+
+
+def test_xdist_report_lists_the_runs(pytester, tiny_run, tmp_path):
+    import json
+
+    run_claims(pytester, "--run", str(tiny_run.path), "--claims-report", str(tmp_path / "x"), "-k", "phase", "-n", "2")
+    doc = json.loads((tmp_path / "x" / "claims.json").read_text())
+    assert [r["label"] for r in doc["runs"]] == ["tiny"] and doc["runs"][0]["content_hash"] == tiny_run.content_hash

@@ -207,7 +207,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not records:
         return
     records.sort(key=lambda r: r["nodeid"])
-    refs = config.stash.get(RUN_REFS, None) or []
+    try:  # on an xdist controller nothing was collected, so the default run may not be resolved yet
+        refs = _refs(config)
+    except pytest.UsageError:
+        refs = []
+    used = {r["run"] for r in records}
+    refs = [ref for ref in refs if ref.label in used]
     document = {
         "schema_version": REPORT_SCHEMA_VERSION,
         **provenance(Path(str(config.rootpath))),

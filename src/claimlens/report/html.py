@@ -221,11 +221,17 @@ def render(document: dict[str, Any]) -> str:
             f"{esc(document.get('versions', {}).get('claimlens'))} · commit {esc((document.get('git_commit') or '')[:12])}"
             f" · {esc(document.get('machine', {}).get('platform'))}</p>"
             f"<p>{badges}</p>")
+    def run_counts(label):
+        rs = [r for r in records if r.get("run") == label]
+        return " ".join(f'<span class="badge {o}">{sum(r["outcome"] == o for r in rs)}</span>' for o in OUTCOMES)
+
     run_rows = "".join(
-        f"<tr><td>{esc(r.get('label'))}</td><td><code>{esc(r.get('run_dir') or r.get('path'))}</code></td>"
+        f"<tr><td>{esc(r.get('label'))}</td><td>{run_counts(r.get('label'))}</td>"
+        f"<td><code>{esc(r.get('run_dir') or r.get('path'))}</code></td>"
         f"<td><code>{esc((r.get('content_hash') or '')[:12])}</code></td><td class=num>{esc(r.get('n_checkpoints'))}</td>"
         f"<td>{esc((r.get('spec') or {}).get('description', ''))}</td></tr>" for r in document.get("runs", []))
-    runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>directory</th><th>content hash</th>"
+    runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>passed · failed · skipped</th>"
+                  "<th>directory</th><th>content hash</th>"
                   f"<th>checkpoints</th><th>spec</th></tr></thead><tbody>{run_rows}</tbody></table>")
 
     def cell(claim_records, run):
@@ -237,10 +243,14 @@ def render(document: dict[str, Any]) -> str:
         detail = f" {c['passed']}/{len(rs)}" if len(rs) > 1 else ""
         return f'<td><span class="badge {o}">{o}{detail}</span></td>'
 
-    matrix = ("<h2>Claims × runs</h2><table class=matrix><thead><tr><th>claim</th>"
+    def family(rs):  # the claims file the claim lives in, e.g. "grokking" for claims/test_grokking.py
+        return rs[0]["nodeid"].split("::")[0].rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
+
+    matrix = ("<h2>Claims × runs</h2><table class=matrix><thead><tr><th>family</th><th>claim</th>"
               + "".join(f"<th>{esc(r)}</th>" for r in runs) + "</tr></thead><tbody>"
-              + "".join(f'<tr><td><a href="#{esc(cid)}">{esc(cid)}</a></td>' + "".join(cell(rs, r) for r in runs) + "</tr>"
-                        for cid, rs in claims.items()) + "</tbody></table>")
+              + "".join(f'<tr><td>{esc(family(rs))}</td><td><a href="#{esc(cid)}">{esc(cid)}</a></td>'
+                        + "".join(cell(rs, r) for r in runs) + "</tr>"
+                        for cid, rs in sorted(claims.items(), key=lambda kv: (family(kv[1]), kv[0]))) + "</tbody></table>")
     filters = ('<p class=filters>show: ' + "".join(
         f'<label><input type=checkbox value="{o}" checked> {o}</label>' for o in OUTCOMES) + "</p>")
     sections = []
