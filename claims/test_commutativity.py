@@ -8,6 +8,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from claimlens.plugin.helpers import require_phases
 from claimlens.series import Series, assert_threshold
 
 SOURCE = "ARENA 'Analysis during training: development of commutativity'; Nanda et al. 2023, App. A.1"
@@ -28,8 +29,7 @@ def attention_gap(rs, n_heads):
     source=SOURCE,
 )
 def test_attention_becomes_symmetric(run, run_series, phases, evidence):
-    if phases.t1 is None or phases.t3 is None:
-        pytest.fail(f"phase boundaries not reached ({phases.as_dict()}): no 'after cleanup' to judge", pytrace=False)
+    require_phases(phases, "t1", "t3")
     gap, self_attn = attention_gap(run_series, run.spec.model.n_heads)
     evidence.series(gap.name, gap.epochs, gap.values)
     evidence.series(self_attn.name, self_attn.epochs, self_attn.values)

@@ -8,20 +8,11 @@ it was judged on through the ``evidence`` fixture.
 
 import pytest
 
+from claimlens.plugin.helpers import require_phases as need_phases
+from claimlens.plugin.helpers import series_of as series
 from claimlens.series import Series, assert_before, assert_threshold
 
 NCLSS = "Nanda et al. 2023, 'Progress measures for grokking via mechanistic interpretability'"
-
-
-def series(rs, name, label=""):
-    return Series.of(name if not label else f"{name}[{label}]", rs.epochs, rs[name].row(label))
-
-
-def need_phases(phases, *names):
-    missing = [n for n in names if getattr(phases, n) is None]
-    if missing:
-        pytest.fail(f"phase boundaries {missing} were not reached in this run ({phases.as_dict()}); "
-                    f"the claim is about phases the run does not have", pytrace=False)
 
 
 @pytest.mark.claim(

@@ -13,20 +13,12 @@ from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward
+from claimlens.plugin.helpers import require_phases as need
+from claimlens.plugin.helpers import series_of as s
 from claimlens.series import Series, assert_threshold
 
 NCLSS = "Nanda et al. 2023, 'Progress measures for grokking via mechanistic interpretability'"
 ARENA = "ARENA 'Grokking and modular arithmetic: analysis during training'"
-
-
-def s(rs, name, label=""):
-    return Series.of(f"{name}[{label}]" if label else name, rs.epochs, rs[name].row(label))
-
-
-def need(phases, *names):
-    missing = [n for n in names if getattr(phases, n) is None]
-    if missing:
-        pytest.fail(f"phase boundaries {missing} not reached ({phases.as_dict()})", pytrace=False)
 
 
 @pytest.mark.claim(
