@@ -60,16 +60,14 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> float:
               "satisfy N(a, b) ≈ N(b, a).",
     source=SOURCE,
 )
-def test_final_model_is_symmetric(run, evidence):
-    from claimlens.models import forward
-
+def test_final_model_is_symmetric(run, evidence, request):
     if run.spec.model.kind != "transformer":
         pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}: no attention or position embeddings")
     params, p = run.final(), run.spec.task.p
     W_pos = params["pos_embed.W_pos"]
     cos = float(torch.nn.functional.cosine_similarity(W_pos[0], W_pos[1], dim=0))
     evidence.measure("cosine(W_pos[0], W_pos[1])", cos, threshold=0.9, op=">=", epoch=run.epochs[-1])
-    acts = forward(params, run.task.tokens, run.spec.model, cache=True).mlp_post  # [p², d_mlp]
+    acts = request.getfixturevalue("final_activations").mlp_post  # [p², d_mlp]
     grid = acts.reshape(p, p, -1)
     cmp = compare(grid, grid.transpose(0, 1))
     evidence.measure("G-CMP(N, Nᵀ)", cmp, threshold=0.05, op="<=", epoch=run.epochs[-1])

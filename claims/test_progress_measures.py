@@ -181,10 +181,10 @@ def test_key_frequencies(run, run_series, evidence):
               "only its own frequency (≥ 90%).",
     source=f"{NCLSS}, §4.3, Fig. 5",
 )
-def test_neurons_cluster(run, run_series, evidence):
+def test_neurons_cluster(run, run_series, final_activations, evidence):
     p = run.spec.task.p
     params = run.final()
-    acts = forward(params, run.task.tokens, run.spec.model, cache=True).mlp_post
+    acts = final_activations.mlp_post
     kf = fo.key_frequencies_from_neurons(acts, p, fo.frequencies(p))
     clusters = pm.neuron_clusters(kf.details["neuron_freq"], kf.details["neuron_frac"], 0.85)
     assigned = float((clusters >= 1).double().mean())
@@ -207,9 +207,9 @@ def test_neurons_cluster(run, run_series, evidence):
               "approximation loses no accuracy in loss, and ≥ 90% of the logits' 2D Fourier norm is in key blocks.",
     source=f"{NCLSS}, §4.1–4.2; TransformerLens grokking demo",
 )
-def test_logits_sum_of_cosines(run, run_series, evidence):
+def test_logits_sum_of_cosines(run, run_series, final_activations, evidence):
     p, task = run.spec.task.p, run.task
-    L = forward(run.final(), task.tokens, run.spec.model).logits.double()
+    L = final_activations.logits.double()
     keys = run_series.keys.keys
     fit = pm.cos_sum_fit(L, keys, p)
     ce_fit = cross_entropy_f64(fit.fitted_logits, task.labels).item()

@@ -15,8 +15,9 @@ import pytest
 
 @pytest.mark.claim(id="stable", statement="s", source="src")
 def test_stable(evidence):
-    evidence.series("loss", [0, 10, 20], [1.0, 0.1, float(os.environ.get("LOSS_END", "0.01"))], log=True)
-    assert True
+    end = float(os.environ.get("LOSS_END", "0.01"))
+    evidence.series("loss", [0, 10, 20], [1.0, 0.1, end], log=True)
+    assert end < 0.1, f"loss at the last epoch: measured {end}, threshold < 0.1"
 
 @pytest.mark.claim(id="flippy", statement="f", source="src")
 def test_flippy(evidence):

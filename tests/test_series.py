@@ -1,7 +1,6 @@
 """Temporal helpers on hand-worked series, and their failure messages."""
 
 import pytest
-import torch
 from hypothesis import given
 from hypothesis import strategies as st
 

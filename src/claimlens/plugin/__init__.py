@@ -134,6 +134,15 @@ def run_series(run):
 
 
 @pytest.fixture(scope="session")
+def final_activations(run):
+    """One forward pass of the final checkpoint over all p² inputs, shared by the claims about the final model
+    (:class:`claimlens.models.Activations`: logits, attention pattern, MLP pre/post activations)."""
+    from claimlens.models import forward
+
+    return forward(run.final(), run.task.tokens, run.spec.model, cache=True)
+
+
+@pytest.fixture(scope="session")
 def phases(run_series):
     """Phase boundaries ``t1, t2, t3`` of the run by the catalogue's rules (:func:`claimlens.series.detect_phases`)."""
     from claimlens.series import Series, detect_phases

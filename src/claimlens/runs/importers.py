@@ -27,7 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from claimlens.config import ModelConfig, RunSpec, TaskConfig, TrainConfig
+from claimlens.config import ModelConfig, RunSpec
 from claimlens.errors import CheckpointError, RunError, SpecError, UnsafeCheckpointError
 from claimlens.models import fingerprint, forward, param_shapes, validate_params
 from claimlens.runs.store import Run, RunWriter, atomic_write_bytes, load_tensors
