@@ -95,7 +95,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Full-batch training. One optimiser step per epoch on all training pairs.
+    """One optimiser step per epoch: on all training pairs (``batch_size = 0``, the default), or on
+    ``batch_size`` training pairs drawn with replacement from a generator seeded by ``seed`` (the
+    devinterp hackathon MLP's ``random.choices`` batches; an "epoch" is then one step).
 
     ``warmup_steps``: learning-rate factor ``min(step / warmup_steps, 1)`` with ``step`` counted from
     0, as in the paper's ``LambdaLR`` (so the very first update has lr 0). ``optimizer = "adamw"``
@@ -110,6 +112,7 @@ class TrainConfig:
     optimizer: Literal["adamw", "adam"] = "adamw"
     checkpoint_every: int = 100
     seed: int = 0
+    batch_size: int = 0
 
     def validate(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be positive", self.epochs)
@@ -121,6 +124,8 @@ class TrainConfig:
         _check(self.optimizer in ("adamw", "adam"), "train.optimizer", "must be 'adamw' or 'adam'", self.optimizer)
         _check(0 < self.checkpoint_every <= self.epochs, "train.checkpoint_every",
                f"must be in [1, epochs={self.epochs}]", self.checkpoint_every)
+        _check(isinstance(self.batch_size, int) and self.batch_size >= 0, "train.batch_size",
+               "must be 0 (full batch) or a positive number of pairs", self.batch_size)
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,10 @@ class RunSpec:
     @property
     def hash(self) -> str:
         """sha256 of everything that changes the trained weights (name and description excluded)."""
-        payload = {"task": self.to_dict()["task"], "model": self.to_dict()["model"], "train": self.to_dict()["train"]}
+        d = self.to_dict()
+        payload = {"task": d["task"], "model": d["model"], "train": dict(d["train"])}
+        if payload["train"]["batch_size"] == 0:  # full batch: hashed as before batch_size existed
+            del payload["train"]["batch_size"]
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     @classmethod

@@ -32,6 +32,13 @@ def lr_factor(step: int, warmup_steps: int) -> float:
     return 1.0 if warmup_steps == 0 else min(step / warmup_steps, 1.0)
 
 
+def minibatch_rows(seed: int, step: int, n: int, batch_size: int) -> torch.Tensor:
+    """Rows of the training set for one minibatch step, drawn with replacement. Seeded by (seed, step)
+    alone, so a resumed run draws the same batches as an uninterrupted one."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return torch.randint(n, (batch_size,), generator=gen)
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -75,8 +82,15 @@ class Trainer:
         bar = _progress(start, cfg.epochs, spec.name, self.progress)
         t0 = time.perf_counter()
         for epoch in range(start, cfg.epochs + 1):
-            logits = forward(params, x_train, spec.model).logits
-            loss = cross_entropy_f64(logits, y_train)
+            if cfg.batch_size:
+                with torch.no_grad():
+                    logits = forward(params, x_train, spec.model).logits
+                rows = minibatch_rows(cfg.seed, epoch, len(y_train), cfg.batch_size).to(device)
+                loss_for_step = cross_entropy_f64(forward(params, x_train[rows], spec.model).logits, y_train[rows])
+                loss = cross_entropy_f64(logits, y_train)
+            else:
+                logits = forward(params, x_train, spec.model).logits
+                loss = loss_for_step = cross_entropy_f64(logits, y_train)
             with torch.no_grad():
                 test_logits = forward(params, x_test, spec.model).logits
                 row = {
@@ -101,7 +115,7 @@ class Trainer:
                 break
             optimizer.param_groups[0]["lr"] = cfg.lr * lr_factor(epoch, cfg.warmup_steps)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_for_step.backward()
             optimizer.step()
         if bar is not None:
             bar.close()

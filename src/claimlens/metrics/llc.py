@@ -14,6 +14,10 @@ axis and the gradient is ``torch.func.vmap(torch.func.grad_and_value(loss))`` �
 ``default_nbeta`` is ``B / ln B`` for batch size ``B``; the hackathon code uses ``n / ln n`` over the
 training set; its grokking example sets 2.0 by hand). Estimates are comparable only at equal ``nβ``, so the
 configuration is recorded with every estimate.
+
+``orth_grad`` (NV's ``restrict_to_orth_grad``): after every step the displacement ``w − w*`` loses its
+component along the unit full-batch gradient at ``w*`` (fixed at the start), so that a sampler started
+at a point that is not a minimum (a checkpoint mid-training) does not slide down the slope.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class SGLDConfig:
     num_burnin: int = 50
     batch_size: int | None = None  # None: full batch
     seed: int = 0
+    orth_grad: bool = False  # NV's restrict_to_orth_grad: no movement along the full-batch gradient at w*
 
     def resolved_nbeta(self, n: int) -> float:
         if self.nbeta is not None:
@@ -75,6 +80,11 @@ def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, confi
     with torch.no_grad():
         init_loss = float(loss(w0, all_rows))
     w = {k: v.unsqueeze(0).repeat(C, *([1] * v.dim())).clone() for k, v in w0.items()}
+    normal = None
+    if config.orth_grad:
+        g0, _ = grad_and_value(loss)(w0, all_rows)
+        norm = torch.sqrt(sum(g.double().pow(2).sum() for g in g0.values())).item()
+        normal = {k: g / norm for k, g in g0.items()} if norm > 0 else None
     step = vmap(grad_and_value(loss), in_dims=(0, 0))
 
     def batch():
@@ -99,6 +109,9 @@ def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, confi
             traces[:, t - config.num_burnin] = L.detach()
         noise = {k: torch.randn(v.shape, generator=gen) for k, v in w.items()}
         new = {k: (w[k] - eps / 2 * gU[k] + math.sqrt(eps) * noise[k]).detach() for k in w}
+        if normal is not None:
+            along = sum(((new[k] - w0[k]) * normal[k]).flatten(1).sum(1) for k in w)  # [chains]
+            new = {k: new[k] - along.view(-1, *[1] * normal[k].dim()) * normal[k] for k in w}
         L_new, U_new, gU_new = energy_and_grad(new, rows)  # same batch: the acceptance compares like with like
         if t >= config.num_burnin:
             accept += _mala_acceptance(w, new, U, U_new, gU, gU_new, eps) / config.num_draws
@@ -124,38 +137,58 @@ def _mala_acceptance(w, new, U, U_new, gU, gU_new, eps) -> torch.Tensor:
 
 
 def diagnose(r: LLCResult, *, where: str = "checkpoint") -> list[str]:
-    """Sampling problems that make an estimate untrustworthy, each with what to change."""
+    """Sampling problems that make an estimate untrustworthy, each naming the checkpoint and what to change.
+
+    The rules of claims_catalogue ``llc_sampling_is_healthy``: no non-finite or exploding loss; λ̂ > 0; the
+    20-draw running mean of each chain's loss below the checkpoint's loss for ≤ 10% of draws; the trace has
+    flattened (a straight line fitted to the chain-mean trace over the last 20% of draws changes by ≤ 0.5 ×
+    the standard deviation of the loss values in that window); mean MALA acceptance in [0.5, 0.99]. And
+    one of the issue's: the chains agree (their spread ≤ half the estimate).
+    """
     problems = []
+    cfg = r.config
     traces = r.traces.double()
     bad = ~torch.isfinite(traces)
     if bad.any():
         chain, draw = (int(i) for i in torch.nonzero(bad)[0])
         problems.append(f"{where}: chain {chain} diverged at draw {draw} (non-finite loss); use a smaller epsilon "
-                        f"(now {r.config['epsilon']:g}) or a larger gamma (now {r.config['gamma']:g})")
+                        f"(now {cfg['epsilon']:g}) or a larger gamma (now {cfg['gamma']:g})")
         return problems
     ceiling = 10 * (abs(r.init_loss) + 1)
     if (traces > ceiling).any():
         problems.append(f"{where}: the loss exploded (max {float(traces.max()):.3g}, start {r.init_loss:.3g}); "
-                        f"use a smaller epsilon (now {r.config['epsilon']:g})")
-    if r.mean < 0:
-        problems.append(f"{where}: negative estimate {r.mean:.3g}; the chains found lower loss than the checkpoint "
-                        f"(not a local minimum at this temperature): raise gamma (now {r.config['gamma']:g}) or "
+                        f"use a smaller epsilon (now {cfg['epsilon']:g})")
+    if r.mean <= 0:
+        problems.append(f"{where}: estimate {r.mean:.3g} ≤ 0: the chains found lower loss than the checkpoint "
+                        f"(not a local minimum at this temperature); raise gamma (now {cfg['gamma']:g}) or "
                         f"lower epsilon")
-    half = traces.shape[1] // 2
-    if half >= 2:
-        # A drift shared by the chains (second-half minus first-half mean) means the chains are still moving;
-        # one chain's own fluctuation does not: compare the mean drift with its standard error across chains.
-        drift = r.config["nbeta"] * (traces[:, half:].mean(1) - traces[:, :half].mean(1))
-        mean_drift = float(drift.mean())
-        se = float(drift.std() / math.sqrt(drift.numel())) if drift.numel() > 1 else 0.0
-        if abs(mean_drift) > max(3 * se, 0.1 * max(abs(r.mean), 1.0)):
-            problems.append(f"{where}: the chains are not stationary (second-half minus first-half mean, times nβ: "
-                            f"{mean_drift:+.3g} ± {se:.2g} against an estimate of {r.mean:.3g}); use more burn-in "
-                            f"(now {r.config['num_burnin']}) or more draws")
+    D = traces.shape[1]
+    if D >= 20:
+        running = traces.unfold(1, 20, 1).mean(-1)  # [chains, D - 19]
+        below = float((running < r.init_loss).double().mean())
+        if below > 0.1:
+            problems.append(f"{where}: the 20-draw running mean of the loss is below the checkpoint's loss for "
+                            f"{below:.0%} of draws (allowed 10%): the chains drift to lower loss; raise gamma "
+                            f"(now {cfg['gamma']:g})")
+    tail = max(int(round(0.2 * D)), 3) if D >= 5 else 0
+    if tail:
+        window = traces[:, -tail:]
+        x = torch.arange(tail, dtype=torch.float64)
+        y = window.mean(0)
+        slope = float(((x - x.mean()) * (y - y.mean())).sum() / (x - x.mean()).pow(2).sum())
+        change = abs(slope) * (tail - 1)
+        spread = float(window.std())
+        if change > 0.5 * spread:
+            problems.append(f"{where}: the loss trace has not flattened (a line fitted to the last {tail} draws "
+                            f"moves {change:.3g}, more than half the loss spread {spread:.3g}); use more burn-in "
+                            f"(now {cfg['num_burnin']}) or more draws (now {cfg['num_draws']})")
     if r.per_chain.numel() > 1 and r.std > 0.5 * max(abs(r.mean), 1e-12):
         problems.append(f"{where}: chains disagree (std {r.std:.3g} against mean {r.mean:.3g}); run longer chains")
     acc = float(r.acceptance.mean())
     if acc < 0.5:
         problems.append(f"{where}: mean MALA acceptance {acc:.2f} (healthy ≈ 0.9): the step is too large; "
-                        f"use a smaller epsilon (now {r.config['epsilon']:g})")
+                        f"use a smaller epsilon (now {cfg['epsilon']:g})")
+    elif acc > 0.99:
+        problems.append(f"{where}: mean MALA acceptance {acc:.3f} (healthy ≈ 0.9): the step is so small that the "
+                        f"chains barely move; use a larger epsilon (now {cfg['epsilon']:g})")
     return problems

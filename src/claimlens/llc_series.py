@@ -1,0 +1,154 @@
+"""The local learning coefficient over the checkpoints of a run (claims_catalogue G-LLC, §3.2), cached on disk.
+
+One SGLD configuration for the whole run (estimates are comparable only at equal ε, γ, nβ), sampled at
+up to ``max_checkpoints`` checkpoints spread evenly over the run (always the first and the last), on the
+training pairs only. Every estimate keeps its per-chain values, per-draw loss traces, MALA acceptance and
+the problems :func:`claimlens.metrics.llc.diagnose` found.
+
+Defaults per model kind come from calibrating on the built-in runs (README, "Learning coefficient"):
+the transformer with ``ε = 3e-5, γ = 300`` and the MLP with ``ε = 1e-3, γ = 100``, both at devinterp's
+default ``nβ = B/ln B`` for minibatches of ``B = 128``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from claimlens.config import canonical_json
+from claimlens.metrics.llc import LLCResult, SGLDConfig, estimate_llc
+from claimlens.models import forward, frozen_params
+
+LLC_VERSION = 1
+
+DEFAULT_CONFIGS = {
+    "transformer": SGLDConfig(epsilon=3e-5, gamma=300.0, num_chains=4, num_draws=200, num_burnin=100,
+                              batch_size=128, seed=0),
+    "mlp": SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=4, num_draws=200, num_burnin=100, batch_size=128,
+                      seed=0),
+}
+
+
+def default_config(run) -> SGLDConfig:
+    return DEFAULT_CONFIGS[run.spec.model.kind]
+
+
+@dataclass
+class LLCSeries:
+    """λ̂ per sampled checkpoint of one run, with everything the health checks need."""
+
+    epochs: list[int]
+    mean: torch.Tensor  # [n] float64
+    std: torch.Tensor  # [n] across chains
+    per_chain: torch.Tensor  # [n, chains]
+    init_loss: torch.Tensor  # [n] full-batch train loss at the checkpoint
+    acceptance: torch.Tensor  # [n, chains]
+    traces: torch.Tensor  # [n, chains, draws]
+    problems: list[list[str]]  # per checkpoint
+    config: dict
+    from_cache: bool = False
+
+    @property
+    def healthy(self) -> list[bool]:
+        return [not p for p in self.problems]
+
+
+def sampled_epochs(run, max_checkpoints: int) -> list[int]:
+    """Up to ``max_checkpoints`` stored epochs, evenly spread by index, first and last included."""
+    epochs = run.epochs
+    if len(epochs) <= max_checkpoints:
+        return list(epochs)
+    idx = torch.linspace(0, len(epochs) - 1, max_checkpoints).round().long().unique()
+    return [epochs[int(i)] for i in idx]
+
+
+def train_loss_fn(run):
+    """``loss(params, rows)``: float64 CE of the model on training rows ``rows``; frozen biases held fixed.
+
+    Returns the function and the frozen tensors it closes over (not sampled)."""
+    model, task = run.spec.model, run.task
+    x, y = task.tokens[task.train_idx], task.labels[task.train_idx]
+    frozen_names = frozen_params(model)
+
+    def make(frozen: dict[str, torch.Tensor]):
+        def loss(params, rows):
+            logits = forward({**params, **frozen}, x[rows], model).logits
+            return torch.nn.functional.cross_entropy(logits.double(), y[rows])
+
+        return loss
+
+    return make, frozen_names, len(y)
+
+
+def estimate_at(run, epoch: int, config: SGLDConfig) -> LLCResult:
+    make, frozen_names, n = train_loss_fn(run)
+    params = run.checkpoint(epoch)
+    frozen = {k: v for k, v in params.items() if k in frozen_names}
+    sampled = {k: v for k, v in params.items() if k not in frozen_names}
+    return estimate_llc(make(frozen), sampled, n, config, where=f"run {run.name!r} epoch {epoch}")
+
+
+def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int = 32, cache: bool = True,
+                 progress: bool = False) -> LLCSeries:
+    """λ̂ at up to ``max_checkpoints`` checkpoints of ``run`` with one SGLD configuration."""
+    config = config or default_config(run)
+    epochs = sampled_epochs(run, max_checkpoints)
+    path = _cache_path(run, config, epochs)
+    if cache and path.is_file():
+        loaded = _load(path)
+        if loaded is not None:
+            return loaded
+    iterator = epochs
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(epochs, desc=f"LLC {run.name}", unit="ckpt")
+    results = [estimate_at(run, e, config) for e in iterator]
+    out = LLCSeries(
+        epochs=list(epochs),
+        mean=torch.tensor([r.mean for r in results], dtype=torch.float64),
+        std=torch.tensor([r.std for r in results], dtype=torch.float64),
+        per_chain=torch.stack([r.per_chain.double() for r in results]),
+        init_loss=torch.tensor([r.init_loss for r in results], dtype=torch.float64),
+        acceptance=torch.stack([r.acceptance.double() for r in results]),
+        traces=torch.stack([r.traces.float() for r in results]),
+        problems=[r.problems for r in results],
+        config=results[0].config if results else {**asdict(config)},
+    )
+    if cache:
+        _save(path, out)
+    return out
+
+
+def _cache_path(run, config: SGLDConfig, epochs: list[int]) -> Path:
+    from claimlens.runs.builtin import cache_dir
+
+    key = canonical_json({"v": LLC_VERSION, "config": asdict(config), "epochs": epochs})
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_dir() / "llc" / run.content_hash[:32] / f"{digest}.safetensors"
+
+
+def _save(path: Path, s: LLCSeries) -> None:
+    from claimlens.runs.store import save_tensors
+
+    tensors = {"mean": s.mean, "std": s.std, "per_chain": s.per_chain, "init_loss": s.init_loss,
+               "acceptance": s.acceptance, "traces": s.traces, "epochs": torch.tensor(s.epochs)}
+    save_tensors(path, tensors, metadata={"problems": json.dumps(s.problems), "config": json.dumps(s.config),
+                                          "version": str(LLC_VERSION)})
+
+
+def _load(path: Path) -> LLCSeries | None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="pt") as fh:
+            meta = fh.metadata()
+            t = {k: fh.get_tensor(k) for k in fh.keys()}
+        return LLCSeries(t["epochs"].tolist(), t["mean"], t["std"], t["per_chain"], t["init_loss"], t["acceptance"],
+                         t["traces"], json.loads(meta["problems"]), json.loads(meta["config"]), from_cache=True)
+    except Exception:  # a damaged cache entry is recomputed, never trusted
+        return None
