@@ -56,6 +56,15 @@ def test_chains_are_vectorised_and_seeded():
     assert not torch.equal(a.traces[0], a.traces[1]), "chains draw independent noise"
     mini = estimate_llc(loss, params, n, SGLDConfig(**{**cfg.__dict__, "batch_size": 32}))
     assert mini.config["batch_size"] == 32 and torch.isfinite(mini.traces).all()
+    # two tensors, given in either order: the same draws
+    two = {"w": params["w"], "v": torch.zeros(2)}
+
+    def loss2(p, rows):
+        return loss({"w": p["w"]}, rows) + p["v"].pow(2).sum()
+
+    forward = estimate_llc(loss2, two, n, cfg)
+    backward = estimate_llc(loss2, dict(reversed(list(two.items()))), n, cfg)
+    assert torch.equal(forward.traces, backward.traces)
 
 
 def test_default_nbeta_is_n_over_log_n():
@@ -80,12 +89,14 @@ def test_a_point_that_is_not_a_minimum_is_diagnosed():
     assert any("running mean" in p for p in r.problems), r.problems
 
 
-def test_too_short_burn_in_is_diagnosed_as_non_stationary():
+def test_too_short_burn_in_with_a_tiny_step_is_diagnosed():
     loss, params, n = linear_regression(d=10)
     r = estimate_llc(loss, params, n, SGLDConfig(epsilon=2e-6, gamma=1.0, nbeta=1000.0, num_chains=8, num_draws=1000,
                                                  num_burnin=0))
     assert r.mean < 0.7 * 5.0  # still climbing towards d/2 = 5: the estimate is biased low
-    assert any("not flattened" in p and "burn-in" in p for p in r.problems), r.problems
+    # The chains move so slowly (τ of hundreds of draws) that no trend in 1000 draws is significant: the
+    # acceptance check is what says so, and what to change.
+    assert any("larger epsilon" in p for p in r.problems), r.problems
 
 
 def test_acceptance_near_one_is_diagnosed():
@@ -107,3 +118,66 @@ def test_orthogonal_restriction_keeps_chains_off_the_slope():
     assert plain.mean < 0
     assert restricted.mean > plain.mean + 0.5 * abs(plain.mean), (plain.mean, restricted.mean)
     assert restricted.config["orth_grad"] is True
+
+
+def ar1(phi: float, shape: tuple[int, int], seed: int, drift: float = 0.0) -> torch.Tensor:
+    """AR(1) traces x_t = φ x_{t−1} + e_t (unit-variance stationary), plus ``drift`` per draw."""
+    gen = torch.Generator().manual_seed(seed)
+    e = torch.randn(*shape, generator=gen, dtype=torch.float64) * (1 - phi ** 2) ** 0.5
+    x = torch.empty_like(e)
+    x[:, 0] = torch.randn(shape[0], generator=gen, dtype=torch.float64)
+    for t in range(1, shape[1]):
+        x[:, t] = phi * x[:, t - 1] + e[:, t]
+    return x + drift * torch.arange(shape[1], dtype=torch.float64)
+
+
+def test_integrated_autocorrelation_time_of_an_ar1_process():
+    from claimlens.metrics.llc import integrated_autocorr_time
+
+    for phi in (0.0, 0.5, 0.9):
+        tau = integrated_autocorr_time(ar1(phi, (1, 20000), seed=3)[0])
+        assert tau == pytest.approx((1 + phi) / (1 - phi), rel=0.25), (phi, tau)
+
+
+def _result_with(traces: torch.Tensor):
+    from claimlens.metrics.llc import LLCResult
+
+    traces = traces + 10.0  # well above the checkpoint's loss of 0
+    per_chain = traces.mean(1)
+    return LLCResult(float(per_chain.mean()), float(per_chain.std()), per_chain, 0.0, traces,
+                     torch.full((traces.shape[0],), 0.9), {"epsilon": 1e-4, "gamma": 100.0, "num_burnin": 0,
+                                                          "num_draws": traces.shape[1]})
+
+
+def test_a_stationary_but_autocorrelated_trace_counts_as_flat():
+    """SGLD draws wander slowly (τ ≈ 19 draws here, 28 on the default run): a line through the last 20% of
+    a stationary trace often moves by half its spread. Only a significant move is a failure to flatten."""
+    from claimlens.metrics.llc import diagnose
+
+    flagged = sum(any("not flattened" in p for p in diagnose(_result_with(ar1(0.9, (4, 400), seed=s))))
+                  for s in range(40))
+    assert flagged <= 2, f"{flagged} of 40 stationary AR(1) traces called not flattened"
+
+
+def test_a_trace_still_climbing_is_not_flat():
+    from claimlens.metrics.llc import diagnose
+
+    flagged = sum(any("not flattened" in p for p in diagnose(_result_with(ar1(0.5, (4, 400), seed=s, drift=0.03))))
+                  for s in range(20))
+    assert flagged >= 18, f"only {flagged} of 20 climbing traces (12 spreads over the run) called not flattened"
+
+
+def test_llc_over_a_run_is_cached_and_a_damaged_entry_is_recomputed(tiny_mlp_run, tmp_path, monkeypatch):
+    from claimlens.llc_series import llc_over_run
+
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path))
+    cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=40, num_burnin=20, batch_size=32, seed=0)
+    first = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=3)
+    assert first.epochs[0] == tiny_mlp_run.epochs[0] and first.epochs[-1] == tiny_mlp_run.epochs[-1]
+    assert len(first.epochs) == 3 and first.traces.shape == (3, 2, 40) and not first.from_cache
+    again = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=3)
+    assert again.from_cache and torch.equal(again.mean, first.mean) and again.problems == first.problems
+    (entry,) = (tmp_path / "llc").rglob("*.safetensors")
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    redone = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=3)
+    assert not redone.from_cache and torch.equal(redone.mean, first.mean)

@@ -6,6 +6,9 @@ from conftest import ROOT
 
 pytest_plugins = ["pytester"]
 
+DIAGNOSTICS = {"llc_sampling_is_healthy"}  # claims about the measurement, not about grokking
+LLC_CLAIMS = ("llc_rises_in_memorisation_then_falls", "llc_tracks_test_loss", "llc_sensitive_to_grokking_transition")
+
 
 def run_claims(pytester, *args):
     return pytester.runpytest_subprocess(str(ROOT / "claims"), "-p", "no:cacheprovider", "--rootdir", str(ROOT), *args)
@@ -76,13 +79,17 @@ def test_default_run_passes_grokking_and_the_negative_controls_fail_every_trajec
     ok.stdout.fnmatch_lines(["*PASSED *claims/test_grokking.py::test_grokking_delayed_generalisation?run=default?*"])
     # no --run, under xdist: the controller still resolves and records the built-in default run
     assert [r["label"] for r in json.loads((tmp_path / "ok" / "claims.json").read_text())["runs"]] == ["default"]
-    for control in ("no_weight_decay", "mlp_concat"):
+    # LLC checkpoints: the transformer's take ~20 s each (3 keep CI short); the MLP's well under a second
+    for control, llc_checkpoints in (("no_weight_decay", 3), ("mlp_concat", 16)):
         out = tmp_path / control
-        result = run_claims(pytester, "--run", str(ROOT / "fixtures" / f"{control}.toml"), "--claims-report", str(out))
+        result = run_claims(pytester, "--run", str(ROOT / "fixtures" / f"{control}.toml"), "--claims-report", str(out),
+                            "--llc-checkpoints", str(llc_checkpoints))
         assert result.ret == 1
         records = json.loads((out / "claims.json").read_text())["records"]
-        trajectory = [r for r in records if "epoch" not in r["parameters"]]
+        # A diagnostic (is the LLC sampling healthy?) is not a grokking claim: it may hold on any run.
+        trajectory = [r for r in records if "epoch" not in r["parameters"] and r["claim_id"] not in DIAGNOSTICS]
         assert trajectory, "the control must be judged"
+        assert {"llc_rises_in_memorisation_then_falls", "llc_tracks_test_loss"} <= {r["claim_id"] for r in trajectory}
         passed = [r["claim_id"] for r in trajectory if r["outcome"] == "passed"]
         assert not passed, f"claims that cannot fail: {passed} passed on the negative control {control}"
         assert all(r["message"] for r in trajectory), "every failure or skip says why"
@@ -96,3 +103,19 @@ def test_xdist_report_lists_the_runs(pytester, tiny_run, tmp_path):
     run_claims(pytester, "--run", str(tiny_run.path), "--claims-report", str(tmp_path / "x"), "-k", "phase", "-n", "2")
     doc = json.loads((tmp_path / "x" / "claims.json").read_text())
     assert [r["label"] for r in doc["runs"]] == ["tiny"] and doc["runs"][0]["content_hash"] == tiny_run.content_hash
+
+
+def test_llc_claims_do_not_pass_on_a_run_that_did_not_grok(pytester, tiny_run, tmp_path):
+    import json
+
+    result = run_claims(pytester, "--run", str(tiny_run.path), "-k", "llc", "--llc-checkpoints", "3",
+                        "--claims-report", str(tmp_path))
+    records = {r["claim_id"]: r for r in json.loads((tmp_path / "claims.json").read_text())["records"]}
+    assert set(LLC_CLAIMS) | {"llc_sampling_is_healthy"} <= set(records)
+    for claim in LLC_CLAIMS:
+        record = records[claim]
+        assert record["outcome"] in ("failed", "skipped") and record["message"], (claim, record["outcome"])
+        assert [s for s in record["series"] if s["name"] == "llc"], f"{claim} records the LLC series it judged"
+    health = records["llc_sampling_is_healthy"]
+    assert [m for m in health["measurements"] if m["name"] == "unhealthy checkpoints"]
+    assert result.ret == 1

@@ -12,6 +12,7 @@ from claimlens.series import (
     assert_peak_and_return,
     assert_threshold,
     detect_phases,
+    spearman,
 )
 
 S = Series.of("loss", [0, 10, 20, 30, 40, 50], [5.0, 3.0, 4.0, 1.0, 0.5, 0.6])
@@ -89,3 +90,39 @@ def test_sorted_series_are_monotone(values):
     assert down.monotone_violations("decreasing") == []
     crossing = up.first_crossing(values[0], "above")
     assert crossing is not None and float(up.values[crossing]) >= values[0]
+
+
+def naive_spearman(x, y):
+    """Textbook: rank by counting (ties averaged), then Pearson's formula on the ranks, in plain Python."""
+
+    def ranks(v):
+        return [sum(u < a for u in v) + (sum(u == a for u in v) - 1) / 2 for a in v]
+
+    rx, ry = ranks(list(x)), ranks(list(y))
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    vx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    vy = sum((b - my) ** 2 for b in ry) ** 0.5
+    return cov / (vx * vy)
+
+
+floats = st.floats(-1e3, 1e3, allow_nan=False)
+
+
+@given(st.lists(st.tuples(st.integers(-5, 5), floats), min_size=3, max_size=30))
+def test_spearman_matches_the_naive_formula(pairs):
+    x, y = [float(a) for a, _ in pairs], [b for _, b in pairs]
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return
+    assert spearman(x, y) == pytest.approx(naive_spearman(x, y), abs=1e-9)
+
+
+@given(st.lists(floats, min_size=3, max_size=30, unique=True))
+def test_spearman_is_one_under_monotone_maps_and_minus_one_reversed(x):
+    assert spearman(x, [v ** 3 + 2 * v for v in x]) == pytest.approx(1.0)
+    assert spearman(x, [-v for v in x]) == pytest.approx(-1.0)
+
+
+def test_spearman_rejects_mismatched_lengths():
+    with pytest.raises(ValueError, match="equal length"):
+        spearman([1.0, 2.0], [1.0, 2.0, 3.0])

@@ -6,8 +6,8 @@ training pairs only. Every estimate keeps its per-chain values, per-draw loss tr
 the problems :func:`claimlens.metrics.llc.diagnose` found.
 
 Defaults per model kind come from calibrating on the built-in runs (README, "Learning coefficient"):
-the transformer with ``ε = 3e-5, γ = 300`` and the MLP with ``ε = 1e-3, γ = 100``, both at devinterp's
-default ``nβ = B/ln B`` for minibatches of ``B = 128``.
+the transformer with ``ε = 1e-4, γ = 300`` and the MLP with ``ε = 1e-3, γ = 100``, both at devinterp's
+default ``nβ = B/ln B`` for minibatches of ``B = 128``. A cached series is diagnosed again on loading.
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 
 from claimlens.config import canonical_json
-from claimlens.metrics.llc import LLCResult, SGLDConfig, estimate_llc
+from claimlens.metrics.llc import LLCResult, SGLDConfig, diagnose, estimate_llc
 from claimlens.models import forward, frozen_params
 
-LLC_VERSION = 1
+LLC_VERSION = 2  # 2: noise drawn in sorted parameter order (1 was not reproducible)
 
 DEFAULT_CONFIGS = {
-    "transformer": SGLDConfig(epsilon=3e-5, gamma=300.0, num_chains=4, num_draws=200, num_burnin=100,
+    "transformer": SGLDConfig(epsilon=1e-4, gamma=300.0, num_chains=4, num_draws=400, num_burnin=300,
                               batch_size=128, seed=0),
     "mlp": SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=4, num_draws=200, num_burnin=100, batch_size=128,
                       seed=0),
@@ -99,7 +99,7 @@ def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int 
     epochs = sampled_epochs(run, max_checkpoints)
     path = _cache_path(run, config, epochs)
     if cache and path.is_file():
-        loaded = _load(path)
+        loaded = _load(path, run.name)
         if loaded is not None:
             return loaded
     iterator = epochs
@@ -141,14 +141,22 @@ def _save(path: Path, s: LLCSeries) -> None:
                                           "version": str(LLC_VERSION)})
 
 
-def _load(path: Path) -> LLCSeries | None:
+def _load(path: Path, run_name: str) -> LLCSeries | None:
+    """The cached series, or None if the entry is damaged (then it is recomputed, never trusted).
+
+    The sampling problems are diagnosed again from the stored traces, so a cached series is judged by the
+    current rules."""
     from safetensors import safe_open
 
     try:
         with safe_open(path, framework="pt") as fh:
             meta = fh.metadata()
             t = {k: fh.get_tensor(k) for k in fh.keys()}
-        return LLCSeries(t["epochs"].tolist(), t["mean"], t["std"], t["per_chain"], t["init_loss"], t["acceptance"],
-                         t["traces"], json.loads(meta["problems"]), json.loads(meta["config"]), from_cache=True)
-    except Exception:  # a damaged cache entry is recomputed, never trusted
+        s = LLCSeries(t["epochs"].tolist(), t["mean"], t["std"], t["per_chain"], t["init_loss"], t["acceptance"],
+                      t["traces"], [], json.loads(meta["config"]), from_cache=True)
+    except Exception:
         return None
+    s.problems = [diagnose(LLCResult(float(s.mean[i]), float(s.std[i]), s.per_chain[i], float(s.init_loss[i]),
+                                     s.traces[i], s.acceptance[i], s.config), where=f"run {run_name!r} epoch {e}")
+                  for i, e in enumerate(s.epochs)]
+    return s

@@ -201,3 +201,25 @@ def grokking_summary(epochs, train_acc, test_acc, threshold: float = 0.99) -> Gr
         Series.of("test_acc", epochs, test_acc).first_crossing(threshold),
         threshold,
     )
+
+
+def spearman(x: Sequence[float] | torch.Tensor, y: Sequence[float] | torch.Tensor) -> float:
+    """Spearman rank correlation: the Pearson correlation of the ranks (ties get their average rank)."""
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if x.shape != y.shape or x.dim() != 1 or x.numel() < 2:
+        raise ValueError(f"spearman needs two 1-D series of equal length ≥ 2, got {list(x.shape)} and {list(y.shape)}")
+    rx, ry = _ranks(x), _ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = float(rx.norm() * ry.norm())
+    return float((rx * ry).sum()) / denom if denom > 0 else float("nan")
+
+
+def _ranks(v: torch.Tensor) -> torch.Tensor:
+    order = torch.argsort(v, stable=True)
+    ranks = torch.empty_like(v)
+    ranks[order] = torch.arange(v.numel(), dtype=torch.float64)
+    for value in torch.unique(v):  # average rank within ties
+        tied = v == value
+        if int(tied.sum()) > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks

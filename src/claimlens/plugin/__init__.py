@@ -6,7 +6,9 @@ Hooks and fixtures only; importing it is cheap (no torch). It adds:
   (ids ``run=<name>``), and a test taking ``run`` and ``epoch`` over every checkpoint of every run
   (ids ``run=<name>-epoch=<e>``). Default: the built-in default run.
 * fixtures ``run``, ``run_series`` (all progress measures of the run, cached), ``phases`` (detected
-  phase boundaries) and ``evidence`` (what the test records: series and measurements with thresholds);
+  phase boundaries), ``llc_series`` / ``llc_series_orth`` (the learning coefficient at ``--llc-checkpoints``
+  checkpoints, without and with the orthogonal-gradient restriction, cached on disk) and ``evidence`` (what
+  the test records: series and measurements with thresholds);
 * ``--claims-report DIR``: after the session, ``DIR/claims.json`` holds one record per claim test
   and ``DIR/claims.html`` is rendered from it (both written atomically, on the xdist controller only).
 """
@@ -60,6 +62,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="tolerance for one measurement or series name, e.g. --claims-tolerance test_loss=0.5. Repeatable.",
     )
     group.addoption(
+        "--llc-checkpoints", dest="claimlens_llc_checkpoints", type=int, default=16, metavar="N",
+        help="the learning-coefficient claims estimate the LLC at N checkpoints spread evenly over the run "
+             "(first and last included; cached on disk per run and SGLD configuration). Default: 16.",
+    )
+    group.addoption(
         "--claims-fail-on", dest="claimlens_fail_on", choices=("failures", "flips"), default="failures",
         help="'failures' (default): any failed claim fails the session; 'flips': with --claims-baseline, only "
              "claims that passed in the baseline and fail now fail the session.",
@@ -80,6 +87,8 @@ def pytest_configure(config: pytest.Config) -> None:
             float(value)
         except ValueError:
             raise pytest.UsageError(f"--claims-tolerance {item!r}: expected NAME=RTOL, e.g. test_loss=0.5") from None
+    if config.getoption("claimlens_llc_checkpoints") < 3:
+        raise pytest.UsageError("--llc-checkpoints must be at least 3 (a curve needs a start, a middle and an end)")
     if config.getoption("claimlens_fail_on") == "flips" and not config.getoption("claimlens_baseline"):
         raise pytest.UsageError("--claims-fail-on flips needs --claims-baseline FILE")
     config.pluginmanager.register(_Collector(config), "claimlens-collector")
@@ -151,6 +160,42 @@ def phases(run_series):
     return detect_phases(Series.of("excluded_loss_all_keys", s.epochs, s["excluded_loss_all_keys"].row()),
                          Series.of("test_loss", s.epochs, s["test_loss"].row()),
                          Series.of("test_acc", s.epochs, s["test_acc"].row()))
+
+
+def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
+    from dataclasses import replace
+
+    from claimlens.errors import ClaimlensError
+    from claimlens.llc_series import default_config, llc_over_run
+
+    config = replace(default_config(run), orth_grad=orth_grad)
+    n = request.config.getoption("claimlens_llc_checkpoints")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    try:
+        # The estimate takes minutes on first use: let its progress bar through pytest's capture.
+        with capture.global_and_fixture_disabled() if capture is not None else _nullcontext():
+            return llc_over_run(run, config, max_checkpoints=n, progress=True)
+    except ClaimlensError as exc:
+        pytest.fail(f"run {run.name!r}: {exc}", pytrace=False)
+
+
+def _nullcontext():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+@pytest.fixture(scope="session")
+def llc_series(request: pytest.FixtureRequest, run):
+    """The local learning coefficient of ``run`` at ``--llc-checkpoints`` checkpoints
+    (:class:`claimlens.llc_series.LLCSeries`, the run kind's default SGLD configuration, cached on disk)."""
+    return _llc(request, run, orth_grad=False)
+
+
+@pytest.fixture(scope="session")
+def llc_series_orth(request: pytest.FixtureRequest, run):
+    """As ``llc_series``, with the chains restricted to the hyperplane orthogonal to the gradient at the checkpoint."""
+    return _llc(request, run, orth_grad=True)
 
 
 @pytest.fixture

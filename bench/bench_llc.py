@@ -1,0 +1,117 @@
+"""The LLC estimator side by side with the devinterp library: same checkpoints, same hyperparameters.
+
+    pip install -e '.[bench]'        # devinterp is an optional extra, for this benchmark only
+    python bench/bench_llc.py        # a few checkpoints of the built-in default run
+    python bench/bench_llc.py --all  # also: the time for the LLC at every checkpoint of the default run
+
+For each checkpoint both estimators run SGLD with the same ε, γ, nβ, chains, burn-in, draws and
+minibatch size on the training pairs, and λ̂ is computed by the same definition,
+``nβ · (mean minibatch loss over the draws after burn-in − loss at the checkpoint)``: from devinterp's
+per-step ``loss_trace`` with the burn-in steps dropped (devinterp's own ``llc_mean`` averages over the
+burn-in too) and its ``init_loss`` (a mean over minibatches at the checkpoint; claimlens uses the full
+training set). claimlens advances all chains at once (``torch.func.vmap``); devinterp runs them one after
+the other. Printed: both estimates, their relative difference, both wall times and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import torch
+
+
+def devinterp_llc(run, epoch: int, cfg, n_train: int) -> tuple[float, float]:
+    """λ̂ by devinterp 2.x at ``epoch`` with ``cfg``'s hyperparameters; returns (estimate, seconds)."""
+    from datasets import Dataset
+    from devinterp.slt.llc import llc as dv_llc
+
+    from claimlens.models import forward, frozen_params
+
+    spec = run.spec
+    params = run.checkpoint(epoch)
+    frozen = frozen_params(spec.model)
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.names = {}
+            for name, value in params.items():
+                key = name.replace(".", "__")
+                self.names[name] = key
+                if name in frozen:
+                    self.register_buffer(key, value.clone())
+                else:
+                    self.register_parameter(key, torch.nn.Parameter(value.clone()))
+
+        def forward(self, input_ids):
+            p = {name: getattr(self, key) for name, key in self.names.items()}
+            return forward(p, input_ids[:, :-1], spec.model).logits
+
+    def loss_fn(model, input_ids):
+        # devinterp 2 wants a per-token loss [batch, seq − 1] and averages it; the model predicts one token
+        # per example, so that example's loss fills its row (the mean is the per-example mean).
+        logits = model(input_ids)
+        loss = torch.nn.functional.cross_entropy(logits.double(), input_ids[:, -1], reduction="none")
+        return loss.unsqueeze(1).expand(-1, input_ids.shape[1] - 1)
+
+    task = run.task
+    x, y = task.tokens[task.train_idx], task.labels[task.train_idx]
+    rows = torch.cat([x, y.unsqueeze(1)], dim=1).tolist()
+    dataset = Dataset.from_dict({"input_ids": rows}).with_format("torch")
+    model = Wrapped()
+    t0 = time.perf_counter()
+    out = dv_llc(model, dataset, {}, lr=cfg.epsilon, n_beta=cfg.resolved_nbeta(n_train),
+                 localization=cfg.gamma, num_chains=cfg.num_chains, num_draws=cfg.num_draws,
+                 num_burnin_steps=cfg.num_burnin, batch_size=cfg.batch_size, init_seed=cfg.seed, device="cpu",
+                 loss_fn=loss_fn)
+    seconds = time.perf_counter() - t0
+    trace = torch.as_tensor(out["loss_trace"].values)
+    if trace.shape[1] == cfg.num_burnin + cfg.num_draws:  # the trace includes the burn-in steps: drop them
+        trace = trace[:, cfg.num_burnin:]
+    assert trace.shape[1] == cfg.num_draws, f"unexpected devinterp loss trace of shape {tuple(trace.shape)}"
+    estimate = cfg.resolved_nbeta(n_train) * float(trace.double().mean() - float(out["init_loss"].values))
+    return estimate, seconds
+
+
+def main() -> None:
+    from claimlens.llc_series import default_config, estimate_at, llc_over_run, sampled_epochs
+    from claimlens.runs.builtin import builtin_run
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run", default="default", help="built-in run name (default: default)")
+    ap.add_argument("--checkpoints", type=int, default=3, help="checkpoints compared (spread over the run)")
+    ap.add_argument("--all", action="store_true", help="also time the LLC at every checkpoint of the run")
+    args = ap.parse_args()
+
+    run = builtin_run(args.run)
+    cfg = default_config(run)
+    n_train = len(run.task.train_idx)
+    print(f"run {run.name!r}: SGLD ε={cfg.epsilon:g} γ={cfg.gamma:g} nβ={cfg.resolved_nbeta(n_train):.4g} "
+          f"{cfg.num_chains} chains × ({cfg.num_burnin} burn-in + {cfg.num_draws} draws), batch {cfg.batch_size}; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'epoch':>6} {'claimlens':>10} {'devinterp':>10} {'rel diff':>9} {'t_cl s':>7} {'t_dv s':>7} {'ratio':>6}")
+    ratios, diffs = [], []
+    for epoch in sampled_epochs(run, args.checkpoints + 2)[1:-1] if args.checkpoints > 1 else [run.epochs[-1]]:
+        t0 = time.perf_counter()
+        ours = estimate_at(run, epoch, cfg)
+        t_ours = time.perf_counter() - t0
+        theirs, t_theirs = devinterp_llc(run, epoch, cfg, n_train)
+        rel = abs(ours.mean - theirs) / abs(theirs)
+        ratios.append(t_theirs / t_ours)
+        diffs.append(rel)
+        print(f"{epoch:>6} {ours.mean:>10.3f} {theirs:>10.3f} {rel:>9.1%} {t_ours:>7.1f} {t_theirs:>7.1f} "
+              f"{t_theirs / t_ours:>5.1f}x   (claimlens chain std {ours.std:.3g})")
+    print(f"speed ratio devinterp / claimlens: min {min(ratios):.1f}x, mean {sum(ratios) / len(ratios):.1f}x; "
+          f"largest relative difference {max(diffs):.1%}")
+    if args.all:
+        t0 = time.perf_counter()
+        series = llc_over_run(run, replace(cfg), max_checkpoints=len(run.epochs), cache=False, progress=True)
+        dt = time.perf_counter() - t0
+        print(f"LLC at all {len(series.epochs)} checkpoints of {run.name!r}: {dt:.0f} s "
+              f"({dt / len(series.epochs):.1f} s per checkpoint)")
+
+
+if __name__ == "__main__":
+    main()
