@@ -163,6 +163,7 @@ def phases(run_series):
 
 
 def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
+    from contextlib import nullcontext
     from dataclasses import replace
 
     from claimlens.errors import ClaimlensError
@@ -173,16 +174,10 @@ def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
     capture = request.config.pluginmanager.getplugin("capturemanager")
     try:
         # The estimate takes minutes on first use: let its progress bar through pytest's capture.
-        with capture.global_and_fixture_disabled() if capture is not None else _nullcontext():
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
             return llc_over_run(run, config, max_checkpoints=n, progress=True)
     except ClaimlensError as exc:
         pytest.fail(f"run {run.name!r}: {exc}", pytrace=False)
-
-
-def _nullcontext():
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 @pytest.fixture(scope="session")
