@@ -143,6 +143,22 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return 1 if any(f["to"] == "failed" for f in d["flips"]) else 0
 
 
+def _cmd_thresholds(args: argparse.Namespace) -> int:
+    from claimlens import thresholds as th
+
+    overrides = th.from_pyproject(args.pyproject)
+    rows = th.table(overrides)
+    if args.json:
+        print(json.dumps([{"claim": c, "name": n, "value": v, "default": d, "why": w} for c, n, v, d, w in rows],
+                         indent=1))
+        return 0
+    width = max(len(f"{c}.{n}") for c, n, *_ in rows)
+    for c, n, value, default, why in rows:
+        changed = f"  (default {default:g}, set in {args.pyproject})" if value != default else ""
+        print(f"{f'{c}.{n}':<{width}}  {value:<6g}  {why}{changed}")
+    return 0
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from claimlens.plugin.records import write_json_atomic
     from claimlens.report.compare import merge
@@ -199,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rtol", type=float, default=0.05, help="relative tolerance for moves (default 0.05)")
     p.add_argument("--json", action="store_true", help="print the comparison as JSON")
     p.set_defaults(func=_cmd_diff)
+
+    p = sub.add_parser("thresholds", help="the pass threshold of every claim, its default and where it comes from")
+    p.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"),
+                   help="read overrides from [tool.claimlens.thresholds] here (default: ./pyproject.toml)")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_cmd_thresholds)
 
     p = sub.add_parser("merge", help="merge claims.json files of separate runs into one multi-run report")
     p.add_argument("reports", type=Path, nargs="+")

@@ -25,6 +25,7 @@ from claimlens.plugin.runs import RunRef, resolve_refs
 RUN_REFS = pytest.StashKey[list]()
 SUMMARY_LINES = pytest.StashKey[list]()
 RECORDS = pytest.StashKey[list]()
+THRESHOLDS = pytest.StashKey[dict]()
 EVIDENCE = pytest.StashKey[Evidence]()
 
 
@@ -62,6 +63,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="tolerance for one measurement or series name, e.g. --claims-tolerance test_loss=0.5. Repeatable.",
     )
     group.addoption(
+        "--claims-threshold", dest="claimlens_thresholds", action="append", default=[], metavar="CLAIM.NAME=VALUE",
+        help="judge a claim by another threshold, e.g. --claims-threshold "
+             "trig_loss_all_equals_train.max_abs_log10_ratio=0.1. Repeatable; wins over "
+             "[tool.claimlens.thresholds.CLAIM] in pyproject.toml. `claimlens thresholds` lists them all.",
+    )
+    group.addoption(
         "--llc-checkpoints", dest="claimlens_llc_checkpoints", type=int, default=16, metavar="N",
         help="the learning-coefficient claims estimate the LLC at N checkpoints spread evenly over the run "
              "(first and last included; cached on disk per run and SGLD configuration). Default: 16.",
@@ -81,6 +88,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_REFS] = resolve_refs(given, rootdir=Path(str(config.rootpath))) if given else None
     config.stash[RECORDS] = []
     config.stash[SUMMARY_LINES] = []
+    from claimlens import thresholds as th
+
+    try:
+        config.stash[THRESHOLDS] = th.merge(th.from_pyproject(Path(str(config.rootpath)) / "pyproject.toml"),
+                                            th.from_options(config.getoption("claimlens_thresholds")))
+    except th.ThresholdError as exc:
+        raise pytest.UsageError(str(exc)) from None
     for item in config.getoption("claimlens_tolerances"):
         name, _, value = item.partition("=")
         try:
@@ -194,6 +208,19 @@ def llc_series_orth(request: pytest.FixtureRequest, run):
 
 
 @pytest.fixture
+def thresholds(request: pytest.FixtureRequest):
+    """The pass thresholds of this test's claim (``thresholds["delay_ratio"]``): the catalogue's defaults
+    (``claimlens.thresholds.DEFAULTS``) with the overrides of pyproject.toml and ``--claims-threshold``."""
+    from claimlens.thresholds import Thresholds
+
+    marker = request.node.get_closest_marker("claim")
+    claim_id = marker.kwargs.get("id") if marker is not None else None
+    if claim_id is None:
+        raise pytest.UsageError(f"{request.node.nodeid}: the thresholds fixture needs @pytest.mark.claim(id=...)")
+    return Thresholds(claim_id, request.config.stash[THRESHOLDS].get(claim_id))
+
+
+@pytest.fixture
 def evidence(request: pytest.FixtureRequest) -> Evidence:
     """Record the series and measurements a claim was judged on (they go into ``claims.json``)."""
     ev = Evidence()
@@ -269,6 +296,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         "records": records,
         "summary": {o: sum(r["outcome"] == o for r in records) for o in ("passed", "failed", "skipped")},
     }
+    used_claims = {r["claim_id"] for r in records}
+    overrides = {cid: v for cid, v in config.stash[THRESHOLDS].items() if cid in used_claims}
+    if overrides:
+        document["threshold_overrides"] = overrides
+        config.stash[SUMMARY_LINES].append(
+            "claimlens: judged with thresholds changed from the defaults: "
+            + ", ".join(f"{cid}.{n}={v:g}" for cid, vs in sorted(overrides.items()) for n, v in sorted(vs.items())))
     out = Path(config.getoption("claimlens_report"))
     if not out.is_absolute():
         out = Path(str(config.invocation_params.dir)) / out

@@ -209,6 +209,17 @@ def _baseline_section(d: dict[str, Any] | None) -> str:
                f"<th>change</th><th>epoch</th></tr></thead><tbody>{moves}</tbody></table>" if moves else ""))
 
 
+def _overrides_section(overrides: dict[str, Any] | None) -> str:
+    if not overrides:
+        return ""
+    rows = "".join(f"<tr><td>{esc(cid)}</td><td><code>{esc(name)}</code></td><td class=num>{fmt(value)}</td></tr>"
+                   for cid, values in sorted(overrides.items()) for name, value in sorted(values.items()))
+    return ("<h2>Thresholds changed from the defaults</h2><p class=muted>These verdicts were judged with the "
+            "thresholds below instead of the catalogue's defaults (<code>claimlens thresholds</code> lists all).</p>"
+            f"<table><thead><tr><th>claim</th><th>threshold</th><th>value used</th></tr></thead><tbody>{rows}"
+            "</tbody></table>")
+
+
 def render(document: dict[str, Any]) -> str:
     records = document.get("records", [])
     runs = [r.get("label") for r in document.get("runs", [])] or sorted({r.get("run") for r in records if r.get("run")})
@@ -269,7 +280,8 @@ def render(document: dict[str, Any]) -> str:
         sections.append(f'<section class="claim" id="{esc(cid)}"><h3>{esc(cid)}</h3><p>{esc(first.get("statement"))}</p>'
                         f'<p class=muted>source: {esc(first.get("source"))}</p>{"".join(body)}</section>')
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>claimlens report</title>"
-            f"<style>{CSS}</style></head><body>{head}{_baseline_section(document.get('baseline_diff'))}"
+            f"<style>{CSS}</style></head><body>{head}{_overrides_section(document.get('threshold_overrides'))}"
+            f"{_baseline_section(document.get('baseline_diff'))}"
             f"{runs_table}{matrix}<h2>Claims</h2>{filters}"
             f"{''.join(sections)}<script>{JS}</script></body></html>")
 
