@@ -15,7 +15,7 @@ from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward
 from claimlens.plugin.helpers import require_phases as need
 from claimlens.plugin.helpers import series_of as s
-from claimlens.series import Series, assert_threshold
+from claimlens.series import ClaimFailure, Series, assert_threshold
 
 NCLSS = "Nanda et al. 2023, 'Progress measures for grokking via mechanistic interpretability'"
 ARENA = "ARENA 'Grokking and modular arithmetic: analysis during training'"
@@ -110,7 +110,8 @@ def test_gini_jumps_in_cleanup(run_series, phases, evidence, thresholds):
                      epoch=int(run_series.epochs[-1]))
     if final < th["min_final_gini_W_E"]:
         failures.append(f"final G(W_E) {final:.3g} < {th['min_final_gini_W_E']:g}")
-    assert not failures, "; ".join(failures)
+    if failures:
+        raise ClaimFailure("; ".join(failures))
 
 
 @pytest.mark.claim(
@@ -135,14 +136,6 @@ def test_weight_norm_falls_in_phases(run_series, phases, evidence, thresholds):
     assert formation < 0 and cleanup < 0, f"slopes {formation:.4g} and {cleanup:.4g} per 1k epochs must both be < 0"
     assert_threshold(f"cleanup slope (must be ≤ {factor:g}× the formation slope)", cleanup, factor * formation, "<=")
     assert_threshold("relative change of Σθ² after t3", after, flat, "<=")
-
-
-def singular_values_for(share: float, sv: torch.Tensor) -> torch.Tensor:
-    """Per checkpoint (columns of ``sv [r, n_ckpt]``): how many of the largest singular values hold ``share``
-    of the squared norm."""
-    sq = sv.to(torch.float64).pow(2)
-    cum = torch.sort(sq, dim=0, descending=True).values.cumsum(0) / sq.sum(0).clamp_min(1e-300)
-    return (cum < share - 1e-12).sum(0) + 1
 
 
 @pytest.mark.claim(
@@ -173,7 +166,7 @@ def test_embedding_sparse(run_series, phases, evidence, thresholds):
     fall = float(nonkey[epochs.index(phases.t1)] / nonkey[epochs.index(phases.t3)])
     evidence.measure("non-key share fall t1→t3", fall, threshold=th["min_nonkey_fall"], op=">=")
     # Singular values: the embedding of the algorithm spans a cos/sin plane per frequency it uses.
-    n90 = singular_values_for(0.9, run_series["embed_singular_values"].values)
+    n90 = pm.singular_values_for(0.9, run_series["embed_singular_values"].values)
     evidence.series("singular values holding 90% of the embedding's norm", run_series.epochs, n90)
     allowed = 2 * (len(keys) + int(th["max_extra_singular_pairs"]))
     at_t1, at_end = int(n90[epochs.index(phases.t1)]), int(n90[-1])
@@ -363,23 +356,12 @@ def test_fourier_ablations(run, run_series, final_activations, evidence, thresho
     evidence.measure("loss of the final model (all pairs)", base, epoch=run.epochs[-1])
 
     restricted = pm.restricted_loss(L, labels, None, keys, p).item()
-    # keep, per key k, the 2D components {0, cos k, sin k}² of the logits over (a, b) except the constant,
-    # which is put back (bias correction): 8 per key, 40 for the paper's five keys.
-    F = fo.fourier_basis(p)
-    hat = fo.fft2d(fo.grid(L, p), F)  # [p, p, p_out]
-    mask = torch.zeros(p, p, dtype=torch.bool)
-    for k in keys:
-        idx = torch.tensor([0, 2 * k - 1, 2 * k])
-        mask[idx.unsqueeze(1), idx] = True
-    mask[0, 0] = True  # the constant: per-class mean over all inputs (bias correction)
-    kept = torch.einsum("ia,jb,ijc->abc", F, F, hat * mask.unsqueeze(-1)).reshape(p * p, -1)
-    blocks = cross_entropy_f64(kept, labels).item()
+    blocks = cross_entropy_f64(pm.key_block_logits(L, keys, p), labels).item()
 
-    # the 2·|keys| directions of W_L's neuron side: u_k = W_L cos_k, v_k = W_L sin_k
+    # the neuron-space directions u_k, v_k through which W_L writes the key frequencies
     params = run.final()
-    W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"]).double()  # [p, d_mlp]
-    rows = torch.tensor([r for k in keys for r in (2 * k - 1, 2 * k)])
-    Q, _ = torch.linalg.qr((F[rows] @ W_L).T)  # [d_mlp, 2·|keys|] orthonormal
+    W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])  # [p, d_mlp]
+    Q = pm.key_neuron_directions(W_L, keys, p)
     acts = final_activations.mlp_post.double()
     in_span = acts @ Q @ Q.T
     nullspace = cross_entropy_f64(L - in_span @ W_L.T, labels).item()

@@ -81,3 +81,47 @@ def trig_fraction(X, p, keys):
         den = sum(Xc[n][c] ** 2 for n in range(N))
         ratios.append(num / den)
     return sum(ratios) / C
+
+
+def key_block_logits(L, p, keys):
+    """Each class column as a function of (a, b), projected onto the 2D basis functions F[i](a)·F[j](b) with
+    i, j ∈ {0, 2k−1, 2k} for a key k (the constant (0, 0) included), by direct sums."""
+    F = basis(p)
+    rows = {0}
+    pairs = {(0, 0)}
+    for k in keys:
+        idx = (0, 2 * k - 1, 2 * k)
+        pairs |= {(i, j) for i in idx for j in idx}
+        rows |= set(idx)
+    C = len(L[0])
+    out = [[0.0] * C for _ in range(p * p)]
+    for c in range(C):
+        for i, j in pairs:
+            coeff = sum(F[i][n // p] * F[j][n % p] * L[n][c] for n in range(p * p))
+            for n in range(p * p):
+                out[n][c] += coeff * F[i][n // p] * F[j][n % p]
+    return out
+
+
+def gram_schmidt(vectors):
+    """Orthonormal basis of the span of ``vectors`` (lists), classical Gram–Schmidt in Python floats."""
+    out = []
+    for v in vectors:
+        w = list(v)
+        for q in out:
+            d = sum(a * b for a, b in zip(w, q))
+            w = [a - d * b for a, b in zip(w, q)]
+        norm = math.sqrt(sum(a * a for a in w))
+        if norm > 1e-9:
+            out.append([a / norm for a in w])
+    return out
+
+
+def key_neuron_projector(W_L, p, keys):
+    """Projector (as a matrix, lists) onto span{Σ_c W_L[c][m] f(c)} for f = the cos/sin basis rows of each key."""
+    F = basis(p)
+    M = len(W_L[0])
+    vecs = [[sum(W_L[c][m] * F[r][c] for c in range(p)) for m in range(M)]
+            for k in keys for r in (2 * k - 1, 2 * k)]
+    Q = gram_schmidt(vecs)
+    return [[sum(q[a] * q[b] for q in Q) for b in range(M)] for a in range(M)]

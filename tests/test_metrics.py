@@ -246,3 +246,59 @@ def test_ground_truth_restricted_and_excluded_losses(trig_run):
     assert pm.excluded_loss_all_keys(L, labels, train, keys, p).item() > math.log(p) * 0.5
     assert pm.cos_sum_fit(L, keys, p).fve > 0.999
     assert pm.trig_variance_fraction(L, keys, p).item() > 0.999
+
+
+# ----------------------------------------------------------------------------- Fourier ablations (NCLSS §4.4)
+
+
+@pytest.mark.parametrize("keys", [[1], [2, 3]])
+def test_key_block_logits_match_naive(small_logits, keys):
+    p, L, *_ = small_logits
+    ours = pm.key_block_logits(L, keys, p)
+    assert torch.allclose(ours, torch.tensor(naive.key_block_logits(L.tolist(), p, keys), dtype=torch.float64),
+                          atol=1e-10)
+
+
+@given(seed=st.integers(0, 10_000), keys=st.lists(st.integers(1, 3), min_size=1, max_size=3, unique=True))
+@settings(max_examples=25, deadline=None)
+def test_key_block_logits_are_a_projection_containing_the_trig_directions(seed, keys):
+    p = 7
+    L = rand(p * p, p, seed=seed)
+    kept = pm.key_block_logits(L, keys, p)
+    assert torch.allclose(pm.key_block_logits(kept, keys, p), kept, atol=1e-10), "idempotent"
+    assert torch.allclose(kept.mean(0), L.mean(0), atol=1e-10), "the per-class mean (bias correction) is kept"
+    # cos/sin(w_k(a+b)) lie in the key blocks, so the restricted logits are unchanged by the block projection
+    restricted = pm.restricted_logits(L, keys, p)
+    assert torch.allclose(pm.key_block_logits(restricted, keys, p), restricted, atol=1e-10)
+    assert kept.pow(2).sum() <= L.pow(2).sum() + 1e-9
+
+
+def test_key_neuron_directions_match_naive():
+    p, keys = 7, [1, 3]
+    W_L = rand(p, 10, seed=3)
+    Q = pm.key_neuron_directions(W_L, keys, p)
+    assert Q.shape == (10, 4) and torch.allclose(Q.T @ Q, torch.eye(4, dtype=torch.float64), atol=1e-12)
+    P_naive = torch.tensor(naive.key_neuron_projector(W_L.tolist(), p, keys), dtype=torch.float64)
+    assert torch.allclose(Q @ Q.T, P_naive, atol=1e-10)
+
+
+def test_singular_values_for_counts_the_largest():
+    sv = torch.tensor([[3.0, 1.0], [4.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # squared: 9, 16 | 1, 1, 1, 1
+    assert pm.singular_values_for(0.9, sv).tolist() == [2, 4]
+    assert pm.singular_values_for(0.5, sv).tolist() == [1, 2]
+    assert pm.singular_values_for(0.64, torch.tensor([[4.0], [3.0]])).tolist() == [1]  # exactly 16/25 is enough
+
+
+def test_ground_truth_fourier_ablations(trig_run):
+    """The hand-built model computes only with its keys: keeping the key blocks costs nothing, removing the
+    key W_L directions from the neurons leaves chance or worse."""
+    p, keys, _, params, acts = trig_run
+    L, labels = acts.logits.double(), grid_labels(p)
+    full = cross_entropy_f64(L, labels).item()
+    assert cross_entropy_f64(pm.key_block_logits(L, keys, p), labels).item() == pytest.approx(full, rel=0.05)
+    W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])
+    Q = pm.key_neuron_directions(W_L, keys, p)
+    in_span = acts.mlp_post.double() @ Q @ Q.T
+    assert cross_entropy_f64(L - in_span @ W_L.T, labels).item() >= math.log(p) * 0.99
+    assert cross_entropy_f64(L - (acts.mlp_post.double() - in_span) @ W_L.T, labels).item() == pytest.approx(
+        full, rel=0.05)

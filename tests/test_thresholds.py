@@ -92,7 +92,7 @@ def test_cli_lists_every_threshold(capsys, tmp_path):
     assert main(["thresholds", "--json", "--pyproject", str(tmp_path / "pyproject.toml")]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert len(rows) == sum(len(v) for v in th.DEFAULTS.values())
-    row = [r for r in rows if (r["claim"], r["name"]) == ("llc_tracks_test_loss", "min_spearman")][0]
+    row = next(r for r in rows if (r["claim"], r["name"]) == ("llc_tracks_test_loss", "min_spearman"))
     assert row["value"] == 0.5 and row["default"] == 0.7
 
 
@@ -108,12 +108,12 @@ def test_an_override_changes_the_verdict_and_is_reported(pytester, tiny_run, tmp
     result = _run(pytester, ROOT, "--run", str(tiny_run.path), "-k", "grokking_delayed", "--claims-report", str(out),
                   "--claims-threshold", "grokking_delayed_generalisation.final_test_acc=0")
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*judged with thresholds changed from the defaults: "
-                                 "grokking_delayed_generalisation.final_test_acc=0*"])
+    result.stdout.fnmatch_lines(
+        ["*judged with thresholds changed from the defaults: grokking_delayed_generalisation.final_test_acc=0*"])
     doc = json.loads((out / "claims.json").read_text())
     assert doc["threshold_overrides"] == {"grokking_delayed_generalisation": {"final_test_acc": 0.0}}
     record = doc["records"][0]
-    final = [m for m in record["measurements"] if m["name"] == "final test acc"][0]
+    final = next(m for m in record["measurements"] if m["name"] == "final test acc")
     assert final["threshold"] == 0.0 and final["passed"] is True
     assert "test accuracy never reached 0.95" in record["message"]
     assert "Thresholds changed from the defaults" in (out / "claims.html").read_text()

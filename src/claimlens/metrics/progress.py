@@ -63,6 +63,38 @@ def restricted_loss(L: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | 
     return _ce_rows(restricted_logits(L, keys, p), labels, rows)
 
 
+def key_block_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+    """The logits with only the 2D Fourier components (over ``a, b``) in the key blocks kept: for each key
+    ``k`` the 8 components ``{1, cos w_k, sin w_k}² ∖ {(1, 1)}`` (40 for five keys, NCLSS §4.4), plus the
+    constant ``(1, 1)`` component, which is each class's mean over all inputs (the bias correction).
+    ``[N, p] -> [N, p]`` float64."""
+    F = fourier_basis(p)
+    hat = fft2d(grid(L.to(torch.float64), p), F)  # [p, p, classes]
+    mask = torch.zeros(p, p, dtype=torch.float64)
+    for k in keys:
+        idx = torch.tensor([0, 2 * k - 1, 2 * k])
+        mask[idx.unsqueeze(1), idx] = 1.0
+    mask[0, 0] = 1.0
+    return torch.einsum("ia,jb,ijc->abc", F, F, hat * mask.unsqueeze(-1)).reshape(p * p, -1)
+
+
+def key_neuron_directions(W_L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+    """``[d_mlp, 2·|keys|]`` orthonormal basis of the neuron-space directions ``u_k = W_Lᵀ cos_k`` and
+    ``v_k = W_Lᵀ sin_k`` (NCLSS eq. 2: ``W_L ≈ Σ_k cos_k u_kᵀ + sin_k v_kᵀ``), for ``W_L [p, d_mlp]``."""
+    F = fourier_basis(p)
+    rows = torch.tensor([r for k in keys for r in (2 * k - 1, 2 * k)])
+    Q, _ = torch.linalg.qr((F[rows] @ W_L.to(torch.float64)).T)
+    return Q
+
+
+def singular_values_for(share: float, sv: torch.Tensor) -> torch.Tensor:
+    """How many of the largest singular values hold ``share`` of the squared norm, per column of
+    ``sv [r, n]`` (e.g. one column per checkpoint). ``-> [n]`` int."""
+    sq = sv.to(torch.float64).pow(2)
+    cum = torch.sort(sq, dim=0, descending=True).values.cumsum(0) / sq.sum(0).clamp_min(1e-300)
+    return (cum < share - 1e-12).sum(0) + 1
+
+
 # ----------------------------------------------------------------------------- weights
 
 
