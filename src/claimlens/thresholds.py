@@ -90,7 +90,7 @@ DEFAULTS: dict[str, dict[str, Threshold]] = {
         "min_rule_agreement": T(0.8, f"{CAT} (proposed): rules 1 and 3 agree (Jaccard)"),
     },
     "key_frequencies_stable_after_cleanup": {
-        "min_agreement": T(1.0, "issue 4: after cleanup the embedding's key set is the final one (Jaccard)"),
+        "min_agreement": T(1.0, "issue 4: after cleanup the neurons' key set is the final one (Jaccard)"),
     },
     "neurons_cluster_by_single_frequency": {
         "neuron_fve": T(0.85, f"{CAT}: NCLSS §4.3's 85% variance explained by one frequency"),
