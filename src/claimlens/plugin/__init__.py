@@ -7,8 +7,10 @@ Hooks and fixtures only; importing it is cheap (no torch). It adds:
   (ids ``run=<name>-epoch=<e>``). Default: the built-in default run.
 * fixtures ``run``, ``run_series`` (all progress measures of the run, cached), ``phases`` (detected
   phase boundaries), ``llc_series`` / ``llc_series_orth`` (the learning coefficient at ``--llc-checkpoints``
-  checkpoints, without and with the orthogonal-gradient restriction, cached on disk) and ``evidence`` (what
-  the test records: series and measurements with thresholds);
+  checkpoints, without and with the orthogonal-gradient restriction, cached on disk), ``thresholds`` (the
+  claim's pass thresholds, defaults from ``claimlens.thresholds`` with the overrides of pyproject.toml
+  ``[tool.claimlens.thresholds]`` and ``--claims-threshold``) and ``evidence`` (what the test records:
+  series and measurements with thresholds);
 * ``--claims-report DIR``: after the session, ``DIR/claims.json`` holds one record per claim test
   and ``DIR/claims.html`` is rendered from it (both written atomically, on the xdist controller only).
 """
