@@ -43,6 +43,7 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
         moves.extend(_series_moves(nodeid, a, b, rtol, tolerances))
     moves.sort(key=lambda m: -m["relative_change"])
     return {
+        "threshold_changes": _threshold_changes(old, new),
         "flips": flips,
         "added": sorted(set(new_r) - set(old_r)),
         "removed": sorted(set(old_r) - set(new_r)),
@@ -51,6 +52,23 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
         "rtol": rtol,
         "tolerances": tolerances,
     }
+
+
+def _threshold_changes(old: dict, new: dict) -> list[dict[str, Any]]:
+    """Thresholds judged by differently in the two reports (their ``threshold_overrides`` against the defaults),
+    so that a flip caused by a changed rule is not read as a changed model."""
+    from claimlens.thresholds import DEFAULTS
+
+    a, b = old.get("threshold_overrides") or {}, new.get("threshold_overrides") or {}
+    out = []
+    for cid in sorted(set(a) | set(b)):
+        for name in sorted(set(a.get(cid, {})) | set(b.get(cid, {}))):
+            default = DEFAULTS.get(cid, {}).get(name)
+            default = default.value if default is not None else None
+            was, now = a.get(cid, {}).get(name, default), b.get(cid, {}).get(name, default)
+            if was != now:
+                out.append({"claim_id": cid, "name": name, "old": was, "new": now})
+    return out
 
 
 def _measurement_moves(nodeid, a, b, rtol, tolerances):
@@ -95,6 +113,9 @@ def format_diff(d: dict[str, Any]) -> list[str]:
     """Lines for a terminal: flips, added/removed, the largest moves."""
     lines = [f"claims baseline: {len(d['flips'])} flipped, {len(d['added'])} added, {len(d['removed'])} removed, "
              f"{len(d['moves_beyond_tolerance'])} measured values moved beyond tolerance"]
+    for t in d.get("threshold_changes", []):
+        lines.append(f"  threshold changed: {t['claim_id']}.{t['name']} {t['old']} -> {t['new']} (a flip of this "
+                     f"claim may come from the rule, not the model)")
     for f in d["flips"]:
         lines.append(f"  FLIP {f['from']} -> {f['to']}: {f['nodeid']}")
     for n in d["added"][:20]:

@@ -204,6 +204,9 @@ def _baseline_section(d: dict[str, Any] | None) -> str:
     return (f'<h2>Against the baseline</h2><p class=muted>{esc(d.get("baseline"))}: {len(d.get("flips", []))} flipped, '
             f'{len(d.get("added", []))} added, {len(d.get("removed", []))} removed, '
             f'{len(d.get("moves_beyond_tolerance", []))} moves beyond tolerance {fmt(d.get("rtol"))}</p>'
+            + "".join(f'<p class=muted>threshold changed: <code>{esc(t["claim_id"])}.{esc(t["name"])}</code> '
+                      f'{fmt(t["old"])} → {fmt(t["new"])} (a flip of this claim may come from the rule, not the model)</p>'
+                      for t in d.get("threshold_changes", []))
             + (f"<table><thead><tr><th>test</th><th>flip</th></tr></thead><tbody>{flips}</tbody></table>" if flips else "")
             + ("<h4>largest moves</h4><table><thead><tr><th>test</th><th>value</th><th>baseline</th><th>now</th>"
                f"<th>change</th><th>epoch</th></tr></thead><tbody>{moves}</tbody></table>" if moves else ""))
