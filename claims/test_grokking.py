@@ -42,6 +42,10 @@ def test_grokking_delayed_generalisation(run, evidence, thresholds, request):
         f"train accuracy never reached {th['memorised_train_acc']:g} (max {float(train_acc.values.max()):.3f} "
         f"at epoch {int(train_acc.epochs[train_acc.values.argmax()])})"
     )
+    evidence.measure("first epoch train acc memorised (latest allowed)", memorised,
+                     threshold=th["memorised_by_epoch"], op="<=")
+    assert_threshold(f"first epoch with train accuracy ≥ {th['memorised_train_acc']:g}", memorised,
+                     th["memorised_by_epoch"], "<=")
     assert_threshold("test accuracy at the last epoch (the run did not generalise)", final_test,
                      th["final_test_acc"], ">=", epoch=int(test_acc.epochs[-1]))
     assert generalised is not None, (

@@ -282,6 +282,17 @@ def test_key_neuron_directions_match_naive():
     assert torch.allclose(Q @ Q.T, P_naive, atol=1e-10)
 
 
+def test_key_neuron_directions_drop_zero_and_dependent_directions():
+    p = 7
+    W_L = torch.zeros(p, 10, dtype=torch.float64)
+    W_L[:, 0] = fo.fourier_basis(p)[1]  # only cos(w_1 c) is written, by neuron 0
+    Q = pm.key_neuron_directions(W_L, [1, 2], p)
+    assert Q.shape == (10, 1) and torch.allclose((Q @ Q.T)[0, 0], torch.tensor(1.0, dtype=torch.float64))
+    P_naive = torch.tensor(naive.key_neuron_projector(W_L.tolist(), p, [1, 2]), dtype=torch.float64)
+    assert torch.allclose(Q @ Q.T, P_naive, atol=1e-10)
+    assert pm.key_neuron_directions(torch.zeros(p, 10), [1], p).shape == (10, 0)
+
+
 def test_singular_values_for_counts_the_largest():
     sv = torch.tensor([[3.0, 1.0], [4.0, 1.0], [0.0, 1.0], [0.0, 1.0]])  # squared: 9, 16 | 1, 1, 1, 1
     assert pm.singular_values_for(0.9, sv).tolist() == [2, 4]

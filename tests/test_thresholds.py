@@ -62,6 +62,9 @@ def test_thresholds_apply_overrides_and_name_unknown_ones():
     ("trig_loss_all_equals_train.typo=1", "has no threshold 'typo'.*known: \\['max_abs_log10_ratio'\\]"),
     ("trig_loss_all_equals_train.max_abs_log10_ratio=abc", "'abc' is not a number"),
     ("trig_loss_all_equals_train.max_abs_log10_ratio=nan", "not a finite number"),
+    ("restricted_loss_falls_before_test_loss.fall_factor=0", "must be > 0"),
+    ("embedding_sparse_in_fourier_basis.top_frequencies=2.5", "must be a whole number"),
+    ("llc_sensitive_to_grokking_transition.max_distance_checkpoints=-1", "must be ≥ 0"),
 ])
 def test_bad_option_values_are_named(item, message):
     with pytest.raises(th.ThresholdError, match=message):

@@ -16,7 +16,8 @@ ones; every override is written into ``claims.json`` (``threshold_overrides``) a
 so a verdict is never read without the rule it was judged by. ``claimlens thresholds`` prints the table.
 
 The defaults are the pass rules of ``shared/claims_catalogue.md`` as written (most marked "proposed"
-there, with the reason given there); none was tuned to a run. Pure Python: no torch import.
+there, with the reason given there); the few the catalogue does not give say "issue 4" or "ours". None was
+tuned to a run. Counts must be whole numbers and factors that divide must be > 0. Pure Python: no torch.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ CAT_LLC = "claims_catalogue §3.2"
 class Threshold:
     value: float
     why: str
+    integer: bool = False  # a count: an override must be a whole number
+    positive: bool = False  # a factor or count that must be > 0 (it divides, or selects at least one)
 
 
 T = Threshold
@@ -45,14 +48,16 @@ T = Threshold
 DEFAULTS: dict[str, dict[str, Threshold]] = {
     "grokking_delayed_generalisation": {
         "memorised_train_acc": T(0.99, f"{CAT}: train accuracy counted as memorised"),
+        "memorised_by_epoch": T(2000, f"{CAT} (proposed): train accuracy saturates early, by epoch 2000"),
         "generalised_test_acc": T(0.95, f"{CAT}: test accuracy that marks generalisation for the delay ratio"),
         "final_test_acc": T(0.99, f"{CAT}: the run ends generalised"),
         "delay_ratio": T(5, f"{CAT} (proposed): the paper's delay is an order of magnitude (1.4k vs 10k–14k)"),
         "max_test_acc_at_t1": T(0.5, f"{CAT} (proposed): still not generalised when memorisation ends"),
     },
     "restricted_loss_falls_before_test_loss": {
-        "fall_factor": T(10, f"{CAT} (proposed): 'falls' = 10x below its value at t1"),
-        "lead_checkpoints": T(10, f"{CAT} (proposed): 1000 epochs at the paper's checkpoint spacing of 100"),
+        "fall_factor": T(10, f"{CAT} (proposed): 'falls' = 10x below its value at t1", positive=True),
+        "lead_checkpoints": T(10, f"{CAT} (proposed): 1000 epochs at the paper's checkpoint spacing of 100",
+                              integer=True),
     },
     "trig_loss_all_equals_train": {
         "max_abs_log10_ratio": T(0.05, f"{CAT} (proposed): 'identical' lines on a log plot, a ~12% band"),
@@ -77,16 +82,19 @@ DEFAULTS: dict[str, dict[str, Threshold]] = {
         "max_relative_change_after_t3": T(0.05, f"{CAT} (proposed): 'then flat'"),
     },
     "embedding_sparse_in_fourier_basis": {
-        "top_frequencies": T(6, f"{CAT}: six frequencies with non-negligible norm (NCLSS §4.1)"),
+        "top_frequencies": T(6, f"{CAT}: six frequencies with non-negligible norm (NCLSS §4.1)", integer=True,
+                             positive=True),
         "min_top_share": T(0.9, f"{CAT} (proposed)"),
         "min_nonkey_fall": T(5, f"{CAT} (proposed): the other components go to near zero during grokking"),
         "max_extra_singular_pairs": T(1, "issue 4: singular values collapse onto the keys: at most 2 × (keys + "
                                          "this) singular values hold 90% of the final embedding's norm "
-                                         "(a cos/sin pair per frequency; the paper's sixth frequency)"),
+                                         "(a cos/sin pair per frequency; the paper's sixth frequency)", integer=True),
+        "svd_norm_share": T(0.9, "issue 4 (ours): the share of the squared norm the counted singular values hold",
+                            positive=True),
     },
     "key_frequencies_mainline": {
-        "min_keys": T(3, f"{CAT}: other seeds use 3 or 4 keys (NCLSS App. C.2.1)"),
-        "max_keys": T(6, f"{CAT}: the mainline uses 5, the embedding shows 6"),
+        "min_keys": T(3, f"{CAT}: other seeds use 3 or 4 keys (NCLSS App. C.2.1)", integer=True),
+        "max_keys": T(6, f"{CAT}: the mainline uses 5, the embedding shows 6", integer=True),
         "min_rule_agreement": T(0.8, f"{CAT} (proposed): rules 1 and 3 agree (Jaccard)"),
     },
     "key_frequencies_stable_after_cleanup": {
@@ -112,6 +120,9 @@ DEFAULTS: dict[str, dict[str, Threshold]] = {
         "min_rise": T(3, f"{CAT} (proposed): final ≥ 3x its value at t1"),
         "min_final_logit_fraction": T(0.9, f"{CAT} (proposed)"),
         "min_lead_checkpoints": T(10, f"{CAT} (proposed): 1000 epochs at the paper's spacing of 100"),
+        "reach_fraction": T(0.5, f"{CAT} (proposed): the lead is read where each reaches 50% of its final value",
+                            positive=True),
+        "neuron_fve": T(0.85, f"{CAT}: neurons assigned a frequency for G-QUAD (NCLSS §4.3's 85%)"),
         "max_quadratic_at_t2_over_final": T(0.5, f"{CAT} (proposed): quadratic terms appear near grokking"),
     },
     "commutativity_attention_symmetric_after_grokking": {
@@ -128,7 +139,7 @@ DEFAULTS: dict[str, dict[str, Threshold]] = {
     "llc_rises_in_memorisation_then_falls": {
         "generalising_test_acc": T(0.5, f"{CAT_LLC} (proposed): the peak precedes test accuracy 0.5"),
         "max_final_over_peak": T(0.7, f"{CAT_LLC} (proposed)"),
-        "tail_fraction": T(0.2, f"{CAT_LLC} (proposed): the last 20% of checkpoints"),
+        "tail_fraction": T(0.2, f"{CAT_LLC} (proposed): the last 20% of checkpoints", positive=True),
         "max_tail_range_over_peak": T(0.1, f"{CAT_LLC} (proposed): 'flattens', ≤ 10% (README on the reading)"),
     },
     "llc_tracks_test_loss": {
@@ -136,7 +147,7 @@ DEFAULTS: dict[str, dict[str, Threshold]] = {
         "min_spearman": T(0.7, f"{CAT_LLC} (proposed)"),
     },
     "llc_sensitive_to_grokking_transition": {
-        "max_distance_checkpoints": T(2, f"{CAT_LLC} (proposed): within ±2 sampled checkpoints"),
+        "max_distance_checkpoints": T(2, f"{CAT_LLC} (proposed): within ±2 sampled checkpoints", integer=True),
         "max_orth_variance_ratio": T(1, f"{CAT_LLC} (proposed): the orthogonal curve is smoother (strictly)"),
     },
 }
@@ -177,6 +188,13 @@ def _check(claim_id: str, name: str, value: object, where: str) -> float:
                              f"known: {sorted(DEFAULTS[claim_id])}")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ThresholdError(f"{where}: {claim_id}.{name} = {value!r} is not a finite number")
+    spec = DEFAULTS[claim_id][name]
+    if spec.integer and value != int(value):
+        raise ThresholdError(f"{where}: {claim_id}.{name} = {value!r} must be a whole number (it is a count)")
+    if spec.positive and value <= 0:
+        raise ThresholdError(f"{where}: {claim_id}.{name} = {value!r} must be > 0")
+    if spec.integer and value < 0:
+        raise ThresholdError(f"{where}: {claim_id}.{name} = {value!r} must be ≥ 0")
     return float(value)
 
 

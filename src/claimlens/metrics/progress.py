@@ -80,11 +80,14 @@ def key_block_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
 
 def key_neuron_directions(W_L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
     """``[d_mlp, 2·|keys|]`` orthonormal basis of the neuron-space directions ``u_k = W_Lᵀ cos_k`` and
-    ``v_k = W_Lᵀ sin_k`` (NCLSS eq. 2: ``W_L ≈ Σ_k cos_k u_kᵀ + sin_k v_kᵀ``), for ``W_L [p, d_mlp]``."""
+    ``v_k = W_Lᵀ sin_k`` (NCLSS eq. 2: ``W_L ≈ Σ_k cos_k u_kᵀ + sin_k v_kᵀ``), for ``W_L [p, d_mlp]``.
+    Directions that are zero or dependent on the others add no column (fewer than ``2·|keys|`` then), so
+    that nothing outside their span is ever removed."""
     F = fourier_basis(p)
     rows = torch.tensor([r for k in keys for r in (2 * k - 1, 2 * k)])
-    Q, _ = torch.linalg.qr((F[rows] @ W_L.to(torch.float64)).T)
-    return Q
+    U, S, _ = torch.linalg.svd((F[rows] @ W_L.to(torch.float64)).T, full_matrices=False)
+    rank = int((S > S.max() * 1e-10).sum()) if S.numel() and float(S.max()) > 0 else 0
+    return U[:, :rank]
 
 
 def singular_values_for(share: float, sv: torch.Tensor) -> torch.Tensor:
