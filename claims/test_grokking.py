@@ -54,7 +54,8 @@ def test_grokking_delayed_generalisation(run, evidence, thresholds, request):
     evidence.measure("delay ratio (first generalised epoch / first memorised epoch)", ratio,
                      threshold=th["delay_ratio"], op=">=")
     assert_threshold(f"generalisation delay: test acc ≥ {th['generalised_test_acc']:g} at epoch {generalised} over "
-                     f"train acc ≥ {th['memorised_train_acc']:g} at epoch {memorised}", ratio, th["delay_ratio"], ">=")
+                     f"train acc ≥ {th['memorised_train_acc']:g} at epoch {memorised}", ratio, th["delay_ratio"],
+                     ">=")
     if run.spec.model.kind != "transformer":
         evidence.note("t1 needs the transformer's excluded loss; the 'test acc ≤ 0.5 at t1' part was not judged")
         return

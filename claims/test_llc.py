@@ -89,8 +89,9 @@ def test_llc_rises_in_memorisation_then_falls(run, llc_series, evidence, thresho
     evidence.measure("LLC peak", peak, epoch=peak_epoch)
     evidence.measure(f"first epoch test acc ≥ {th['generalising_test_acc']:g}", half)
     if half is None:
-        raise AssertionError(f"test accuracy never reached {th['generalising_test_acc']:g} (max {float(test_acc.values.max()):.3f}): the run "
-                             f"did not generalise, so there is no memorisation-then-generalisation to read off λ̂")
+        raise AssertionError(f"test accuracy never reached {th['generalising_test_acc']:g} "
+                             f"(max {float(test_acc.values.max()):.3f}): the run did not generalise, so there is no "
+                             f"memorisation-then-generalisation to read off λ̂")
     evidence.phase_lines({f"test acc {th['generalising_test_acc']:g}": half})
     assert peak_epoch > int(llc.epochs[0]), (
         f"λ̂ never rose: its maximum {peak:.4g} is at the first sampled checkpoint (epoch {peak_epoch})")

@@ -48,8 +48,8 @@ def test_excluded_loss_rises(run, run_series, phases, evidence, thresholds):
     q, _ = torch.linalg.qr(torch.randn(p * p, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
     ctrl = cross_entropy_f64((L - fo.project(L, q.T))[task.train_idx], task.labels[task.train_idx]).item()
     base = cross_entropy_f64(L[task.train_idx], task.labels[task.train_idx]).item()
-    evidence.measure("random-direction control: loss ratio at t2", ctrl / base, threshold=th["max_random_control_ratio"],
-                     op="<", epoch=t2)
+    evidence.measure("random-direction control: loss ratio at t2", ctrl / base,
+                     threshold=th["max_random_control_ratio"], op="<", epoch=t2)
     assert_threshold("excluded loss rise t1→t2 (log10)", rise, th["min_log10_rise"], ">=", epoch=t2)
     assert_threshold("train loss change t1→t2 (|log10|)", drift, th["max_abs_log10_train_change"], "<=", epoch=t2)
     assert_threshold("excluded loss at t1 over train loss at t1", start, th["max_excluded_over_train_at_t1"], "<=",
@@ -77,7 +77,8 @@ def test_ratio_peaks_then_returns(run_series, phases, evidence, thresholds):
     evidence.measure("ratio at the last checkpoint", final, threshold=th["max_final_ratio"], op="<=",
                      epoch=int(ratio.epochs[-1]))
     assert_threshold("max test/restricted ratio", peak, th["min_peak_ratio"], ">=", epoch=epoch)
-    assert phases.t1 <= epoch <= phases.t3, f"the ratio peaks at epoch {epoch}, outside [t1, t3] = [{phases.t1}, {phases.t3}]"
+    assert phases.t1 <= epoch <= phases.t3, (
+        f"the ratio peaks at epoch {epoch}, outside [t1, t3] = [{phases.t1}, {phases.t3}]")
     assert_threshold("test/restricted ratio at the last checkpoint", final, th["max_final_ratio"], "<=",
                      epoch=int(ratio.epochs[-1]))
 
@@ -182,8 +183,8 @@ def test_embedding_sparse(run_series, phases, evidence, thresholds):
     assert_threshold("fall of the non-key share between t1 and t3", fall, th["min_nonkey_fall"], ">=")
     assert_threshold(f"singular values holding {share_sv:.0%} of the final embedding's norm ({len(keys)} keys)", at_end,
                      allowed, "<=", epoch=epochs[-1])
-    assert at_t1 > at_end, (f"the embedding's singular values did not collapse: {at_t1} hold {share_sv:.0%} of its norm at t1 "
-                            f"(epoch {phases.t1}), {at_end} at the end")
+    assert at_t1 > at_end, (f"the embedding's singular values did not collapse: {at_t1} hold {share_sv:.0%} of its "
+                            f"norm at t1 (epoch {phases.t1}), {at_end} at the end")
 
 
 @pytest.mark.claim(

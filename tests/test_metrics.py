@@ -55,6 +55,12 @@ def test_fft2d_matches_direct_double_sum():
     torch.testing.assert_close(fo.fft2d(T, fo.fourier_basis(p)), torch.tensor(naive.dft2(T.tolist(), p), dtype=torch.float64))
 
 
+@given(p=odd_p, seed=st.integers(0, 10_000))
+def test_ifft2d_inverts_fft2d(p, seed):
+    F, T = fo.fourier_basis(p), rand(p, p, 3, seed=seed)
+    assert torch.allclose(fo.ifft2d(fo.fft2d(T, F), F), T, atol=1e-10)
+
+
 def test_transform_direction_is_F_times_W():
     p = 7
     W = rand(p, 3)

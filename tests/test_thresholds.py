@@ -49,7 +49,7 @@ def test_claims_use_exactly_the_declared_thresholds():
 
 def test_thresholds_apply_overrides_and_name_unknown_ones():
     t = th.Thresholds("trig_loss_all_equals_train", {"max_abs_log10_ratio": 0.2})
-    assert t["max_abs_log10_ratio"] == 0.2 and t.overridden == {"max_abs_log10_ratio": 0.2}
+    assert t["max_abs_log10_ratio"] == 0.2 and len(t) == 1 and list(t) == ["max_abs_log10_ratio"]
     assert th.Thresholds("trig_loss_all_equals_train")["max_abs_log10_ratio"] == 0.05
     with pytest.raises(KeyError, match="no threshold 'nope'.*max_abs_log10_ratio"):
         t["nope"]

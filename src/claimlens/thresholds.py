@@ -164,7 +164,6 @@ class Thresholds(Mapping[str, float]):
         self.claim_id = claim_id
         self._values = {name: t.value for name, t in DEFAULTS.get(claim_id, {}).items()}
         self._values.update(overrides or {})
-        self.overridden = dict(overrides or {})
 
     def __getitem__(self, name: str) -> float:
         try:

@@ -59,7 +59,14 @@ def fft_tokens(W: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 def fft2d(T: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """2D transform over the first two axes: ``T̂[i, j, …] = Σ_ab F[i,a] F[j,b] T[a,b,…]``."""
     F = basis.to(T.dtype)
-    return torch.einsum("ia,jb,ab...->ij...", F, F, T)
+    # One axis at a time: a single three-operand einsum may contract F ⊗ F first (p⁴ work per trailing entry).
+    first = torch.tensordot(F, T, dims=([1], [0]))  # [i, b, …]
+    return torch.tensordot(F, first, dims=([1], [1])).transpose(0, 1)  # [i, j, …]
+
+
+def ifft2d(T_hat: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`fft2d` (``F`` is orthonormal): ``T[a, b, …] = Σ_ij F[i,a] F[j,b] T̂[i,j,…]``."""
+    return fft2d(T_hat, basis.T)
 
 
 def grid(x: torch.Tensor, p: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ from claimlens.metrics.fourier import (
     fft_tokens,
     fourier_basis,
     grid,
+    ifft2d,
     key_directions,
     project,
     trig_directions,
@@ -75,7 +76,7 @@ def key_block_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
         idx = torch.tensor([0, 2 * k - 1, 2 * k])
         mask[idx.unsqueeze(1), idx] = 1.0
     mask[0, 0] = 1.0
-    return torch.einsum("ia,jb,ijc->abc", F, F, hat * mask.unsqueeze(-1)).reshape(p * p, -1)
+    return ifft2d(hat * mask.unsqueeze(-1), F).reshape(p * p, -1)
 
 
 def key_neuron_directions(W_L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
