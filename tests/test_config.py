@@ -2,7 +2,6 @@ import pytest
 
 from claimlens.config import RunSpec
 from claimlens.errors import SpecError
-
 from conftest import ROOT
 
 

@@ -2,18 +2,18 @@
 
 import math
 
+import naive
 import pytest
 import torch
+from groundtruth import trig_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import naive
 from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward
 from claimlens.tasks import grid_labels, grid_tokens, nanda_split
-from groundtruth import trig_model
 
 odd_p = st.sampled_from([3, 5, 7, 11, 13])
 

@@ -8,7 +8,6 @@ import pytest
 
 from claimlens.cli import main
 from claimlens.report.html import render, svg_chart
-
 from conftest import ROOT
 
 pytest_plugins = ["pytester"]

@@ -13,7 +13,6 @@ import torch
 from claimlens.errors import RunError
 from claimlens.runs.store import Run, sha256_file
 from claimlens.training import Trainer
-
 from conftest import ROOT, tiny_mlp_spec, tiny_spec, with_train
 
 
@@ -40,8 +39,8 @@ def test_checkpoints_and_log_cover_the_run(tiny_run):
     assert log["epoch"].tolist() == list(range(spec.epochs + 1))
     assert tiny_run.manifest["status"] == "complete" and not (tiny_run.path / "resume.safetensors").exists()
     # The log row of a checkpoint epoch describes exactly the checkpointed weights.
-    from claimlens.models import forward
     from claimlens.metrics.losses import cross_entropy_f64
+    from claimlens.models import forward
 
     task, epoch = tiny_run.task, tiny_run.epochs[5]
     logits = forward(tiny_run.checkpoint(epoch), task.tokens, tiny_run.spec.model).logits

@@ -141,7 +141,7 @@ class RunSpec:
     # negative control). Never read by the trainer.
     expect: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> "RunSpec":
+    def validate(self) -> RunSpec:
         _check(bool(self.name) and isinstance(self.name, str), "name", "must be a non-empty string", self.name)
         self.task.validate()
         self.model.validate()
@@ -161,7 +161,7 @@ class RunSpec:
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> "RunSpec":
+    def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> RunSpec:
         data = dict(data)
         data.pop("schema_version", None)
         known = {"name", "task", "model", "train", "description", "expect"}
@@ -180,7 +180,7 @@ class RunSpec:
             raise SpecError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "RunSpec":
+    def from_toml(cls, path: str | Path) -> RunSpec:
         path = Path(path)
         if not path.is_file():
             raise SpecError(f"run spec {str(path)!r} does not exist or is not a file")

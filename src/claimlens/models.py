@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -267,7 +268,7 @@ def bridge_config(cfg: ModelConfig, p: int):
     )
 
 
-def build_bridge(cfg: ModelConfig, p: int, params: Params | None = None, *, device: str = "cpu") -> "TransformerBridge":
+def build_bridge(cfg: ModelConfig, p: int, params: Params | None = None, *, device: str = "cpu") -> TransformerBridge:
     """A TransformerLens 4 bridge around the native model; loads ``params`` (checked) if given."""
     from transformer_lens.model_bridge.sources.native import boot
 
@@ -278,7 +279,7 @@ def build_bridge(cfg: ModelConfig, p: int, params: Params | None = None, *, devi
     return bridge
 
 
-def bridge_params(bridge: "TransformerBridge") -> dict[str, torch.Tensor]:
+def bridge_params(bridge: TransformerBridge) -> dict[str, torch.Tensor]:
     """Read the bridge's weights back in property format."""
     attn, mlp = bridge.blocks[0].attn, bridge.blocks[0].mlp
     out = {"embed.W_E": bridge.W_E, "pos_embed.W_pos": bridge.W_pos, "unembed.W_U": bridge.W_U, "unembed.b_U": bridge.b_U}
@@ -289,7 +290,7 @@ def bridge_params(bridge: "TransformerBridge") -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in out.items()}
 
 
-def load_into_bridge(bridge: "TransformerBridge", params: Params, cfg: ModelConfig, p: int) -> None:
+def load_into_bridge(bridge: TransformerBridge, params: Params, cfg: ModelConfig, p: int) -> None:
     """Load property-format ``params`` and prove the load took effect.
 
     A TransformerLens 4 release once loaded nothing, silently (see shared/peers.md). So the weights
@@ -311,7 +312,7 @@ def load_into_bridge(bridge: "TransformerBridge", params: Params, cfg: ModelConf
         )
 
 
-def bridge_activations(bridge: "TransformerBridge", tokens: torch.Tensor) -> Activations:
+def bridge_activations(bridge: TransformerBridge, tokens: torch.Tensor) -> Activations:
     """The same final-position activations as :func:`forward`, from ``run_with_cache``."""
     names = ["blocks.0.attn.hook_pattern", "blocks.0.hook_resid_mid", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post"]
     with torch.no_grad():

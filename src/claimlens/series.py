@@ -8,8 +8,9 @@ measured value, the threshold, where (epoch), how many epochs violated it and th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -36,7 +37,7 @@ class Series:
             raise ValueError(f"series {self.name!r}: epochs must be strictly increasing")
 
     @classmethod
-    def of(cls, name: str, epochs: Sequence[int] | torch.Tensor, values: Sequence[float] | torch.Tensor) -> "Series":
+    def of(cls, name: str, epochs: Sequence[int] | torch.Tensor, values: Sequence[float] | torch.Tensor) -> Series:
         return cls(name, torch.as_tensor(epochs, dtype=torch.int64), torch.as_tensor(values, dtype=torch.float64))
 
     def __len__(self) -> int:
@@ -50,7 +51,7 @@ class Series:
         idx = torch.nonzero(hit).flatten()
         return int(self.epochs[idx[0]]) if idx.numel() else None
 
-    def window(self, start: int | None = None, end: int | None = None) -> "Series":
+    def window(self, start: int | None = None, end: int | None = None) -> Series:
         """The part with ``start ≤ epoch ≤ end`` (either bound optional)."""
         keep = torch.ones_like(self.epochs, dtype=torch.bool)
         if start is not None:

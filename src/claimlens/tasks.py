@@ -50,7 +50,7 @@ class ModularAddition:
     test_idx: torch.Tensor
 
     @classmethod
-    def from_config(cls, cfg: TaskConfig) -> "ModularAddition":
+    def from_config(cls, cfg: TaskConfig) -> ModularAddition:
         train_idx, test_idx = nanda_split(cfg.p, cfg.frac_train, cfg.split_seed)
         return cls(cfg.p, train_idx, test_idx)
 

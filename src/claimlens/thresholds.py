@@ -23,11 +23,10 @@ tuned to a run. Counts must be whole numbers and factors that divide must be > 0
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-import tomllib
 
 from claimlens.errors import ClaimlensError
 

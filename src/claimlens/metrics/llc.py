@@ -23,8 +23,8 @@ at a point that is not a minimum (a checkpoint mid-training) does not slide down
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Mapping
 
 import torch
 from torch.func import grad_and_value, vmap

@@ -9,8 +9,8 @@ restricted loss only; key frequencies come from the final checkpoint.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 

@@ -12,7 +12,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +86,7 @@ def provenance(rootdir: Path) -> dict[str, Any]:
         commit = out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions,
+    return {"created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": versions,
             "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
             "git_commit": commit}
 

@@ -22,17 +22,18 @@ import pickle
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from claimlens.config import ModelConfig, RunSpec
 from claimlens.errors import CheckpointError, RunError, SpecError, UnsafeCheckpointError
+from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import fingerprint, forward, param_shapes, validate_params
 from claimlens.runs.store import Run, RunWriter, atomic_write_bytes, load_tensors
 from claimlens.tasks import ModularAddition, nanda_split
-from claimlens.metrics.losses import cross_entropy_f64
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _BUFFER_SUFFIXES = (".mask", ".IGNORE")

@@ -20,9 +20,10 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -126,7 +127,7 @@ class Run:
     # -- opening
 
     @classmethod
-    def open(cls, path: str | Path, *, require_complete: bool = True) -> "Run":
+    def open(cls, path: str | Path, *, require_complete: bool = True) -> Run:
         path = Path(path)
         manifest_path = path / MANIFEST
         if not path.exists():
@@ -286,7 +287,7 @@ class RunWriter:
         self.manifest = manifest
 
     @classmethod
-    def create(cls, path: str | Path, spec: RunSpec, task: ModularAddition, source: dict[str, Any]) -> "RunWriter":
+    def create(cls, path: str | Path, spec: RunSpec, task: ModularAddition, source: dict[str, Any]) -> RunWriter:
         path = Path(path)
         if (path / MANIFEST).exists():
             raise RunError(f"{str(path)!r} already holds a run; refusing to overwrite it")
@@ -314,7 +315,7 @@ class RunWriter:
         return writer
 
     @classmethod
-    def reopen(cls, path: str | Path) -> "RunWriter":
+    def reopen(cls, path: str | Path) -> RunWriter:
         path = Path(path)
         run = Run.open(path, require_complete=False)  # validates
         return cls(path, run.manifest)
@@ -351,8 +352,7 @@ class RunWriter:
         if not rows:
             return
         with open(self.path / LOG, "a") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, allow_nan=True) + "\n")
+            fh.writelines(json.dumps(row, allow_nan=True) + "\n" for row in rows)
             fh.flush()
             os.fsync(fh.fileno())
 
