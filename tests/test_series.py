@@ -11,7 +11,9 @@ from claimlens.series import (
     assert_monotone,
     assert_peak_and_return,
     assert_threshold,
+    checkpoint_gap,
     detect_phases,
+    lead_margin,
     spearman,
 )
 
@@ -51,6 +53,32 @@ def test_threshold_and_ordering_messages():
         assert_before(("a", 1000), ("b", 1100), margin=200)
     with pytest.raises(ClaimFailure, match="b never happened"):
         assert_before(("a", 1000), ("b", None))
+
+
+def test_lead_margin_reads_the_run_epochs():
+    epochs = [0, 100, 200, 400, 800, 1600, 3200]  # irregular, as an imported run may be
+    assert checkpoint_gap(epochs, 0) == 100 and checkpoint_gap(epochs, 800) == 400
+    # the share of the later event dominates late in a run ...
+    assert lead_margin(epochs, 200, 3200, fraction=0.1, min_checkpoints=2) == 3200
+    assert lead_margin([0, 10, 20, 30, 40, 50, 60], 20, 60, fraction=0.5, min_checkpoints=2) == 30
+    # ... and the spacing around the two events otherwise: the larger gap, before either event
+    assert lead_margin(epochs, 100, 400, fraction=0.1, min_checkpoints=2) == 400
+    with pytest.raises(ValueError, match="epoch 150 is not a checkpoint"):
+        lead_margin(epochs, 150, 400, fraction=0.1, min_checkpoints=2)
+
+
+@given(st.integers(1, 200), st.integers(5, 60), st.data())
+def test_a_lead_within_the_checkpoint_spacing_never_passes(spacing, n, data):
+    """Whatever the cadence, a lead of one checkpoint is below the margin (min_checkpoints ≥ 2)."""
+    epochs = [i * spacing for i in range(n)]
+    i = data.draw(st.integers(1, n - 2))
+    first, second = epochs[i], epochs[i + 1]
+    margin = lead_margin(epochs, first, second, fraction=data.draw(st.floats(0, 1)), min_checkpoints=2)
+    assert second - first < margin
+    # saving half as often coarsens the resolution, so the margin for the same two events can only grow
+    a, b = sorted(data.draw(st.lists(st.integers(1, (n - 1) // 2), min_size=2, max_size=2, unique=True)))
+    fine = lead_margin(epochs, epochs[2 * a], epochs[2 * b], fraction=0.1, min_checkpoints=2)
+    assert lead_margin(epochs[::2], epochs[2 * a], epochs[2 * b], fraction=0.1, min_checkpoints=2) >= fine
 
 
 def test_peak_and_return():

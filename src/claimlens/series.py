@@ -8,6 +8,7 @@ measured value, the threshold, where (epoch), how many epochs violated it and th
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -108,6 +109,28 @@ def assert_before(first: tuple[str, int | None], second: tuple[str, int | None],
     if b - a < margin:
         raise ClaimFailure(f"{a_name} (epoch {a}) before {b_name} (epoch {b}): gap {b - a} epochs, "
                            f"threshold ≥ {margin} epochs")
+
+
+def checkpoint_gap(epochs: Sequence[int] | torch.Tensor, epoch: int) -> int:
+    """Epochs between checkpoint ``epoch`` and the one before it: how late a first crossing at ``epoch`` may be."""
+    e = [int(x) for x in (epochs.tolist() if isinstance(epochs, torch.Tensor) else epochs)]
+    if epoch not in e:
+        raise ValueError(f"epoch {epoch} is not a checkpoint of this run")
+    i = e.index(epoch)
+    return e[i] - e[i - 1] if i > 0 else (e[1] - e[0] if len(e) > 1 else 0)
+
+
+def lead_margin(epochs: Sequence[int] | torch.Tensor, first: int, second: int, *, fraction: float,
+                min_checkpoints: int) -> int:
+    """The lead by which event ``first`` must precede event ``second`` (both checkpoint epochs).
+
+    ``fraction`` of the later event's epoch, so the rule scales with the run's time-scale; and at least
+    ``min_checkpoints`` checkpoint gaps (the larger gap before either event), so the lead is more than what the
+    checkpoint spacing alone could produce. Read from the run's own epochs: never from a spec's nominal spacing,
+    which an imported run may not have.
+    """
+    resolution = max(checkpoint_gap(epochs, first), checkpoint_gap(epochs, second))
+    return max(math.ceil(fraction * second), min_checkpoints * resolution)
 
 
 def assert_monotone(series: Series, direction: Literal["increasing", "decreasing"], *, rel_tol: float = 0.0,

@@ -55,8 +55,10 @@ DEFAULTS: dict[str, dict[str, Threshold]] = {
     },
     "restricted_loss_falls_before_test_loss": {
         "fall_factor": T(10, f"{CAT} (proposed): 'falls' = 10x below its value at t1", positive=True),
-        "lead_checkpoints": T(10, f"{CAT} (proposed): 1000 epochs at the paper's checkpoint spacing of 100",
-                              integer=True),
+        "lead_fraction": T(0.1, f"{CAT} (proposed): 1000 epochs of lead at the paper's ~9.4k, as a share of the epoch "
+                                "the test loss falls (ours: a lead in epochs or checkpoints depends on the run's "
+                                "length and saving cadence)"),
+        "min_lead_checkpoints": T(2, f"{CAT}: 'a margin larger than checkpoint spacing'", integer=True),
     },
     "trig_loss_all_equals_train": {
         "max_abs_log10_ratio": T(0.05, f"{CAT} (proposed): 'identical' lines on a log plot, a ~12% band"),
@@ -118,7 +120,9 @@ DEFAULTS: dict[str, dict[str, Threshold]] = {
     "trig_fraction_rises_logits_before_neurons": {
         "min_rise": T(3, f"{CAT} (proposed): final ≥ 3x its value at t1"),
         "min_final_logit_fraction": T(0.9, f"{CAT} (proposed)"),
-        "min_lead_checkpoints": T(10, f"{CAT} (proposed): 1000 epochs at the paper's spacing of 100"),
+        "lead_fraction": T(0.1, f"{CAT} (proposed): 1000 epochs of lead at the paper's ~9.4k, as a share of the epoch "
+                                "the neurons reach theirs (ours, as for the restricted-loss lead)"),
+        "min_lead_checkpoints": T(2, f"{CAT}: more than the checkpoint spacing around the two events", integer=True),
         "reach_fraction": T(0.5, f"{CAT} (proposed): the lead is read where each reaches 50% of its final value",
                             positive=True),
         "neuron_fve": T(0.85, f"{CAT}: neurons assigned a frequency for G-QUAD (NCLSS §4.3's 85%)"),
