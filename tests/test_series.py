@@ -58,10 +58,11 @@ def test_threshold_and_ordering_messages():
 def test_lead_margin_reads_the_run_epochs():
     epochs = [0, 100, 200, 400, 800, 1600, 3200]  # irregular, as an imported run may be
     assert checkpoint_gap(epochs, 0) == 100 and checkpoint_gap(epochs, 800) == 400
-    # the share of the later event dominates late in a run ...
-    assert lead_margin(epochs, 200, 3200, fraction=0.1, min_checkpoints=2) == 3200
+    # the share of the later event's epoch, when it is the larger: 0.5 × 60 > 2 × 10 ...
     assert lead_margin([0, 10, 20, 30, 40, 50, 60], 20, 60, fraction=0.5, min_checkpoints=2) == 30
-    # ... and the spacing around the two events otherwise: the larger gap, before either event
+    # ... otherwise two of the larger gap before either event: 2 × 1600 (before 3200) > 0.1 × 3200,
+    # and 2 × 200 (before 400) > 2 × 100 (before 100)
+    assert lead_margin(epochs, 200, 3200, fraction=0.1, min_checkpoints=2) == 3200
     assert lead_margin(epochs, 100, 400, fraction=0.1, min_checkpoints=2) == 400
     with pytest.raises(ValueError, match="epoch 150 is not a checkpoint"):
         lead_margin(epochs, 150, 400, fraction=0.1, min_checkpoints=2)
