@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from claimlens.evaluation import evaluate, final_key_frequencies
+from claimlens.analysis.progress import evaluate, final_key_frequencies
 from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import accuracy, cross_entropy_f64
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="run directory (default: the built-in default run)")
     args = parser.parse_args(argv)
-    from claimlens.runs.builtin import builtin_run
+    from claimlens.builtin import builtin_run
     from claimlens.runs.store import Run
 
     run = Run.open(args.run) if args.run else builtin_run("default")
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     worst = 0.0
     for name, values in theirs.items():
         ref = torch.stack([torch.as_tensor(v, dtype=torch.float64).reshape(-1) for v in values], 1)
-        mine = ours[name].values
+        mine = ours[name].data
         err = ((mine - ref).abs() / ref.abs().clamp_min(1e-6)).max().item()
         worst = max(worst, err)
         if err > 1e-3:

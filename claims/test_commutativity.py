@@ -17,8 +17,8 @@ SOURCE = "ARENA 'Analysis during training: development of commutativity'; Nanda 
 def attention_gap(rs, n_heads):
     """mean over heads of |A[h,0] − A[h,1]| per checkpoint, and max over heads of A[h,2]."""
     a = rs["attention_to_position"]
-    gap = torch.stack([(a.row(f"head={h},pos=0") - a.row(f"head={h},pos=1")).abs() for h in range(n_heads)]).mean(0)
-    self_attn = torch.stack([a.row(f"head={h},pos=2") for h in range(n_heads)]).max(0).values
+    gap = torch.stack([(a.row(f"head={h},pos=0").values - a.row(f"head={h},pos=1").values).abs() for h in range(n_heads)]).mean(0)
+    self_attn = torch.stack([a.row(f"head={h},pos=2").values for h in range(n_heads)]).max(0).values
     return Series.of("mean_h |A[h,0] − A[h,1]|", rs.epochs, gap), Series.of("max_h A[h,2]", rs.epochs, self_attn)
 
 

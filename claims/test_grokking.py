@@ -120,7 +120,7 @@ def test_restricted_loss_falls_before_test_loss(run, run_series, phases, evidenc
 )
 def test_trig_loss_all_equals_train(run, epoch, run_series, evidence, thresholds):
     i = run_series.epochs.tolist().index(epoch)
-    all_, train = float(run_series["trig_loss_all"].row()[i]), float(run_series["trig_loss_train"].row()[i])
+    all_, train = float(run_series["trig_loss_all"].values[i]), float(run_series["trig_loss_train"].values[i])
     gap = abs(math.log10(train / all_))
     evidence.measure("trig loss, all pairs", all_, epoch=epoch)
     evidence.measure("trig loss, train pairs", train, epoch=epoch)

@@ -1,7 +1,7 @@
 """The local learning coefficient over training (claims_catalogue §3.2: TDI grokking example, NV hackathon).
 
-λ̂ is estimated by SGLD at ``--llc-checkpoints`` checkpoints spread evenly over the run, on the training
-pairs only, with one SGLD configuration per model kind (``claimlens.llc_series.DEFAULT_CONFIGS``; the
+λ̂ is estimated by SGLD at ``--claims-llc-checkpoints`` checkpoints spread evenly over the run, on the training
+pairs only, with one SGLD configuration per model kind (``claimlens.analysis.llc.DEFAULT_CONFIGS``; the
 configuration is recorded with the evidence). ``llc_sampling_is_healthy`` is the gate: when any sampled
 checkpoint fails a sampling check, the other LLC claims are skipped with that reason, because a curve of
 untrustworthy estimates can neither confirm nor refute them.
@@ -30,7 +30,7 @@ NV = "Panickssery & Vaintrob, devinterp hackathon 'Investigating the learning co
 
 
 def _record_llc(evidence, llc, name: str = "llc") -> Series:
-    s = Series.of(name, llc.epochs, llc.mean)
+    s = llc.series(name)
     evidence.series(name, s.epochs, s.values)
     evidence.series(f"{name} chain std", llc.epochs, llc.std)
     cfg = llc.config
@@ -127,7 +127,7 @@ def test_llc_tracks_test_loss(run, llc_series, evidence, thresholds):
     after = llc.window(start=peak_epoch)
     if len(after) < 4:
         raise AssertionError(f"only {len(after)} sampled checkpoints from the LLC peak (epoch {peak_epoch}) on; "
-                             f"need ≥ 4 for a rank correlation (λ̂ peaks too late, or use more --llc-checkpoints)")
+                             f"need ≥ 4 for a rank correlation (λ̂ peaks too late, or use more --claims-llc-checkpoints)")
     losses = torch.tensor([test_loss.at(int(e)) for e in after.epochs], dtype=torch.float64)
     fall = float(losses[0] / losses.min())
     evidence.measure("test loss at the LLC peak / its minimum after it", fall, threshold=th["min_test_loss_fall"],

@@ -12,7 +12,6 @@ import torch
 from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import cross_entropy_f64
-from claimlens.models import forward
 from claimlens.plugin.helpers import require_phases as need
 from claimlens.plugin.helpers import series_of as s
 from claimlens.series import ClaimFailure, Series, assert_threshold, lead_margin
@@ -43,19 +42,15 @@ def test_excluded_loss_rises(run, run_series, phases, evidence, thresholds):
     evidence.measure("excluded(t1) / train(t1)", start, threshold=th["max_excluded_over_train_at_t1"], op="<=",
                      epoch=t1)
     # control: remove two random orthonormal directions of the grid instead (seeded)
-    p, task = run.spec.task.p, run.task
-    L = forward(run.checkpoint(t2), task.tokens, run.spec.model).logits.double()
-    q, _ = torch.linalg.qr(torch.randn(p * p, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
-    ctrl = cross_entropy_f64((L - fo.project(L, q.T))[task.train_idx], task.labels[task.train_idx]).item()
-    base = cross_entropy_f64(L[task.train_idx], task.labels[task.train_idx]).item()
-    evidence.measure("random-direction control: loss ratio at t2", ctrl / base,
+    control = run_series["random_direction_control"].at(t2)
+    evidence.measure("random-direction control: loss ratio at t2", control,
                      threshold=th["max_random_control_ratio"], op="<", epoch=t2)
     assert_threshold("excluded loss rise t1→t2 (log10)", rise, th["min_log10_rise"], ">=", epoch=t2)
     assert_threshold("train loss change t1→t2 (|log10|)", drift, th["max_abs_log10_train_change"], "<=", epoch=t2)
     assert_threshold("excluded loss at t1 over train loss at t1", start, th["max_excluded_over_train_at_t1"], "<=",
                      epoch=t1)
-    assert ctrl / base < th["max_random_control_ratio"], (
-        f"removing two random directions multiplies the train loss by {ctrl / base:.3g} at t2")
+    assert control < th["max_random_control_ratio"], (
+        f"removing two random directions multiplies the train loss by {control:.3g} at t2")
 
 
 @pytest.mark.claim(
@@ -68,7 +63,7 @@ def test_ratio_peaks_then_returns(run_series, phases, evidence, thresholds):
     th = thresholds
     need(phases, "t1", "t3")
     ratio = Series.of("test_loss / restricted_loss", run_series.epochs,
-                      run_series["test_loss"].row() / run_series["trig_loss_all"].row())
+                      run_series["test_loss"].values / run_series["trig_loss_all"].values)
     evidence.series(ratio.name, ratio.epochs, ratio.values, log=True)
     evidence.phase_lines(phases.as_dict())
     epoch, peak = ratio.argmax()
@@ -106,7 +101,7 @@ def test_gini_jumps_in_cleanup(run_series, phases, evidence, thresholds):
         if cleanup < dominance * formation or cleanup < least:
             failures.append(f"{name}: ΔG(t2→t3) {cleanup:.3g} vs ΔG(t1→t2) {formation:.3g} "
                             f"(need ≥ {dominance:g}× and ≥ {least:g})")
-    final = float(run_series["gini_W_E"].row()[-1])
+    final = float(run_series["gini_W_E"].values[-1])
     evidence.measure("final G(W_E)", final, threshold=th["min_final_gini_W_E"], op=">=",
                      epoch=int(run_series.epochs[-1]))
     if final < th["min_final_gini_W_E"]:
@@ -149,7 +144,7 @@ def test_weight_norm_falls_in_phases(run_series, phases, evidence, thresholds):
 def test_embedding_sparse(run_series, phases, evidence, thresholds):
     th = thresholds
     need(phases, "t1", "t3")
-    e = run_series["embed_fourier_norms"].values  # [p, n_ckpt], squared norms per basis row
+    e = run_series["embed_fourier_norms"].data  # [p, n_ckpt], squared norms per basis row
     per_freq = e[1::2] + e[2::2]  # [(p-1)/2, n_ckpt]
     final = per_freq[:, -1]
     n_top = int(th["top_frequencies"])
@@ -168,7 +163,7 @@ def test_embedding_sparse(run_series, phases, evidence, thresholds):
     evidence.measure("non-key share fall t1→t3", fall, threshold=th["min_nonkey_fall"], op=">=")
     # Singular values: the embedding of the algorithm spans a cos/sin plane per frequency it uses.
     share_sv = th["svd_norm_share"]
-    n90 = pm.singular_values_for(share_sv, run_series["embed_singular_values"].values)
+    n90 = pm.singular_values_for(share_sv, run_series["embed_singular_values"].data)
     evidence.series(f"singular values holding {share_sv:.0%} of the embedding's norm", run_series.epochs, n90)
     allowed = 2 * (len(keys) + int(th["max_extra_singular_pairs"]))
     at_t1, at_end = int(n90[epochs.index(phases.t1)]), int(n90[-1])
@@ -197,12 +192,12 @@ def test_key_frequencies_stable(run, run_series, phases, evidence, thresholds):
     need(phases, "t3")
     if run.spec.model.kind != "transformer":
         pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}: no transformer neurons")
-    p, final = run.spec.task.p, set(run_series.keys.keys)
+    final = set(run_series.keys.keys)
+    own = run_series["neuron_key_frequency"]  # 1 where k is a key of that checkpoint's own neurons (rule 1)
     epochs = [e for e in run.epochs if e >= phases.t3]
     keysets, agreement = {}, []
     for e in epochs:
-        acts = forward(run.checkpoint(e), run.task.tokens, run.spec.model, cache=True).mlp_post
-        keys = set(fo.key_frequencies_from_neurons(acts, p, fo.frequencies(p)).keys)
+        keys = {int(label[2:]) for label in own.labels if own.row(label).at(e) == 1.0}
         keysets[e] = sorted(keys)
         agreement.append(len(keys & final) / max(len(keys | final), 1))
     after = Series.of("agreement with the final key set (Jaccard)", epochs, agreement)
@@ -319,7 +314,7 @@ def test_trig_fraction(run, run_series, phases, final_activations, evidence, thr
         evidence.measure("final / value at t1", rise, threshold=th["min_rise"], op=">=", label=label)
         assert_threshold(f"trig fraction of {label}: final over its value at t1", rise, th["min_rise"], ">=")
         reached[label] = t.first_crossing(th["reach_fraction"] * float(t.values[-1]))
-    final = float(run_series["trig_fraction"].row("logits")[-1])
+    final = float(run_series["trig_fraction"].row("logits").values[-1])
     evidence.measure("final logit trig fraction", final, threshold=th["min_final_logit_fraction"], op=">=")
     assert_threshold("final trig fraction of the logits", final, th["min_final_logit_fraction"], ">=")
     lead = reached["mlp_post"] - reached["logits"]
@@ -337,8 +332,8 @@ def test_trig_fraction(run, run_series, phases, final_activations, evidence, thr
     if not bool(assigned.any()):
         raise AssertionError(f"no neuron of the final model is explained ≥ {th['neuron_fve']:.0%} by one frequency: "
                              f"no quadratic terms to follow")
-    at_t2 = forward(run.checkpoint(phases.t2), run.task.tokens, run.spec.model, cache=True).mlp_post
-    quad_t2 = float(pm.quadratic_fraction(at_t2[:, assigned], clusters[assigned], p).median())
+    quad = run_series["quadratic_fraction"]  # per neuron, for its frequency in the final model
+    quad_t2 = float(quad.data[assigned, run_series.epochs.tolist().index(phases.t2)].median())
     quad_end = float(pm.quadratic_fraction(final_activations.mlp_post[:, assigned], clusters[assigned], p).median())
     ratio = quad_t2 / max(quad_end, 1e-300)
     evidence.measure("median G-QUAD(post) at t2", quad_t2, epoch=phases.t2)
@@ -379,8 +374,8 @@ def test_fourier_ablations(run, run_series, final_activations, evidence, thresho
     span_only = cross_entropy_f64(L - (acts - in_span) @ W_L.T, labels).item()
 
     excl = run_series["excluded_loss"]
-    train_final = float(run_series["train_loss"].row()[-1])
-    per_key = {k: float(excl.row(f"k={k}")[-1]) / max(train_final, 1e-300) for k in keys}
+    train_final = float(run_series["train_loss"].values[-1])
+    per_key = {k: float(excl.row(f"k={k}").values[-1]) / max(train_final, 1e-300) for k in keys}
 
     e = run.epochs[-1]
     evidence.measure("restricted (key directions only) / original", restricted / base,

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from claimlens.cli import main
-from claimlens.report.compare import diff, merge
+from claimlens.report.compare import diff
+from claimlens.report.document import merge
 
 pytest_plugins = ["pytester"]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from claimlens.runs.builtin import builtin_run
+from claimlens.builtin import builtin_run
 from claimlens.series import grokking_summary
 
 pytestmark = pytest.mark.slow

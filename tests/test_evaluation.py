@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from claimlens.evaluation import evaluate, final_key_frequencies
+from claimlens.analysis.progress import evaluate, final_key_frequencies
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import bridge_activations, build_bridge
@@ -11,7 +11,7 @@ from claimlens.models import bridge_activations, build_bridge
 STABLE_NAMES = {"train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
                 "restricted_loss", "trig_loss_all", "trig_loss_train", "attention_to_position", "sum_sq_weights",
                 "sum_sq_weights_by_param", "embed_fourier_norms", "embed_singular_values", "gini_W_E", "gini_W_L",
-                "trig_fraction"}
+                "trig_fraction", "random_direction_control", "neuron_key_frequency", "quadratic_fraction"}
 
 
 @pytest.fixture
@@ -25,11 +25,11 @@ def test_series_names_shapes_and_epochs(tiny_run, cache_dir):
     assert set(rs.series) == STABLE_NAMES
     assert rs.epochs.tolist() == tiny_run.epochs
     n = len(tiny_run.epochs)
-    assert rs["excluded_loss"].values.shape == (len(rs.keys.keys), n)
-    assert rs["excluded_loss"].labels == [f"k={k}" for k in rs.keys.keys]
-    assert rs["attention_to_position"].labels[:3] == ["head=0,pos=0", "head=0,pos=1", "head=0,pos=2"]
-    assert rs["restricted_loss"].labels == ["all", "train", "test"]
-    torch.testing.assert_close(rs["trig_loss_all"].row(), rs["restricted_loss"].row("all"))
+    assert rs["excluded_loss"].data.shape == (len(rs.keys.keys), n)
+    assert rs["excluded_loss"].labels == tuple(f"k={k}" for k in rs.keys.keys)
+    assert rs["attention_to_position"].labels[:3] == ("head=0,pos=0", "head=0,pos=1", "head=0,pos=2")
+    assert rs["restricted_loss"].labels == ("all", "train", "test")
+    torch.testing.assert_close(rs["trig_loss_all"].values, rs["restricted_loss"].row("all").values)
     assert rs.keys.rule == "neuron_cluster_argmax" and rs.keys.candidates == list(range(1, 12))
 
 
@@ -48,11 +48,11 @@ def test_values_equal_the_metrics_computed_one_checkpoint_at_a_time_through_tran
             "trig_loss_train": pm.restricted_loss(L, task.labels, task.train_idx, keys, p).item(),
         }
         for name, value in expected.items():
-            assert rs[name].values[0, j].item() == pytest.approx(value, rel=1e-4), (name, epoch)
+            assert rs[name].values[j].item() == pytest.approx(value, rel=1e-4), (name, epoch)
         attn = pm.attention_to_position(acts.pattern)
-        assert rs["attention_to_position"].row("head=2,pos=1")[j].item() == pytest.approx(attn[2, 1].item(), abs=1e-6)
+        assert rs["attention_to_position"].row("head=2,pos=1").values[j].item() == pytest.approx(attn[2, 1].item(), abs=1e-6)
         ssw = pm.sum_sq_weights(params)["total"]
-        assert rs["sum_sq_weights"].row()[j].item() == pytest.approx(ssw, rel=1e-9)
+        assert rs["sum_sq_weights"].values[j].item() == pytest.approx(ssw, rel=1e-9)
 
 
 def test_second_evaluation_hits_the_cache(tiny_run, cache_dir):
@@ -61,7 +61,7 @@ def test_second_evaluation_hits_the_cache(tiny_run, cache_dir):
     second = evaluate(tiny_run)
     assert second.from_cache
     for name in first.series:
-        assert torch.equal(first[name].values, second[name].values) and first[name].labels == second[name].labels
+        assert torch.equal(first[name].data, second[name].data) and first[name].labels == second[name].labels
 
 
 def test_damaged_cache_entries_are_recomputed(tiny_run, cache_dir):

@@ -168,7 +168,7 @@ def test_a_trace_still_climbing_is_not_flat():
 
 
 def test_llc_over_a_run_is_cached_and_a_damaged_entry_is_recomputed(tiny_mlp_run, tmp_path, monkeypatch):
-    from claimlens.llc_series import llc_over_run
+    from claimlens.analysis.llc import llc_over_run
 
     monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path))
     cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=40, num_burnin=20, batch_size=32, seed=0)

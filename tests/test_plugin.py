@@ -83,7 +83,7 @@ def test_default_run_passes_grokking_and_the_negative_controls_fail_every_trajec
     for control, llc_checkpoints in (("no_weight_decay", 3), ("mlp_concat", 16)):
         out = tmp_path / control
         result = run_claims(pytester, "--run", str(ROOT / "fixtures" / f"{control}.toml"), "--claims-report", str(out),
-                            "--llc-checkpoints", str(llc_checkpoints))
+                            "--claims-llc-checkpoints", str(llc_checkpoints))
         assert result.ret == 1
         records = json.loads((out / "claims.json").read_text())["records"]
         # A diagnostic (is the LLC sampling healthy?) is not a grokking claim: it may hold on any run.
@@ -108,7 +108,7 @@ def test_xdist_report_lists_the_runs(pytester, tiny_run, tmp_path):
 def test_llc_claims_do_not_pass_on_a_run_that_did_not_grok(pytester, tiny_run, tmp_path):
     import json
 
-    result = run_claims(pytester, "--run", str(tiny_run.path), "-k", "llc", "--llc-checkpoints", "3",
+    result = run_claims(pytester, "--run", str(tiny_run.path), "-k", "llc", "--claims-llc-checkpoints", "3",
                         "--claims-report", str(tmp_path))
     records = {r["claim_id"]: r for r in json.loads((tmp_path / "claims.json").read_text())["records"]}
     assert set(LLC_CLAIMS) | {"llc_sampling_is_healthy"} <= set(records)
@@ -119,3 +119,31 @@ def test_llc_claims_do_not_pass_on_a_run_that_did_not_grok(pytester, tiny_run, t
     health = records["llc_sampling_is_healthy"]
     assert [m for m in health["measurements"] if m["name"] == "unhealthy checkpoints"]
     assert result.ret == 1
+
+
+def test_old_option_spellings_still_work_with_a_deprecation_warning(pytester, tiny_run):
+    result = run_claims(pytester, "--run", str(tiny_run.path), "--llc-checkpoints", "2", "--collect-only", "-q")
+    # the old spelling reaches the same option: 2 is refused by the same rule as --claims-llc-checkpoints 2
+    result.stderr.fnmatch_lines(["*--claims-llc-checkpoints must be at least 3*"])
+    result = run_claims(pytester, "--run", str(tiny_run.path), "--llc-checkpoints", "5", "--collect-only", "-q",
+                        "-W", "error::pytest.PytestDeprecationWarning")
+    assert result.ret != 0 and "--llc-checkpoints is deprecated; use --claims-llc-checkpoints" in (
+        result.stdout.str() + result.stderr.str())
+
+
+def test_other_plugins_extend_records_and_the_document_through_the_hooks(pytester, tiny_run, tmp_path):
+    import json
+
+    pytester.makepyfile(report_extension="""
+        def pytest_claimlens_record(item, record):
+            record["notes"].append("seen by a plugin")
+
+        def pytest_claimlens_update_document(config, document):
+            document["my_plugin"] = {"records": len(document["records"])}
+    """)
+    # a plugin of another package (importable from the working directory, as `python -m pytest` puts it on sys.path)
+    run_claims(pytester, "--run", str(tiny_run.path), "-k", "grokking_delayed", "--claims-report", str(tmp_path),
+               "-p", "report_extension")
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    assert doc["my_plugin"] == {"records": 1}
+    assert "seen by a plugin" in doc["records"][0]["notes"]

@@ -79,17 +79,17 @@ def test_cli_report_rerenders_a_stored_report(report_dir, tmp_path, capsys):
 def test_an_interrupted_write_leaves_the_previous_report_whole(tmp_path, monkeypatch):
     import os
 
-    from claimlens.plugin import records
+    from claimlens.report import document
 
     target = tmp_path / "claims.json"
-    records.write_json_atomic(target, {"records": [1]})
+    document.write(target, {"records": [1]})
 
     def interrupted(src, dst):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        records.write_json_atomic(target, {"records": [2] * 1000})
+        document.write(target, {"records": [2] * 1000})
     assert json.loads(target.read_text()) == {"records": [1]}
     assert [p.name for p in tmp_path.iterdir()] == ["claims.json"], "no temporary file left behind"
 

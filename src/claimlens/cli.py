@@ -113,8 +113,6 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from claimlens.report.html import render_file
 
     source = Path(args.report)
-    if not source.is_file():
-        raise ClaimlensError(f"report {str(source)!r} does not exist")
     try:
         out = render_file(source, args.out or source.with_suffix(".html"))
     except (ValueError, KeyError, TypeError) as exc:
@@ -124,15 +122,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _load_report(path: Path) -> dict:
-    if not path.is_file():
-        raise ClaimlensError(f"report {str(path)!r} does not exist")
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ClaimlensError(f"{str(path)!r} is not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
-        raise ClaimlensError(f"{str(path)!r} is not a claimlens claims.json (no 'records' list)")
-    return doc
+    from claimlens.report.document import load
+
+    return load(path)
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
@@ -160,15 +152,14 @@ def _cmd_thresholds(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from claimlens.plugin.records import write_json_atomic
-    from claimlens.report.compare import merge
+    from claimlens.report import document
     from claimlens.report.html import render_file
 
     try:
-        merged = merge([_load_report(p) for p in args.reports])
+        merged = document.merge([_load_report(p) for p in args.reports])
     except ValueError as exc:
         raise ClaimlensError(str(exc)) from None
-    write_json_atomic(args.out, merged)
+    document.write(args.out, merged)
     html_path = render_file(args.out, args.out.with_suffix(".html"))
     print(f"merged {len(args.reports)} reports ({len(merged['runs'])} runs, {len(merged['records'])} records) "
           f"into {args.out} and {html_path}")

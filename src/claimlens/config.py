@@ -114,6 +114,11 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 0
 
+    @property
+    def checkpoint_epochs(self) -> list[int]:
+        """The epochs at which training saves a checkpoint: 0, every ``checkpoint_every``, and the last."""
+        return sorted(set(range(0, self.epochs + 1, self.checkpoint_every)) | {self.epochs})
+
     def validate(self) -> None:
         _check(self.epochs > 0, "train.epochs", "must be positive", self.epochs)
         _check(self.lr > 0, "train.lr", "must be positive", self.lr)

@@ -1,4 +1,4 @@
-"""Per-epoch series and temporal helpers (epochs are always data, never list positions).
+"""The per-epoch series type and temporal helpers (epochs are always data, never list positions).
 
 The helpers answer the questions claims ask of a curve — when does it first cross a threshold, is it
 monotone over a window, does it peak and return, which event comes first — and the ``assert_*``
@@ -22,24 +22,58 @@ class ClaimFailure(AssertionError):
     """A claim did not hold; the message says what, measured, threshold and where."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Series:
-    """A named per-epoch series: ``values[i]`` was measured at ``epochs[i]`` (strictly increasing)."""
+    """One measure over the epochs of a run: ``data[r, i]`` is row ``labels[r]`` measured at ``epochs[i]``.
+
+    The one per-epoch type of claimlens, used by the analyses, the claims, the rules and the report alike.
+    Most series have one unlabelled row (a loss, a Gini coefficient); some have a row per frequency
+    (``"k=14"``), head (``"head=0,pos=2"``) or parameter. ``values`` is the row of a one-row series;
+    ``row(label)`` picks one row of a labelled series as a one-row series named ``name[label]``.
+    The temporal helpers (``first_crossing``, ``window``, ``at``, …) read ``values``.
+
+    Shapes: ``epochs [n_epochs]`` int64, strictly increasing; ``data [n_rows, n_epochs]`` float64 (a 1-D
+    ``data`` is taken as one row); ``labels`` one string per row.
+    """
 
     name: str
-    epochs: torch.Tensor  # [n] int64
-    values: torch.Tensor  # [n] float64
+    epochs: torch.Tensor  # [n_epochs] int64
+    data: torch.Tensor  # [n_rows, n_epochs] float64
+    labels: tuple[str, ...] = ("",)
 
     def __post_init__(self) -> None:
-        if self.epochs.shape != self.values.shape or self.epochs.dim() != 1:
+        data = self.data.unsqueeze(0) if self.data.dim() == 1 else self.data
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if self.epochs.dim() != 1 or data.dim() != 2 or data.shape[1] != self.epochs.numel():
             raise ValueError(f"series {self.name!r}: epochs {list(self.epochs.shape)} and values "
-                             f"{list(self.values.shape)} must be 1-D of equal length")
+                             f"{list(data.shape)} must be [n_epochs] and [n_rows, n_epochs]")
+        if len(self.labels) != data.shape[0]:
+            raise ValueError(f"series {self.name!r}: {data.shape[0]} rows but {len(self.labels)} labels")
         if self.epochs.numel() > 1 and not bool((self.epochs[1:] > self.epochs[:-1]).all()):
             raise ValueError(f"series {self.name!r}: epochs must be strictly increasing")
 
     @classmethod
-    def of(cls, name: str, epochs: Sequence[int] | torch.Tensor, values: Sequence[float] | torch.Tensor) -> Series:
-        return cls(name, torch.as_tensor(epochs, dtype=torch.int64), torch.as_tensor(values, dtype=torch.float64))
+    def of(cls, name: str, epochs: Sequence[int] | torch.Tensor, values: Sequence[float] | torch.Tensor,
+           labels: Sequence[str] = ("",)) -> Series:
+        return cls(name, torch.as_tensor(epochs, dtype=torch.int64), torch.as_tensor(values, dtype=torch.float64),
+                   tuple(labels))
+
+    @property
+    def values(self) -> torch.Tensor:
+        """``[n_epochs]``: the values of a one-row series (a labelled series: pick a row first)."""
+        if self.data.shape[0] != 1:
+            raise ValueError(f"series {self.name!r} has {self.data.shape[0]} rows ({list(self.labels[:6])}…); "
+                             f"pick one with .row(label)")
+        return self.data[0]
+
+    def row(self, label: str = "") -> Series:
+        """Row ``label`` as a one-row series named ``name[label]`` (``name`` for the unlabelled row)."""
+        try:
+            i = self.labels.index(label)
+        except ValueError:
+            raise KeyError(f"series {self.name!r} has no label {label!r}; labels: {list(self.labels[:8])}") from None
+        return Series(f"{self.name}[{label}]" if label else self.name, self.epochs, self.data[i:i + 1])
 
     def __len__(self) -> int:
         return self.epochs.numel()
@@ -59,7 +93,7 @@ class Series:
             keep &= self.epochs >= start
         if end is not None:
             keep &= self.epochs <= end
-        return Series(self.name, self.epochs[keep], self.values[keep])
+        return Series(self.name, self.epochs[keep], self.data[:, keep], self.labels)
 
     def at(self, epoch: int) -> float:
         """Value at the last checkpoint at or before ``epoch``."""

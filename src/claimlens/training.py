@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 
 from claimlens import __version__
+from claimlens._io import load_tensors, save_tensors
 from claimlens.config import RunSpec
 from claimlens.errors import RunError
 from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward, frozen_params, init_params
-from claimlens.runs.store import MANIFEST, RESUME, Run, RunWriter, load_tensors, save_tensors
+from claimlens.runs.manifest import MANIFEST
+from claimlens.runs.store import RESUME, Run, RunWriter
 from claimlens.tasks import ModularAddition
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -78,6 +80,7 @@ class Trainer:
             _restore_optimizer(optimizer, trainable, opt_state, device)
 
         cfg = spec.train
+        schedule = set(cfg.checkpoint_epochs)
         pending: list[dict[str, float]] = []
         bar = _progress(start, cfg.epochs, spec.name, self.progress)
         t0 = time.perf_counter()
@@ -103,7 +106,7 @@ class Trainer:
             pending.append(row)
             for callback in self.callbacks:
                 callback(epoch, row)
-            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            if epoch in schedule:
                 self._checkpoint(writer, epoch, params, optimizer, trainable, pending)
                 pending = []
             if bar is not None:

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 
-def fourier_basis(p: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def fourier_basis(p: int, *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "p p"]:
     """``F [p, p]``, rows are orthonormal basis vectors: ``F @ F.T = I``.
 
     Cached per ``(p, dtype)``: the returned tensor is shared, treat it as read-only."""
@@ -46,17 +48,17 @@ def frequencies(p: int) -> list[int]:
     return list(range(1, (p - 1) // 2 + 1))
 
 
-def fft1d(x: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def fft1d(x: Float[Tensor, "... p"], basis: Float[Tensor, "p p"]) -> Float[Tensor, "... p"]:
     """Coefficients along the last axis: ``x @ F.T`` (``[..., p] -> [..., p]``)."""
     return x @ basis.T.to(x.dtype)
 
 
-def fft_tokens(W: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def fft_tokens(W: Float[Tensor, "p d"], basis: Float[Tensor, "p p"]) -> Float[Tensor, "p d"]:
     """Coefficients of a matrix whose rows are indexed by tokens: ``F @ W`` (``[p, d] -> [p, d]``)."""
     return basis.to(W.dtype) @ W
 
 
-def fft2d(T: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def fft2d(T: Float[Tensor, "p p *rest"], basis: Float[Tensor, "p p"]) -> Float[Tensor, "p p *rest"]:
     """2D transform over the first two axes: ``T̂[i, j, …] = Σ_ab F[i,a] F[j,b] T[a,b,…]``."""
     F = basis.to(T.dtype)
     # One axis at a time: a single three-operand einsum may contract F ⊗ F first (p⁴ work per trailing entry).
@@ -64,17 +66,17 @@ def fft2d(T: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     return torch.tensordot(F, first, dims=([1], [1])).transpose(0, 1)  # [i, j, …]
 
 
-def ifft2d(T_hat: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+def ifft2d(T_hat: Float[Tensor, "p p *rest"], basis: Float[Tensor, "p p"]) -> Float[Tensor, "p p *rest"]:
     """Inverse of :func:`fft2d` (``F`` is orthonormal): ``T[a, b, …] = Σ_ij F[i,a] F[j,b] T̂[i,j,…]``."""
     return fft2d(T_hat, basis.T)
 
 
-def grid(x: torch.Tensor, p: int) -> torch.Tensor:
+def grid(x: Float[Tensor, "N *rest"], p: int) -> Float[Tensor, "p p *rest"]:
     """``[N, …] -> [p, p, …]`` (row ``a·p + b`` to ``[a, b]``)."""
     return x.reshape(p, p, *x.shape[1:])
 
 
-def trig_directions(p: int, k: int, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def trig_directions(p: int, k: int, *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "2 N"]:
     """``[2, N]``: the unit vectors along ``cos(w_k(a+b))`` and ``sin(w_k(a+b))`` over the grid.
 
     Built from the basis as in the paper's code: ``(c⊗c − s⊗s)/√2`` and ``(s⊗c + c⊗s)/√2``.
@@ -94,7 +96,7 @@ def _trig_directions(p: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.stack([u_cos, u_sin]).to(dtype)
 
 
-def key_directions(p: int, keys: list[int], *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def key_directions(p: int, keys: list[int], *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "two_K N"]:
     """``[2·len(keys), N]`` orthonormal directions ``cos/sin(w_k(a+b))`` for every key frequency."""
     return _key_directions(p, tuple(keys), dtype)
 
@@ -106,7 +108,7 @@ def _key_directions(p: int, keys: tuple[int, ...], dtype: torch.dtype) -> torch.
     return torch.cat([trig_directions(p, k, dtype=dtype) for k in keys])
 
 
-def project(x: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+def project(x: Float[Tensor, "N *rest"], directions: Float[Tensor, "m N"]) -> Float[Tensor, "N *rest"]:
     """Projection of ``x [N, …]`` onto the span of orthonormal ``directions [m, N]`` along axis 0."""
     D = directions.to(x.dtype)
     coeff = torch.einsum("mn,n...->m...", D, x)
@@ -126,7 +128,7 @@ class KeyFrequencies:
     details: dict = field(default_factory=dict, compare=False)
 
 
-def neuron_frequency_fractions(acts: torch.Tensor, p: int, candidates: list[int]) -> torch.Tensor:
+def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: list[int]) -> Float[Tensor, "k M"]:
     """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier norm in the 3×3 block
     ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``."""
     F = fourier_basis(p, dtype=torch.float64)
@@ -141,7 +143,8 @@ def neuron_frequency_fractions(acts: torch.Tensor, p: int, candidates: list[int]
     return torch.stack(fracs)
 
 
-def key_frequencies_from_neurons(acts: torch.Tensor, p: int, candidates: list[int] | None = None) -> KeyFrequencies:
+def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates: list[int] | None = None
+                                 ) -> KeyFrequencies:
     """G-KEY rule 1: each neuron's frequency is the argmax block; keys = the distinct argmaxes.
 
     Neurons that never vary over the ``N`` inputs (dead or constant) have no frequency: they get
@@ -156,14 +159,15 @@ def key_frequencies_from_neurons(acts: torch.Tensor, p: int, candidates: list[in
                            "dead_neurons": int((~alive).sum())})
 
 
-def frequency_norms(coef: torch.Tensor, p: int) -> torch.Tensor:
+def frequency_norms(coef: Float[Tensor, "p *rest"], p: int) -> Float[Tensor, " half_p"]:
     """``[(p−1)/2]``: squared norm per frequency ``k`` of row-wise coefficients ``coef [p, …]``
     (rows ``2k−1`` and ``2k`` together)."""
     sq = coef.to(torch.float64).pow(2).flatten(1).sum(1)
     return sq[1::2] + sq[2::2]
 
 
-def key_frequencies_by_norm(coef: torch.Tensor, p: int, rule: str, frac_of_max: float = 0.25) -> KeyFrequencies:
+def key_frequencies_by_norm(coef: Float[Tensor, "p *rest"], p: int, rule: str, frac_of_max: float = 0.25
+                            ) -> KeyFrequencies:
     """G-KEY rules 2 (embedding, ``coef = F @ W_E``) and 3 (neuron-logit map, ``coef = F @ W_L``): keep ``k``
     whose component norm (unsquared, cos and sin together) exceeds ``frac_of_max`` of the largest."""
     norms = frequency_norms(coef, p).sqrt()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 import torch.nn.functional as F
 
 
-def cross_entropy_f64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def cross_entropy_f64(logits: Float[Tensor, "N C"], labels: Int[Tensor, " N"]) -> Float[Tensor, ""]:
     """Mean cross entropy ``[N, C], [N] -> []`` with log-softmax in float64.
 
     float32 log-softmax can only return multiples of about 1.2e-7 on confident logits, which cannot
@@ -15,6 +17,6 @@ def cross_entropy_f64(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits.to(torch.float64), labels)
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def accuracy(logits: Float[Tensor, "N C"], labels: Int[Tensor, " N"]) -> Float[Tensor, ""]:
     """Share of rows whose argmax is the label: ``[N, C], [N] -> []`` (float64)."""
     return (logits.argmax(-1) == labels).to(torch.float64).mean()

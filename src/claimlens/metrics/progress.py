@@ -1,5 +1,9 @@
 """Progress measures of Nanda et al. 2023 and the ARENA material (claims_catalogue §2). Pure functions.
 
+Dimensions (one vocabulary across :mod:`claimlens.metrics`): ``N = p²`` inputs in grid order (row ``a·p + b``),
+``p`` output classes (the modulus), ``V`` input tokens, ``D`` d_model, ``M`` MLP neurons, ``H`` heads, ``K`` key
+frequencies, ``n_train`` training rows.
+
 Conventions (catalogue §5): logits are the analysis logits ``L [N, p]`` (final position, no ``=``
 class) over **all** ``N = p²`` pairs in grid order; projections are fitted on all ``N`` rows and
 only then restricted to a split; cross entropy is float64; the bias correction belongs to the
@@ -13,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 from claimlens.metrics.fourier import (
     fft2d,
@@ -26,15 +32,19 @@ from claimlens.metrics.fourier import (
 )
 from claimlens.metrics.losses import cross_entropy_f64
 
+Logits = Float[Tensor, "N p"]  # analysis logits at the final position, all N = p² inputs
+Labels = Int[Tensor, " N"]  # (a + b) mod p per input
+Rows = Int[Tensor, " n_rows"]  # indices into the N inputs (a split)
+Scalar = Float[Tensor, ""]
+
 # ----------------------------------------------------------------------------- losses of edited logits
 
 
-def _ce_rows(L: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+def _ce_rows(L: Logits, labels: Labels, rows: Rows | None) -> Scalar:
     return cross_entropy_f64(L if rows is None else L[rows], labels if rows is None else labels[rows])
 
 
-def excluded_loss(L: torch.Tensor, labels: torch.Tensor, train_idx: torch.Tensor, keys: list[int], p: int
-                  ) -> torch.Tensor:
+def excluded_loss(L: Logits, labels: Labels, train_idx: Rows, keys: list[int], p: int) -> Float[Tensor, " K"]:
     """Per key frequency ``k``: train loss after removing the ``cos/sin(w_k(a+b))`` components of the
     logits (no bias correction). ``[N, p] -> [len(keys)]`` (G-EXCL, per frequency)."""
     L64 = L.to(torch.float64)
@@ -42,15 +52,29 @@ def excluded_loss(L: torch.Tensor, labels: torch.Tensor, train_idx: torch.Tensor
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
 
 
-def excluded_loss_all_keys(L: torch.Tensor, labels: torch.Tensor, train_idx: torch.Tensor, keys: list[int], p: int
-                           ) -> torch.Tensor:
+def excluded_loss_all_keys(L: Logits, labels: Labels, train_idx: Rows, keys: list[int], p: int) -> Scalar:
     """Train loss after removing the components of **all** key frequencies at once (the paper's
     Fig. 7 curve, "full excluded loss"). ``[N, p] -> []``."""
     L64 = L.to(torch.float64)
     return _ce_rows(L64 - project(L64, key_directions(p, keys)), labels, train_idx)
 
 
-def restricted_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+def random_grid_directions(p: int, m: int = 2, *, seed: int = 0) -> Float[Tensor, "m N"]:
+    """``m`` random orthonormal directions of the ``p²`` input grid, from a seeded generator: ``[m, N]`` float64
+    (the random-direction control of the excluded loss, catalogue §3.1 after ARENA)."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(p * p, m, generator=gen, dtype=torch.float64))
+    return q.T
+
+
+def direction_ablation_ratio(L: Logits, labels: Labels, train_idx: Rows, directions: Float[Tensor, "m N"]) -> Scalar:
+    """Train loss after removing the components of the logits along ``directions [m, N]`` over the train
+    loss itself: ``[N, p] -> []`` (≈ 1 when the directions carry nothing the model uses)."""
+    L64 = L.to(torch.float64)
+    return _ce_rows(L64 - project(L64, directions), labels, train_idx) / _ce_rows(L64, labels, train_idx)
+
+
+def restricted_logits(L: Logits, keys: list[int], p: int) -> Logits:
     """Keep only the key ``cos/sin(w_k(a+b))`` components, then put back the per-class mean over all
     ``N`` inputs (the bias correction of ``test_logits``). ``[N, p] -> [N, p]`` float64."""
     L64 = L.to(torch.float64)
@@ -58,13 +82,12 @@ def restricted_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
     return kept + (L64 - kept).mean(0, keepdim=True)
 
 
-def restricted_loss(L: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor | None, keys: list[int], p: int
-                    ) -> torch.Tensor:
+def restricted_loss(L: Logits, labels: Labels, rows: Rows | None, keys: list[int], p: int) -> Scalar:
     """G-REST: loss of the restricted logits on ``rows`` (None = all pairs). Also called "trig loss"."""
     return _ce_rows(restricted_logits(L, keys, p), labels, rows)
 
 
-def key_block_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+def key_block_logits(L: Logits, keys: list[int], p: int) -> Logits:
     """The logits with only the 2D Fourier components (over ``a, b``) in the key blocks kept: for each key
     ``k`` the 8 components ``{1, cos w_k, sin w_k}² ∖ {(1, 1)}`` (40 for five keys, NCLSS §4.4), plus the
     constant ``(1, 1)`` component, which is each class's mean over all inputs (the bias correction).
@@ -79,7 +102,7 @@ def key_block_logits(L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
     return ifft2d(hat * mask.unsqueeze(-1), F).reshape(p * p, -1)
 
 
-def key_neuron_directions(W_L: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+def key_neuron_directions(W_L: Float[Tensor, "p M"], keys: list[int], p: int) -> Float[Tensor, "M r"]:
     """``[d_mlp, 2·|keys|]`` orthonormal basis of the neuron-space directions ``u_k = W_Lᵀ cos_k`` and
     ``v_k = W_Lᵀ sin_k`` (NCLSS eq. 2: ``W_L ≈ Σ_k cos_k u_kᵀ + sin_k v_kᵀ``), for ``W_L [p, d_mlp]``.
     Directions that are zero or dependent on the others add no column (fewer than ``2·|keys|`` then), so
@@ -91,7 +114,7 @@ def key_neuron_directions(W_L: torch.Tensor, keys: list[int], p: int) -> torch.T
     return U[:, :rank]
 
 
-def singular_values_for(share: float, sv: torch.Tensor) -> torch.Tensor:
+def singular_values_for(share: float, sv: Float[Tensor, "s *epochs"]) -> Int[Tensor, "*epochs"]:
     """How many of the largest singular values hold ``share`` of the squared norm, per column of
     ``sv [r, n]`` (e.g. one column per checkpoint). ``-> [n]`` int."""
     sq = sv.to(torch.float64).pow(2)
@@ -102,22 +125,22 @@ def singular_values_for(share: float, sv: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- weights
 
 
-def embed_fourier_norms(W_E: torch.Tensor, p: int) -> torch.Tensor:
+def embed_fourier_norms(W_E: Float[Tensor, "V D"], p: int) -> Float[Tensor, " p"]:
     """G-EMBF: squared row norms of ``F @ W_E[:p]`` (the ``=`` row dropped): ``[d_vocab, d] -> [p]``."""
     return fft_tokens(W_E[:p].to(torch.float64), fourier_basis(p)).pow(2).sum(-1)
 
 
-def embed_singular_values(W_E: torch.Tensor, p: int) -> torch.Tensor:
+def embed_singular_values(W_E: Float[Tensor, "V D"], p: int) -> Float[Tensor, " s"]:
     """Singular values of the token embedding without the ``=`` row: ``[d_vocab, d] -> [min(p, d)]``."""
     return torch.linalg.svdvals(W_E[:p].to(torch.float64))
 
 
-def neuron_logit_map(W_out: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+def neuron_logit_map(W_out: Float[Tensor, "M D"], W_U: Float[Tensor, "D p"]) -> Float[Tensor, "p M"]:
     """G-WL in the paper's orientation ``W_L = (W_out W_U)ᵀ``: ``[d_mlp, d], [d, p] -> [p, d_mlp]``."""
     return (W_out.to(torch.float64) @ W_U.to(torch.float64)).T
 
 
-def gini(c: torch.Tensor) -> torch.Tensor:
+def gini(c: Float[Tensor, " n"]) -> Scalar:
     """G-GINI of a nonnegative vector (Hurley & Rickard): ``Σ (2i − n − 1) c_(i) / (n Σ c)``.
 
     0 for equal entries, ``1 − k/n`` for ``k`` equal nonzero entries among ``n``. ``[..., n] -> [...]``."""
@@ -129,7 +152,7 @@ def gini(c: torch.Tensor) -> torch.Tensor:
     return ((2 * i - n - 1) * c).sum(-1) / (n * c.sum(-1).clamp_min(1e-300))
 
 
-def fourier_row_norms(W: torch.Tensor, p: int) -> torch.Tensor:
+def fourier_row_norms(W: Float[Tensor, "p d"], p: int) -> Float[Tensor, " p"]:
     """Unsquared norms of the ``p`` rows of ``F @ W[:p]`` (constant row included, cos and sin kept
     separate): the vector whose Gini coefficient the paper tracks. ``[≥p, d] -> [p]``."""
     return fft_tokens(W[:p].to(torch.float64), fourier_basis(p)).norm(dim=-1)
@@ -145,7 +168,7 @@ def sum_sq_weights(params: Mapping[str, torch.Tensor]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- activations
 
 
-def trig_variance_fraction(X: torch.Tensor, keys: list[int], p: int) -> torch.Tensor:
+def trig_variance_fraction(X: Float[Tensor, "N d"], keys: list[int], p: int) -> Scalar:
     """G-TRIGFRAC: mean over columns of the share of each centred column's squared norm that lies in
     the key ``cos/sin(w_k(a+b))`` directions. ``[N, C] -> []``."""
     # Centring and the projection run in the input's precision (float32 activations stay float32:
@@ -156,7 +179,7 @@ def trig_variance_fraction(X: torch.Tensor, keys: list[int], p: int) -> torch.Te
     return (kept / total.clamp_min(1e-300)).mean()
 
 
-def quadratic_fraction(acts: torch.Tensor, neuron_freq: torch.Tensor, p: int) -> torch.Tensor:
+def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"], p: int) -> Float[Tensor, " M"]:
     """G-QUAD: per neuron, share of the centred 2D-Fourier norm in the 2×2 block ``{2k−1, 2k}²`` of its
     frequency (``k = −1``: all frequencies' blocks). ``[N, M], [M] -> [M]``."""
     Xc = acts.to(torch.float64) - acts.to(torch.float64).mean(0)
@@ -172,12 +195,13 @@ def quadratic_fraction(acts: torch.Tensor, neuron_freq: torch.Tensor, p: int) ->
     return out
 
 
-def neuron_clusters(neuron_freq: torch.Tensor, neuron_frac: torch.Tensor, threshold: float = 0.85) -> torch.Tensor:
+def neuron_clusters(neuron_freq: Int[Tensor, " M"], neuron_frac: Float[Tensor, " M"], threshold: float = 0.85
+                    ) -> Int[Tensor, " M"]:
     """G-NFRAC: each neuron's frequency, or −1 where its best block explains less than ``threshold``."""
     return torch.where(neuron_frac >= threshold, neuron_freq, torch.full_like(neuron_freq, -1))
 
 
-def attention_to_position(pattern: torch.Tensor) -> torch.Tensor:
+def attention_to_position(pattern: Float[Tensor, "N H pos"]) -> Float[Tensor, "H pos"]:
     """G-ATTN: mean attention from the final query to each key position: ``[N, head, pos] -> [head, pos]``."""
     return pattern.to(torch.float64).mean(0)
 
@@ -190,7 +214,7 @@ class CosFit:
     fitted_logits: torch.Tensor  # [N, p] the fit plus the per-class mean
 
 
-def cos_sum_fit(L: torch.Tensor, keys: list[int], p: int) -> CosFit:
+def cos_sum_fit(L: Logits, keys: list[int], p: int) -> CosFit:
     """G-COS: fit ``L[a,b,c] ≈ Σ_k α_k C_k[a,b,c]``, ``C_k ∝ cos(w_k(a+b−c))`` of unit norm over the
     ``N × p`` cube. The ``C_k`` are orthogonal, so the least-squares fit is the sum of projections."""
     L64 = L.to(torch.float64)

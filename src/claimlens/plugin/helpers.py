@@ -15,6 +15,4 @@ def require_phases(phases, *names: str) -> None:
 
 def series_of(run_series, name: str, label: str = ""):
     """One row of a run's series as a :class:`claimlens.series.Series` named ``name[label]``."""
-    from claimlens.series import Series
-
-    return Series.of(f"{name}[{label}]" if label else name, run_series.epochs, run_series[name].row(label))
+    return run_series[name].row(label)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +21,30 @@ class RunRef:
     def epochs(self) -> list[int]:
         """Checkpoint epochs, known without training: from the manifest, or from the spec."""
         if self.kind == "run":
-            return [c["epoch"] for c in json.loads((self.path / "run.json").read_text())["checkpoints"]]
+            from claimlens.runs.manifest import read_manifest
+
+            return [c["epoch"] for c in read_manifest(self.path)["checkpoints"]]
         from claimlens.config import RunSpec
 
-        t = RunSpec.from_toml(self.path).train
-        return sorted(set(range(0, t.epochs + 1, t.checkpoint_every)) | {t.epochs})
+        return RunSpec.from_toml(self.path).train.checkpoint_epochs
 
     def describe(self) -> dict:
         """The run as recorded in claims.json (manifest fields if it exists on disk)."""
         out = {"label": self.label, "kind": self.kind, "path": str(self.path)}
         run_dir = self.path
         if self.kind == "spec":
+            from claimlens.builtin import cached_run_path
             from claimlens.config import RunSpec
-            from claimlens.runs.builtin import cached_run_path
 
             run_dir = cached_run_path(RunSpec.from_toml(self.path))
-        manifest = run_dir / "run.json"
-        if manifest.is_file():
-            m = json.loads(manifest.read_text())
+        from claimlens.errors import RunError
+        from claimlens.runs.manifest import read_manifest
+
+        try:
+            m = read_manifest(run_dir)
+        except RunError:
+            m = None
+        if m is not None:
             out.update({"run_dir": str(run_dir), "name": m["name"], "content_hash": m["content_hash"],
                         "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
         return out
@@ -52,8 +57,8 @@ class RunRef:
                 from claimlens.runs.store import Run
 
                 return Run.open(self.path)
+            from claimlens.builtin import ensure_run
             from claimlens.config import RunSpec
-            from claimlens.runs.builtin import ensure_run
 
             return ensure_run(RunSpec.from_toml(self.path), device=device)
         except ClaimlensError as exc:
@@ -70,13 +75,15 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
     for value in values:
         path = Path(value)
         if path.is_dir():
-            manifest = path / "run.json"
-            if not manifest.is_file():
+            from claimlens.errors import RunError
+            from claimlens.runs.manifest import MANIFEST, read_manifest
+
+            if not (path / MANIFEST).is_file():
                 raise pytest.UsageError(f"--run {value}: directory has no run.json; it is not a claimlens run")
             try:
-                name = json.loads(manifest.read_text())["name"]
-            except (ValueError, KeyError):
-                raise pytest.UsageError(f"--run {value}: run.json is not a valid manifest") from None
+                name = read_manifest(path)["name"]
+            except RunError as exc:
+                raise pytest.UsageError(f"--run {value}: run.json is not a valid manifest ({exc})") from None
             ref = RunRef(path, "run", str(name))
         elif path.is_file() and path.suffix == ".toml":
             ref = RunRef(path, "spec", path.stem)

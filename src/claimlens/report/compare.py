@@ -1,4 +1,4 @@
-"""Compare two claims reports (baseline gating) and merge reports written by separate processes.
+"""Compare two claims reports (baseline gating).
 
 Pure functions over the JSON documents. A *flip* is a test whose outcome changed between passed and
 failed; *moves* are relative changes of measured values (scalars matched by name, label and epoch;
@@ -129,26 +129,3 @@ def format_diff(d: dict[str, Any]) -> list[str]:
                      f"{m['name']}{' [' + m['label'] + ']' if m.get('label') else ''} {m['old']!r} -> {m['new']!r} "
                      f"in {m['nodeid']}")
     return lines
-
-
-def merge(documents: list[dict]) -> dict[str, Any]:
-    """One multi-run report from several (e.g. one pytest process per run on a CI matrix)."""
-    if not documents:
-        raise ValueError("nothing to merge")
-    runs, records, seen = [], [], set()
-    for doc in documents:
-        for run in doc.get("runs", []):
-            key = (run.get("label"), run.get("content_hash"))
-            if key not in seen:
-                seen.add(key)
-                runs.append(run)
-        records.extend(doc.get("records", []))
-    nodeids = [r["nodeid"] for r in records]
-    duplicates = sorted({n for n in nodeids if nodeids.count(n) > 1})
-    if duplicates:
-        raise ValueError(f"the reports share test ids (the same run judged twice?): {duplicates[:5]}")
-    merged = {k: v for k, v in documents[-1].items() if k not in ("runs", "records", "summary")}
-    merged.update(runs=runs, records=sorted(records, key=lambda r: r["nodeid"]),
-                  summary={o: sum(r["outcome"] == o for r in records) for o in ("passed", "failed", "skipped")},
-                  merged_from=len(documents))
-    return merged

@@ -8,13 +8,14 @@ Hovering a point of a chart shows its epoch and value (SVG ``<title>``).
 from __future__ import annotations
 
 import html
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-OUTCOMES = ("passed", "failed", "skipped")
+from claimlens._io import atomic_write_text
+from claimlens.report.document import OUTCOMES, load, summary
+
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -140,7 +141,7 @@ def _record_card(r: dict) -> str:
 
 def _per_checkpoint_card(records: list[dict]) -> str:
     """Many records of one claim on one run (one per checkpoint): one chart of each measurement over epochs."""
-    counts = {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES}
+    counts = summary(records)
     worst = [r for r in records if r["outcome"] == "failed"]
     by_name: dict[str, dict] = defaultdict(lambda: {"epochs": [], "values": [], "threshold": None})
     for r in records:
@@ -229,15 +230,16 @@ def render(document: dict[str, Any]) -> str:
     claims: dict[str, list] = defaultdict(list)
     for r in records:
         claims[r.get("claim_id") or r["nodeid"]].append(r)
-    summary = document.get("summary", {})
-    badges = " · ".join(f'<span class="badge {o}">{summary.get(o, 0)} {o}</span>' for o in OUTCOMES)
+    counts = document.get("summary") or summary(document.get("records", []))
+    badges = " · ".join(f'<span class="badge {o}">{counts.get(o, 0)} {o}</span>' for o in OUTCOMES)
     head = (f"<h1>claimlens report</h1><p class=muted>created {esc(document.get('created'))} · claimlens "
             f"{esc(document.get('versions', {}).get('claimlens'))} · commit {esc((document.get('git_commit') or '')[:12])}"
             f" · {esc(document.get('machine', {}).get('platform'))}</p>"
             f"<p>{badges}</p>")
     def run_counts(label):
         rs = [r for r in records if r.get("run") == label]
-        return " ".join(f'<span class="badge {o}">{sum(r["outcome"] == o for r in rs)}</span>' for o in OUTCOMES)
+        c = summary(rs)
+        return " ".join(f'<span class="badge {o}">{c[o]}</span>' for o in OUTCOMES)
 
     run_rows = "".join(
         f"<tr><td>{esc(r.get('label'))}</td><td>{run_counts(r.get('label'))}</td>"
@@ -252,7 +254,7 @@ def render(document: dict[str, Any]) -> str:
         rs = [r for r in claim_records if r.get("run") == run]
         if not rs:
             return "<td class=muted>–</td>"
-        c = {o: sum(r["outcome"] == o for r in rs) for o in OUTCOMES}
+        c = summary(rs)
         o = "failed" if c["failed"] else ("passed" if c["passed"] else "skipped")
         detail = f" {c['passed']}/{len(rs)}" if len(rs) > 1 else ""
         return f'<td><span class="badge {o}">{o}{detail}</span></td>'
@@ -290,12 +292,9 @@ def render(document: dict[str, Any]) -> str:
 
 
 def render_file(json_path: str | Path, html_path: str | Path) -> Path:
-    """Read a claims.json and write the HTML next to it (atomically)."""
-    from claimlens.plugin.records import write_text_atomic
-
-    document = json.loads(Path(json_path).read_text())
-    if not isinstance(document, dict) or not isinstance(document.get("records"), list):
-        raise ValueError("expected a JSON object with a 'records' list")
+    """Read a claims.json and write the HTML (atomically). Raises :class:`ReportError` for a file that is
+    not a claimlens report."""
+    document = load(json_path)
     html_path = Path(html_path)
-    write_text_atomic(html_path, render(document))
+    atomic_write_text(html_path, render(document))
     return html_path

@@ -28,11 +28,12 @@ from typing import Any
 
 import torch
 
+from claimlens._io import atomic_write_bytes, load_tensors
 from claimlens.config import ModelConfig, RunSpec
 from claimlens.errors import CheckpointError, RunError, SpecError, UnsafeCheckpointError
 from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import fingerprint, forward, param_shapes, validate_params
-from claimlens.runs.store import Run, RunWriter, atomic_write_bytes, load_tensors
+from claimlens.runs.store import Run, RunWriter
 from claimlens.tasks import ModularAddition, nanda_split
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,73 +27,16 @@ from typing import Any
 import torch
 
 from claimlens import __version__
+from claimlens._io import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors, sha256_file
 from claimlens.config import RunSpec, canonical_json
 from claimlens.errors import CheckpointError, RunError, SpecError
 from claimlens.models import param_shapes, validate_params
+from claimlens.runs.manifest import MANIFEST, SCHEMA_VERSION, read_manifest
 from claimlens.tasks import ModularAddition
 
-SCHEMA_VERSION = 1
-MANIFEST = "run.json"
 LOG = "log.jsonl"
 RESUME = "resume.safetensors"
 LOG_FIELDS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")
-
-
-# ----------------------------------------------------------------------------- small file helpers
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, allow_nan=False) + "\n").encode())
-
-
-def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
-    """Save tensors as safetensors (atomically); returns the file's sha256."""
-    from safetensors.torch import save
-
-    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a missing, truncated or corrupt file gives a CheckpointError naming it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise CheckpointError(f"{what}: file {str(path)!r} does not exist") from None
-    try:
-        return load(data)
-    except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(
-            f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc})"
-        ) from None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- reading a run
@@ -129,19 +71,8 @@ class Run:
     @classmethod
     def open(cls, path: str | Path, *, require_complete: bool = True) -> Run:
         path = Path(path)
+        manifest = read_manifest(path)
         manifest_path = path / MANIFEST
-        if not path.exists():
-            raise RunError(f"run directory {str(path)!r} does not exist")
-        if not manifest_path.is_file():
-            raise RunError(
-                f"{str(path)!r} is not a claimlens run: it has no {MANIFEST}. Train one with "
-                f"`claimlens train SPEC --out DIR` or import checkpoints with `claimlens import SOURCE --out DIR`"
-            )
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RunError(f"{str(manifest_path)!r} is not valid JSON ({exc})") from None
-        _check_manifest(manifest, manifest_path)
         try:
             run = cls(path, manifest)
         except SpecError as exc:
@@ -254,20 +185,6 @@ def read_log(path: Path) -> list[dict[str, float]]:
         except json.JSONDecodeError:
             raise RunError(f"{str(path)!r} line {n} is not valid JSON: {line[:80]!r}") from None
     return rows
-
-
-def _check_manifest(manifest: Any, path: Path) -> None:
-    if not isinstance(manifest, dict):
-        raise RunError(f"{str(path)!r} must hold a JSON object")
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RunError(f"{str(path)!r} has schema_version {version!r}; this claimlens reads version {SCHEMA_VERSION}")
-    for key in ("name", "spec", "split", "checkpoints", "status", "content_hash"):
-        if key not in manifest:
-            raise RunError(f"{str(path)!r} lacks the required key {key!r}")
-    epochs = [c.get("epoch") for c in manifest["checkpoints"]]
-    if any(not isinstance(e, int) for e in epochs) or epochs != sorted(set(epochs)):
-        raise RunError(f"{str(path)!r}: checkpoint epochs must be distinct integers in increasing order; got {epochs[:10]}")
 
 
 # ----------------------------------------------------------------------------- writing a run

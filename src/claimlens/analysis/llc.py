@@ -1,4 +1,5 @@
-"""The local learning coefficient over the checkpoints of a run (claims_catalogue G-LLC, §3.2), cached on disk.
+"""The local learning coefficient over the checkpoints of a run (claims_catalogue G-LLC, §3.2), cached on disk
+(in the analysis cache, keyed by run, configuration and sampled epochs).
 
 One SGLD configuration for the whole run (estimates are comparable only at equal ε, γ, nβ), sampled at
 up to ``max_checkpoints`` checkpoints spread evenly over the run (always the first and the last), on the
@@ -12,18 +13,18 @@ default ``nβ = B/ln B`` for minibatches of ``B = 128``. A cached series is diag
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from claimlens.config import canonical_json
+from claimlens.analysis.cache import AnalysisCache
 from claimlens.metrics.llc import LLCResult, SGLDConfig, diagnose, estimate_llc
 from claimlens.models import forward, frozen_params
+from claimlens.series import Series
 
 LLC_VERSION = 2  # 2: noise drawn in sorted parameter order (1 was not reproducible)
+CACHE = AnalysisCache("llc", LLC_VERSION)
 
 DEFAULT_CONFIGS = {
     "transformer": SGLDConfig(epsilon=1e-4, gamma=300.0, num_chains=4, num_draws=400, num_burnin=300,
@@ -38,8 +39,12 @@ def default_config(run) -> SGLDConfig:
 
 
 @dataclass
-class LLCSeries:
-    """λ̂ per sampled checkpoint of one run, with everything the health checks need."""
+class LLCEstimates:
+    """λ̂ per sampled checkpoint of one run, with everything the health checks need.
+
+    Shapes (``n`` sampled checkpoints, ``c`` chains, ``d`` draws): ``mean``, ``std``, ``init_loss [n]``;
+    ``per_chain``, ``acceptance [n, c]``; ``traces [n, c, d]``. ``series()`` gives the per-epoch curves as
+    :class:`claimlens.series.Series`."""
 
     epochs: list[int]
     mean: torch.Tensor  # [n] float64
@@ -55,6 +60,13 @@ class LLCSeries:
     @property
     def healthy(self) -> list[bool]:
         return [not p for p in self.problems]
+
+    def series(self, name: str = "llc", what: str = "mean") -> Series:
+        """``what`` (``mean``, ``std``, ``init_loss``, ``acceptance`` averaged over chains) over the sampled
+        epochs, as a series named ``name``."""
+        values = {"mean": self.mean, "std": self.std, "init_loss": self.init_loss,
+                  "acceptance": self.acceptance.mean(1)}[what]
+        return Series.of(name, self.epochs, values)
 
 
 def sampled_epochs(run, max_checkpoints: int) -> list[int]:
@@ -93,22 +105,24 @@ def estimate_at(run, epoch: int, config: SGLDConfig) -> LLCResult:
 
 
 def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int = 32, cache: bool = True,
-                 progress: bool = False) -> LLCSeries:
+                 progress: bool = False) -> LLCEstimates:
     """λ̂ at up to ``max_checkpoints`` checkpoints of ``run`` with one SGLD configuration."""
     config = config or default_config(run)
     epochs = sampled_epochs(run, max_checkpoints)
-    path = _cache_path(run, config, epochs)
-    if cache and path.is_file():
-        loaded = _load(path, run.name)
+    args = {"config": asdict(config), "epochs": epochs}
+    if cache:
+        loaded = CACHE.load(run, args)
         if loaded is not None:
-            return loaded
+            estimates = _from_cache(*loaded, run.name)
+            if estimates is not None:
+                return estimates
     iterator = epochs
     if progress:
         from tqdm.auto import tqdm
 
         iterator = tqdm(epochs, desc=f"LLC {run.name}", unit="ckpt")
     results = [estimate_at(run, e, config) for e in iterator]
-    out = LLCSeries(
+    out = LLCEstimates(
         epochs=list(epochs),
         mean=torch.tensor([r.mean for r in results], dtype=torch.float64),
         std=torch.tensor([r.std for r in results], dtype=torch.float64),
@@ -120,39 +134,19 @@ def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int 
         config=results[0].config if results else {**asdict(config)},
     )
     if cache:
-        _save(path, out)
+        tensors = {"mean": out.mean, "std": out.std, "per_chain": out.per_chain, "init_loss": out.init_loss,
+                   "acceptance": out.acceptance, "traces": out.traces, "epochs": torch.tensor(out.epochs)}
+        CACHE.save(run, args, tensors, {"problems": json.dumps(out.problems), "config": json.dumps(out.config)})
     return out
 
 
-def _cache_path(run, config: SGLDConfig, epochs: list[int]) -> Path:
-    from claimlens.runs.builtin import cache_dir
-
-    key = canonical_json({"v": LLC_VERSION, "config": asdict(config), "epochs": epochs})
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_dir() / "llc" / run.content_hash[:32] / f"{digest}.safetensors"
-
-
-def _save(path: Path, s: LLCSeries) -> None:
-    from claimlens.runs.store import save_tensors
-
-    tensors = {"mean": s.mean, "std": s.std, "per_chain": s.per_chain, "init_loss": s.init_loss,
-               "acceptance": s.acceptance, "traces": s.traces, "epochs": torch.tensor(s.epochs)}
-    save_tensors(path, tensors, metadata={"problems": json.dumps(s.problems), "config": json.dumps(s.config),
-                                          "version": str(LLC_VERSION)})
-
-
-def _load(path: Path, run_name: str) -> LLCSeries | None:
-    """The cached series, or None if the entry is damaged (then it is recomputed, never trusted).
+def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], run_name: str) -> LLCEstimates | None:
+    """The cached estimates, or None if the entry is damaged (then they are recomputed, never trusted).
 
     The sampling problems are diagnosed again from the stored traces, so a cached series is judged by the
     current rules."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(path, framework="pt") as fh:
-            meta = fh.metadata()
-            t = {k: fh.get_tensor(k) for k in fh.keys()}
-        s = LLCSeries(t["epochs"].tolist(), t["mean"], t["std"], t["per_chain"], t["init_loss"], t["acceptance"],
+        s = LLCEstimates(t["epochs"].tolist(), t["mean"], t["std"], t["per_chain"], t["init_loss"], t["acceptance"],
                       t["traces"], [], json.loads(meta["config"]), from_cache=True)
     except Exception:
         return None

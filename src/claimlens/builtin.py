@@ -1,5 +1,8 @@
 """Built-in runs: specs shipped in ``fixtures/``, trained on first use and cached by spec hash.
 
+This module sits above ``training`` and ``runs`` (the store and the importers): it is the only one
+that both trains and opens runs, and it owns the cache directory that the analysis cache shares.
+
 The cache lives in ``$CLAIMLENS_CACHE_DIR`` or, if unset, ``$XDG_CACHE_HOME/claimlens`` (default
 ``~/.cache/claimlens``); a run of spec ``default`` with hash ``3fa2…`` is ``runs/default-3fa2…``.
 A file lock makes parallel sessions (pytest-xdist workers, two terminals) train it once; an
@@ -8,21 +11,17 @@ interrupted training is resumed, not restarted.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from claimlens._io import cache_dir
 from claimlens.config import RunSpec
 from claimlens.errors import RunError
 from claimlens.runs.store import MANIFEST, Run
+from claimlens.training import Trainer
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures"
+__all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "ensure_run"]
 
-
-def cache_dir() -> Path:
-    env = os.environ.get("CLAIMLENS_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "claimlens"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def builtin_spec_path(name: str) -> Path:
@@ -40,8 +39,6 @@ def cached_run_path(spec: RunSpec) -> Path:
 def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> Run:
     """Open the cached run of ``spec``, training (or resuming) it first if needed."""
     from filelock import FileLock
-
-    from claimlens.training import Trainer
 
     path = cached_run_path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)

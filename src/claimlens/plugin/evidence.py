@@ -1,22 +1,13 @@
-"""What a claim test records as evidence, and the JSON document built from all records.
+"""What a claim test records as evidence (the ``evidence`` fixture); it becomes part of the test's record
+in ``claims.json`` (:func:`claimlens.report.document.build_record`).
 
 Pure Python (no torch import): tensors are accepted through their ``tolist()`` method.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import platform
-import subprocess
-import sys
-import tempfile
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
-
-REPORT_SCHEMA_VERSION = 1
 
 
 def _plain(x: Any) -> Any:
@@ -72,38 +63,3 @@ class Evidence:
     def to_dict(self) -> dict[str, Any]:
         return {"series": self._series, "measurements": self._measurements,
                 "phases": self._phases, "notes": self._notes}
-
-
-def provenance(rootdir: Path) -> dict[str, Any]:
-    versions = {"python": platform.python_version()}
-    for module in ("claimlens", "pytest", "torch", "transformer_lens"):
-        mod = sys.modules.get(module)
-        if mod is not None and hasattr(mod, "__version__"):
-            versions[module] = str(mod.__version__)
-    commit = None
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=rootdir, capture_output=True, text=True, timeout=5)
-        commit = out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": versions,
-            "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
-            "git_commit": commit}
-
-
-def write_json_atomic(path: Path, document: dict[str, Any]) -> None:
-    write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename: an interrupted write never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

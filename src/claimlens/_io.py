@@ -1,0 +1,91 @@
+"""Atomic file writes and safetensors files: the one place that writes bytes to disk.
+
+Every writer of claimlens (the run store, the analysis cache, the report) goes through these
+helpers, so an interrupted write never leaves half a file: data goes to a temporary file in the
+same folder and is renamed over the target. Importing this module imports no torch; the
+safetensors helpers import it when called.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from claimlens.errors import CheckpointError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+def cache_dir() -> Path:
+    """Where claimlens caches built-in runs and analyses: ``$CLAIMLENS_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/claimlens`` (default ``~/.cache/claimlens``)."""
+    env = os.environ.get("CLAIMLENS_CACHE_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "claimlens"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename (fsynced)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; run files and reports are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any, *, trailing_newline: bool = True) -> None:
+    """JSON (indent 1, no NaN: a non-finite number is an error, never invalid JSON on disk)."""
+    text = json.dumps(obj, indent=1, allow_nan=False)
+    atomic_write_text(path, text + "\n" if trailing_newline else text)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> str:
+    """Save tensors as safetensors (atomically); returns the file's sha256."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
+    """Load a safetensors file; a missing, truncated or corrupt file gives a CheckpointError naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{what}: file {str(path)!r} does not exist") from None
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc})"
+        ) from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,48 @@
+"""The one on-disk cache of analyses: safetensors files keyed by run, analysis version and arguments.
+
+An entry of analysis ``kind`` lives at ``<cache dir>/<kind>/<run content hash[:32]>/<digest>.safetensors``,
+where the digest covers the analysis version and its arguments (canonical JSON). A damaged entry is
+recomputed, never trusted; entries are written atomically, so parallel sessions at worst compute twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from claimlens._io import cache_dir, save_tensors
+from claimlens.config import canonical_json
+
+
+@dataclass(frozen=True)
+class AnalysisCache:
+    """The cache of one analysis ``kind`` (``"series"``, ``"llc"``) at version ``version``."""
+
+    kind: str
+    version: int
+
+    def path(self, run, args: dict[str, Any]) -> Path:
+        digest = hashlib.sha256(canonical_json({"v": self.version, **args}).encode()).hexdigest()[:16]
+        return cache_dir() / self.kind / run.content_hash[:32] / f"{digest}.safetensors"
+
+    def load(self, run, args: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+        """The stored tensors and metadata, or None if absent or damaged."""
+        from safetensors import safe_open
+
+        path = self.path(run, args)
+        if not path.is_file():
+            return None
+        try:
+            with safe_open(path, framework="pt") as fh:
+                return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
+        except Exception:  # a damaged cache entry is recomputed, never trusted
+            return None
+
+    def save(self, run, args: dict[str, Any], tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+        path = self.path(run, args)
+        save_tensors(path, tensors, metadata={**metadata, "version": str(self.version)})
+        return path

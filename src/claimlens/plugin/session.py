@@ -1,0 +1,116 @@
+"""Session state and the end of a session: gathering records, writing the report, the baseline gate.
+
+State lives in ``config.stash`` under the keys below (as pytest-benchmark keeps its session). Nothing here
+imports torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from claimlens.plugin.evidence import Evidence
+
+RUN_REFS = pytest.StashKey[list]()
+SUMMARY_LINES = pytest.StashKey[list]()
+RECORDS = pytest.StashKey[list]()
+THRESHOLDS = pytest.StashKey[dict]()
+EVIDENCE = pytest.StashKey[Evidence]()
+
+
+def refs(config: pytest.Config) -> list:
+    """The runs of this session (:class:`claimlens.plugin.runs.RunRef`), resolved on first use."""
+    from claimlens.plugin.runs import resolve_refs
+
+    found = config.stash[RUN_REFS]
+    if found is None:
+        found = resolve_refs(config.getoption("claimlens_runs"), rootdir=Path(str(config.rootpath)))
+        config.stash[RUN_REFS] = found
+    return found
+
+
+class Collector:
+    """Gathers the records attached to reports (on the xdist controller, from every worker)."""
+
+    def __init__(self, config: pytest.Config):
+        self.config = config
+
+    def pytest_runtest_logreport(self, report) -> None:
+        record = getattr(report, "claimlens_record", None)
+        if record is not None:
+            self.config.stash[RECORDS].append(record)
+
+
+def finish(session: pytest.Session) -> None:
+    """Build the document from the records, compare it with the baseline, write claims.json and the HTML."""
+    from claimlens.report import document as doc
+
+    config = session.config
+    records = config.stash.get(RECORDS, [])
+    if not records:
+        return
+    try:  # on an xdist controller nothing was collected, so the default run may not be resolved yet
+        run_refs = refs(config)
+    except pytest.UsageError:
+        run_refs = []
+    used = {r["run"] for r in records}
+    used_claims = {r["claim_id"] for r in records}
+    overrides = {cid: v for cid, v in config.stash[THRESHOLDS].items() if cid in used_claims}
+    document = doc.build_document(records, runs=[ref.describe() for ref in run_refs if ref.label in used],
+                                  rootdir=Path(str(config.rootpath)), threshold_overrides=overrides)
+    if overrides:
+        config.stash[SUMMARY_LINES].append(
+            "claimlens: judged with thresholds changed from the defaults: "
+            + ", ".join(f"{cid}.{n}={v:g}" for cid, vs in sorted(overrides.items()) for n, v in sorted(vs.items())))
+    out = _path(config, config.getoption("claimlens_report"))
+    _compare_with_baseline(session, document)
+    config.hook.pytest_claimlens_update_document(config=config, document=document)
+    doc.write(out / "claims.json", document)
+    from claimlens.report.html import render_file  # renders from the file just written, never from live objects
+
+    render_file(out / "claims.json", out / "claims.html")
+    config.stash[RECORDS] = []
+    config.stash[SUMMARY_LINES].insert(0, f"claimlens: {len(records)} claim records written to "
+                                          f"{out / 'claims.json'} and {out / 'claims.html'}")
+
+
+def _path(config: pytest.Config, option: str) -> Path:
+    path = Path(option)
+    return path if path.is_absolute() else Path(str(config.invocation_params.dir)) / path
+
+
+def _compare_with_baseline(session: pytest.Session, document: dict) -> None:
+    from claimlens.report import document as doc
+
+    config = session.config
+    option = config.getoption("claimlens_baseline")
+    if not option:
+        return
+    baseline = _path(config, option)
+    lines = config.stash[SUMMARY_LINES]
+    if config.getoption("claimlens_baseline_update") or not baseline.exists():
+        doc.write(baseline, document)
+        lines.append(f"claimlens: baseline {'updated' if config.getoption('claimlens_baseline_update') else 'recorded'}"
+                     f" in {baseline}")
+        return
+    from claimlens.report.compare import diff, format_diff
+
+    try:
+        old = doc.load(baseline)
+    except doc.ReportError as exc:
+        raise pytest.UsageError(f"--claims-baseline {baseline}: {exc}") from None
+    tolerances = {k: float(v) for k, _, v in (t.partition("=") for t in config.getoption("claimlens_tolerances"))}
+    d = diff(old, document, rtol=config.getoption("claimlens_rtol"), tolerances=tolerances)
+    document["baseline_diff"] = {**d, "baseline": str(baseline)}
+    lines.extend(format_diff(d))
+    if config.getoption("claimlens_fail_on") == "flips" and session.exitstatus in (0, 1):
+        session.exitstatus = 1 if any(f["to"] == "failed" for f in d["flips"]) else 0
+
+
+def terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    lines = config.stash.get(SUMMARY_LINES, [])
+    if lines:
+        terminalreporter.section("claimlens")
+        for line in lines:
+            terminalreporter.write_line(line)

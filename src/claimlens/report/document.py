@@ -1,0 +1,133 @@
+"""The report document (``claims.json``): its schema version, provenance, records, summary and merge.
+
+The one owner of the document's shape. The pytest plugin builds records and the document here; the
+baseline comparison, the HTML renderer and the command line read documents through :func:`load`.
+Pure Python: no torch (the plugin imports this at session end; ``claimlens merge`` needs no model).
+
+A record (one per claim test) holds: ``nodeid``, ``claim_id``, ``statement``, ``source``, ``run``,
+``parameters``, ``outcome`` (passed, failed, skipped), ``message``, ``duration`` (s), and what the test
+was judged on — ``series``, ``measurements``, ``phases``, ``notes`` (see :class:`claimlens.plugin.evidence.Evidence`).
+The schema is ``report/schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from claimlens._io import atomic_write_json
+from claimlens.errors import ClaimlensError
+
+REPORT_SCHEMA_VERSION = 1
+OUTCOMES = ("passed", "failed", "skipped")
+EMPTY_EVIDENCE = {"series": [], "measurements": [], "phases": {}, "notes": []}
+
+
+class ReportError(ClaimlensError):
+    """A file is not a readable claimlens report."""
+
+
+def provenance(rootdir: Path) -> dict[str, Any]:
+    """Creation time, tool and library versions, machine and git commit of ``rootdir``."""
+    versions = {"python": platform.python_version()}
+    for module in ("claimlens", "pytest", "torch", "transformer_lens"):
+        mod = sys.modules.get(module)
+        if mod is not None and hasattr(mod, "__version__"):
+            versions[module] = str(mod.__version__)
+    commit = None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=rootdir, capture_output=True, text=True, timeout=5)
+        commit = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": versions,
+            "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
+            "git_commit": commit}
+
+
+def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, parameters: dict[str, Any], outcome: str,
+                 message: str | None, duration: float, evidence: dict[str, Any] | None) -> dict[str, Any]:
+    """One record: the test, its claim (``id``, ``statement``, ``source`` from the marker), the outcome and
+    the evidence it was judged on."""
+    return {
+        "nodeid": nodeid,
+        "claim_id": claim.get("id"),
+        "statement": claim.get("statement"),
+        "source": claim.get("source"),
+        "run": run,
+        "parameters": parameters,
+        "outcome": outcome,
+        "message": message,
+        "duration": round(duration, 4),
+        **(evidence if evidence is not None else EMPTY_EVIDENCE),
+    }
+
+
+def summary(records: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Count of records per outcome (passed, failed, skipped)."""
+    records = list(records)
+    return {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES}
+
+
+def build_document(records: list[dict[str, Any]], *, runs: list[dict[str, Any]], rootdir: Path,
+                   threshold_overrides: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+    """The session's document: provenance, the runs judged, the records (sorted by node id) and their summary."""
+    records = sorted(records, key=lambda r: r["nodeid"])
+    document = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        **provenance(rootdir),
+        "runs": runs,
+        "records": records,
+        "summary": summary(records),
+    }
+    if threshold_overrides:
+        document["threshold_overrides"] = threshold_overrides
+    return document
+
+
+def merge(documents: list[dict]) -> dict[str, Any]:
+    """One multi-run report from several (e.g. one pytest process per run on a CI matrix)."""
+    if not documents:
+        raise ValueError("nothing to merge")
+    runs, records, seen = [], [], set()
+    for doc in documents:
+        for run in doc.get("runs", []):
+            key = (run.get("label"), run.get("content_hash"))
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+        records.extend(doc.get("records", []))
+    nodeids = [r["nodeid"] for r in records]
+    duplicates = sorted({n for n in nodeids if nodeids.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"the reports share test ids (the same run judged twice?): {duplicates[:5]}")
+    merged = {k: v for k, v in documents[-1].items() if k not in ("runs", "records", "summary")}
+    merged.update(runs=runs, records=sorted(records, key=lambda r: r["nodeid"]), summary=summary(records),
+                  merged_from=len(documents))
+    return merged
+
+
+def load(path: str | Path) -> dict[str, Any]:
+    """A stored document; :class:`ReportError` naming the file if it is missing, not JSON or not a report."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReportError(f"report {str(path)!r} does not exist")
+    try:
+        doc = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReportError(f"{str(path)!r} is not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("records"), list):
+        raise ReportError(f"{str(path)!r} is not a claimlens claims.json (no 'records' list)")
+    return doc
+
+
+def write(path: str | Path, document: dict[str, Any]) -> None:
+    """Write ``document`` atomically (an interrupted write keeps the previous file)."""
+    atomic_write_json(Path(path), document, trailing_newline=False)
