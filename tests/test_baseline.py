@@ -116,16 +116,16 @@ def test_merge_and_cli(tmp_path, capsys):
 
 def test_a_changed_threshold_is_named_next_to_the_flips():
     def doc(overrides):
-        record = {"nodeid": "t::a", "claim_id": "trig_loss_all_equals_train", "outcome": "passed",
+        record = {"nodeid": "t::a", "claim_id": "grokking_delayed_generalisation", "outcome": "passed",
                   "measurements": [], "series": []}
         return {"records": [record], **({"threshold_overrides": overrides} if overrides else {})}
 
-    d = diff(doc(None), doc({"trig_loss_all_equals_train": {"max_abs_log10_ratio": 0.2}}))
-    assert d["threshold_changes"] == [{"claim_id": "trig_loss_all_equals_train", "name": "max_abs_log10_ratio",
-                                       "old": 0.05, "new": 0.2}]
+    d = diff(doc(None), doc({"grokking_delayed_generalisation": {"delay_ratio": 10}}))
+    assert d["threshold_changes"] == [{"claim_id": "grokking_delayed_generalisation", "name": "delay_ratio",
+                                       "old": 5, "new": 10}]
     from claimlens.report.compare import format_diff
 
-    assert any("threshold changed: trig_loss_all_equals_train.max_abs_log10_ratio 0.05 -> 0.2" in line
+    assert any("threshold changed: grokking_delayed_generalisation.delay_ratio 5 -> 10" in line
                for line in format_diff(d))
-    same = {"trig_loss_all_equals_train": {"max_abs_log10_ratio": 0.05}}  # an override equal to the default
+    same = {"grokking_delayed_generalisation": {"delay_ratio": 5}}  # an override equal to the default
     assert diff(doc(None), doc(same))["threshold_changes"] == []

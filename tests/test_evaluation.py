@@ -28,7 +28,7 @@ def test_series_names_shapes_and_epochs(tiny_run, cache_dir):
     assert rs["excluded_loss"].data.shape == (len(rs.keys.keys), n)
     assert rs["excluded_loss"].labels == tuple(f"k={k}" for k in rs.keys.keys)
     assert rs["attention_to_position"].labels[:3] == ("head=0,pos=0", "head=0,pos=1", "head=0,pos=2")
-    assert rs["restricted_loss"].labels == ("all", "train", "test")
+    assert rs["restricted_loss"].labels == ("all", "train", "test", "train_balanced")
     torch.testing.assert_close(rs["trig_loss_all"].values, rs["restricted_loss"].row("all").values)
     assert rs.keys.rule == "neuron_cluster_argmax" and rs.keys.candidates == list(range(1, 12))
 

@@ -319,3 +319,111 @@ def test_ground_truth_fourier_ablations(trig_run):
     assert cross_entropy_f64(L - in_span @ W_L.T, labels).item() >= math.log(p) * 0.99
     assert cross_entropy_f64(L - (acts.mlp_post.double() - in_span) @ W_L.T, labels).item() == pytest.approx(
         full, rel=0.05)
+
+
+# ----------------------------------------------------------------------------- Revision 2 measures
+
+
+def test_key_vote_share_drops_stray_argmaxes():
+    """Rule 1 with a 5% vote share: a frequency that only a few neurons pick is not a key (catalogue Revision 2)."""
+    p = 13
+    a = torch.arange(p, dtype=torch.float64).repeat_interleave(p)
+    b = torch.arange(p, dtype=torch.float64).repeat(p)
+    cols = [torch.cos(2 * math.pi * 3 * (a + b) / p) for _ in range(39)] + [torch.cos(2 * math.pi * 5 * (a + b) / p)]
+    acts = torch.stack(cols, dim=1)  # 39 neurons of frequency 3, one of frequency 5 (2.5% of the votes)
+    assert fo.key_frequencies_from_neurons(acts, p, fo.frequencies(p), min_vote_share=0).keys == [3, 5]
+    kf = fo.key_frequencies_from_neurons(acts, p, fo.frequencies(p))
+    assert kf.keys == [3] and kf.details["votes"] == {3: 39, 5: 1}
+
+
+@given(odd_p, st.integers(0, 1000))
+@settings(max_examples=25)
+def test_class_balanced_loss_matches_a_loop_and_equals_all_pairs_for_a_plus_b_logits(p, seed):
+    labels = grid_labels(p)
+    L = rand(p * p, p, seed=seed)
+    rows = torch.randperm(p * p, generator=torch.Generator().manual_seed(seed))[: p * p // 2 + p]
+    counts = torch.bincount(labels[rows], minlength=p)
+    got = pm.class_balanced_loss(L, labels, rows, p).item()
+    if bool((counts == 0).any()):
+        assert math.isnan(got)
+        return
+    per_class = [naive.ce([L[i].tolist() for i in rows if labels[i] == c], [c] * int(counts[c])) for c in range(p)]
+    assert got == pytest.approx(sum(per_class) / p, rel=1e-10)
+    # logits that depend on a + b only: the class-balanced loss of any split is the all-pairs loss (the identity)
+    by_sum = rand(p, p, seed=seed + 1)[labels]
+    assert pm.class_balanced_loss(by_sum, labels, rows, p).item() == \
+        pytest.approx(cross_entropy_f64(by_sum, labels).item(), rel=1e-12)
+
+
+def test_direction_ablation_ratio_matches_a_naive_projection():
+    p = 7
+    labels, L = grid_labels(p), rand(p * p, p, seed=3)
+    D = pm.random_grid_directions(p, 2, seed=0)
+    torch.testing.assert_close(D @ D.T, torch.eye(2, dtype=torch.float64))
+    train, _ = nanda_split(p, 0.5, 0)
+    edited = [[L[i, c].item() - sum(D[m, i].item() * sum(D[m, j].item() * L[j, c].item() for j in range(p * p))
+                                    for m in range(2)) for c in range(p)] for i in range(p * p)]
+    expected = naive.ce([edited[i] for i in train], labels[train].tolist()) / naive.ce(
+        [L[i].tolist() for i in train], labels[train].tolist())
+    assert pm.direction_ablation_ratio(L, labels, train, D).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_neuron_logit_map_residual_is_zero_in_the_key_rows_and_matches_least_squares():
+    from claimlens.metrics import algorithm as alg
+
+    p, keys = 11, [2, 3]
+    F = fo.fourier_basis(p)
+    rows = F[[1 + 2 * (k - 1) for k in keys] + [2 * k for k in keys]]  # the cos and sin rows of the keys
+    W_in_rows = rows.T @ rand(4, 30, seed=1)  # [p, M] inside the key rows
+    assert alg.neuron_logit_map_residual(W_in_rows, keys, p) < 1e-12
+    W = rand(p, 30, seed=2)
+    Wc = W - W.mean(0)
+    coef = torch.linalg.lstsq(rows.T, Wc).solution
+    expected = (Wc - rows.T @ coef).norm() / Wc.norm()
+    assert alg.neuron_logit_map_residual(W, keys, p) == pytest.approx(expected.item(), rel=1e-9)
+
+
+def test_attention_head_fit_recovers_the_frequency_of_a_synthetic_head():
+    from claimlens.metrics import algorithm as alg
+
+    p, k = 13, 4
+    a = torch.arange(p, dtype=torch.float64).repeat_interleave(p)
+    b = torch.arange(p, dtype=torch.float64).repeat(p)
+    w = 2 * math.pi * k / p
+    to_a = 0.5 + 0.2 * (torch.cos(w * a) - torch.cos(w * b)) + 0.1 * (torch.sin(w * a) - torch.sin(w * b))
+    noise = 0.01 * rand(p * p, seed=4)
+    pattern = torch.stack([to_a, 1 - to_a, torch.zeros_like(to_a)], dim=1).unsqueeze(1)  # [N, 1 head, 3]
+    exact = alg.attention_head_fits(pattern, p)[0]
+    assert exact.frequency == k and exact.fve == pytest.approx(1.0, abs=1e-10)
+    noisy = alg.attention_head_fits((pattern + noise[:, None, None]).clamp(0, 1), p)[0]
+    assert noisy.frequency == k and 0.9 < noisy.fve < 1.0
+
+
+def test_ablated_logits_match_a_transformer_lens_forward_with_hooks(trig_run):
+    """Zero-ablating the attention heads (hook_z) and the MLP's skip connection, through TransformerLens 4's
+    hooks, gives the logits claimlens computes from one ordinary forward pass."""
+    from claimlens.models import ablated_logits, build_bridge
+
+    p, keys, cfg, params, acts = trig_run
+    bridge = build_bridge(cfg, p, params)
+    tokens = grid_tokens(p)
+
+    def zero(x, hook):
+        return torch.zeros_like(x)
+
+    with torch.no_grad():
+        attn_off = bridge.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_z", zero)])[:, -1]
+        mid = {}
+        def keep_mid(x, hook):
+            mid["x"] = x
+            return x
+
+        def drop_skip(x, hook):  # resid_post = resid_mid + mlp_out  ->  mlp_out
+            return x - mid["x"]
+
+        skip_off = bridge.run_with_hooks(tokens, fwd_hooks=[("blocks.0.hook_resid_mid", keep_mid),
+                                                            ("blocks.0.hook_resid_post", drop_skip)])[:, -1]
+    torch.testing.assert_close(ablated_logits(params, acts, cfg, "attention").float(), attn_off.float(), rtol=1e-4,
+                               atol=1e-4)
+    torch.testing.assert_close(ablated_logits(params, acts, cfg, "mlp_skip").float(), skip_off.float(), rtol=1e-4,
+                               atol=1e-4)

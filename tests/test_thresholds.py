@@ -2,6 +2,7 @@
 
 import ast
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -12,56 +13,88 @@ from conftest import ROOT
 pytest_plugins = ["pytester"]
 
 
-def test_every_default_has_a_reason_and_a_finite_value():
-    for claim_id, names in th.DEFAULTS.items():
+def test_every_threshold_has_a_reason_and_a_finite_value():
+    for claim_id, names in th.defaults().items():
         assert names, claim_id
         for name, t in names.items():
             assert t.why.strip(), f"{claim_id}.{name} says where it comes from"
             assert isinstance(t.value, (int, float)) and t.value == t.value, f"{claim_id}.{name}"
+            assert t.source is None or math.isfinite(t.source), f"{claim_id}.{name}"
 
 
-def _claim_ids_and_threshold_names() -> dict[str, set[str]]:
-    """claim id -> names read through ``th[...]`` / ``thresholds[...]`` in the claim files (by parsing them)."""
+def _claim_specs_and_threshold_names() -> dict[str, set[str]]:
+    """claim id -> names a rule reads through ``th[...]`` (by parsing the rule modules)."""
+    from claimlens import rules
+
     found: dict[str, set[str]] = {}
-    for path in sorted((ROOT / "claims").glob("test_*.py")):
-        for fn in ast.walk(ast.parse(path.read_text())):
+    for module in rules.RULE_MODULES:
+        path = ROOT / "src" / "claimlens" / "rules" / f"{module}.py"
+        tree = ast.parse(path.read_text())
+        specs = {}  # constant name -> claim id
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and \
+                    getattr(node.value.func, "id", None) == "ClaimSpec":
+                cid = next(kw.value.value for kw in node.value.keywords if kw.arg == "id")
+                specs[node.targets[0].id] = cid
+        for fn in tree.body:
             if not isinstance(fn, ast.FunctionDef):
                 continue
-            claim = [kw.value.value for d in fn.decorator_list if isinstance(d, ast.Call)
-                     for kw in d.keywords if kw.arg == "id"]
-            if not claim:
-                continue
+            verdicts = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Verdict"]
+            ids = {specs[a.value.id] for v in verdicts for a in v.args if isinstance(a, ast.Attribute)
+                   and isinstance(a.value, ast.Name) and a.value.id in specs}
             names = {n.slice.value for n in ast.walk(fn) if isinstance(n, ast.Subscript)
-                     and isinstance(n.value, ast.Name) and n.value.id in ("th", "thresholds")
-                     and isinstance(n.slice, ast.Constant)}
-            found[claim[0]] = names
+                     and isinstance(n.value, ast.Name) and n.value.id == "th" and isinstance(n.slice, ast.Constant)}
+            for cid in ids:
+                found.setdefault(cid, set()).update(names)
     return found
 
 
-def test_claims_use_exactly_the_declared_thresholds():
-    used = _claim_ids_and_threshold_names()
-    for claim_id, names in th.DEFAULTS.items():
-        assert claim_id in used, f"thresholds declared for {claim_id}, which no claim file defines"
-        assert used[claim_id] == set(names), (claim_id, sorted(used[claim_id] ^ set(names)))
-    undeclared = {c for c, names in used.items() if names and c not in th.DEFAULTS}
-    assert not undeclared, f"claims reading thresholds that have no defaults: {undeclared}"
+def test_rules_use_exactly_the_declared_thresholds():
+    from claimlens.rules import CLAIMS
+
+    used = _claim_specs_and_threshold_names()
+    claims_dir_reads = {"trig_fraction_rises_logits_before_neurons": {"neuron_fve"},  # read by the claim tests
+                        "neurons_cluster_by_single_frequency": {"neuron_fve"},
+                        "commutativity_output_swap_invariant": {"max_logit_asymmetry"}}
+    for claim_id, spec in CLAIMS.items():
+        names = used.get(claim_id, set()) | claims_dir_reads.get(claim_id, set())
+        assert names == set(spec.thresholds), (claim_id, sorted(names ^ set(spec.thresholds)))
 
 
-def test_thresholds_apply_overrides_and_name_unknown_ones():
-    t = th.Thresholds("trig_loss_all_equals_train", {"max_abs_log10_ratio": 0.2})
-    assert t["max_abs_log10_ratio"] == 0.2 and len(t) == 1 and list(t) == ["max_abs_log10_ratio"]
-    assert th.Thresholds("trig_loss_all_equals_train")["max_abs_log10_ratio"] == 0.05
-    with pytest.raises(KeyError, match="no threshold 'nope'.*max_abs_log10_ratio"):
+def test_every_claim_test_names_a_spec_and_every_spec_has_a_test():
+    from claimlens.rules import CLAIMS
+
+    marked = set()
+    for path in sorted((ROOT / "claims").glob("test_*.py")):
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if isinstance(fn, ast.FunctionDef):
+                for d in fn.decorator_list:
+                    if isinstance(d, ast.Call) and getattr(d.func, "attr", None) == "claim" and d.args:
+                        marked.add(d.args[0].attr)
+    from claimlens import rules
+
+    names = {name for module in rules.RULE_MODULES for name, v in vars(getattr(rules, module)).items()
+             if isinstance(v, rules.ClaimSpec)}
+    assert marked == names, sorted(marked ^ names)
+    assert len(CLAIMS) == len(names)
+
+
+def test_thresholds_apply_overrides_carry_the_source_and_name_unknown_ones():
+    t = th.Thresholds("grokking_delayed_generalisation", {"delay_ratio": 10})
+    assert t["delay_ratio"] == 10 and t["delay_ratio"].source == 51.5 and t["delay_ratio"].key == "delay_ratio"
+    assert th.Thresholds("grokking_delayed_generalisation")["delay_ratio"] == 5
+    with pytest.raises(KeyError, match="no threshold 'nope'.*delay_ratio"):
         t["nope"]
 
 
 @pytest.mark.parametrize(("item", "message"), [
-    ("trig_loss_all_equals_train.max_abs_log10_ratio", "expected CLAIM.NAME=VALUE"),
-    ("max_abs_log10_ratio=0.1", "expected CLAIM.NAME=VALUE"),
+    ("grokking_delayed_generalisation.delay_ratio", "expected CLAIM.NAME=VALUE"),
+    ("delay_ratio=10", "expected CLAIM.NAME=VALUE"),
     ("no_such_claim.x=1", "unknown claim 'no_such_claim'"),
-    ("trig_loss_all_equals_train.typo=1", "has no threshold 'typo'.*known: \\['max_abs_log10_ratio'\\]"),
-    ("trig_loss_all_equals_train.max_abs_log10_ratio=abc", "'abc' is not a number"),
-    ("trig_loss_all_equals_train.max_abs_log10_ratio=nan", "not a finite number"),
+    ("phase_boundaries_mainline.typo=1", "unknown claim 'phase_boundaries_mainline'"),  # it has no thresholds
+    ("trig_loss_all_equals_train.typo=1", "has no threshold 'typo'.*known: \\['max_relative_difference'"),
+    ("trig_loss_all_equals_train.max_relative_difference=abc", "'abc' is not a number"),
+    ("trig_loss_all_equals_train.max_relative_difference=nan", "not a finite number"),
     ("restricted_loss_falls_before_test_loss.fall_factor=0", "must be > 0"),
     ("embedding_sparse_in_fourier_basis.top_frequencies=2.5", "must be a whole number"),
     ("llc_sensitive_to_grokking_transition.max_distance_checkpoints=-1", "must be ≥ 0"),
@@ -94,9 +127,12 @@ def test_cli_lists_every_threshold(capsys, tmp_path):
     (tmp_path / "pyproject.toml").write_text("[tool.claimlens.thresholds.llc_tracks_test_loss]\nmin_spearman = 0.5\n")
     assert main(["thresholds", "--json", "--pyproject", str(tmp_path / "pyproject.toml")]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert len(rows) == sum(len(v) for v in th.DEFAULTS.values())
+    assert len(rows) == sum(len(v) for v in th.defaults().values())
     row = next(r for r in rows if (r["claim"], r["name"]) == ("llc_tracks_test_loss", "min_spearman"))
     assert row["value"] == 0.5 and row["default"] == 0.7
+    row = next(r for r in rows if (r["claim"], r["name"]) == ("excluded_loss_rises_during_circuit_formation",
+                                                              "min_log10_rise"))
+    assert row["source"] == 1.60, "the source's own value is listed next to the threshold"
 
 
 def _run(pytester, rootdir: Path, *args):
@@ -116,8 +152,8 @@ def test_an_override_changes_the_verdict_and_is_reported(pytester, tiny_run, tmp
     doc = json.loads((out / "claims.json").read_text())
     assert doc["threshold_overrides"] == {"grokking_delayed_generalisation": {"final_test_acc": 0.0}}
     record = doc["records"][0]
-    final = next(m for m in record["measurements"] if m["name"] == "final test acc")
-    assert final["threshold"] == 0.0 and final["passed"] is True
+    final = next(m for m in record["measurements"] if m["name"].startswith("test accuracy at the last epoch"))
+    assert final["threshold"] == 0.0 and final["passed"] is True and final["source_value"] == 1.0
     assert "test accuracy never reached 0.95" in record["message"]
     assert "Thresholds changed from the defaults" in (out / "claims.html").read_text()
 

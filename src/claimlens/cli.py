@@ -141,13 +141,15 @@ def _cmd_thresholds(args: argparse.Namespace) -> int:
     overrides = th.from_pyproject(args.pyproject)
     rows = th.table(overrides)
     if args.json:
-        print(json.dumps([{"claim": c, "name": n, "value": v, "default": d, "why": w} for c, n, v, d, w in rows],
-                         indent=1))
+        print(json.dumps([{"claim": c, "name": n, "value": v, "default": d, "source": src, "why": w}
+                          for c, n, v, d, src, w in rows], indent=1))
         return 0
     width = max(len(f"{c}.{n}") for c, n, *_ in rows)
-    for c, n, value, default, why in rows:
+    print(f"{'claim.threshold':<{width}}  {'value':<7} {'source':<8} why")
+    for c, n, value, default, source, why in rows:
         changed = f"  (default {default:g}, set in {args.pyproject})" if value != default else ""
-        print(f"{f'{c}.{n}':<{width}}  {value:<6g}  {why}{changed}")
+        src = f"{source:.3g}" if source is not None else "–"
+        print(f"{f'{c}.{n}':<{width}}  {value:<7g} {src:<8} {why}{changed}")
     return 0
 
 

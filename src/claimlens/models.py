@@ -235,6 +235,31 @@ def _transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool)
     return Activations(logits, pattern, resid_mid, mlp_pre, mlp_post)
 
 
+def ablated_logits(params: Params, acts: Activations, cfg: ModelConfig, ablate: str) -> torch.Tensor:
+    """Final-position logits ``[batch, p]`` of the transformer with one part zero-ablated (NCLSS App. A.1), from the
+    activations of an ordinary forward pass (``cache=True``) on inputs ending in ``=``:
+
+    * ``"mlp_skip"``: the residual path around the MLP removed, ``resid_post = mlp_out`` (the MLP still reads
+      ``resid_mid``);
+    * ``"attention"``: the heads' outputs zeroed (``z = 0``, so the attention block writes only ``b_O``); the
+      query position then carries the ``=`` token's embedding, the same for every input.
+    """
+    if cfg.kind != "transformer" or acts.mlp_post is None:
+        raise ValueError("ablated_logits needs a transformer's activations from forward(..., cache=True)")
+    act = _ACT[cfg.act_fn]
+    W_out, b_out = params["blocks.0.mlp.W_out"], params["blocks.0.mlp.b_out"]
+    W_U, b_U = params["unembed.W_U"], params["unembed.b_U"]
+    if ablate == "mlp_skip":
+        return (acts.mlp_post @ W_out + b_out) @ W_U + b_U
+    if ablate == "attention":
+        equals = params["embed.W_E"].shape[0] - 1  # the '=' token, the last of the vocabulary
+        resid_mid = params["embed.W_E"][equals] + params["pos_embed.W_pos"][N_CTX - 1] + params["blocks.0.attn.b_O"]
+        mlp_post = act(resid_mid @ params["blocks.0.mlp.W_in"] + params["blocks.0.mlp.b_in"])
+        logits = (resid_mid + mlp_post @ W_out + b_out) @ W_U + b_U  # [p]: the same for every input
+        return logits.expand(acts.logits.shape[0], -1)
+    raise ValueError(f"unknown ablation {ablate!r}; use 'mlp_skip' or 'attention'")
+
+
 def _mlp_forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, cache: bool) -> Activations:
     W_E = params["embed.W_E"]
     e_a, e_b = W_E.index_select(0, tokens[:, 0]), W_E.index_select(0, tokens[:, 1])  # [batch, d_embed]

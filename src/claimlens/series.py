@@ -1,9 +1,8 @@
 """The per-epoch series type and temporal helpers (epochs are always data, never list positions).
 
-The helpers answer the questions claims ask of a curve — when does it first cross a threshold, is it
-monotone over a window, does it peak and return, which event comes first — and the ``assert_*``
-functions fail with messages in the style of ``torch.testing.assert_close``: what was compared, the
-measured value, the threshold, where (epoch), how many epochs violated it and the worst one.
+The helpers answer the questions rules ask of a curve — when does it first cross a threshold, is it
+monotone over a window, where does it peak, by how much must one event lead another. Rules judge with
+them and state their checks in a :class:`claimlens.rules.Verdict`.
 """
 
 from __future__ import annotations
@@ -18,8 +17,8 @@ import torch
 Direction = Literal["above", "below"]
 
 
-class ClaimFailure(AssertionError):
-    """A claim did not hold; the message says what, measured, threshold and where."""
+class SeriesUnavailable(KeyError):
+    """A run does not have a series a rule reads (e.g. a curves-only run without attention patterns)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,30 +118,7 @@ class Series:
         return [(int(e), float(s)) for e, s in zip(self.epochs[1:][bad], step[bad])]
 
 
-# ----------------------------------------------------------------------------- assertions
-
-
-def _where(epoch: int | None, label: str) -> str:
-    parts = [f"epoch {epoch}" if epoch is not None else None, label or None]
-    return ", ".join(p for p in parts if p) or "whole run"
-
-
-def assert_threshold(what: str, measured: float, threshold: float, op: Literal[">=", "<="], *,
-                     epoch: int | None = None, label: str = "") -> None:
-    ok = measured >= threshold if op == ">=" else measured <= threshold
-    if not ok:
-        raise ClaimFailure(f"{what}: measured {measured:.4g}, threshold {op} {threshold:.4g} ({_where(epoch, label)})")
-
-
-def assert_before(first: tuple[str, int | None], second: tuple[str, int | None], *, margin: int = 0) -> None:
-    """Event ``first`` (name, epoch) happens at least ``margin`` epochs before ``second``."""
-    (a_name, a), (b_name, b) = first, second
-    if a is None or b is None:
-        missing = a_name if a is None else b_name
-        raise ClaimFailure(f"{a_name} before {b_name}: {missing} never happened")
-    if b - a < margin:
-        raise ClaimFailure(f"{a_name} (epoch {a}) before {b_name} (epoch {b}): gap {b - a} epochs, "
-                           f"threshold ≥ {margin} epochs")
+# ----------------------------------------------------------------------------- leads between events
 
 
 def checkpoint_gap(epochs: Sequence[int] | torch.Tensor, epoch: int) -> int:
@@ -165,36 +141,6 @@ def lead_margin(epochs: Sequence[int] | torch.Tensor, first: int, second: int, *
     """
     resolution = max(checkpoint_gap(epochs, first), checkpoint_gap(epochs, second))
     return max(math.ceil(fraction * second), min_checkpoints * resolution)
-
-
-def assert_monotone(series: Series, direction: Literal["increasing", "decreasing"], *, rel_tol: float = 0.0,
-                    max_violation_frac: float = 0.0, label: str = "") -> None:
-    """At most ``max_violation_frac`` of the steps may go the wrong way by more than ``rel_tol``."""
-    bad = series.monotone_violations(direction, rel_tol)
-    steps = max(len(series) - 1, 1)
-    if len(bad) / steps > max_violation_frac:
-        worst = max(bad, key=lambda v: abs(v[1]))
-        span = f"epochs {int(series.epochs[0])}…{int(series.epochs[-1])}"
-        raise ClaimFailure(
-            f"{series.name} not {direction} over {span}{', ' + label if label else ''}: {len(bad)} of {steps} steps "
-            f"violated it (allowed {max_violation_frac:.0%}, tolerance {rel_tol:.0%}); worst at epoch {worst[0]} "
-            f"(relative step {worst[1]:+.3g})")
-
-
-def assert_peak_and_return(series: Series, *, min_peak: float, peak_window: tuple[int, int], final_max: float,
-                           label: str = "") -> None:
-    """The maximum is ≥ ``min_peak`` and falls inside ``peak_window``; the last value is ≤ ``final_max``."""
-    epoch, peak = series.argmax()
-    where = f" ({label})" if label else ""
-    if peak < min_peak:
-        raise ClaimFailure(f"{series.name} peak{where}: measured {peak:.4g} at epoch {epoch}, threshold ≥ {min_peak:.4g}")
-    if not peak_window[0] <= epoch <= peak_window[1]:
-        raise ClaimFailure(f"{series.name} peak{where} at epoch {epoch}, expected within epochs "
-                           f"{peak_window[0]}…{peak_window[1]} (value {peak:.4g})")
-    final = float(series.values[-1])
-    if final > final_max:
-        raise ClaimFailure(f"{series.name} does not return{where}: measured {final:.4g} at the last epoch "
-                           f"{int(series.epochs[-1])}, threshold ≤ {final_max:.4g}")
 
 
 # ----------------------------------------------------------------------------- phases

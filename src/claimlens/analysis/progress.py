@@ -16,7 +16,9 @@ name                           what                                             
 ``train_acc`` ``test_acc``     accuracy                                         –
 ``excluded_loss``              train loss without one key frequency (per key)   ``k=14`` per key
 ``excluded_loss_all_keys``     train loss without all key frequencies at once   –
-``restricted_loss``            loss of key-frequency-only logits                ``all`` ``train`` ``test``
+``restricted_loss``            loss of key-frequency-only logits (train:        ``all`` ``train`` ``test``
+                               classes as sampled; train_balanced: each class   ``train_balanced``
+                               weighted equally, NaN if a class has no pair)
 ``trig_loss_all``              = restricted loss on all pairs (Colab name)      –
 ``trig_loss_train``            = restricted loss on the train pairs             –
 ``random_direction_control``   train loss without two random grid directions    –
@@ -46,9 +48,9 @@ from claimlens.analysis.checkpoint import checkpoint, final_checkpoint
 from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import accuracy, cross_entropy_f64
-from claimlens.series import Series
+from claimlens.series import Series, SeriesUnavailable
 
-VERSION = 2  # 2: random-direction control, per-checkpoint neuron key frequencies, G-QUAD per neuron
+VERSION = 3  # 2: random-direction control, neuron key frequencies, G-QUAD per neuron; 3: key vote share, balanced trig loss
 CACHE = AnalysisCache("series", VERSION)
 
 
@@ -62,9 +64,34 @@ class ProgressMeasures:
     series: dict[str, Series]
     from_cache: bool = False
 
+    def __contains__(self, name: str) -> bool:
+        return name in self.series
+
     def __getitem__(self, name: str) -> Series:
         if name not in self.series:
-            raise KeyError(f"no series {name!r}; known: {sorted(self.series)}")
+            raise SeriesUnavailable(f"no series {name!r}; known: {sorted(self.series)}")
+        return self.series[name]
+
+
+class CurveMeasures:
+    """The series of a curves-only run (:class:`claimlens.reference.CurvesRun`) under the progress measures'
+    names; a series the run lacks raises :class:`claimlens.series.SeriesUnavailable` with the reason."""
+
+    def __init__(self, run):
+        self.run = run
+        self.series = run.series
+        first = next(iter(run.series.values()))
+        self.epochs = first.epochs
+        self.keys = fo.KeyFrequencies(list(run.keys), "given by the source", [])
+        self.from_cache = False
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.series
+
+    def __getitem__(self, name: str) -> Series:
+        if name not in self.series:
+            raise SeriesUnavailable(f"run {self.run.name!r} is a curves-only run without a {name!r} curve "
+                                    f"(it has {sorted(self.series)}); this claim needs it")
         return self.series[name]
 
 
@@ -142,7 +169,8 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
         restricted = pm.restricted_logits(L, keys, p)
         names["restricted_loss"].append(torch.stack([cross_entropy_f64(restricted, labels),
                                                      cross_entropy_f64(restricted[tr], labels[tr]),
-                                                     cross_entropy_f64(restricted[te], labels[te])]))
+                                                     cross_entropy_f64(restricted[te], labels[te]),
+                                                     pm.class_balanced_loss(restricted, labels, tr, p)]))
         names["random_direction_control"].append(pm.direction_ablation_ratio(L, labels, tr, random_dirs))
         names["attention_to_position"].append(pm.attention_to_position(acts.pattern).flatten())
         ssw = pm.sum_sq_weights(params)
@@ -164,7 +192,7 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
     H = model.n_heads
     labels_of = {
         "excluded_loss": [f"k={k}" for k in keys],
-        "restricted_loss": ["all", "train", "test"],
+        "restricted_loss": ["all", "train", "test", "train_balanced"],
         "attention_to_position": [f"head={h},pos={j}" for h in range(H) for j in range(3)],
         "sum_sq_weights_by_param": param_names,
         "embed_fourier_norms": fo.basis_names(p),

@@ -143,20 +143,28 @@ def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: l
     return torch.stack(fracs)
 
 
-def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates: list[int] | None = None
-                                 ) -> KeyFrequencies:
-    """G-KEY rule 1: each neuron's frequency is the argmax block; keys = the distinct argmaxes.
+def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates: list[int] | None = None, *,
+                                 min_vote_share: float = 0.05) -> KeyFrequencies:
+    """G-KEY rule 1 with a vote share (catalogue Revision 2): each neuron's frequency is the argmax of its
+    3×3 blocks; a frequency is a key when at least ``min_vote_share`` of the live neurons have it as their
+    argmax (0 gives the unfiltered rule: every distinct argmax).
 
     Neurons that never vary over the ``N`` inputs (dead or constant) have no frequency: they get
-    frequency −1 and do not vote. ``candidates`` defaults to PMP's ``1 … p//2 − 1``."""
+    frequency −1 and do not vote. ``candidates`` defaults to PMP's ``1 … p//2 − 1``. Why 5%: unfiltered,
+    the rule returns 10 keys on the author's wd 0.1 model, 5 of them spurious (1–10 votes each, ablating
+    them changes the loss by ≤ 6%), while real keys have 54–209 votes; the paper's smallest cluster is 44
+    of 512 neurons (8.6%)."""
     candidates = list(range(1, p // 2)) if candidates is None else list(candidates)
     fracs = neuron_frequency_fractions(acts, p, candidates)
     alive = acts.to(torch.float64).std(0) > 0
     neuron_freq = torch.where(alive, torch.tensor(candidates)[fracs.argmax(0)], torch.tensor(-1))
-    keys = sorted(set(neuron_freq[alive].tolist()))
+    live = neuron_freq[alive]
+    votes = {int(k): int((live == k).sum()) for k in torch.unique(live).tolist()}
+    n_live = max(int(alive.sum()), 1)
+    keys = sorted(k for k, n in votes.items() if n / n_live >= min_vote_share)
     return KeyFrequencies(keys, "neuron_cluster_argmax", candidates,
                           {"neuron_freq": neuron_freq, "neuron_frac": torch.where(alive, fracs.max(0).values, 0.0),
-                           "dead_neurons": int((~alive).sum())})
+                           "dead_neurons": int((~alive).sum()), "votes": votes, "min_vote_share": min_vote_share})
 
 
 def frequency_norms(coef: Float[Tensor, "p *rest"], p: int) -> Float[Tensor, " half_p"]:

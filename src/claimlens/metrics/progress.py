@@ -87,6 +87,19 @@ def restricted_loss(L: Logits, labels: Labels, rows: Rows | None, keys: list[int
     return _ce_rows(restricted_logits(L, keys, p), labels, rows)
 
 
+def class_balanced_loss(L: Logits, labels: Labels, rows: Rows, p: int) -> Scalar:
+    """Cross entropy on ``rows`` with every class weighted equally: the mean over classes of each class's mean
+    per-example loss (float64). NaN when some class has no row (catalogue Revision 2, the identity form of
+    ``trig_loss_all_equals_train``: on the full grid every class has exactly ``p`` pairs, so for logits that
+    depend on ``a + b`` only this equals the all-pairs loss)."""
+    per_example = torch.nn.functional.cross_entropy(L[rows].to(torch.float64), labels[rows], reduction="none")
+    counts = torch.bincount(labels[rows], minlength=p).to(torch.float64)
+    if bool((counts == 0).any()):
+        return torch.tensor(float("nan"), dtype=torch.float64)
+    sums = torch.zeros(p, dtype=torch.float64).index_add_(0, labels[rows], per_example)
+    return (sums / counts).mean()
+
+
 def key_block_logits(L: Logits, keys: list[int], p: int) -> Logits:
     """The logits with only the 2D Fourier components (over ``a, b``) in the key blocks kept: for each key
     ``k`` the 8 components ``{1, cos w_k, sin w_k}² ∖ {(1, 1)}`` (40 for five keys, NCLSS §4.4), plus the

@@ -4,13 +4,13 @@ Importing it is cheap (no torch). Layout, as pytest-benchmark's:
 
 * here: the options and the hooks (configure, parametrize over runs, make records, finish, summary);
 * :mod:`claimlens.plugin.fixtures`: the fixtures claim tests take (``run``, ``run_series``, ``phases``,
-  ``final_activations``, ``llc_series``, ``thresholds``, ``evidence``, …);
+  ``final_activations``, ``llc_series``, ``claim``, ``thresholds``, …);
 * :mod:`claimlens.plugin.session`: session state in ``config.stash``, the end of the session (claims.json,
   HTML) and the baseline gate;
 * :mod:`claimlens.plugin.hookspec`: hooks other plugins can implement (``pytest_claimlens_record``,
   ``pytest_claimlens_update_document``);
-* :mod:`claimlens.plugin.runs`: what ``--run`` values mean; :mod:`claimlens.plugin.evidence`: the ``evidence``
-  fixture's object.
+* :mod:`claimlens.plugin.runs`: what ``--run`` values mean; :mod:`claimlens.plugin.claim`: the ``claim``
+  fixture's object (checks, the verdict, the record).
 
 Options: ``--run PATH`` (repeatable; a test taking ``run`` is parametrized over the runs, ids ``run=<name>``,
 and a test taking ``run`` and ``epoch`` over every checkpoint, ids ``run=<name>-epoch=<e>``; default: the
@@ -26,7 +26,7 @@ import pytest
 
 from claimlens.plugin import session
 from claimlens.plugin.runs import RunRef, resolve_refs
-from claimlens.plugin.session import EVIDENCE, RECORDS, RUN_REFS, SUMMARY_LINES, THRESHOLDS
+from claimlens.plugin.session import CLAIM, RECORDS, RUN_REFS, SUMMARY_LINES, THRESHOLDS
 
 DEPRECATED_OPTIONS = {"--llc-checkpoints": "--claims-llc-checkpoints"}
 
@@ -93,7 +93,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "claim(id, statement, source): a published claim judged by this test")
+    config.addinivalue_line("markers", "claim(spec) or claim(id, statement, source, kind, thresholds): a published "
+                                       "claim judged by this test")
     given = config.getoption("claimlens_runs")
     # Explicit --run values are checked now, so that a typo is a usage error before collection;
     # the default run is resolved lazily, only if a test asks for a run.
@@ -103,9 +104,10 @@ def pytest_configure(config: pytest.Config) -> None:
     _resolve_deprecated(config)
     from claimlens import thresholds as th
 
+    # Values are checked now (numbers); names once the claims are collected, against their markers' thresholds.
     try:
-        config.stash[THRESHOLDS] = th.merge(th.from_pyproject(Path(str(config.rootpath)) / "pyproject.toml"),
-                                            th.from_options(config.getoption("claimlens_thresholds")))
+        config.stash[THRESHOLDS] = th.merge(th.from_pyproject(Path(str(config.rootpath)) / "pyproject.toml", None),
+                                            th.from_options(config.getoption("claimlens_thresholds"), None))
     except th.ThresholdError as exc:
         raise pytest.UsageError(str(exc)) from None
     for item in config.getoption("claimlens_tolerances"):
@@ -152,13 +154,58 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("run", refs, ids=[f"run={r.label}" for r in refs], indirect=True, scope="session")
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-xdist ``--dist loadgroup``, keep every test of one run in one worker (one evaluation)."""
+    """Check the threshold overrides against the collected claims (before any deselection); with pytest-xdist
+    ``--dist loadgroup``, keep every test of one run in one worker (one evaluation)."""
+    _validate_thresholds(config, items)
     for item in items:
         callspec = getattr(item, "callspec", None)
         ref = callspec.params.get("run") if callspec is not None else None
         if isinstance(ref, RunRef):
             item.add_marker(pytest.mark.xdist_group(name=f"run-{ref.label}"))
+
+
+def _validate_thresholds(config: pytest.Config, items: list[pytest.Item]) -> None:
+    overrides = config.stash[THRESHOLDS]
+    if not overrides:
+        return
+    from claimlens import thresholds as th
+    from claimlens.plugin.claim import spec_of
+
+    known = {cid: dict(t) for cid, t in th.defaults().items()}
+    for item in items:
+        marker = item.get_closest_marker("claim")
+        if marker is not None:
+            spec = spec_of(marker, item.nodeid)
+            known.setdefault(spec.id, {}).update(spec.thresholds)
+    try:
+        th.validate(overrides, {cid: t for cid, t in known.items() if t},
+                    where={(c, n): "--claims-threshold / [tool.claimlens.thresholds]" for c, ns in overrides.items()
+                           for n in ns})
+    except th.ThresholdError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function):
+    """After a claim test's body: fail it once, listing every failed check of its verdict. A claim reading a
+    series its run does not have (a curves-only run) is skipped with that reason."""
+    if pyfuncitem.get_closest_marker("claim") is None:
+        return (yield)
+    from claimlens.series import SeriesUnavailable
+
+    try:
+        result = yield
+    except SeriesUnavailable as exc:
+        pytest.skip(str(exc.args[0]))
+    claim = pyfuncitem.stash.get(CLAIM, None)
+    if claim is not None and claim.verdict.failures:
+        from claimlens.plugin.claim import ClaimFailure
+
+        __tracebackhide__ = True
+        raise ClaimFailure(claim.verdict.failure_message())
+    return result
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -168,17 +215,22 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     marker = item.get_closest_marker("claim")
     if marker is None or not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
         return
+    from claimlens.plugin.claim import spec_of
     from claimlens.report.document import build_record
 
-    ev = item.stash.get(EVIDENCE, None)
+    claim = item.stash.get(CLAIM, None)
+    spec = claim.spec if claim is not None else spec_of(marker, item.nodeid)
     params = getattr(item, "callspec", None)
     params = params.params if params is not None else {}
     ref = params.get("run")
     record = build_record(
-        nodeid=item.nodeid, claim=marker.kwargs, run=ref.label if isinstance(ref, RunRef) else None,
+        nodeid=item.nodeid, claim={"id": spec.id, "statement": spec.statement, "source": spec.source,
+                                   "kind": spec.kind, "validation": spec.validation},
+        run=ref.label if isinstance(ref, RunRef) else None,
         parameters={k: (v.label if isinstance(v, RunRef) else v) for k, v in params.items()},
         outcome=report.outcome, message=_message(report), duration=report.duration,
-        evidence=ev.to_dict() if ev is not None else None,
+        evidence=claim.to_dict() if claim is not None else None,
+        thresholds=claim.describe_thresholds() if claim is not None else None,
     )
     item.config.hook.pytest_claimlens_record(item=item, record=record)
     report.claimlens_record = record  # travels to the xdist controller with the report

@@ -3,15 +3,15 @@
 ``run`` (parametrized by the plugin over ``--run``), ``run_series`` (the
 progress measures of the run, cached), ``final_checkpoint`` / ``final_activations`` (the final checkpoint and
 its forward pass, shared), ``phases``, ``llc_series`` / ``llc_series_orth`` (the learning coefficient),
-``thresholds`` and ``evidence``.
+``claim`` (checks and the record; ``evidence`` is its earlier name) and ``thresholds``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from claimlens.plugin.evidence import Evidence
-from claimlens.plugin.session import EVIDENCE, THRESHOLDS
+from claimlens.plugin.claim import Claim, spec_of
+from claimlens.plugin.session import CLAIM, THRESHOLDS
 
 
 @pytest.fixture(scope="session")
@@ -20,17 +20,45 @@ def run(request: pytest.FixtureRequest):
     return request.param.open(device=request.config.getoption("claimlens_device"))
 
 
+def needs_weights(run, what: str = "this claim needs the model's weights") -> None:
+    """Skip, with the reason, on a curves-only run (digitised or logged curves, no checkpoints)."""
+    if getattr(run, "kind", None) == "curves":
+        pytest.skip(f"run {run.name!r} is a curves-only run ({run.description or 'no weights'}): {what}")
+
+
+def needs_transformer(run) -> None:
+    needs_weights(run)
+    if run.spec.model.kind != "transformer":
+        pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}; this claim needs the transformer's activations")
+
+
 @pytest.fixture(scope="session")
 def run_series(run):
     """Every progress measure of ``run`` over its checkpoints (:class:`claimlens.analysis.ProgressMeasures`:
-    ``run_series["test_loss"]`` is a :class:`claimlens.series.Series`).
+    ``run_series["test_loss"]`` is a :class:`claimlens.series.Series`); on a curves-only run, the curves it has
+    (a claim reading one it lacks skips with the reason).
 
     Skips the test, with the reason, for runs that are not 1-layer transformers."""
+    if getattr(run, "kind", None) == "curves":
+        from claimlens.analysis.progress import CurveMeasures
+
+        return CurveMeasures(run)
     from claimlens.analysis.progress import evaluate
 
-    if run.spec.model.kind != "transformer":
-        pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}; this claim needs the transformer's activations")
+    needs_transformer(run)
     return evaluate(run)
+
+
+@pytest.fixture(scope="session")
+def training_log(run):
+    """The run's per-epoch training log as series (``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``):
+    from its ``log.jsonl``, or a curves-only run's curves."""
+    from claimlens.series import Series
+
+    if getattr(run, "kind", None) == "curves":
+        return {n: run.series[n] for n in ("train_loss", "test_loss", "train_acc", "test_acc") if n in run.series}
+    log = run.log()
+    return {n: Series.of(n, log["epoch"], log[n]) for n in ("train_loss", "test_loss", "train_acc", "test_acc")}
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +66,7 @@ def final_checkpoint(run):
     """The final checkpoint of ``run`` (:class:`claimlens.analysis.Checkpoint`), shared with the analyses."""
     from claimlens.analysis.checkpoint import final_checkpoint as final
 
+    needs_weights(run)
     return final(run)
 
 
@@ -64,6 +93,7 @@ def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
     from claimlens.analysis.llc import default_config, llc_over_run
     from claimlens.errors import ClaimlensError
 
+    needs_weights(run, "the learning coefficient is sampled around the model's weights")
     config = replace(default_config(run), orth_grad=orth_grad)
     n = request.config.getoption("claimlens_llc_checkpoints")
     capture = request.config.pluginmanager.getplugin("capturemanager")
@@ -89,21 +119,32 @@ def llc_series_orth(request: pytest.FixtureRequest, run):
 
 
 @pytest.fixture
-def thresholds(request: pytest.FixtureRequest):
-    """The pass thresholds of this test's claim (``thresholds["delay_ratio"]``): the catalogue's defaults
-    (``claimlens.thresholds.DEFAULTS``) with the overrides of pyproject.toml and ``--claims-threshold``."""
+def claim(request: pytest.FixtureRequest) -> Claim:
+    """This test's claim (:class:`claimlens.plugin.claim.Claim`): its spec from ``@pytest.mark.claim``, its
+    thresholds with the overrides of pyproject.toml and ``--claims-threshold`` applied, and its verdict. State
+    checks with ``claim.check(...)`` or hand over a rule's verdict with ``claim.judge(...)``; everything goes
+    into ``claims.json``."""
     from claimlens.thresholds import Thresholds
 
+    existing = request.node.stash.get(CLAIM, None)
+    if existing is not None:
+        return existing
     marker = request.node.get_closest_marker("claim")
-    claim_id = marker.kwargs.get("id") if marker is not None else None
-    if claim_id is None:
-        raise pytest.UsageError(f"{request.node.nodeid}: the thresholds fixture needs @pytest.mark.claim(id=...)")
-    return Thresholds(claim_id, request.config.stash[THRESHOLDS].get(claim_id))
+    if marker is None:
+        raise pytest.UsageError(f"{request.node.nodeid}: the claim fixture needs @pytest.mark.claim(...)")
+    spec = spec_of(marker, request.node.nodeid)
+    c = Claim(spec, Thresholds(spec.id, request.config.stash[THRESHOLDS].get(spec.id), specs=spec.thresholds))
+    request.node.stash[CLAIM] = c
+    return c
 
 
 @pytest.fixture
-def evidence(request: pytest.FixtureRequest) -> Evidence:
-    """Record the series and measurements a claim was judged on (they go into ``claims.json``)."""
-    ev = Evidence()
-    request.node.stash[EVIDENCE] = ev
-    return ev
+def thresholds(claim: Claim):
+    """The pass thresholds of this test's claim (``thresholds["delay_ratio"]``), overrides applied."""
+    return claim.thresholds
+
+
+@pytest.fixture
+def evidence(claim: Claim) -> Claim:
+    """The ``claim`` fixture under its earlier name (``evidence.series``, ``evidence.measure``)."""
+    return claim

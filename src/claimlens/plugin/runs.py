@@ -15,11 +15,13 @@ class RunRef:
     """A run named on the command line, resolved to a label cheaply (without training or torch)."""
 
     path: Path
-    kind: str  # "run" (a run directory) or "spec" (a TOML spec, trained and cached on first use)
+    kind: str  # "run" (a run directory), "spec" (a TOML spec, trained and cached on first use) or "curves"
     label: str
 
     def epochs(self) -> list[int]:
-        """Checkpoint epochs, known without training: from the manifest, or from the spec."""
+        """Checkpoint epochs, known without training: from the manifest, or from the spec (none for curves)."""
+        if self.kind == "curves":
+            return []
         if self.kind == "run":
             from claimlens.runs.manifest import read_manifest
 
@@ -31,6 +33,12 @@ class RunRef:
     def describe(self) -> dict:
         """The run as recorded in claims.json (manifest fields if it exists on disk)."""
         out = {"label": self.label, "kind": self.kind, "path": str(self.path)}
+        if self.kind == "curves":
+            from claimlens import reference
+
+            run = reference.load(self.path)
+            out.update({"name": run.name, "content_hash": run.content_hash, "provenance": run.description})
+            return out
         run_dir = self.path
         if self.kind == "spec":
             from claimlens.builtin import cached_run_path
@@ -53,6 +61,10 @@ class RunRef:
         from claimlens.errors import ClaimlensError
 
         try:
+            if self.kind == "curves":
+                from claimlens import reference
+
+                return reference.load(self.path)
             if self.kind == "run":
                 from claimlens.runs.store import Run
 
@@ -74,12 +86,19 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
     refs, seen = [], set()
     for value in values:
         path = Path(value)
-        if path.is_dir():
+        references = _references()
+        if not path.exists() and value in references:
+            path = references[value]  # a built-in reference by name: --run nanda2022
+        if path.is_dir() and not (path / "run.json").is_file() and (
+                (path / "index.toml").is_file() or path.name in references):
+            ref = RunRef(path, "curves", path.name)
+        elif path.is_dir():
             from claimlens.errors import RunError
             from claimlens.runs.manifest import MANIFEST, read_manifest
 
             if not (path / MANIFEST).is_file():
-                raise pytest.UsageError(f"--run {value}: directory has no run.json; it is not a claimlens run")
+                raise pytest.UsageError(f"--run {value}: directory has no run.json; it is not a claimlens run "
+                                        f"(nor a curves folder with an index.toml)")
             try:
                 name = read_manifest(path)["name"]
             except RunError as exc:
@@ -88,7 +107,8 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
         elif path.is_file() and path.suffix == ".toml":
             ref = RunRef(path, "spec", path.stem)
         else:
-            raise pytest.UsageError(f"--run {value}: expected a run directory or a spec .toml file")
+            raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a curves folder or "
+                                    f"a built-in reference ({', '.join(sorted(references))})")
         label = ref.label
         n = 2
         while label in seen:
@@ -96,3 +116,11 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
         seen.add(label)
         refs.append(RunRef(ref.path, ref.kind, label))
     return refs
+
+
+def _references() -> dict[str, Path]:
+    """Built-in curves runs by name (``claimlens/reference/<name>/index.toml``), found without importing torch."""
+    import claimlens
+
+    root = Path(claimlens.__file__).resolve().parent / "reference"
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "index.toml").is_file()} if root.is_dir() else {}

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from claimlens.plugin.evidence import Evidence
+from claimlens.plugin.claim import Claim
 
 RUN_REFS = pytest.StashKey[list]()
 SUMMARY_LINES = pytest.StashKey[list]()
 RECORDS = pytest.StashKey[list]()
 THRESHOLDS = pytest.StashKey[dict]()
-EVIDENCE = pytest.StashKey[Evidence]()
+CLAIM = pytest.StashKey[Claim]()
 
 
 def refs(config: pytest.Config) -> list:

@@ -57,7 +57,9 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
 def _threshold_changes(old: dict, new: dict) -> list[dict[str, Any]]:
     """Thresholds judged by differently in the two reports (their ``threshold_overrides`` against the defaults),
     so that a flip caused by a changed rule is not read as a changed model."""
-    from claimlens.thresholds import DEFAULTS
+    from claimlens.thresholds import defaults
+
+    DEFAULTS = defaults()
 
     a, b = old.get("threshold_overrides") or {}, new.get("threshold_overrides") or {}
     out = []

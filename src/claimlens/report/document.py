@@ -6,13 +6,14 @@ Pure Python: no torch (the plugin imports this at session end; ``claimlens merge
 
 A record (one per claim test) holds: ``nodeid``, ``claim_id``, ``statement``, ``source``, ``run``,
 ``parameters``, ``outcome`` (passed, failed, skipped), ``message``, ``duration`` (s), and what the test
-was judged on — ``series``, ``measurements``, ``phases``, ``notes`` (see :class:`claimlens.plugin.evidence.Evidence`).
+was judged on — ``series``, ``measurements``, ``phases``, ``notes`` (see :class:`claimlens.plugin.claim.Claim`).
 The schema is ``report/schema.json``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -25,7 +26,7 @@ from typing import Any
 from claimlens._io import atomic_write_json
 from claimlens.errors import ClaimlensError
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2  # 2: claim_kind, validation, thresholds per record; status, source_value, margin per check
 OUTCOMES = ("passed", "failed", "skipped")
 EMPTY_EVIDENCE = {"series": [], "measurements": [], "phases": {}, "notes": []}
 
@@ -52,13 +53,42 @@ def provenance(rootdir: Path) -> dict[str, Any]:
             "git_commit": commit}
 
 
+def jsonable(x: Any) -> Any:
+    """``x`` as plain JSON: tensors and numpy values through ``tolist()``/``item()``, non-finite floats as
+    None, tuples as lists, dict keys as strings, and anything else as its ``repr`` (a record must always be
+    writable: one odd value must never cost the whole report)."""
+    if isinstance(x, bool) or x is None or isinstance(x, str):
+        return x
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if hasattr(x, "tolist") and callable(x.tolist):
+        try:
+            return jsonable(x.tolist())
+        except Exception:
+            return repr(x)
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    try:
+        value = float(x)  # Decimal, numpy scalars without tolist, …
+    except (TypeError, ValueError):
+        return repr(x)
+    return value if math.isfinite(value) else None
+
+
 def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, parameters: dict[str, Any], outcome: str,
-                 message: str | None, duration: float, evidence: dict[str, Any] | None) -> dict[str, Any]:
-    """One record: the test, its claim (``id``, ``statement``, ``source`` from the marker), the outcome and
-    the evidence it was judged on."""
-    return {
+                 message: str | None, duration: float, evidence: dict[str, Any] | None,
+                 thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One record: the test, its claim (``id``, ``statement``, ``source``, ``kind``, ``validation``), the outcome,
+    the evidence it was judged on and the thresholds it was judged by (value, default, source's value, why)."""
+    return jsonable({
         "nodeid": nodeid,
         "claim_id": claim.get("id"),
+        "claim_kind": claim.get("kind") or "empirical",
+        "validation": claim.get("validation") or "",
         "statement": claim.get("statement"),
         "source": claim.get("source"),
         "run": run,
@@ -66,8 +96,9 @@ def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, paramet
         "outcome": outcome,
         "message": message,
         "duration": round(duration, 4),
+        "thresholds": thresholds or {},
         **(evidence if evidence is not None else EMPTY_EVIDENCE),
-    }
+    })
 
 
 def summary(records: Iterable[dict[str, Any]]) -> dict[str, int]:

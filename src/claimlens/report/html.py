@@ -110,18 +110,40 @@ def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = N
 # ----------------------------------------------------------------------------- page
 
 
+STATUS = {"passed": '<span class="ok">pass</span>', "failed": '<span class="bad">fail</span>',
+          "not judged": '<span class="muted">not judged</span>', "recorded": ""}
+KIND_TEXT = {
+    "empirical": "empirical: can fail on a real model; a failure is a finding about the run",
+    "identity": "identity: holds for every model by construction; a failure means the metric is computed wrong",
+    "informational": "informational: reports numbers, no pass rule",
+}
+
+
 def _measurement_rows(measurements: list[dict]) -> str:
     rows = []
     for m in measurements:
-        verdict = {True: '<span class="ok">pass</span>', False: '<span class="bad">fail</span>'}.get(m.get("passed"), "")
+        status = m.get("status") or {True: "passed", False: "failed"}.get(m.get("passed"), "recorded")
         thr = f'{esc(m.get("op"))} {fmt(m.get("threshold"))}' if m.get("threshold") is not None else ""
-        rows.append(f"<tr><td>{esc(m['name'])}{' · ' + esc(m['label']) if m.get('label') else ''}</td>"
-                    f"<td class=num>{fmt(m.get('value'))}</td><td class=num>{thr}</td>"
-                    f"<td class=num>{esc(m.get('epoch')) if m.get('epoch') is not None else ''}</td><td>{verdict}</td></tr>")
+        value = fmt(m.get("value")) if m.get("value") is not None else esc(m.get("reason") or "")
+        margin = fmt(m.get("margin")) if m.get("margin") is not None else ""
+        source = f"source: {fmt(m['source_value'])}" if m.get("source_value") is not None else ""
+        rows.append(f'<tr class="{esc(status).replace(" ", "-")}"><td>{esc(m["name"])}'
+                    f'{" · " + esc(m["label"]) if m.get("label") else ""}'
+                    f'{" <span class=muted>(" + esc(m["detail"]) + ")</span>" if m.get("detail") else ""}</td>'
+                    f"<td class=num>{value}</td><td class=num>{thr}</td><td class=num>{margin}</td>"
+                    f"<td class=num>{source}</td>"
+                    f"<td class=num>{esc(m.get('epoch')) if m.get('epoch') is not None else ''}</td>"
+                    f"<td>{STATUS.get(status, esc(status))}</td></tr>")
     if not rows:
         return ""
-    return ("<table class=meas><thead><tr><th>measurement</th><th>value</th><th>threshold</th><th>epoch</th>"
-            "<th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return ("<table class=meas><thead><tr><th>check</th><th>measured</th><th>threshold</th>"
+            "<th title='measured / threshold'>margin</th><th title=\"the source's own value of the quantity\">"
+            "source</th><th>epoch</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def kind_badge(kind: str | None) -> str:
+    kind = kind or "empirical"
+    return f'<span class="kind {esc(kind)}" title="{esc(KIND_TEXT.get(kind, kind))}">{esc(kind)}</span>'
 
 
 def _record_card(r: dict) -> str:
@@ -176,6 +198,9 @@ svg.chart{background:#fff} .frame{fill:none;stroke:#bbb} .grid{stroke:#eee} .tic
 .phase{stroke:#555;stroke-dasharray:4 3} .phase-label{font-size:10px;fill:#555} .threshold{stroke:#c62828;stroke-dasharray:6 3}
 figure{margin:6px 0} figcaption{font-size:12px} .key{margin-right:10px} .key i{display:inline-block;width:10px;height:10px;margin-right:3px}
 .filters label{margin-right:12px} .matrix td{text-align:center}
+.kind{font-size:11px;border:1px solid #999;border-radius:8px;padding:0 6px;color:#555;font-weight:normal}
+.kind.identity{border-color:#1565c0;color:#1565c0}.kind.informational{border-color:#6a1b9a;color:#6a1b9a}
+.kind-note{font-size:12px;color:#1565c0} tr.not-judged td{color:#888}
 """
 
 JS = """
@@ -264,7 +289,8 @@ def render(document: dict[str, Any]) -> str:
 
     matrix = ("<h2>Claims × runs</h2><table class=matrix><thead><tr><th>family</th><th>claim</th>"
               + "".join(f"<th>{esc(r)}</th>" for r in runs) + "</tr></thead><tbody>"
-              + "".join(f'<tr><td>{esc(family(rs))}</td><td><a href="#{esc(cid)}">{esc(cid)}</a></td>'
+              + "".join(f'<tr><td>{esc(family(rs))}</td><td><a href="#{esc(cid)}">{esc(cid)}</a> '
+                        f'{kind_badge(rs[0].get("claim_kind"))}</td>'
                         + "".join(cell(rs, r) for r in runs) + "</tr>"
                         for cid, rs in sorted(claims.items(), key=lambda kv: (family(kv[1]), kv[0]))) + "</tbody></table>")
     filters = ('<p class=filters>show: ' + "".join(
@@ -282,8 +308,13 @@ def render(document: dict[str, Any]) -> str:
                 body.append(_per_checkpoint_card(group))
             else:
                 body.extend(_record_card(r) for r in group)
-        sections.append(f'<section class="claim" id="{esc(cid)}"><h3>{esc(cid)}</h3><p>{esc(first.get("statement"))}</p>'
-                        f'<p class=muted>source: {esc(first.get("source"))}</p>{"".join(body)}</section>')
+        kind = first.get("claim_kind") or "empirical"
+        validation = (f'<p class=muted>rule checked against: {esc(first["validation"])}</p>'
+                      if first.get("validation") else "")
+        kind_note = (f'<p class="kind-note">{esc(KIND_TEXT[kind])}</p>' if kind != "empirical" else "")
+        sections.append(f'<section class="claim" id="{esc(cid)}"><h3>{esc(cid)} {kind_badge(kind)}</h3>'
+                        f'<p>{esc(first.get("statement"))}</p>{kind_note}'
+                        f'<p class=muted>source: {esc(first.get("source"))}</p>{validation}{"".join(body)}</section>')
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>claimlens report</title>"
             f"<style>{CSS}</style></head><body>{head}{_overrides_section(document.get('threshold_overrides'))}"
             f"{_baseline_section(document.get('baseline_diff'))}"
