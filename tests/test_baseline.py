@@ -91,7 +91,9 @@ def test_diff_added_removed_and_moves():
     d = diff(doc(record("a", "passed"), record("b", "passed", 1.0)),
              doc(record("b", "failed", 1.2), record("c", "passed")), rtol=0.1)
     assert d["added"] == ["c"] and d["removed"] == ["a"]
-    assert [(f["nodeid"], f["from"], f["to"]) for f in d["flips"]] == [("b", "passed", "failed")]
+    # a passed claim that is not judged any more is a flip too ("missing")
+    assert [(f["nodeid"], f["from"], f["to"]) for f in d["flips"]] == [("b", "passed", "failed"),
+                                                                        ("a", "passed", "missing")]
     assert {(m["kind"], round(m["relative_change"], 3)) for m in d["moves_beyond_tolerance"]} == {
         ("measurement", 0.2), ("series", 0.2)}
 

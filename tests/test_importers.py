@@ -205,3 +205,23 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "claimlens import: error:" in result.stderr and "broken.pth" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_parameters_zero_at_every_checkpoint_are_named_with_a_proposal(tiny_run, tmp_path, capsys):
+    """E2-09: an import whose MLP biases are zero at every checkpoint (a run that froze them) says so and how to
+    hold them fixed; the proposal is recorded in the run's source."""
+    def zero_mlp_biases(params):
+        sd = hooked_state_dict(params)
+        sd["blocks.0.mlp.b_in"] = torch.zeros_like(sd["blocks.0.mlp.b_in"])
+        sd["blocks.0.mlp.b_out"] = torch.zeros_like(sd["blocks.0.mlp.b_out"])
+        return sd
+
+    path = full_run_file(tmp_path / "full_run_data.pth", tiny_run, convert=zero_mlp_biases)
+    assert main(["import", str(path), "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "['blocks.0.mlp.b_in', 'blocks.0.mlp.b_out'] are zero at every checkpoint" in out
+    assert "under [model] frozen" in out
+    from claimlens.runs.store import Run
+
+    source = Run.open(tmp_path / "run").manifest["source"]
+    assert source["always_zero"] == ["blocks.0.mlp.b_in", "blocks.0.mlp.b_out"]

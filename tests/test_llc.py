@@ -1,9 +1,12 @@
 """The LLC estimator on models whose learning coefficient is known, and its diagnostics."""
 
+import dataclasses
+import math
+
 import pytest
 import torch
 
-from claimlens.metrics.llc import SGLDConfig, estimate_llc
+from claimlens.metrics.llc import LLCResult, SGLDConfig, diagnose, estimate_llc
 
 
 def linear_regression(d=10, n=2000, seed=0):
@@ -181,3 +184,70 @@ def test_llc_over_a_run_is_cached_and_a_damaged_entry_is_recomputed(tiny_mlp_run
     entry.write_bytes(entry.read_bytes()[:100])  # truncated
     redone = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=3)
     assert not redone.from_cache and torch.equal(redone.mean, first.mean)
+
+
+# ----------------------------------------------------------------------------- health (E2-09, E2-10)
+
+
+def test_a_nan_acceptance_is_a_divergence_not_a_healthy_chain():
+    """E2-10: NaN compares false with both acceptance bounds; it must be reported, naming the chain."""
+    gen = torch.Generator().manual_seed(0)
+    traces = 0.05 + 0.005 * torch.randn(4, 400, generator=gen)
+    per_chain = 26.4 * (traces.double().mean(1) - 0.01)
+    r = LLCResult(float(per_chain.mean()), float(per_chain.std()), per_chain, 0.01, traces,
+                  torch.tensor([float("nan"), 0.91, 0.90, 0.92]),
+                  {"epsilon": 1e-4, "gamma": 300.0, "num_burnin": 300, "num_draws": 400, "nbeta": 26.4})
+    problems = diagnose(r, where="E2-10")
+    assert len(problems) == 1 and "chain 0 diverged: the MALA acceptance is not finite" in problems[0]
+
+
+def test_a_non_finite_energy_gives_a_nan_acceptance():
+    from claimlens.metrics.llc import _mala_acceptance
+
+    w = {"x": torch.zeros(2, 3)}
+    new = {"x": torch.ones(2, 3)}
+    U, U_new = torch.tensor([1.0, 1.0]), torch.tensor([float("inf"), 2.0])
+    g = {"x": torch.zeros(2, 3)}
+    a = _mala_acceptance(w, new, U, U_new, g, g, 1e-2)
+    assert math.isnan(float(a[0])) and 0 <= float(a[1]) <= 1
+
+
+def test_nbeta_follows_the_batch_actually_drawn():
+    """A training set smaller than the nominal minibatch must not get the nominal batch's nβ."""
+    config = SGLDConfig(batch_size=128)
+    assert config.effective_batch(50) == 50 and config.resolved_nbeta(50) == pytest.approx(50 / math.log(50))
+    assert config.resolved_nbeta(1000) == pytest.approx(128 / math.log(128))
+    r = estimate_llc(lambda w, rows: (w["x"] ** 2).sum() + 0 * rows.sum(), {"x": torch.zeros(2)}, 50,
+                     SGLDConfig(batch_size=128, num_chains=2, num_draws=20, num_burnin=5, epsilon=1e-3, gamma=10))
+    assert r.config["effective_batch_size"] == 50 and r.config["nbeta"] == pytest.approx(50 / math.log(50))
+
+
+def test_frozen_parameters_are_held_by_training_and_left_out_of_the_llc(tmp_path):
+    """E2-09: a spec that freezes the MLP biases (as the TransformerLens demo does): training keeps them at their
+    initial zeros, and the LLC samples only the rest and records the frozen set."""
+    from claimlens.analysis.llc import estimate_at
+    from claimlens.training import Trainer
+    from conftest import tiny_spec
+
+    base = tiny_spec(epochs=20, checkpoint_every=10)
+    frozen = ("blocks.0.mlp.b_in", "blocks.0.mlp.b_out")
+    spec = dataclasses.replace(base, model=dataclasses.replace(base.model, frozen=frozen)).validate()
+    assert spec.hash != base.hash and tiny_spec().hash == tiny_spec().hash
+    run = Trainer(spec, tmp_path / "frozen", progress=False).train()
+    for epoch in run.epochs:
+        params = run.checkpoint(epoch)
+        assert not params["blocks.0.mlp.b_in"].any() and not params["blocks.0.mlp.b_out"].any()
+    assert run.checkpoint(run.epochs[-1])["blocks.0.mlp.W_in"].abs().sum() > 0
+    r = estimate_at(run, run.epochs[-1], SGLDConfig(num_chains=2, num_draws=20, num_burnin=5, batch_size=64))
+    assert set(frozen) <= set(r.config["frozen"])
+
+
+def test_an_unknown_frozen_name_is_refused():
+    from claimlens.errors import SpecError
+    from claimlens.models import frozen_params
+    from conftest import tiny_spec
+
+    spec = tiny_spec()
+    cfg = dataclasses.replace(spec.model, frozen=("blocks.0.mlp.b_middle",))
+    with pytest.raises(SpecError, match=r"model.frozen names \['blocks.0.mlp.b_middle'\]"):
+        frozen_params(cfg, 23)

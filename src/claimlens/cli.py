@@ -95,6 +95,10 @@ def _print_info(run) -> None:
         f"warmup={t.warmup_steps} epochs={t.epochs} seed={t.seed}",
         f"epochs     {info['checkpoints']['count']} checkpoints, {info['checkpoints']['first']} … {info['checkpoints']['last']}",
     ]
+    if m.frozen:
+        lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
+    if info["source"].get("proposal"):
+        lines.append(f"note       {info['source']['proposal']}")
     if "final" in info:
         f = info["final"]
         lines.append(f"final      epoch {f['epoch']}: train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; "
@@ -132,7 +136,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
     d = diff(_load_report(args.old), _load_report(args.new), rtol=args.rtol)
     print(json.dumps(d, indent=1) if args.json else "\n".join(format_diff(d)))
-    return 1 if any(f["to"] == "failed" for f in d["flips"]) else 0
+    return 1 if any(f["to"] != "passed" for f in d["flips"]) else 0
 
 
 def _cmd_thresholds(args: argparse.Namespace) -> int:
@@ -228,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ClaimlensError as exc:
         print(f"claimlens {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only folder: files are written atomically, so nothing was lost
+        where = f" {exc.filename!s}" if exc.filename else ""
+        print(f"claimlens {args.command}: error: could not read or write{where} ({exc.strerror or exc}); files "
+              f"written before are unchanged", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"claimlens {args.command}: interrupted; run the same command again to resume", file=sys.stderr)

@@ -78,9 +78,14 @@ class ModelConfig:
     combine: Literal["sum", "concat"] = "sum"
     # both
     act_fn: Literal["relu", "gelu"] = "relu"
+    # parameters held fixed at their initial values by training and by the LLC (e.g. the TransformerLens
+    # demo's frozen ``blocks.0.mlp.b_in`` / ``b_out``), on top of the biases attn_bias/unembed_bias switch off
+    frozen: tuple[str, ...] = ()
 
     def validate(self) -> None:
         _check(self.kind in ("transformer", "mlp"), "model.kind", "must be 'transformer' or 'mlp'", self.kind)
+        _check(all(isinstance(n, str) and n for n in self.frozen), "model.frozen",
+               "must be a list of parameter names (e.g. \"blocks.0.mlp.b_in\")", list(self.frozen))
         _check(self.act_fn in ("relu", "gelu"), "model.act_fn", "must be 'relu' or 'gelu'", self.act_fn)
         if self.kind == "transformer":
             for key in ("d_model", "n_heads", "d_head", "d_mlp"):
@@ -163,6 +168,8 @@ class RunSpec:
         payload = {"task": d["task"], "model": d["model"], "train": dict(d["train"])}
         if payload["train"]["batch_size"] == 0:  # full batch: hashed as before batch_size existed
             del payload["train"]["batch_size"]
+        if not payload["model"].get("frozen"):  # nothing extra frozen: hashed as before the field existed
+            payload["model"] = {k: v for k, v in payload["model"].items() if k != "frozen"}
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     @classmethod

@@ -85,11 +85,20 @@ def param_shapes(cfg: ModelConfig, p: int) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def frozen_params(cfg: ModelConfig) -> set[str]:
-    """Parameters held fixed during training (the zero biases the paper's model does not have)."""
+def frozen_params(cfg: ModelConfig, p: int | None = None) -> set[str]:
+    """Parameters held fixed during training and by the LLC: the zero biases the paper's model does not have
+    (``attn_bias`` / ``unembed_bias`` false) and every name in ``cfg.frozen``. With ``p``, names that are not
+    parameters of the model are refused (:class:`claimlens.errors.SpecError`)."""
+    frozen = set(cfg.frozen)
+    if p is not None:
+        unknown = sorted(frozen - set(param_shapes(cfg, p)))
+        if unknown:
+            from claimlens.errors import SpecError
+
+            raise SpecError(f"model.frozen names {unknown}, which are not parameters of this {cfg.kind}; "
+                            f"its parameters: {sorted(param_shapes(cfg, p))}")
     if cfg.kind != "transformer":
-        return set()
-    frozen = set()
+        return frozen
     if not cfg.attn_bias:
         frozen |= {f"blocks.0.attn.b_{x}" for x in "QKVO"}
     if not cfg.unembed_bias:

@@ -72,7 +72,7 @@ class Trainer:
         tr, te = task.train_idx.to(device), task.test_idx.to(device)
         x_train, y_train, x_test, y_test = tokens[tr], labels[tr], tokens[te], labels[te]
 
-        frozen = frozen_params(spec.model)
+        frozen = frozen_params(spec.model, spec.task.p)
         params = {k: v.to(device).requires_grad_(k not in frozen) for k, v in params.items()}
         trainable = [k for k in params if k not in frozen]
         optimizer = self._optimizer([params[k] for k in trainable])

@@ -84,7 +84,7 @@ def train_loss_fn(run):
     Returns the function and the frozen tensors it closes over (not sampled)."""
     model, task = run.spec.model, run.task
     x, y = task.tokens[task.train_idx], task.labels[task.train_idx]
-    frozen_names = frozen_params(model)
+    frozen_names = frozen_params(model, run.spec.task.p)
 
     def make(frozen: dict[str, torch.Tensor]):
         def loss(params, rows):
@@ -101,7 +101,9 @@ def estimate_at(run, epoch: int, config: SGLDConfig) -> LLCResult:
     params = run.checkpoint(epoch)
     frozen = {k: v for k, v in params.items() if k in frozen_names}
     sampled = {k: v for k, v in params.items() if k not in frozen_names}
-    return estimate_llc(make(frozen), sampled, n, config, where=f"run {run.name!r} epoch {epoch}")
+    result = estimate_llc(make(frozen), sampled, n, config, where=f"run {run.name!r} epoch {epoch}")
+    result.config["frozen"] = sorted(frozen_names)  # held fixed, not sampled: part of the configuration
+    return result
 
 
 def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int = 32, cache: bool = True,

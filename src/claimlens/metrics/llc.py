@@ -45,10 +45,16 @@ class SGLDConfig:
     orth_grad: bool = False  # NV's restrict_to_orth_grad: no movement along the full-batch gradient at w*
     acceptance_every: int = 4  # minibatch mode: MALA acceptance (a diagnostic) measured on every k-th draw
 
+    def effective_batch(self, n: int) -> int:
+        """The minibatch actually drawn from ``n`` rows: ``min(batch_size, n)`` (all ``n`` for full batch)."""
+        return n if self.batch_size is None else min(self.batch_size, n)
+
     def resolved_nbeta(self, n: int) -> float:
+        """``nbeta`` if set, else ``B / ln B`` for the effective minibatch ``B`` (devinterp's default): a training
+        set smaller than the nominal batch gets the ``nβ`` of the batch it really draws."""
         if self.nbeta is not None:
             return float(self.nbeta)
-        b = n if self.batch_size is None else self.batch_size
+        b = self.effective_batch(n)
         return b / math.log(b) if b > 1 else 1.0
 
 
@@ -93,7 +99,7 @@ def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, confi
     def batch():
         if config.batch_size is None:
             return all_rows.unsqueeze(0).expand(C, n)
-        return torch.stack([torch.randperm(n, generator=gen)[:config.batch_size] for _ in range(C)])
+        return torch.stack([torch.randperm(n, generator=gen)[:config.effective_batch(n)] for _ in range(C)])
 
     def energy_and_grad(wt, rows):
         g, L = step(wt, rows)
@@ -135,7 +141,8 @@ def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, confi
     accept = accept / max(n_measured, 1)
     per_chain = nbeta * (traces.double().mean(1) - init_loss)
     result = LLCResult(float(per_chain.mean()), float(per_chain.std()) if C > 1 else 0.0, per_chain, init_loss,
-                       traces, accept, {**asdict(config), "nbeta": nbeta, "n": n})
+                       traces, accept, {**asdict(config), "nbeta": nbeta, "n": n,
+                                        "effective_batch_size": config.effective_batch(n)})
     result.problems = diagnose(result, where=where)
     return result
 
@@ -184,7 +191,10 @@ def _mala_acceptance(w, new, U, U_new, gU, gU_new, eps) -> torch.Tensor:
     fwd = sum((new[k] - w[k] + eps / 2 * gU[k]).pow(2).flatten(1).sum(1) for k in w)
     bwd = sum((w[k] - new[k] + eps / 2 * gU_new[k]).pow(2).flatten(1).sum(1) for k in w)
     log_a = (fwd - bwd) / (2 * eps) + U - U_new
-    return torch.exp(torch.clamp(log_a, max=0.0)).detach()
+    a = torch.exp(torch.clamp(log_a, max=0.0))
+    # A non-finite energy (or gradient) is a divergence, not a rejection: keep it visible as NaN for diagnose().
+    finite = torch.isfinite(U) & torch.isfinite(U_new) & torch.isfinite(fwd) & torch.isfinite(bwd)
+    return torch.where(finite, a, torch.full_like(a, float("nan"))).detach()
 
 
 def diagnose(r: LLCResult, *, where: str = "checkpoint") -> list[str]:
@@ -210,6 +220,16 @@ def diagnose(r: LLCResult, *, where: str = "checkpoint") -> list[str]:
         chain, draw = (int(i) for i in torch.nonzero(bad)[0])
         problems.append(f"{where}: chain {chain} diverged at draw {draw} (non-finite loss); use a smaller epsilon "
                         f"(now {cfg['epsilon']:g}) or a larger gamma (now {cfg['gamma']:g})")
+        return problems
+    acceptance = r.acceptance.double()
+    if not bool(torch.isfinite(acceptance).all()):
+        chains = [int(i) for i in torch.nonzero(~torch.isfinite(acceptance)).flatten()]
+        problems.append(f"{where}: chain{'s' if len(chains) > 1 else ''} {', '.join(map(str, chains))} diverged: "
+                        f"the MALA acceptance is not finite (a proposal's energy or gradient was NaN or infinite); "
+                        f"use a smaller epsilon (now {cfg['epsilon']:g}) or a larger gamma (now {cfg['gamma']:g})")
+        return problems
+    if not math.isfinite(r.mean) or not bool(torch.isfinite(r.per_chain).all()):
+        problems.append(f"{where}: the estimate is not finite ({r.mean}); the chains diverged")
         return problems
     ceiling = 10 * (abs(r.init_loss) + 1)
     if (traces > ceiling).any():

@@ -26,7 +26,7 @@ import pytest
 
 from claimlens.plugin import session
 from claimlens.plugin.runs import RunRef, resolve_refs
-from claimlens.plugin.session import CLAIM, RECORDS, RUN_REFS, SUMMARY_LINES, THRESHOLDS
+from claimlens.plugin.session import CLAIM, RECORDS, RUN_REFS, SUMMARY_LINES, THRESHOLDS, UNJUDGED
 
 DEPRECATED_OPTIONS = {"--llc-checkpoints": "--claims-llc-checkpoints"}
 
@@ -101,6 +101,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[RUN_REFS] = resolve_refs(given, rootdir=Path(str(config.rootpath))) if given else None
     config.stash[RECORDS] = []
     config.stash[SUMMARY_LINES] = []
+    config.stash[UNJUDGED] = []
     _resolve_deprecated(config)
     from claimlens import thresholds as th
 
@@ -121,6 +122,16 @@ def pytest_configure(config: pytest.Config) -> None:
                                 "an end)")
     if config.getoption("claimlens_fail_on") == "flips" and not config.getoption("claimlens_baseline"):
         raise pytest.UsageError("--claims-fail-on flips needs --claims-baseline FILE")
+    baseline = config.getoption("claimlens_baseline")
+    if baseline and not config.getoption("claimlens_baseline_update"):
+        path = Path(baseline) if Path(baseline).is_absolute() else Path(str(config.invocation_params.dir)) / baseline
+        if path.exists():  # a baseline that cannot be read is a usage error now, not after the whole session
+            from claimlens.report.document import ReportError, load
+
+            try:
+                load(path)
+            except ReportError as exc:
+                raise pytest.UsageError(f"--claims-baseline: {exc}") from None
     from claimlens.plugin import fixtures
 
     config.pluginmanager.register(fixtures, "claimlens-fixtures")
@@ -228,19 +239,39 @@ def pytest_runtest_makereport(item: pytest.Item, call):
                                    "kind": spec.kind, "validation": spec.validation},
         run=ref.label if isinstance(ref, RunRef) else None,
         parameters={k: (v.label if isinstance(v, RunRef) else v) for k, v in params.items()},
-        outcome=report.outcome, message=_message(report), duration=report.duration,
+        outcome=report.outcome, message=_message(report, call), duration=report.duration,
         evidence=claim.to_dict() if claim is not None else None,
         thresholds=claim.describe_thresholds() if claim is not None else None,
     )
     item.config.hook.pytest_claimlens_record(item=item, record=record)
-    report.claimlens_record = record  # travels to the xdist controller with the report
+    report.claimlens_record = _writable(record)  # travels to the xdist controller with the report
 
 
-def _message(report) -> str | None:
+def _writable(record: dict) -> dict:
+    """The record, made JSON again after plugins had it; if it still cannot be written, an error record naming the
+    test: one bad record never costs the report or the session (serially or under xdist)."""
+    import json
+
+    from claimlens.report.document import error_record, jsonable
+
+    try:
+        record = jsonable(record)
+        json.dumps(record, allow_nan=False)
+        return record
+    except Exception as exc:  # noqa: BLE001 (anything a plugin put there)
+        return error_record(record.get("nodeid", "?"), f"claimlens could not write this test's record "
+                                                         f"({type(exc).__name__}: {exc})", record)
+
+
+def _message(report, call) -> str | None:
     if report.passed:
         return None
     if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2])
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    from claimlens.plugin.claim import ClaimFailure
+
+    if call.excinfo is not None and isinstance(call.excinfo.value, ClaimFailure):
+        return str(call.excinfo.value)  # every failed check, without the exception's class name
     crash = getattr(report.longrepr, "reprcrash", None)
     return crash.message if crash is not None else str(report.longrepr)[-2000:]
 

@@ -8,6 +8,8 @@ its forward pass, shared), ``phases``, ``llc_series`` / ``llc_series_orth`` (the
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
 from claimlens.plugin.claim import Claim, spec_of
@@ -18,6 +20,18 @@ from claimlens.plugin.session import CLAIM, THRESHOLDS
 def run(request: pytest.FixtureRequest):
     """The :class:`claimlens.runs.Run` under test (trained and cached first if given as a spec)."""
     return request.param.open(device=request.config.getoption("claimlens_device"))
+
+
+@contextmanager
+def _clear_errors(run):
+    """A bad input met while analysing a run (an unreadable or non-finite checkpoint) fails the claim with the
+    one-line message that names it, not a traceback."""
+    from claimlens.errors import ClaimlensError
+
+    try:
+        yield
+    except ClaimlensError as exc:
+        pytest.fail(f"run {run.name!r}: {exc}", pytrace=False)
 
 
 def needs_weights(run, what: str = "this claim needs the model's weights") -> None:
@@ -46,7 +60,8 @@ def run_series(run):
     from claimlens.analysis.progress import evaluate
 
     needs_transformer(run)
-    return evaluate(run)
+    with _clear_errors(run):
+        return evaluate(run)
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +82,10 @@ def final_checkpoint(run):
     from claimlens.analysis.checkpoint import final_checkpoint as final
 
     needs_weights(run)
-    return final(run)
+    with _clear_errors(run):
+        checkpoint = final(run)
+        checkpoint.activations  # noqa: B018 (read now: a bad checkpoint fails here, with its name)
+    return checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ SUMMARY_LINES = pytest.StashKey[list]()
 RECORDS = pytest.StashKey[list]()
 THRESHOLDS = pytest.StashKey[dict]()
 CLAIM = pytest.StashKey[Claim]()
+UNJUDGED = pytest.StashKey[list]()  # failed reports that carry no verdict (errors, crashes, non-claim tests)
 
 
 def refs(config: pytest.Config) -> list:
@@ -40,6 +41,15 @@ class Collector:
         record = getattr(report, "claimlens_record", None)
         if record is not None:
             self.config.stash[RECORDS].append(record)
+            if record["outcome"] == "failed" and report.when != "call":
+                self.config.stash[UNJUDGED].append(report.nodeid)  # an error in setup: no verdict was reached
+            return
+        if report.failed:
+            self.config.stash[UNJUDGED].append(report.nodeid)
+            if report.when == "???":  # pytest-xdist: the worker running this test died
+                from claimlens.report.document import crash_record
+
+                self.config.stash[RECORDS].append(crash_record(report.nodeid, str(report.longrepr)[-2000:]))
 
 
 def finish(session: pytest.Session) -> None:
@@ -66,10 +76,18 @@ def finish(session: pytest.Session) -> None:
     out = _path(config, config.getoption("claimlens_report"))
     _compare_with_baseline(session, document)
     config.hook.pytest_claimlens_update_document(config=config, document=document)
-    doc.write(out / "claims.json", document)
     from claimlens.report.html import render_file  # renders from the file just written, never from live objects
 
-    render_file(out / "claims.json", out / "claims.html")
+    try:
+        doc.write(out / "claims.json", document)
+        render_file(out / "claims.json", out / "claims.html")
+    except OSError as exc:
+        config.stash[SUMMARY_LINES].append(
+            f"claimlens: error: could not write the report to {out} ({exc.strerror or exc}); the files written "
+            f"there before are unchanged")
+        session.exitstatus = max(int(session.exitstatus), int(pytest.ExitCode.INTERNAL_ERROR))
+        config.stash[RECORDS] = []
+        return
     config.stash[RECORDS] = []
     config.stash[SUMMARY_LINES].insert(0, f"claimlens: {len(records)} claim records written to "
                                           f"{out / 'claims.json'} and {out / 'claims.html'}")
@@ -104,8 +122,13 @@ def _compare_with_baseline(session: pytest.Session, document: dict) -> None:
     d = diff(old, document, rtol=config.getoption("claimlens_rtol"), tolerances=tolerances)
     document["baseline_diff"] = {**d, "baseline": str(baseline)}
     lines.extend(format_diff(d))
-    if config.getoption("claimlens_fail_on") == "flips" and session.exitstatus in (0, 1):
-        session.exitstatus = 1 if any(f["to"] == "failed" for f in d["flips"]) else 0
+    if config.getoption("claimlens_fail_on") == "flips":
+        if any(f["to"] != "passed" for f in d["flips"]):
+            session.exitstatus = max(int(session.exitstatus), 1)
+        elif session.exitstatus == 1 and not config.stash.get(UNJUDGED, []):
+            # only claims that also failed in the baseline failed: the gate passes. Never for errors, crashes,
+            # failed non-claim tests or any other exit status: nothing lowers a status it did not judge.
+            session.exitstatus = 0
 
 
 def terminal_summary(terminalreporter, config: pytest.Config) -> None:

@@ -41,6 +41,12 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
                           "message": b.get("message")})
         moves.extend(_measurement_moves(nodeid, a, b, rtol, tolerances))
         moves.extend(_series_moves(nodeid, a, b, rtol, tolerances))
+    # A claim that passed in the baseline and was not judged now (its test is gone, or its process died before
+    # it reported) is a flip too: the gate must never go green on what it did not judge.
+    for nodeid in sorted(set(old_r) - set(new_r)):
+        if old_r[nodeid]["outcome"] == "passed":
+            flips.append({"nodeid": nodeid, "claim_id": old_r[nodeid].get("claim_id"), "from": "passed",
+                          "to": "missing", "message": "passed in the baseline; not judged in this session"})
     moves.sort(key=lambda m: -m["relative_change"])
     return {
         "threshold_changes": _threshold_changes(old, new),

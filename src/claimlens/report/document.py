@@ -28,7 +28,8 @@ from claimlens.errors import ClaimlensError
 
 REPORT_SCHEMA_VERSION = 2  # 2: claim_kind, validation, thresholds per record; status, source_value, margin per check
 OUTCOMES = ("passed", "failed", "skipped")
-EMPTY_EVIDENCE = {"series": [], "measurements": [], "phases": {}, "notes": []}
+def empty_evidence() -> dict[str, Any]:
+    return {"series": [], "measurements": [], "phases": {}, "notes": []}
 
 
 class ReportError(ClaimlensError):
@@ -97,8 +98,23 @@ def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, paramet
         "message": message,
         "duration": round(duration, 4),
         "thresholds": thresholds or {},
-        **(evidence if evidence is not None else EMPTY_EVIDENCE),
+        **(evidence if evidence is not None else empty_evidence()),
     })
+
+
+def crash_record(nodeid: str, reason: str) -> dict[str, Any]:
+    """A failed record for a test whose process died before it reported (an xdist worker crash)."""
+    return {"nodeid": nodeid, "claim_id": None, "claim_kind": "empirical", "validation": "", "statement": None,
+            "source": None, "run": None, "parameters": {}, "outcome": "failed",
+            "message": f"the process running this test died before it reported: no verdict ({reason.strip()[-300:]})",
+            "duration": 0.0, "thresholds": {}, **empty_evidence()}
+
+
+def error_record(nodeid: str, message: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A failed record standing in for one that could not be written; keeps what was plain of the original."""
+    record = record or {}
+    keep = {k: record.get(k) for k in ("claim_id", "statement", "source", "run") if isinstance(record.get(k), str)}
+    return {**crash_record(nodeid, ""), **keep, "message": message}
 
 
 def summary(records: Iterable[dict[str, Any]]) -> dict[str, int]:
@@ -123,26 +139,81 @@ def build_document(records: list[dict[str, Any]], *, runs: list[dict[str, Any]],
     return document
 
 
+PROVENANCE = ("created", "versions", "machine", "git_commit")
+
+
 def merge(documents: list[dict]) -> dict[str, Any]:
-    """One multi-run report from several (e.g. one pytest process per run on a CI matrix)."""
+    """One multi-run report from several (e.g. one pytest process per run on a CI matrix), independent of the
+    order of ``documents``.
+
+    Each run keeps how it was judged (``runs[i]["judged"]``: its report's creation time, versions, machine, git
+    commit and threshold overrides). Top-level provenance holds only what all inputs share; top-level
+    ``threshold_overrides`` only when every input was judged by the same overrides. A claim judged by different
+    thresholds in different inputs is listed in ``threshold_conflicts``. Raises ``ValueError`` when two inputs hold
+    the same test id (the same run judged twice)."""
     if not documents:
         raise ValueError("nothing to merge")
-    runs, records, seen = [], [], set()
+    runs: dict[tuple, dict] = {}
+    records = []
+    claim_thresholds: dict[str, dict[str, dict]] = {}  # claim -> name -> {run label: value judged by}
     for doc in documents:
+        judged = {**{k: doc.get(k) for k in PROVENANCE}, "threshold_overrides": doc.get("threshold_overrides") or {}}
+        labels = []
         for run in doc.get("runs", []):
             key = (run.get("label"), run.get("content_hash"))
-            if key not in seen:
-                seen.add(key)
-                runs.append(run)
-        records.extend(doc.get("records", []))
+            runs[key] = {**run, "judged": run.get("judged", judged)}
+            labels.append(run.get("label"))
+        for r in doc.get("records", []):
+            records.append(r)
+            for name, t in (r.get("thresholds") or {}).items():
+                if isinstance(t, dict) and "value" in t:
+                    claim_thresholds.setdefault(r.get("claim_id"), {}).setdefault(name, {})[r.get("run")] = t["value"]
     nodeids = [r["nodeid"] for r in records]
     duplicates = sorted({n for n in nodeids if nodeids.count(n) > 1})
     if duplicates:
         raise ValueError(f"the reports share test ids (the same run judged twice?): {duplicates[:5]}")
-    merged = {k: v for k, v in documents[-1].items() if k not in ("runs", "records", "summary")}
-    merged.update(runs=runs, records=sorted(records, key=lambda r: r["nodeid"]), summary=summary(records),
-                  merged_from=len(documents))
+    # overrides as each run was judged (reports written before records carried their thresholds have only these)
+    for run in runs.values():
+        for cid, names in (run["judged"].get("threshold_overrides") or {}).items():
+            for name, value in names.items():
+                claim_thresholds.setdefault(cid, {}).setdefault(name, {})[run.get("label")] = value
+    runs_of_claim: dict[str, set] = {}
+    for r in records:
+        runs_of_claim.setdefault(r.get("claim_id"), set()).add(r.get("run"))
+    conflicts = []
+    for cid, names in sorted(claim_thresholds.items(), key=lambda kv: str(kv[0])):
+        judged_runs = runs_of_claim.get(cid, set())
+        for name, by_run in sorted(names.items()):
+            values = {str(run): by_run.get(run, "default") for run in sorted(judged_runs, key=str)}
+            if len(judged_runs) > 1 and len(set(map(str, values.values()))) > 1:
+                conflicts.append({"claim_id": cid, "name": name, "values": values})
+    overrides = [json.dumps(doc.get("threshold_overrides") or {}, sort_keys=True) for doc in documents]
+    merged: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "created": max(str(doc.get("created") or "") for doc in documents),
+        "versions": _shared([doc.get("versions") or {} for doc in documents]),
+        "machine": _shared([doc.get("machine") or {} for doc in documents]),
+        "git_commit": _same([doc.get("git_commit") for doc in documents]),
+        "runs": [runs[k] for k in sorted(runs, key=lambda k: (str(k[0]), str(k[1])))],
+        "records": sorted(records, key=lambda r: r["nodeid"]),
+        "summary": summary(records),
+        "merged_from": len(documents),
+    }
+    if len(set(overrides)) == 1 and documents[0].get("threshold_overrides"):
+        merged["threshold_overrides"] = documents[0]["threshold_overrides"]
+    if conflicts:
+        merged["threshold_conflicts"] = conflicts
     return merged
+
+
+def _same(values: list) -> Any:
+    return values[0] if len(set(map(str, values))) == 1 else None
+
+
+def _shared(dicts: list[dict]) -> dict:
+    """The entries every dict has with the same value (the rest are per run, under ``judged``)."""
+    keys = set.intersection(*(set(d) for d in dicts)) if dicts else set()
+    return {k: dicts[0][k] for k in sorted(keys) if all(d[k] == dicts[0][k] for d in dicts)}
 
 
 def load(path: str | Path) -> dict[str, Any]:

@@ -266,14 +266,33 @@ def render(document: dict[str, Any]) -> str:
         c = summary(rs)
         return " ".join(f'<span class="badge {o}">{c[o]}</span>' for o in OUTCOMES)
 
+    merged = any("judged" in r for r in document.get("runs", []))
+
+    def judged(r):
+        j = r.get("judged") or {}
+        over = "; ".join(f"{cid}.{n}={fmt(v)}" for cid, vs in sorted((j.get("threshold_overrides") or {}).items())
+                         for n, v in sorted(vs.items()))
+        return (f"<td><code>{esc((j.get('git_commit') or '')[:12])}</code> {esc(j.get('created'))}"
+                f"{'<br>thresholds changed: ' + esc(over) if over else ''}</td>")
+
     run_rows = "".join(
         f"<tr><td>{esc(r.get('label'))}</td><td>{run_counts(r.get('label'))}</td>"
         f"<td><code>{esc(r.get('run_dir') or r.get('path'))}</code></td>"
         f"<td><code>{esc((r.get('content_hash') or '')[:12])}</code></td><td class=num>{esc(r.get('n_checkpoints'))}</td>"
-        f"<td>{esc((r.get('spec') or {}).get('description', ''))}</td></tr>" for r in document.get("runs", []))
+        f"<td>{esc((r.get('spec') or {}).get('description', '') or r.get('provenance', ''))}</td>"
+        f"{judged(r) if merged else ''}</tr>" for r in document.get("runs", []))
     runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>passed · failed · skipped</th>"
                   "<th>directory</th><th>content hash</th>"
-                  f"<th>checkpoints</th><th>spec</th></tr></thead><tbody>{run_rows}</tbody></table>")
+                  f"<th>checkpoints</th><th>spec</th>{'<th>judged (commit, time, thresholds)</th>' if merged else ''}"
+                  f"</tr></thead><tbody>{run_rows}</tbody></table>")
+    conflicts = document.get("threshold_conflicts") or []
+    if conflicts:
+        rows = "".join(f"<tr><td>{esc(c['claim_id'])}</td><td><code>{esc(c['name'])}</code></td><td>"
+                       + ", ".join(f"{esc(run)}: {fmt(v)}" for run, v in c["values"].items()) + "</td></tr>"
+                       for c in conflicts)
+        runs_table += ("<h2>Claims judged by different thresholds</h2><p class=muted>These reports were merged "
+                       "from sessions that judged the same claim by different rules: compare their verdicts "
+                       f"with care.</p><table><tbody>{rows}</tbody></table>")
 
     def cell(claim_records, run):
         rs = [r for r in claim_records if r.get("run") == run]

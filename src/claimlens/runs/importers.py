@@ -32,7 +32,7 @@ from claimlens._io import atomic_write_bytes, load_tensors
 from claimlens.config import ModelConfig, RunSpec
 from claimlens.errors import CheckpointError, RunError, SpecError, UnsafeCheckpointError
 from claimlens.metrics.losses import cross_entropy_f64
-from claimlens.models import fingerprint, forward, param_shapes, validate_params
+from claimlens.models import fingerprint, forward, frozen_params, param_shapes, validate_params
 from claimlens.runs.store import Run, RunWriter
 from claimlens.tasks import ModularAddition, nanda_split
 
@@ -50,6 +50,9 @@ def safe_torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not re.search(r"global", str(exc), re.IGNORECASE):  # garbage, not a pickle asking for code
+            raise CheckpointError(f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt?): "
+                                  f"{_first_line(exc)}") from None
         detail = _unsafe_detail(str(exc))
         raise UnsafeCheckpointError(
             f"{str(path)!r}: refused to unpickle it: it needs Python objects other than tensors and plain "
@@ -300,6 +303,8 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
             iterator = tqdm(list(iterator), desc=f"import {spec.name}", unit="ckpt")
         rows = []
         tokens, labels = task.tokens, task.labels
+        frozen = frozen_params(spec.model, p)
+        zero: set[str] | None = None  # parameters (not already frozen) that are zero at every checkpoint so far
         for epoch, sd in iterator:
             where = f"checkpoint for epoch {epoch}"
             if isinstance(sd, Path):
@@ -308,6 +313,8 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
             params, conv = to_property_format(sd, spec.model, p, where=where)
             notes.update(conv)
             validate_params(params, spec.model, p, where=where)
+            now = {k for k, v in params.items() if k not in frozen and not bool(v.any())}
+            zero = now if zero is None else zero & now
             writer.add_checkpoint(epoch, params)
             rows.append(_log_row(epoch, params, spec, tokens, labels, task))
         writer.append_log(rows)
@@ -318,6 +325,11 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
                      for i in range(max(len(v) for v in source_log.values()))]
             atomic_write_bytes(tmp / "run" / "source_log.jsonl", ("\n".join(lines) + "\n").encode())
         writer.set_source(conversions=sorted(notes), log="computed at checkpoint epochs from the weights")
+        if zero:
+            writer.set_source(always_zero=sorted(zero), proposal=(
+                f"{sorted(zero)} are zero at every checkpoint: if training held them fixed (the TransformerLens "
+                f"grokking demo freezes every b_*), list them under [model] frozen in the spec and import again, "
+                f"so that the learning coefficient does not sample directions the run never had"))
         run = writer.finish()
         if spec.model.kind == "transformer":
             _prove_bridge_load(run)

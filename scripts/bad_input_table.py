@@ -1,0 +1,30 @@
+"""Print the bad-input battery's table (input kind × entry point → outcome): python scripts/bad_input_table.py
+
+Runs every case of tests/battery.py against a tiny freshly trained run (a few seconds) in a temporary folder.
+"""
+
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from battery import CASES, run_case, table  # noqa: E402
+
+from claimlens.training import Trainer  # noqa: E402
+from conftest import tiny_spec  # noqa: E402
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Trainer(tiny_spec(), Path(tmp) / "tiny", progress=False).train()
+        outcomes = []
+        for i, case in enumerate(CASES):
+            outcomes.append(run_case(case, Path(tmp) / f"case{i}", run))
+            print(f"{'ok  ' if outcomes[-1].ok else 'FAIL'} {case.entry}: {case.input}", file=sys.stderr)
+    print(table(outcomes))
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
