@@ -21,20 +21,20 @@ def test_attention_becomes_symmetric(run, run_series, phases, claim):
 
 
 @pytest.mark.claim(A.SYMMETRIC_WEIGHTS)
-def test_final_model_is_symmetric(run, final_checkpoint, claim):
+def test_final_model_is_symmetric(run, final_model, claim):
     if run.spec.model.kind != "transformer":
         pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}: no attention or position embeddings")
-    claim.judge(A.symmetric_weights, alg.position_cosine(final_checkpoint.params["pos_embed.W_pos"]),
-                alg.neuron_swap_asymmetry(final_checkpoint.activations.mlp_post, run.spec.task.p),
-                final_checkpoint.epoch)
+    claim.judge(A.symmetric_weights, alg.position_cosine(final_model.params["pos_embed.W_pos"]),
+                alg.neuron_swap_asymmetry(final_model.activations.mlp_post, run.spec.task.p),
+                final_model.epoch)
 
 
 @pytest.mark.claim(A.SWAP_INVARIANT)
-def test_output_invariant_under_swapping_inputs(run, final_checkpoint, claim):
+def test_output_invariant_under_swapping_inputs(run, final_model, claim):
     """A property of the model, checked on inputs drawn by Hypothesis; the worst pair drawn is recorded."""
     from claimlens.models import forward
 
-    params, p, model = final_checkpoint.params, run.spec.task.p, run.spec.model
+    params, p, model = final_model.params, run.spec.task.p, run.spec.model
     worst = {"cmp": 0.0, "pair": None}
     limit = claim.thresholds["max_logit_asymmetry"]
 
@@ -53,4 +53,4 @@ def test_output_invariant_under_swapping_inputs(run, final_checkpoint, claim):
         swap_invariant()
     finally:
         claim.check("worst G-CMP(logits(a,b), logits(b,a)) over drawn pairs", worst["cmp"], "<=", limit,
-                    epoch=final_checkpoint.epoch, label=f"pair {worst['pair']}")
+                    epoch=final_model.epoch, label=f"pair {worst['pair']}")

@@ -37,58 +37,58 @@ def test_key_frequencies_stable(run_series, phases, claim):
 
 
 @pytest.mark.claim(A.KEY_FREQUENCIES)
-def test_key_frequencies(run, run_series, final_checkpoint, claim):
+def test_key_frequencies(run, run_series, final_model, claim):
     p = run.spec.task.p
-    rule3 = fo.key_frequencies_by_norm(fo.fft_tokens(_W_L(final_checkpoint.params), fo.fourier_basis(p)), p,
+    rule3 = fo.key_frequencies_by_norm(fo.fft_tokens(_W_L(final_model.params), fo.fourier_basis(p)), p,
                                        "neuron_logit_map").keys
     claim.judge(A.key_frequencies, run_series.keys.keys, rule3)
 
 
 @pytest.mark.claim(A.NEURONS_CLUSTER)
-def test_neurons_cluster(run, run_series, final_checkpoint, claim):
-    clusters = alg.neuron_clusters(final_checkpoint.activations.mlp_post, _W_L(final_checkpoint.params),
+def test_neurons_cluster(run, run_series, final_model, claim):
+    clusters = alg.neuron_clusters(final_model.activations.mlp_post, _W_L(final_model.params),
                                    run.spec.task.p, claim.thresholds["neuron_fve"])
-    claim.judge(A.neurons_cluster, clusters, final_checkpoint.epoch)
+    claim.judge(A.neurons_cluster, clusters, final_model.epoch)
 
 
 @pytest.mark.claim(A.NEURON_LOGIT_MAP_RANK)
-def test_neuron_logit_map_is_rank_10(run, run_series, final_checkpoint, claim):
+def test_neuron_logit_map_is_rank_10(run, run_series, final_model, claim):
     keys = run_series.keys.keys
-    residual = alg.neuron_logit_map_residual(_W_L(final_checkpoint.params), keys, run.spec.task.p)
-    claim.judge(A.neuron_logit_map_rank, residual, keys, final_checkpoint.epoch)
+    residual = alg.neuron_logit_map_residual(_W_L(final_model.params), keys, run.spec.task.p)
+    claim.judge(A.neuron_logit_map_rank, residual, keys, final_model.epoch)
 
 
 @pytest.mark.claim(A.LOGITS_COS_SUM)
-def test_logits_sum_of_cosines(run, run_series, final_checkpoint, claim):
-    summary = alg.cos_sum_summary(final_checkpoint.activations.logits, run.task.labels, run_series.keys.keys,
+def test_logits_sum_of_cosines(run, run_series, final_model, claim):
+    summary = alg.cos_sum_summary(final_model.activations.logits, run.task.labels, run_series.keys.keys,
                                   run.spec.task.p)
-    claim.judge(A.logits_cos_sum, summary, final_checkpoint.epoch)
+    claim.judge(A.logits_cos_sum, summary, final_model.epoch)
 
 
 @pytest.mark.claim(A.FOURIER_ABLATIONS)
-def test_fourier_ablations(run, run_series, final_checkpoint, claim):
-    keys, p, acts = run_series.keys.keys, run.spec.task.p, final_checkpoint.activations
-    ablations = alg.fourier_ablations(acts.logits, run.task.labels, acts.mlp_post, _W_L(final_checkpoint.params),
+def test_fourier_ablations(run, run_series, final_model, claim):
+    keys, p, acts = run_series.keys.keys, run.spec.task.p, final_model.activations
+    ablations = alg.fourier_ablations(acts.logits, run.task.labels, acts.mlp_post, _W_L(final_model.params),
                                       keys, p)
     excluded = run_series["excluded_loss"]
     per_key = alg.per_key_excluded_over_train({k: float(excluded.row(f"k={k}").values[-1]) for k in keys},
                                               float(run_series["train_loss"].values[-1]))
-    claim.judge(A.fourier_ablations, ablations, per_key, p, final_checkpoint.epoch)
+    claim.judge(A.fourier_ablations, ablations, per_key, p, final_model.epoch)
 
 
 @pytest.mark.claim(A.SKIP_AND_ATTENTION_ABLATIONS)
-def test_skip_and_attention_ablations(run, run_series, final_checkpoint, claim):
-    params, acts, labels, model = final_checkpoint.params, final_checkpoint.activations, run.task.labels, run.spec.model
+def test_skip_and_attention_ablations(run, run_series, final_model, claim):
+    params, acts, labels, model = final_model.params, final_model.activations, run.task.labels, run.spec.model
     loss = cross_entropy_f64(acts.logits, labels).item()
     mlp_skip = cross_entropy_f64(ablated_logits(params, acts, model, "mlp_skip"), labels).item()
     attention = cross_entropy_f64(ablated_logits(params, acts, model, "attention"), labels).item()
-    claim.judge(A.skip_and_attention_ablations, loss, mlp_skip, attention, run.spec.task.p, final_checkpoint.epoch)
+    claim.judge(A.skip_and_attention_ablations, loss, mlp_skip, attention, run.spec.task.p, final_model.epoch)
 
 
 @pytest.mark.claim(A.ATTENTION_HEADS_FIT)
-def test_attention_heads_single_frequency_fit(run, run_series, final_checkpoint, claim):
-    fits = alg.attention_head_fits(final_checkpoint.activations.pattern, run.spec.task.p)
-    claim.judge(A.attention_heads_fit, fits, final_checkpoint.epoch)
+def test_attention_heads_single_frequency_fit(run, run_series, final_model, claim):
+    fits = alg.attention_head_fits(final_model.activations.pattern, run.spec.task.p)
+    claim.judge(A.attention_heads_fit, fits, final_model.epoch)
 
 
 @pytest.mark.claim(A.TRIG_FRACTION)

@@ -95,7 +95,8 @@ def main() -> int:
         "",
         "P passed, F failed, S skipped (the reasons follow the table). ×m is the tightest margin of the claim's "
         "judged checks: the factor by which it cleared (≥ 1) or missed (< 1) its threshold. Per-checkpoint claims "
-        "give passing / all checkpoints. Kinds: E empirical, I identity, N informational.",
+        "give passing / all checkpoints; – means the claim was not run in that session (e.g. the LLC claims, run "
+        "only on the default run with `LLC_ONLY_DEFAULT=1`). Kinds: E empirical, I identity, N informational.",
         "",
         "| claim | kind | " + " | ".join(labels) + " |",
         "| --- | --- | " + " | ".join("---" for _ in labels) + " |",
