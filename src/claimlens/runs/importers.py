@@ -80,7 +80,8 @@ def _load_with_unsafe_globals(path: Path, exc: Exception, spec_given: bool, note
     except Exception:  # noqa: BLE001 - diagnosis is best effort; the refusal below still names torch's reason
         found = []
     keys = sorted({_top_key(where) for where, _ in found})
-    spec_helps = bool(found) and all(k not in _NEEDED_KEYS and k != "(top level)" for k in keys)
+    spec_helps = bool(found) and all(k not in _NEEDED_KEYS and k != "(top level)" for k in keys) \
+        and not any(name.startswith("numpy.dtype(") for _, name in found)  # object arrays cannot be skipped
     if spec_helps and spec_given:
         data = safe_load.load(path, placeholders=tuple(sorted({name for _, name in found})))
         if notes is not None:

@@ -145,6 +145,8 @@ class _Diagnoser(pickle.Unpickler):
 
     def find_class(self, module: str, name: str) -> Any:
         full = f"{module}.{name}"
+        if full == "numpy.dtype":
+            return _diagnose_dtype
         return _PlainStandIn if full in self.allowed else _opaque_class(full)
 
     def persistent_load(self, pid: Any) -> Any:
@@ -152,16 +154,24 @@ class _Diagnoser(pickle.Unpickler):
 
 
 class _PlainStandIn:
-    """An allowed global during diagnosis (tensor rebuild, numeric numpy): inert, not reported."""
+    """An allowed global during diagnosis (tensor rebuild, numeric numpy): not reported, but what it holds is."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _PlainStandIn:
         return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        self.args = args
 
     def __setstate__(self, state: Any) -> None:
-        pass
+        self.state = state
+
+
+def _diagnose_dtype(spec: Any = None, *args: Any) -> Any:
+    try:
+        numeric = np.dtype(spec).kind in _NUMERIC_KINDS if isinstance(spec, str) else False
+    except TypeError:
+        numeric = False
+    return _PlainStandIn() if numeric else _opaque_class(f"numpy.dtype({spec!r}) (not numeric)")()
 
 
 def unsafe_globals(path: Path) -> list[tuple[str, str]]:
@@ -179,7 +189,11 @@ def unsafe_globals(path: Path) -> list[tuple[str, str]]:
 def _walk(obj: Any, where: str, depth: int = 0) -> Iterator[tuple[str, str]]:
     if depth > 50:
         return
-    if isinstance(obj, Opaque) or (isinstance(obj, type) and issubclass(obj, Opaque)):
+    if isinstance(obj, _PlainStandIn):  # its arguments and state belong to the same key
+        for child in (*getattr(obj, "args", ()), getattr(obj, "state", None)):
+            for item in child if isinstance(child, tuple) else (child,):
+                yield from _walk(item, where, depth + 1)
+    elif isinstance(obj, Opaque) or (isinstance(obj, type) and issubclass(obj, Opaque)):
         yield (where or "(top level)", obj.name)
         children = [*getattr(obj, "args", ()), getattr(obj, "state", None)] if isinstance(obj, Opaque) else []
         for child in children:
