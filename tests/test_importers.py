@@ -185,7 +185,11 @@ def test_existing_output_is_never_overwritten(tiny_run, tmp_path):
 def test_not_a_full_run_dict(tmp_path):
     source = tmp_path / "f.pth"
     torch.save({"model": {"w": torch.zeros(2)}}, source)
-    with pytest.raises(CheckpointError, match=r"no 'state_dicts' list \(keys present: \['model'\]\)"):
+    with pytest.raises(CheckpointError, match=r"a single model \(under 'model'\) and no 'epoch'.*--final-epoch"):
+        import_run(source, tmp_path / "out", progress=False)
+    torch.save({"weights": {"w": torch.zeros(2)}, "step": 3}, source)
+    with pytest.raises(CheckpointError, match=r"no 'state_dicts' / 'checkpoints' list .*keys present: "
+                                              r"\{weights: dict, step: int\}"):
         import_run(source, tmp_path / "out", progress=False)
 
 

@@ -39,7 +39,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
     spec = RunSpec.from_toml(args.spec) if args.spec else None
     run = import_run(args.source, args.out, spec=spec, name=args.name,
-                     checkpoint_every=args.checkpoint_every, progress=not args.quiet)
+                     checkpoint_every=args.checkpoint_every, epoch_pattern=args.epoch_pattern,
+                     final_epoch=args.final_epoch, progress=not args.quiet)
     print(f"imported {len(run.epochs)} checkpoints into {run.path}")
     _print_info(run)
     return 0
@@ -185,13 +186,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("import", help="import a full_run_data.pth or a folder of state dicts as a run")
+    p = sub.add_parser("import", help="import a full_run_data.pth, a single-checkpoint file or a folder of checkpoints as a run")
     p.add_argument("source", type=Path, help="full_run_data.pth-style file, or a folder of checkpoint files")
     p.add_argument("--out", type=Path, required=True, help="new run directory (must not exist or be empty)")
     p.add_argument("--spec", type=Path, help="spec TOML describing the run, if the source has no usable config")
     p.add_argument("--name", help="run name (default: from the spec or the file name)")
     p.add_argument("--checkpoint-every", type=int, help="state that the checkpoints were saved every N epochs from 0 "
                    "(only for a source without an epochs list)")
+    p.add_argument("--epoch-pattern", help="regular expression whose first group is the epoch in a checkpoint "
+                   "file's name (folders whose names carry other numbers, e.g. 'CHECKPOINT_(\\d+)_')")
+    p.add_argument("--final-epoch", type=int, help="the epoch of a file holding one model and no 'epoch' key")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import)
 

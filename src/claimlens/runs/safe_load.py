@@ -1,0 +1,207 @@
+"""Reading ``.pth`` files safely: ``torch.load(weights_only=True, map_location="cpu")`` plus a narrow allowlist.
+
+Allowed on top of torch's own weights-only set (tensors, plain containers, numbers, strings, ``torch.dtype``):
+
+* numeric numpy: scalars (``numpy._core.multiarray.scalar`` and its numpy-1 name) and arrays
+  (``numpy._core.multiarray._reconstruct`` + ``numpy.ndarray``) whose dtype is bool, integer, float or complex.
+  Object / string / void dtypes are refused while unpickling (they are built through a checked ``numpy.dtype``);
+* inert stand-ins for config classes that only hold fields: TransformerLens's ``HookedTransformerConfig`` (the
+  TL grokking demo saves ``model.cfg`` itself). The stand-in keeps the pickled attributes and is read as a dict.
+
+After loading, numpy values become Python numbers (scalars) or tensors (arrays) and stand-ins become dicts,
+so the importers only ever see tensors, containers, numbers and strings.
+
+When a file needs anything else, :func:`unsafe_globals` lists every global it asks for together with the key
+holding it, read by an unpickler whose every global is a placeholder (nothing from the file runs).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# TransformerLens config classes, by the module paths TL 1-3 pickled them under.
+_TL_CONFIG_NAMES = (
+    "transformer_lens.HookedTransformerConfig.HookedTransformerConfig",
+    "transformer_lens.config.HookedTransformerConfig.HookedTransformerConfig",
+)
+_NUMERIC_KINDS = "biufc"
+
+
+class InertConfig:
+    """Stand-in for a pickled config object: keeps the attributes it was built with, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__["_args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict, slot state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if isinstance(state, dict):
+            self.__dict__.update(state)
+
+
+def _numeric_dtype(*args: Any) -> np.dtype:
+    dtype = np.dtype(*args)
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise pickle.UnpicklingError(f"numpy dtype {dtype!r} is not numeric (only bool/int/float/complex allowed)")
+    return dtype
+
+
+def _numeric_scalar(dtype: np.dtype, *args: Any) -> Any:
+    _numeric_dtype(dtype)
+    from numpy._core.multiarray import scalar
+
+    return scalar(dtype, *args)
+
+
+def _ndarray_reconstruct(subtype: Any, *args: Any) -> np.ndarray:
+    if subtype is not np.ndarray:
+        raise pickle.UnpicklingError(f"only plain numpy.ndarray is allowed, not {subtype!r}")
+    from numpy._core.multiarray import _reconstruct
+
+    return _reconstruct(np.ndarray, *args)
+
+
+def _numeric_dtype_classes() -> list[tuple[type, str]]:
+    codes = np.typecodes["AllInteger"] + np.typecodes["AllFloat"] + "?"
+    classes = {type(np.dtype(c)) for c in codes}
+    return [(cls, f"{cls.__module__}.{cls.__qualname__}") for cls in classes]
+
+
+def allowlist() -> list[tuple[Any, str]]:
+    """The extra (callable, pickled name) pairs :func:`load` allows."""
+    pairs: list[tuple[Any, str]] = [(_numeric_dtype, "numpy.dtype"), (np.ndarray, "numpy.ndarray")]
+    for core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        pairs += [(_numeric_scalar, f"{core}.scalar"), (_ndarray_reconstruct, f"{core}._reconstruct")]
+    pairs += [(InertConfig, name) for name in _TL_CONFIG_NAMES]
+    return pairs + _numeric_dtype_classes()
+
+
+def load(path: Path, *, placeholders: tuple[str, ...] = ()) -> Any:
+    """``torch.load`` of ``path`` on the CPU, weights only, with :func:`allowlist`; numpy/stand-ins converted.
+
+    ``placeholders``: further global names to read as inert :class:`Opaque` objects (used when the caller
+    ignores the keys holding them, e.g. a config replaced by ``--spec``)."""
+    extra = allowlist() + [(Opaque, name) for name in placeholders]
+    with torch.serialization.safe_globals(extra):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    return plain(obj)
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars as Python numbers, numpy arrays as tensors and stand-ins as dicts."""
+    if isinstance(obj, dict):
+        return type(obj)((k, plain(v)) for k, v in obj.items()) if type(obj) is not dict else \
+            {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj).copy())
+    if isinstance(obj, InertConfig):
+        return {k: plain(v) for k, v in vars(obj).items() if k != "_args"}
+    return obj
+
+
+# ----------------------------------------------------------------------------- diagnosis of a refused file
+
+
+class Opaque:
+    """Placeholder for a global a file asks for: records its name and arguments, never runs anything."""
+
+    name = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Opaque:
+        return _opaque_class(self.name)(*args)
+
+
+def _opaque_class(name: str) -> type:
+    return type("Opaque", (Opaque,), {"name": name})
+
+
+class _Diagnoser(pickle.Unpickler):
+    """Unpickles ``data.pkl`` with every non-allowed global replaced by an :class:`Opaque` subclass."""
+
+    def __init__(self, file: Any, allowed: set[str]) -> None:
+        super().__init__(file, encoding="utf-8")
+        self.allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module}.{name}"
+        if full == "numpy.dtype":
+            return _diagnose_dtype
+        return _PlainStandIn if full in self.allowed else _opaque_class(full)
+
+    def persistent_load(self, pid: Any) -> Any:
+        return None
+
+
+class _PlainStandIn:
+    """An allowed global during diagnosis (tensor rebuild, numeric numpy): not reported, but what it holds is."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _PlainStandIn:
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _diagnose_dtype(spec: Any = None, *args: Any) -> Any:
+    try:
+        numeric = np.dtype(spec).kind in _NUMERIC_KINDS if isinstance(spec, str) else False
+    except TypeError:
+        numeric = False
+    return _PlainStandIn() if numeric else _opaque_class(f"numpy.dtype({spec!r}) (not numeric)")()
+
+
+def unsafe_globals(path: Path) -> list[tuple[str, str]]:
+    """Every ``(key path, global name)`` in ``path`` that :func:`load` refuses, e.g. ``("config", "os.system")``."""
+    from torch._weights_only_unpickler import _get_allowed_globals
+
+    allowed = set(_get_allowed_globals()) | {name for _, name in allowlist()}
+    with zipfile.ZipFile(path) as zf:
+        pkl = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+        obj = _Diagnoser(io.BytesIO(zf.read(pkl)), allowed).load()
+    found = sorted(set(_walk(obj, "")))
+    return found
+
+
+def _walk(obj: Any, where: str, depth: int = 0) -> Iterator[tuple[str, str]]:
+    if depth > 50:
+        return
+    if isinstance(obj, _PlainStandIn):  # its arguments and state belong to the same key
+        for child in (*getattr(obj, "args", ()), getattr(obj, "state", None)):
+            for item in child if isinstance(child, tuple) else (child,):
+                yield from _walk(item, where, depth + 1)
+    elif isinstance(obj, Opaque) or (isinstance(obj, type) and issubclass(obj, Opaque)):
+        yield (where or "(top level)", obj.name)
+        children = [*getattr(obj, "args", ()), getattr(obj, "state", None)] if isinstance(obj, Opaque) else []
+        for child in children:
+            yield from _walk(child, where, depth + 1)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _walk(k, where, depth + 1)
+            yield from _walk(v, f"{where}.{k}" if where else str(k), depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, v in enumerate(obj):
+            yield from _walk(v, f"{where}[{i}]", depth + 1)
