@@ -46,7 +46,7 @@ def cell(records: list[dict]) -> str:
     for r in records:
         counts[r["outcome"]] += 1
     if len(records) > 1 and all("epoch" in r.get("parameters", {}) for r in records):
-        return f"{counts['passed']}/{len(records)}"
+        return "S" if counts["skipped"] == len(records) else f"{counts['passed']}/{len(records)}"
     outcome = "F" if counts["failed"] else ("P" if counts["passed"] else "S")
     margin, _ = tightest(records)
     return f"{outcome} ×{margin:.3g}" if margin is not None and outcome != "S" else outcome
