@@ -56,6 +56,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--note", default="", help="a line on how this version was produced (which runs are missing)")
     args = parser.parse_args()
     docs = [json.loads(p.read_text()) for p in args.reports]
     runs, by_claim, kinds, skips = [], defaultdict(dict), {}, defaultdict(dict)
@@ -80,6 +81,7 @@ def main() -> int:
         f"Code at commit {', '.join(c[:12] for c in commits)}; reports created "
         f"{min(d['created'] for d in docs)} … {max(d['created'] for d in docs)}.",
         "",
+        *([args.note, ""] if args.note else []),
         "## The runs",
         "",
         "| label | kind | checkpoints | content hash | what |",

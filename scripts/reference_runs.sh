@@ -33,4 +33,5 @@ for run in "${runs[@]}"; do
         > "$out/$label.log" 2>&1 || [ $? -eq 1 ]
     reports+=("$out/$label/claims.json")
 done
-python scripts/reference_runs.py "${reports[@]}" --out docs/reference_runs.md
+python scripts/reference_runs.py "${reports[@]}" --out docs/reference_runs.md \
+    --note "Runs: ${runs[*]}; LLC claims $([ "${LLC_ONLY_DEFAULT:-0}" = 1 ] && echo 'on the default run only' || echo 'on every run')."
