@@ -1,6 +1,9 @@
-"""The real-world import cases of ``../shared/cases`` (E2-01 … E2-05): each generator is run into a temporary
-folder and the import must give the right data or a refusal that names the next step."""
+"""The real-world import cases of ``../shared/cases`` (E2-01 … E2-08): each generator is run into a temporary
+folder and the import must give the right data or a refusal that names the next step. Then the file's own
+evidence: logged losses recomputed, a split found by the sources' rules, the optimizer state against the config."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +16,7 @@ import torch
 import claimlens
 from claimlens.config import RunSpec
 from claimlens.errors import CheckpointError, UnsafeCheckpointError
+from claimlens.runs import safe_load
 from claimlens.runs.importers import epoch_from_name, import_run
 
 CASES = Path(os.environ.get("CLAIMLENS_CASES", Path(__file__).resolve().parents[2] / "shared" / "cases"))
@@ -42,7 +46,12 @@ def random_property_params(seed):
 @pytest.mark.parametrize("variant", ["tl_demo_full_run.pth", "tl_demo_full_run_plain_cfg.pth"])
 def test_e2_01_tl_demo_file_imports_without_a_spec(tmp_path, variant):
     src = generate("E2-01", tmp_path / "src")
-    run = import_run(src / variant, tmp_path / "run", progress=False)
+    # the generator's logged losses are made up (4.73·0.99^i) for random weights: the import says so and stops
+    with pytest.raises(CheckpointError, match=r"do not reproduce the file's own train_losses.*epoch 399 recomputed "
+                                              r"4\.\d+, logged 0\.08\d+.*--ignore-logged-losses"):
+        import_run(src / variant, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    run = import_run(src / variant, tmp_path / "run", ignore_logged_losses=True, progress=False)
     torch.manual_seed(598)
     perm = torch.randperm(113 * 113)
     assert run.epochs == [99, 199, 299, 399]
@@ -57,7 +66,7 @@ def test_e2_01_tl_demo_file_imports_without_a_spec(tmp_path, variant):
 def test_e2_01_tl_demo_file_with_its_spec(tmp_path):
     src = generate("E2-01", tmp_path / "src")
     run = import_run(src / "tl_demo_full_run.pth", tmp_path / "run", spec=RunSpec.from_toml(src / "spec.toml"),
-                     progress=False)
+                     ignore_logged_losses=True, progress=False)
     assert run.epochs == [99, 199, 299, 399] and run.manifest["split"]["rule"] == "stored"
 
 
@@ -66,9 +75,19 @@ def test_e2_01_tl_demo_file_with_its_spec(tmp_path):
 
 def test_e2_02_numeric_numpy_is_read_and_converted(tmp_path):
     src = generate("E2-02", tmp_path / "src")
-    losses = import_run(src / "np_scalar_losses.pth", tmp_path / "a", progress=False)
+    with pytest.raises(CheckpointError, match="do not reproduce the file's own"):  # made-up losses, random weights
+        import_run(src / "np_scalar_losses.pth", tmp_path / "a", progress=False)
+    data = safe_load.load(src / "np_scalar_losses.pth")
+    recomputed = import_run(src / "np_scalar_losses.pth", tmp_path / "a", ignore_logged_losses=True, progress=False)
+    rows = recomputed.log()
+    data["train_losses"] = [np.float64(x) for x in rows["train_loss"].tolist()]
+    data["test_losses"] = [np.float64(x) for x in rows["test_loss"].tolist()]
+    data["train_losses_epochs"] = data["test_losses_epochs"] = rows["epoch"].tolist()  # logged at checkpoints only
+    torch.save(data, tmp_path / "np_real_losses.pth")
+    losses = import_run(tmp_path / "np_real_losses.pth", tmp_path / "a2", progress=False)
     logged = (losses.path / "source_log.jsonl").read_text().splitlines()
-    assert len(logged) == 21 and '"train_loss' in logged[0]
+    assert len(logged) == len(rows["epoch"]) and '"train_loss' in logged[0]
+    assert losses.manifest["source"]["logged_losses"]["train_loss"]["verified"]
     split = import_run(src / "np_array_split.pth", tmp_path / "b", progress=False)
     perm = np.random.default_rng(1).permutation(23 * 23)
     assert split.task.train_idx.tolist() == perm[: 23 * 23 // 2].tolist()
@@ -158,7 +177,8 @@ def test_e2_04_lightning_and_tagged_names(tmp_path):
 
 @pytest.mark.parametrize("stem, epoch", [("epoch=3-step=400", 3), ("model_epoch_100", 100), ("ep12", 12),
                                          ("ckpt-1200", 1200), ("step_500", 500), ("run3_epoch_20", 20),
-                                         ("model_p99zdpze5l", None), ("final", None)])
+                                         ("model_p99zdpze5l", None), ("final", None), ("run7abc", None),
+                                         ("ckpt1200", 1200), ("model_v2_500", None)])
 def test_epoch_from_name(stem, epoch):
     assert epoch_from_name(stem) == epoch
 
@@ -204,3 +224,251 @@ def test_a_final_2022_layout_model_alone_is_a_run(tiny_run, tmp_path):
     assert run.epochs == [final] and run.manifest["source"]["format"] == "single_checkpoint"
     assert torch.equal(run.task.train_idx, tiny_run.task.train_idx)
     torch.testing.assert_close(run.log()["train_loss"], log["train_loss"][[final]], rtol=1e-6, atol=1e-9)
+
+
+# ----------------------------------------------------------------------------- E2-07
+
+
+def _load_generator(case: str):
+    import importlib.util
+
+    script = sorted(CASES.glob(f"{case}_*/make.py"))[0]
+    sys.path.insert(0, str(CASES))
+    spec = importlib.util.spec_from_file_location(f"make_{case.replace('-', '_')}", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("variant", ["untied", "tied"])
+def test_e2_07_hackathon_mlp_layout_gives_the_source_logits(tmp_path, variant):
+    from claimlens.models import forward
+
+    src = generate("E2-07", tmp_path / "src")
+    spec = RunSpec.from_toml(Path(__file__).resolve().parents[1] / "fixtures" / "llc_mlp.toml")
+    run = import_run(src / variant, tmp_path / "run", spec=spec, progress=False)
+    assert run.epochs == [0, 250, 500]
+    ours = forward(run.final(), run.task.tokens, run.spec.model).logits
+    if variant == "untied":
+        reference = torch.load(src / "reference_logits_untied.pt", weights_only=True)
+    else:
+        make = _load_generator("E2-07")
+        reference = make.nv_logits(torch.load(src / "tied" / "step_500.pt", weights_only=True), tie_unembed=True)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    conversions = run.manifest["source"]["conversions"]
+    assert any("devinterp-hackathon MLP layout" in c for c in conversions)
+    assert (variant == "tied") == any("tied unembedding" in c for c in conversions)
+
+
+def test_e2_07_hackathon_layout_needs_the_concat_mlp(tmp_path):
+    src = generate("E2-07", tmp_path / "src")
+    spec = RunSpec.from_toml(Path(__file__).resolve().parents[1] / "fixtures" / "llc_mlp.toml")
+    summed = dataclasses.replace(spec, model=dataclasses.replace(spec.model, combine="sum"))
+    with pytest.raises(CheckpointError, match=r'combine = "concat".*fixtures/llc_mlp.toml'):
+        import_run(src / "untied", tmp_path / "run", spec=summed, progress=False)
+
+
+# ----------------------------------------------------------------------------- E2-08
+
+
+def test_e2_08_clock_pizza_attention_is_refused_with_the_reason(tmp_path):
+    src = generate("E2-08", tmp_path / "src")
+    for source in (src / "eqn_sign1", src / "eqn_sign1" / "model_p99zdpze5l.pt"):
+        with pytest.raises(CheckpointError, match=r"attn_coeff = 0: .*α·softmax.*all-ones.*never used"):
+            import_run(source, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match=r"eqn_sign = 0: the model reads \[a, b\] without an '=' token"):
+        import_run(src / "eqn_sign0", tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_e2_08_clock_model_without_its_split_is_refused_and_never_dated_by_its_run_id(tmp_path):
+    src = generate("E2-08", tmp_path / "src")
+    folder = src / "eqn_sign1"
+    config = json.loads((folder / "config_p99zdpze5l.json").read_text())
+    (folder / "config_p99zdpze5l.json").write_text(json.dumps({**config, "attn_coeff": 1}))
+    with pytest.raises(CheckpointError, match=r"unseeded torch.utils.data.random_split"):
+        import_run(folder, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match=r"unseeded torch.utils.data.random_split"):
+        import_run(folder / "model_p99zdpze5l.pt", tmp_path / "run", progress=False)
+    assert epoch_from_name("model_p99zdpze5l") is None
+
+
+# ----------------------------------------------------------------------------- the file's own evidence
+
+
+def _full_run(tiny_run, path, *, epochs=None, label=lambda e: e, config=None, **extra):
+    from tests.test_importers import TINY_CONFIG, hooked_state_dict
+
+    epochs = tiny_run.epochs if epochs is None else epochs
+    data = {"state_dicts": [hooked_state_dict(tiny_run.checkpoint(e)) for e in epochs],
+            "epochs": [label(e) for e in epochs], "config": dict(TINY_CONFIG if config is None else config), **extra}
+    torch.save(data, path)
+    return path
+
+
+def test_logged_losses_are_reproduced_and_kept_on_their_own_epochs(tiny_run, tmp_path):
+    log = tiny_run.log()
+    test_epochs = [e for e in log["epoch"].tolist() if e % 20 == 0]  # test loss logged every 20 epochs
+    path = _full_run(tiny_run, tmp_path / "f.pth", train_losses=log["train_loss"].tolist(),
+                     test_losses=[float(log["test_loss"][e]) for e in test_epochs], test_epochs=test_epochs)
+    run = import_run(path, tmp_path / "run", progress=False)
+    checks = run.manifest["source"]["logged_losses"]
+    assert checks["train_loss"]["offset"] == 0 and checks["train_loss"]["checkpoints_compared"] == len(run.epochs)
+    assert checks["test_loss"]["epoch_source"] == "the file's 'test_epochs'"
+    assert checks["test_loss"]["checkpoints_compared"] == len(test_epochs) and checks["test_loss"]["max_rel_err"] < 1e-9
+    rows = [json.loads(line) for line in (run.path / "source_log.jsonl").read_text().splitlines()]
+    assert len(rows) == len(log["epoch"]) and sum("test_loss" in r for r in rows) == len(test_epochs)
+
+
+def test_the_tl_demo_convention_is_recognised_by_the_offset_that_matches(tiny_run, tmp_path):
+    """TL demo: checkpoint 'epoch e' holds the weights after e + 1 steps; train_losses[e] is the loss before step
+    e + 1 (so the checkpoint's own train loss is logged at e + 1), test_losses[e] after it."""
+    log = tiny_run.log()
+    last = int(log["epoch"][-1])
+    epochs = [e for e in tiny_run.epochs if e > 0]
+    path = _full_run(tiny_run, tmp_path / "f.pth", epochs=epochs, label=lambda e: e - 1,
+                     train_losses=log["train_loss"][:last].tolist(), test_losses=log["test_loss"][1:].tolist())
+    checks = import_run(path, tmp_path / "run", progress=False).manifest["source"]["logged_losses"]
+    assert checks["train_loss"]["offset"] == 1 and checks["test_loss"]["offset"] == 0
+
+
+def test_a_list_that_cannot_be_placed_on_epochs_is_kept_out_with_a_note(tiny_run, tmp_path):
+    log = tiny_run.log()
+    path = _full_run(tiny_run, tmp_path / "f.pth", test_losses=log["test_loss"][::20].tolist())
+    run = import_run(path, tmp_path / "run", progress=False)
+    assert "logged_losses" not in run.manifest["source"]
+    assert any("test_losses holds 7 values but the last checkpoint is epoch 120" in c
+               for c in run.manifest["source"]["conversions"])
+
+
+def test_a_split_not_stored_is_found_from_the_logged_train_loss(tiny_run, tmp_path):
+    from tests.test_importers import TINY_CONFIG
+
+    log = tiny_run.log()
+    config = {k: v for k, v in TINY_CONFIG.items() if k not in ("seed", "frac_train")}
+    path = _full_run(tiny_run, tmp_path / "f.pth", config=config, train_losses=log["train_loss"].tolist(),
+                     test_losses=log["test_loss"].tolist())
+    run = import_run(path, tmp_path / "run", progress=False)
+    assert torch.equal(run.task.train_idx, tiny_run.task.train_idx)
+    assert run.manifest["source"]["split_rule"].startswith("found by search: nanda_shuffle with seed 1, frac_train 0.5")
+    assert run.spec.task.split_seed == 1
+
+
+def test_the_randperm_rule_is_the_tl_demo_split():
+    from claimlens.runs.evidence import SPLIT_RULES
+
+    torch.manual_seed(598)
+    assert torch.equal(SPLIT_RULES["torch_randperm"](113, 598), torch.randperm(113 * 113))
+
+
+def test_losses_that_cannot_tell_splits_apart_are_refused(tiny_run, tmp_path):
+    from tests.test_importers import TINY_CONFIG
+
+    untrained = tiny_run.epochs[0]
+    log = tiny_run.log()
+    config = {k: v for k, v in TINY_CONFIG.items() if k not in ("seed", "frac_train")}
+    path = _full_run(tiny_run, tmp_path / "f.pth", epochs=[untrained], config=config,
+                     train_losses=[float(log["train_loss"][untrained])])
+    with pytest.raises(CheckpointError, match=r"reproduce its logged train loss.*cannot tell them apart"):
+        import_run(path, tmp_path / "run", progress=False)
+
+
+def test_a_wrong_split_is_refused_by_the_logged_losses(tiny_run, tmp_path):
+    from tests.test_importers import TINY_CONFIG
+
+    log = tiny_run.log()
+    path = _full_run(tiny_run, tmp_path / "f.pth", config={**TINY_CONFIG, "seed": 2},
+                     train_losses=log["train_loss"].tolist())
+    with pytest.raises(CheckpointError, match=r"do not reproduce the file's own train_losses.*epoch \d+ recomputed"):
+        import_run(path, tmp_path / "run", progress=False)
+
+
+def test_every_checkpoint_the_same_tensor_is_refused_with_the_likely_cause(tiny_run, tmp_path):
+    from tests.test_importers import TINY_CONFIG, hooked_state_dict
+
+    final = hooked_state_dict(tiny_run.final())
+    torch.save({"state_dicts": [final] * 4, "epochs": [0, 10, 20, 30], "config": dict(TINY_CONFIG)}, tmp_path / "f.pth")
+    with pytest.raises(CheckpointError, match=r"all 4 checkpoints .* hold the same weights.*copy.deepcopy"):
+        import_run(tmp_path / "f.pth", tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_optimizer_state_is_evidence_against_the_config(tiny_run, tmp_path):
+    optimizer = {"state": {}, "param_groups": [{"lr": 1e-4, "initial_lr": 3e-3, "weight_decay": 0.3,
+                                                "betas": (0.9, 0.98)}]}
+    path = _full_run(tiny_run, tmp_path / "f.pth", optimizer=optimizer)  # the config says weight_decay 1.0
+    run = import_run(path, tmp_path / "run", progress=False)
+    assert run.spec.train.weight_decay == 0.3 and run.spec.train.betas == (0.9, 0.98)
+    assert run.manifest["source"]["config_disagrees_with_optimizer"] == {
+        "weight_decay": {"config": 1.0, "optimizer": 0.3}}
+    given = import_run(path, tmp_path / "given", spec=tiny_run.spec, progress=False)
+    assert given.spec.train.weight_decay == tiny_run.spec.train.weight_decay, "--spec is kept as given"
+    assert "weight_decay" in given.manifest["source"]["config_disagrees_with_optimizer"]
+
+
+# ----------------------------------------------------------------------------- single-checkpoint runs in a session
+
+
+def _claims_session(run_path: Path, report: Path) -> list[dict]:
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pytest", str(root / "claims"), "-q", "-p", "no:cacheprovider", "--rootdir",
+                    str(root), "--run", str(run_path), "--claims-report", str(report)],
+                   check=False, capture_output=True, cwd=report.parent)
+    return json.loads((report / "claims.json").read_text())["records"]
+
+
+def test_a_single_checkpoint_run_skips_trajectory_claims_and_info_invents_no_epochs(tiny_run, tmp_path, capsys):
+    from claimlens.cli import main
+    from tests.test_importers import TINY_CONFIG
+
+    log = tiny_run.log()
+    torch.save({"model": tiny_run.final(), "epoch": tiny_run.epochs[-1], "config": dict(TINY_CONFIG),
+                "train_losses": log["train_loss"].tolist(), "test_losses": log["test_loss"].tolist()},
+               tmp_path / "final.pth")
+    run = import_run(tmp_path / "final.pth", tmp_path / "run", progress=False)
+    capsys.readouterr()
+    assert main(["info", str(run.path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert "cannot tell when this run memorised or generalised" in info["grokking"]["unresolved"]
+    assert main(["info", str(run.path)]) == 0
+    assert "grokking   1 checkpoint: claimlens cannot tell" in capsys.readouterr().out
+    records = _claims_session(run.path, tmp_path / "rep")
+    from claimlens.rules import CLAIMS
+
+    assert records
+    for r in records:
+        if CLAIMS[r["claim_id"]].min_checkpoints > 1:
+            assert r["outcome"] == "skipped" and "needs ≥ 10 checkpoints" in r["message"], r["claim_id"]
+        else:
+            assert "needs ≥" not in (r["message"] or ""), r["claim_id"]
+
+
+@pytest.mark.slow
+def test_a_final_2022_layout_model_with_its_training_state_imports_and_its_final_claims_are_judged(tmp_path):
+    """The issue's acceptance case: one file, the final model in the 2022 layout, its optimizer and scheduler
+    state, its per-epoch loss lists and a config without the split: no spec needed, the logged final losses
+    reproduced, the split found, and the final-checkpoint claims judged (on the grokked built-in default run)."""
+    from claimlens.builtin import builtin_run
+    from tests.test_importers import paper_code_state_dict
+
+    default = builtin_run("default", progress=False)
+    log, final, spec = default.log(), default.epochs[-1], default.spec
+    torch.save({
+        "model": paper_code_state_dict(default.final(), p=spec.task.p), "epoch": final,
+        "config": {"p": spec.task.p, "d_model": spec.model.d_model, "num_heads": spec.model.n_heads,
+                   "d_head": spec.model.d_head, "d_mlp": spec.model.d_mlp, "act_type": "ReLU", "lr": spec.train.lr,
+                   "weight_decay": spec.train.weight_decay},
+        "optimizer": {"state": {}, "param_groups": [{"lr": spec.train.lr, "weight_decay": spec.train.weight_decay,
+                                                     "betas": tuple(spec.train.betas)}]},
+        "scheduler": {"last_epoch": final}, "train_losses": log["train_loss"].tolist(),
+        "test_losses": log["test_loss"].tolist()}, tmp_path / "final.pth")
+    run = import_run(tmp_path / "final.pth", tmp_path / "run", progress=False)
+    assert torch.equal(run.task.train_idx, default.task.train_idx)
+    checks = run.manifest["source"]["logged_losses"]
+    assert checks["train_loss"]["verified"] and checks["test_loss"]["verified"]
+    records = {r["claim_id"]: r for r in _claims_session(run.path, tmp_path / "rep")}
+    judged = [c for c in ("logits_are_sum_of_cosines", "key_frequencies_mainline", "neurons_cluster_by_single_frequency",
+                          "fourier_ablations_final_model", "embedding_sparse_in_fourier_basis")
+              if records[c]["outcome"] in ("passed", "failed")]
+    assert len(judged) == 5, {c: records[c]["message"] for c in records}
+    assert records["phase_boundaries_mainline"]["outcome"] == "skipped"

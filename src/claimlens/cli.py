@@ -40,7 +40,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
     spec = RunSpec.from_toml(args.spec) if args.spec else None
     run = import_run(args.source, args.out, spec=spec, name=args.name,
                      checkpoint_every=args.checkpoint_every, epoch_pattern=args.epoch_pattern,
-                     final_epoch=args.final_epoch, progress=not args.quiet)
+                     final_epoch=args.final_epoch, ignore_logged_losses=args.ignore_logged_losses,
+                     progress=not args.quiet)
     print(f"imported {len(run.epochs)} checkpoints into {run.path}")
     _print_info(run)
     return 0
@@ -58,7 +59,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _info_dict(run) -> dict:
-    from claimlens.series import grokking_summary
+    from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, grokking_summary
 
     log = run.log()
     info = {
@@ -69,11 +70,17 @@ def _info_dict(run) -> dict:
                         "last": run.epochs[-1] if run.epochs else None},
     }
     if log["epoch"].numel():
-        s = grokking_summary(log["epoch"], log["train_acc"], log["test_acc"])
         info["final"] = {k: float(v[-1]) for k, v in log.items() if k != "epoch"}
         info["final"]["epoch"] = int(log["epoch"][-1])
-        info["grokking"] = {"threshold": s.threshold, "memorised_epoch": s.memorised_epoch,
-                            "generalised_epoch": s.generalised_epoch, "delay_ratio": s.delay_ratio}
+        if len(run.epochs) < MIN_TRAJECTORY_CHECKPOINTS:
+            info["grokking"] = {"unresolved": (
+                f"{len(run.epochs)} checkpoint{'s' if len(run.epochs) != 1 else ''}: claimlens cannot tell when this "
+                f"run memorised or generalised (trajectory claims need ≥ {MIN_TRAJECTORY_CHECKPOINTS} checkpoints "
+                f"and are skipped; final-checkpoint claims are judged)")}
+        else:
+            s = grokking_summary(log["epoch"], log["train_acc"], log["test_acc"])
+            info["grokking"] = {"threshold": s.threshold, "memorised_epoch": s.memorised_epoch,
+                                "generalised_epoch": s.generalised_epoch, "delay_ratio": s.delay_ratio}
     return info
 
 
@@ -98,14 +105,25 @@ def _print_info(run) -> None:
     ]
     if m.frozen:
         lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
-    if info["source"].get("proposal"):
-        lines.append(f"note       {info['source']['proposal']}")
+    source = info["source"]
+    if source.get("split_rule"):
+        lines.append(f"split      {source['split_rule']}")
+    for name, check in (source.get("logged_losses") or {}).items():
+        lines.append(f"logged     {check.get('key', name)}: "
+                     + (f"reproduced at {check['checkpoints_compared']} checkpoint(s), worst {check['max_rel_err']:.1%} "
+                        f"apart; matched {check['matched']}" if check.get("verified") else check.get("reason", "")))
+    for field, values in (source.get("config_disagrees_with_optimizer") or {}).items():
+        lines.append(f"evidence   {field}: {values}")
+    if source.get("proposal"):
+        lines.append(f"note       {source['proposal']}")
     if "final" in info:
         f = info["final"]
         lines.append(f"final      epoch {f['epoch']}: train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; "
                      f"test loss {f['test_loss']:.3e} acc {f['test_acc']:.3f}")
         g = info["grokking"]
-        if g["generalised_epoch"] is None:
+        if "unresolved" in g:
+            lines.append(f"grokking   {g['unresolved']}")
+        elif g["generalised_epoch"] is None:
             lines.append(f"grokking   not reached (test accuracy never ≥ {g['threshold']}); "
                          f"train accuracy ≥ {g['threshold']} at epoch {g['memorised_epoch']}")
         else:
@@ -196,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-pattern", help="regular expression whose first group is the epoch in a checkpoint "
                    "file's name (folders whose names carry other numbers, e.g. 'CHECKPOINT_(\\d+)_')")
     p.add_argument("--final-epoch", type=int, help="the epoch of a file holding one model and no 'epoch' key")
+    p.add_argument("--ignore-logged-losses", action="store_true",
+                   help="do not check the file's train_losses/test_losses against its weights (nor use them to find "
+                        "a split): for logged values that are not the model's cross entropy")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_import)
 

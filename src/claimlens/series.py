@@ -145,6 +145,11 @@ def lead_margin(epochs: Sequence[int] | torch.Tensor, first: int, second: int, *
 
 # ----------------------------------------------------------------------------- phases
 
+# A trajectory claim locates events (t1, t2, t3, a peak, a crossing) between checkpoints and compares values across
+# them. Below this many checkpoints the phases cannot be located (ours: the floor the grokking rule already used
+# for the training log; the built-in runs have 101–126 checkpoints, the source's digitised curves 100 points).
+MIN_TRAJECTORY_CHECKPOINTS = 10
+
 
 @dataclass(frozen=True)
 class Phases:
@@ -154,12 +159,15 @@ class Phases:
     (before test accuracy first reaches ``grok_acc``); ``t2`` circuit-formation end: first checkpoint
     after ``t1`` whose test loss is 10× below its maximum after ``t1``; ``t3`` cleanup end: first
     checkpoint after ``t2`` whose test loss is within 2× of its final value. ``None`` where not reached.
+    ``unresolved``: why no phase can be located at all (the ``phases`` fixture's verdict on a run with fewer than
+    :data:`MIN_TRAJECTORY_CHECKPOINTS` checkpoints), else ``None``.
     """
 
     t1: int | None
     t2: int | None
     t3: int | None
     grok_epoch: int | None
+    unresolved: str | None = None
 
     def as_dict(self) -> dict[str, int | None]:
         return {"t1": self.t1, "t2": self.t2, "t3": self.t3, "grok_epoch": self.grok_epoch}

@@ -198,6 +198,35 @@ def _validate_thresholds(config: pytest.Config, items: list[pytest.Item]) -> Non
         raise pytest.UsageError(str(exc)) from None
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip, before any analysis, a claim whose run has fewer checkpoints than the claim needs (a trajectory claim
+    on a single-checkpoint import). Curves-only runs are judged on their curves."""
+    marker = item.get_closest_marker("claim")
+    callspec = getattr(item, "callspec", None)
+    ref = callspec.params.get("run") if callspec is not None else None
+    if marker is None or not isinstance(ref, RunRef) or ref.kind == "curves":
+        return
+    from claimlens.plugin.claim import spec_of
+
+    need = spec_of(marker, item.nodeid).min_checkpoints
+    if need > 1:
+        have = _n_checkpoints(item.config, ref)
+        if have < need:
+            pytest.skip(f"needs ≥ {need} checkpoints (the claim is about the course of training); run {ref.label!r} "
+                        f"has {have}")
+
+
+def _n_checkpoints(config: pytest.Config, ref: RunRef) -> int:
+    counts = config.stash.setdefault(_CHECKPOINT_COUNTS, {})
+    if ref not in counts:
+        counts[ref] = len(ref.epochs())
+    return counts[ref]
+
+
+_CHECKPOINT_COUNTS = pytest.StashKey[dict]()
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     """After a claim test's body: fail it once, listing every failed check of its verdict. A claim reading a

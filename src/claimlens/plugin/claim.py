@@ -35,7 +35,7 @@ class ClaimFailure(AssertionError):
 
 def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
     """The :class:`ClaimSpec` of a ``@pytest.mark.claim(...)`` marker: a spec given positionally, or its fields as
-    keywords (``id``, ``statement``, ``source``, ``kind``, ``thresholds``)."""
+    keywords (``id``, ``statement``, ``source``, ``kind``, ``thresholds``, ``validation``, ``min_checkpoints``)."""
     if marker.args:
         spec = marker.args[0]
         if not isinstance(spec, ClaimSpec) or len(marker.args) > 1:
@@ -52,8 +52,12 @@ def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
     bad = [n for n, t in thresholds.items() if not isinstance(t, Threshold)]
     if bad:
         raise pytest.UsageError(f"{where}: thresholds {bad} must be claimlens.rules.Threshold(value, why, source=…)")
+    min_checkpoints = kw.get("min_checkpoints", 1)
+    if not isinstance(min_checkpoints, int) or isinstance(min_checkpoints, bool) or min_checkpoints < 1:
+        raise pytest.UsageError(f"{where}: min_checkpoints must be a positive integer, got {min_checkpoints!r}")
     return ClaimSpec(id=str(kw["id"]), statement=str(kw.get("statement", "")), source=str(kw.get("source", "")),
-                     kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")))
+                     kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")),
+                     min_checkpoints=min_checkpoints)
 
 
 class Claim:

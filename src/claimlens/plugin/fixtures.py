@@ -113,10 +113,15 @@ def final_activations(final_checkpoint):
 
 @pytest.fixture(scope="session")
 def phases(run_series):
-    """Phase boundaries ``t1, t2, t3`` of the run by the catalogue's rules (:func:`claimlens.series.detect_phases`)."""
-    from claimlens.series import detect_phases
+    """Phase boundaries ``t1, t2, t3`` of the run by the catalogue's rules (:func:`claimlens.series.detect_phases`);
+    on a run with fewer than ``MIN_TRAJECTORY_CHECKPOINTS`` checkpoints, none, with ``unresolved`` saying why."""
+    from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, Phases, detect_phases
 
     s = run_series
+    n = len(s["test_loss"])
+    if n < MIN_TRAJECTORY_CHECKPOINTS:
+        return Phases(None, None, None, None, unresolved=(
+            f"needs ≥ {MIN_TRAJECTORY_CHECKPOINTS} checkpoints to locate phases; the run has {n}"))
     return detect_phases(s["excluded_loss_all_keys"], s["test_loss"], s["test_acc"])
 
 

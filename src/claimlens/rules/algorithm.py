@@ -14,7 +14,7 @@ from claimlens.metrics.progress import singular_values_for
 from claimlens.rules.base import ClaimSpec, Verdict
 from claimlens.rules.base import Threshold as T
 from claimlens.rules.grokking import ARENA, CAT, NCLSS, REV2, Measures, _need, nonkey_share
-from claimlens.series import Phases, Series, lead_margin
+from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, Phases, Series, lead_margin
 
 FINAL = "final-model claim: the source's numbers are in the catalogue (no curve to check against)"
 
@@ -42,9 +42,10 @@ EMBEDDING_SPARSE = ClaimSpec(
 
 
 def embedding_sparse(s: Measures, phases: Phases, keys: list[int], th) -> Verdict:
+    """The final embedding's parts are judged on any run; the fall between t1 and t3 and the singular-value
+    collapse need the phases (not judged on a run too short to locate them, failed on one that never reaches
+    them)."""
     v = Verdict(EMBEDDING_SPARSE.id)
-    if not _need(v, phases, "t1", "t3"):
-        return v
     e = s["embed_fourier_norms"]
     per_freq = e.data[1::2] + e.data[2::2]  # [(p-1)/2, n]
     final = per_freq[:, -1]
@@ -58,19 +59,21 @@ def embedding_sparse(s: Measures, phases: Phases, keys: list[int], th) -> Verdic
     missing = sorted(set(keys) - set(top))
     v.require(not missing, f"every key frequency is among the embedding's top {n_top}",
               f"key frequencies {missing} are not among the embedding's top {n_top} {top}")
-    nonkey = v.add_series(nonkey_share(e, keys))
-    v.phase_lines(phases.as_dict())
-    v.check("fall of the non-key share between t1 and t3", nonkey.at(phases.t1) / nonkey.at(phases.t3), ">=",
-            th["min_nonkey_fall"], epoch=phases.t3)
     share = th["svd_norm_share"]
     n90 = v.add_series(Series.of(f"singular values holding {share:.0%} of the embedding's norm", e.epochs,
                                  singular_values_for(share, s["embed_singular_values"].data)))
     allowed = 2 * (len(keys) + int(th["max_extra_singular_pairs"]))
-    at_t1, at_end = int(n90.at(phases.t1)), int(n90.values[-1])
+    at_end = int(n90.values[-1])
     v.check(f"singular values holding {share:.0%} of the final embedding's norm", at_end, "<=", allowed,
             epoch=last, detail=f"{len(keys)} keys")
-    v.check(f"singular values holding {share:.0%} of the norm at t1, against the end (they collapse)", at_t1, ">",
-            at_end, epoch=phases.t1)
+    if not _need(v, phases, "t1", "t3"):
+        return v
+    nonkey = v.add_series(nonkey_share(e, keys))
+    v.phase_lines(phases.as_dict())
+    v.check("fall of the non-key share between t1 and t3", nonkey.at(phases.t1) / nonkey.at(phases.t3), ">=",
+            th["min_nonkey_fall"], epoch=phases.t3)
+    v.check(f"singular values holding {share:.0%} of the norm at t1, against the end (they collapse)",
+            int(n90.at(phases.t1)), ">", at_end, epoch=phases.t1)
     return v
 
 
@@ -109,6 +112,7 @@ KEYS_STABLE = ClaimSpec(
     source=f"{NCLSS}, §5.2 (a stable phase follows cleanup), App. C.2.1",
     thresholds={"min_agreement": T(0.8, f"{REV2}: Jaccard(keys(e), keys(last)) ≥ 0.8 at every checkpoint after t3")},
     validation=FINAL,
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -341,6 +345,7 @@ TRIG_FRACTION = ClaimSpec(
         "max_quadratic_at_t2_over_final": T(0.5, f"{CAT} (proposed): quadratic terms appear near grokking"),
     },
     validation="unvalidated: no digitised trig-fraction curve",
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 

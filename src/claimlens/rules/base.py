@@ -62,7 +62,9 @@ class Bound(float):
 class ClaimSpec:
     """A published claim: ``id`` (catalogue), ``statement``, ``source`` (paper, section), ``kind`` and its
     ``thresholds``. ``validation`` says what the rule was checked against (e.g. "source curves", or
-    "unvalidated: no digitised Gini curve")."""
+    "unvalidated: no digitised Gini curve"). ``min_checkpoints``: a run with fewer checkpoints cannot show the
+    claim (a trajectory claim needs :data:`claimlens.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
+    that reason, before any analysis."""
 
     id: str
     statement: str
@@ -70,10 +72,14 @@ class ClaimSpec:
     kind: Kind = "empirical"
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     validation: str = ""
+    min_checkpoints: int = 1
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"claim {self.id!r}: kind {self.kind!r} is not one of {KINDS}")
+        if not isinstance(self.min_checkpoints, int) or self.min_checkpoints < 1:
+            raise ValueError(f"claim {self.id!r}: min_checkpoints must be a positive integer, got "
+                             f"{self.min_checkpoints!r}")
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 
 from claimlens.rules.base import ClaimSpec, Verdict
 from claimlens.rules.base import Threshold as T
-from claimlens.series import Phases, Series, lead_margin
+from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, Phases, Series, lead_margin
 
 NCLSS = "Nanda et al. 2023, 'Progress measures for grokking via mechanistic interpretability'"
 ARENA = "ARENA 'Grokking and modular arithmetic: analysis during training'"
@@ -27,7 +27,11 @@ Measures = Mapping[str, Series]
 
 
 def _need(v: Verdict, phases: Phases, *names: str) -> bool:
-    """A failed check when the run never reached the phase boundaries the claim is about."""
+    """A failed check when the run never reached the phase boundaries the claim is about; a part not judged when
+    its checkpoints are too few to locate any phase."""
+    if phases.unresolved:
+        v.not_judged(f"phase boundaries {', '.join(names)} reached", phases.unresolved)
+        return False
     missing = [n for n in names if getattr(phases, n) is None]
     return v.require(not missing, f"phase boundaries {', '.join(names)} reached",
                      f"phase boundaries {missing} were not reached in this run ({phases.as_dict()}); the claim is "
@@ -52,6 +56,7 @@ DELAYED_GENERALISATION = ClaimSpec(
         "max_test_acc_at_t1": T(0.5, f"{CAT} (proposed): still not generalised when memorisation ends", source=0.07),
     },
     validation=CURVES,
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -94,6 +99,7 @@ PHASE_BOUNDARIES = ClaimSpec(
     statement="Training splits into memorisation, circuit formation and cleanup: t1 < t2 < t3 (shape mode).",
     source=f"{NCLSS}, §5.2, Fig. 7",
     validation=f"{CURVES}: t1 ≈ 1 300, t2 ≈ 9 610, t3 ≈ 14 220 against the paper's 1.4k / 9.4k / 14k",
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -129,6 +135,7 @@ EXCLUDED_LOSS_RISES = ClaimSpec(
                                          "nothing"),
     },
     validation=f"{CURVES}: (a)–(c); (d) needs weights",
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -170,6 +177,7 @@ RESTRICTED_LOSS_LEADS = ClaimSpec(
         "min_lead_checkpoints": T(2, f"{CAT}: 'a margin larger than checkpoint spacing'", integer=True),
     },
     validation=f"{CURVES}: restricted loss 10x down at 8 000, test loss at 9 700",
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -249,6 +257,7 @@ RATIO_PEAKS_AND_RETURNS = ClaimSpec(
         "late_start_over_t3": T(1.5, f"{REV2}: the window of the return starts at 1.5·t3", positive=True),
     },
     validation=CURVES,
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -297,6 +306,7 @@ GINI_JUMPS = ClaimSpec(
         "min_final_gini_W_E": T(0.6, f"{CAT} (proposed): between random (~0.05) and ideal 5-of-56 (~0.9)"),
     },
     validation="unvalidated: no digitised Gini curve",
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -335,6 +345,7 @@ WEIGHT_NORM_FALLS = ClaimSpec(
         "plateau_start_over_t3": T(1.5, f"{REV2} (iii): judged only on runs that extend to 1.5·t3", positive=True),
     },
     validation=CURVES,
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -388,6 +399,7 @@ COMMUTATIVITY_ATTENTION = ClaimSpec(
                                            positive=True),
     },
     validation="unvalidated: no digitised attention curve",
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -431,6 +443,7 @@ LATE_PHASE_CHANGE = ClaimSpec(
         "search_start_over_t3": T(2, f"{REV2}: the largest rise of max_h A[h,2] after 2·t3", positive=True),
     },
     validation="informational: the digitised curves end before it",
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 

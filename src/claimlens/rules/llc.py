@@ -15,7 +15,7 @@ import torch
 
 from claimlens.rules.base import ClaimSpec, Verdict
 from claimlens.rules.base import Threshold as T
-from claimlens.series import Series, spearman
+from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, Series, spearman
 
 TDI = "Timaeus devinterp, examples/grokking.ipynb (LLC over the checkpoints of a grokking MLP)"
 TDI_DIAG = "Timaeus devinterp, examples/sgld_calibration.ipynb 'Heuristics' and examples/diagnostics.ipynb"
@@ -67,6 +67,7 @@ RISES_THEN_FALLS = ClaimSpec(
         "max_tail_range_over_peak": T(0.1, f"{CAT} (proposed): 'flattens', ≤ 10% (README on the reading)"),
     },
     validation=UNVALIDATED,
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -110,6 +111,7 @@ TRACKS_TEST_LOSS = ClaimSpec(
         "min_points": T(4, "ours: a rank correlation needs ≥ 4 sampled checkpoints", integer=True),
     },
     validation=UNVALIDATED,
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 
@@ -142,6 +144,7 @@ SENSITIVE_TO_TRANSITION = ClaimSpec(
                                            "sampled interval"),
     },
     validation=UNVALIDATED,
+    min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
 

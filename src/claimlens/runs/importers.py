@@ -1,23 +1,30 @@
 """Importers: turn checkpoints in the formats researchers already have into a claimlens run.
 
-Two sources are read:
+Sources:
 
-* a Nanda/ARENA-style ``full_run_data.pth``: a dict with ``state_dicts`` (a list), ``epochs`` (the
-  epoch of each state dict) and ``config`` (a dict); some versions also hold ``train_losses`` /
-  ``test_losses`` and the split as ``train_indices`` / ``test_indices``;
-* a folder of state-dict files (``*.pth``, ``*.pt`` or ``*.safetensors``), one per checkpoint, the
-  epoch being the last number in the file name (``epoch_1200.pth``, ``ckpt-1200.safetensors``).
+* a file holding a list of checkpoints (``state_dicts`` / ``checkpoints``) with their epochs (``epochs`` /
+  ``checkpoint_epochs``) and usually a ``config``: Nanda/ARENA's ``full_run_data.pth``, the TransformerLens demo's
+  save cell; optionally the logged losses (``train_losses`` / ``test_losses``), the split (``train_indices`` /
+  ``test_indices``, or token rows ``train_data`` / ``test_data``) and the optimizer state;
+* a file holding one model (under ``model`` / ``model_state_dict`` / ``state_dict``, or itself a state dict) and
+  the ``epoch`` it was saved at: a single-checkpoint run;
+* a folder of checkpoint files (``*.pth``, ``*.pt``, ``*.ckpt``, ``*.safetensors``) with a ``spec.toml``, the
+  epoch of each read from the file (``epoch``) or from its name (``epoch_12``, ``epoch=3-step=400``, a single
+  number, or ``--epoch-pattern``).
 
-State dicts may be in TransformerLens property format or in the layout of the progress-measures
-paper's own code (``W_E [d_model, d_vocab]``, ``W_O [d_model, n_heads·d_head]``, 114 output
-classes); the latter is converted. Every ``.pth`` is read with ``torch.load(weights_only=True)``:
-a pickle that would run code is refused. The run is written to a temporary folder and moved into
-place only when complete, so a failed import leaves nothing behind and overwrites nothing.
+Layouts (:mod:`claimlens.runs.layouts`): TransformerLens property format, the 2022 grokking layout, the
+devinterp-hackathon MLP; a Clock/Pizza checkpoint's sidecar config is read and its attention checked. Every file
+is read weights-only (:mod:`claimlens.runs.safe_load`). The file's own evidence (:mod:`claimlens.runs.evidence`)
+is checked against its weights: logged losses are recomputed at the checkpoint epochs, a split the file does not
+store is found by the sources' split rules from the logged train loss (never guessed), the optimizer state's
+weight decay is compared with the config. The run is written to a temporary folder and moved into place only
+when complete, so a failed import leaves nothing behind and overwrites nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import pickle
 import re
 import shutil
@@ -29,16 +36,23 @@ from typing import Any
 import torch
 
 from claimlens._io import atomic_write_bytes, load_tensors
-from claimlens.config import ModelConfig, RunSpec
+from claimlens.config import RunSpec
 from claimlens.errors import CheckpointError, RunError, SpecError, UnsafeCheckpointError
 from claimlens.metrics.losses import cross_entropy_f64
-from claimlens.models import fingerprint, forward, frozen_params, param_shapes, validate_params
-from claimlens.runs import safe_load
+from claimlens.models import fingerprint, forward, frozen_params, validate_params
+from claimlens.runs import evidence, safe_load
+from claimlens.runs.layouts import (
+    check_clock_pizza,
+    clock_pizza_split_refusal,
+    find_sidecar,
+    first_line,
+    is_clock_pizza_config,
+    to_property_format,
+)
 from claimlens.runs.store import Run, RunWriter
 from claimlens.tasks import ModularAddition, nanda_split
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-_BUFFER_SUFFIXES = (".mask", ".IGNORE")
 
 
 # ----------------------------------------------------------------------------- safe reading
@@ -117,9 +131,7 @@ def _unsafe_detail(message: str) -> str:
     return _first_line(message)
 
 
-def _first_line(exc: Any) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0][:300] if lines else type(exc).__name__
+_first_line = first_line
 
 
 # ----------------------------------------------------------------------------- finding the weights
@@ -186,46 +198,6 @@ def read_checkpoint_file(path: Path, *, spec_given: bool = True) -> tuple[dict[s
     if isinstance(epoch, int) and not isinstance(epoch, bool):
         info["epoch"] = epoch
     return sd, info
-
-
-# ----------------------------------------------------------------------------- layout conversion
-
-
-def to_property_format(sd: Mapping[str, torch.Tensor], model: ModelConfig, p: int, *, where: str
-                       ) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Convert one transformer state dict to property format; returns it and the conversions made."""
-    notes: list[str] = []
-    sd = {k: v for k, v in sd.items() if not k.endswith(_BUFFER_SUFFIXES) and ".hook_" not in k}
-    if model.kind != "transformer":
-        return {k: v.to(torch.float32) for k, v in sd.items()}, notes
-    out = dict(sd)
-    w_o = sd.get("blocks.0.attn.W_O")
-    if w_o is not None and w_o.dim() == 2:  # the progress-measures paper's own layout
-        notes.append("converted from the progress-measures-paper layout")
-        H, dh = model.n_heads, model.d_head
-        try:
-            out["embed.W_E"] = sd["embed.W_E"].T
-            out["blocks.0.attn.W_O"] = w_o.reshape(w_o.shape[0], H, dh).permute(1, 2, 0)
-            for n in ("W_Q", "W_K", "W_V"):
-                out[f"blocks.0.attn.{n}"] = sd[f"blocks.0.attn.{n}"].transpose(1, 2)
-            out["blocks.0.mlp.W_in"] = sd["blocks.0.mlp.W_in"].T
-            out["blocks.0.mlp.W_out"] = sd["blocks.0.mlp.W_out"].T
-        except KeyError as exc:
-            raise CheckpointError(f"{where}: progress-measures layout without {exc.args[0]}") from None
-        except RuntimeError as exc:
-            raise CheckpointError(f"{where}: weights do not fit n_heads={H}, d_head={dh}: {_first_line(exc)}") from None
-    w_u = out.get("unembed.W_U")
-    if w_u is not None and w_u.dim() == 2 and w_u.shape[1] == p + 1:
-        out["unembed.W_U"] = w_u[:, :p]
-        if "unembed.b_U" in out and out["unembed.b_U"].shape == (p + 1,):
-            out["unembed.b_U"] = out["unembed.b_U"][:p]
-        notes.append("dropped the '=' output class (column p of W_U), as every analysis does")
-    shapes = param_shapes(model, p)
-    for name in ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O", "unembed.b_U"):
-        if name not in out:
-            out[name] = torch.zeros(shapes[name])
-            notes.append(f"added {name} = 0 (absent in the source)")
-    return {k: v.to(torch.float32).contiguous() for k, v in out.items()}, notes
 
 
 # ----------------------------------------------------------------------------- configs
@@ -334,9 +306,14 @@ def _fill_from_shapes(sd: Mapping[str, torch.Tensor], tables: dict[str, dict[str
 
 def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = None, name: str | None = None,
                checkpoint_every: int | None = None, epoch_pattern: str | None = None,
-               final_epoch: int | None = None, progress: bool = True) -> Run:
+               final_epoch: int | None = None, ignore_logged_losses: bool = False, progress: bool = True) -> Run:
     """Import ``source`` (a ``full_run_data.pth``-style file, a single-checkpoint file, or a folder of
-    checkpoint files) into ``out``. See the README's "Run directories" for the formats and each refusal."""
+    checkpoint files) into ``out``. See the README's "Importing runs" for the formats and each refusal.
+
+    ``ignore_logged_losses``: keep the file's logged losses out of the import (not verified, not used to find a
+    split), for files whose logged values are not the model's cross entropy. Raises :class:`CheckpointError`,
+    :class:`SpecError` or :class:`UnsafeCheckpointError` with the reason and the next step; nothing is written
+    then."""
     source, out = Path(source), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {str(out)!r} already exists and is not empty; nothing was written")
@@ -346,7 +323,8 @@ def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = No
     if source.is_dir():
         epochs, state_dicts, spec, meta = _read_folder(source, spec, name, epoch_pattern)
     else:
-        epochs, state_dicts, spec, meta = _read_full_run(source, spec, name, checkpoint_every, final_epoch)
+        epochs, state_dicts, spec, meta = _read_full_run(source, spec, name, checkpoint_every, final_epoch,
+                                                         ignore_logged_losses)
     return _write(out, spec, epochs, state_dicts, meta, progress=progress)
 
 
@@ -367,7 +345,7 @@ def _check_epochs(epochs: Any, n: int, where: str) -> list[int]:
 
 
 def _read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every: int | None,
-                   final_epoch: int | None):
+                   final_epoch: int | None, ignore_logged: bool = False):
     notes: list[str] = []
     spec_given = spec is not None
     data = safe_torch_load(path, spec_given=spec_given, notes=notes)
@@ -375,23 +353,113 @@ def _read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{where}: expected a dict holding the weights ('state_dicts' list, or 'model' / "
                               f"'model_state_dict' / 'state_dict'); got {type(data).__name__}")
+    sidecar = find_sidecar(path)
+    clock_pizza = sidecar is not None and is_clock_pizza_config(sidecar[1])
+    if clock_pizza:
+        notes.extend(check_clock_pizza(sidecar[1], f"{sidecar[0].name}"))
+        if not any(data.get(k) is not None for k in ("train_indices", "test_indices", "train_data", "test_data")):
+            raise clock_pizza_split_refusal(where)
+        final_epoch = final_epoch if final_epoch is not None else _sidecar_epoch(sidecar[1], data, notes)
     state_dicts, epochs, meta = _weights_and_epochs(data, where, checkpoint_every, final_epoch)
     config = data.get("config")
     if spec is None:
         if not isinstance(config, Mapping):
             raise SpecError(f"{where}: no 'config' dict in the file; pass --spec SPEC.toml describing the run")
         spec = spec_from_source_config(config, name, where=where, weights=state_dicts[-1], notes=notes)
+    spec = _reconcile_optimizer(spec, data, config, spec_given, meta, notes)
+    logged: dict[str, evidence.LoggedCurve] = {}
+    if ignore_logged:
+        if any(k in data for k in evidence.LOSS_KEYS):
+            notes.append("the file's logged losses were not used (--ignore-logged-losses)")
+    else:
+        logged, log_notes = evidence.logged_curves(data, epochs, where)
+        notes.extend(log_notes)
     split = _stored_split(data, spec.task.p, where)
     if split is not None:
         meta["split"], meta["split_rule"] = split[:2], split[2]
         spec = _frac_from_split(spec, split[0], split[1])
+    elif spec_given:
+        meta["split_rule"] = "nanda_shuffle, rebuilt from --spec's frac_train and split_seed"
+    elif _nanda_config(config):
+        meta["split_rule"] = "nanda_shuffle, rebuilt from the config's frac_train and seed"
+    elif "train_loss" in logged:
+        found = _search_split(state_dicts[-1], epochs[-1], spec, logged, config, where)
+        meta["split"], meta["split_rule"] = (found.train_idx, found.test_idx), found.description
+        spec = _frac_from_split(dataclasses.replace(spec, task=dataclasses.replace(
+            spec.task, split_seed=found.seed if found.rule == "nanda_shuffle" else spec.task.split_seed)),
+            found.train_idx, found.test_idx)
     else:
-        _allow_rebuilt_split(config, spec, where, spec_given=spec_given)
-    source_log = {k: data[k] for k in ("train_losses", "test_losses") if isinstance(data.get(k), (list, tuple))}
-    if source_log:
-        meta["source_log"] = source_log
+        _refuse_rebuilt_split(config, where)
+    meta["logged"], meta["where"] = logged, where
     meta["notes"] = notes + meta.get("notes", [])
     return epochs, state_dicts, spec, meta
+
+
+def _sidecar_epoch(config: Mapping[str, Any], data: Mapping[str, Any], notes: list[str]) -> int | None:
+    """A Clock/Pizza file is the model at the end of training: its epoch is the sidecar's ``epoch`` (the run's
+    length), never a number read from the run id in the file name."""
+    if isinstance(data.get("epoch"), int) or not isinstance(config.get("epoch"), int):
+        return None
+    notes.append(f"epoch {config['epoch']} read from the sidecar config's 'epoch' (the run's length: the file holds "
+                 f"the model at the end of training)")
+    return int(config["epoch"])
+
+
+def _nanda_config(config: Any) -> bool:
+    """A config that names Nanda's split: ``frac_train`` and a split ``seed`` (not a TransformerLens config,
+    whose ``seed`` is the model-init seed)."""
+    return isinstance(config, Mapping) and "seed" in config and "frac_train" in config \
+        and not is_transformer_lens_config(config)
+
+
+def _search_split(sd: Mapping[str, torch.Tensor], epoch: int, spec: RunSpec, logged, config: Any, where: str):
+    p = spec.task.p
+    params, _ = to_property_format(strip_wrapper_prefixes(sd)[0], spec.model, p, where=where)
+    validate_params(params, spec.model, p, where=f"{where} (epoch {epoch})")
+    task = ModularAddition(p, torch.arange(1), torch.arange(1, p * p))  # the grid only; the split is sought
+    with torch.no_grad():
+        logits = forward(params, task.tokens, spec.model).logits.double()
+    per_example = torch.nn.functional.cross_entropy(logits, task.labels, reduction="none")
+    seeds = [int(config["seed"])] if isinstance(config, Mapping) and isinstance(config.get("seed"), int) else []
+    fracs = [float(config["frac_train"])] if isinstance(config, Mapping) and isinstance(
+        config.get("frac_train"), (int, float)) else []
+    return evidence.search_split(per_example, p, epoch, logged, where, seeds=seeds, fracs=fracs)
+
+
+def _reconcile_optimizer(spec: RunSpec, data: Mapping[str, Any], config: Any, spec_given: bool,
+                         meta: dict[str, Any], notes: list[str]) -> RunSpec:
+    """Compare the config's (or --spec's) weight decay, betas and initial learning rate with the optimizer state
+    saved in the file. The optimizer state is what trained the model: a config value that disagrees is replaced
+    by it (--spec is kept as given); either way the disagreement is recorded in run.json."""
+    found = evidence.optimizer_evidence(data)
+    if not found:
+        return spec
+    stated_keys = {"weight_decay": ("weight_decay", "wd"), "betas": ("betas",), "lr": ("lr",)}
+    changes, disagree = {}, {}
+    for field, keys in stated_keys.items():
+        if field not in found:
+            continue
+        ours = getattr(spec.train, field)
+        theirs = found[field]
+        stated = spec_given or (isinstance(config, Mapping) and any(k in config for k in keys))
+        same = all(abs(float(a) - float(b)) <= 1e-9 * max(1.0, abs(float(b)))
+                   for a, b in zip(ours if field == "betas" else [ours], theirs if field == "betas" else [theirs]))
+        if same:
+            continue
+        if stated:
+            disagree[field] = {"spec" if spec_given else "config": list(ours) if field == "betas" else ours,
+                               "optimizer": theirs}
+            notes.append(f"{field}: the {'--spec' if spec_given else 'config'} says {ours}, the optimizer state "
+                         f"('{found['key']}') says {theirs}; "
+                         + ("kept --spec's value" if spec_given else "using the optimizer's (it trained the model)"))
+        else:
+            notes.append(f"{field} = {theirs} read from the optimizer state ('{found['key']}'); the config has none")
+        if not spec_given:
+            changes[field] = tuple(theirs) if field == "betas" else theirs
+    meta["optimizer_evidence"] = {k: v for k, v in found.items() if k != "key"}
+    if disagree:
+        meta["config_disagrees_with_optimizer"] = disagree
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changes)) if changes else spec
 
 
 def _weights_and_epochs(data: Mapping[str, Any], where: str, checkpoint_every: int | None,
@@ -484,37 +552,38 @@ def _frac_from_split(spec: RunSpec, train: torch.Tensor, test: torch.Tensor) -> 
     return dataclasses.replace(spec, task=dataclasses.replace(spec.task, frac_train=frac)) if 0 < frac < 1 else spec
 
 
-def _allow_rebuilt_split(config: Any, spec: RunSpec, where: str, *, spec_given: bool) -> None:
-    """Without a stored split, Nanda's shuffle is rebuilt only from a config that names its seed and fraction in
-    Nanda's fields (or from --spec); anything else is refused rather than guessed."""
-    if spec_given:
-        return
-    nanda = isinstance(config, Mapping) and "seed" in config and "frac_train" in config
-    if nanda and not is_transformer_lens_config(config):
-        return
+def _refuse_rebuilt_split(config: Any, where: str) -> None:
+    tl = isinstance(config, Mapping) and is_transformer_lens_config(config)
     raise CheckpointError(
-        f"{where}: the file stores no split (no train_indices/test_indices, no train_data/test_data) and its "
-        f"config does not give Nanda's split (frac_train and a split seed; a TransformerLens config's 'seed' "
-        f"is its model-init seed, and the TL demo splits with torch.randperm). claimlens never rebuilds a split "
-        f"silently: store the split in the file, or pass --spec SPEC.toml whose [task] frac_train/split_seed give "
-        f"Nanda's shuffle"
+        f"{where}: the file stores no split (no train_indices/test_indices, no train_data/test_data), holds no "
+        f"logged train loss to find it by, and its config does not give Nanda's split (frac_train and a split "
+        f"seed{'; a TransformerLens config' + chr(39) + 's seed is its model-init seed, and the TL demo splits with torch.randperm' if tl else ''}). "
+        f"claimlens never rebuilds a split silently: store the split in the file, or pass --spec SPEC.toml whose "
+        f"[task] frac_train/split_seed give Nanda's shuffle"
     )
 
 
 _TAGGED_EPOCH = re.compile(r"(?:^|[^a-z])(?:epoch|ep)[=_\-]?(\d+)(?!\d)", re.IGNORECASE)
+# An untagged number counts only as a whole token ("ckpt-1200", "step_500", "1200") or after a word that names a
+# checkpoint count ("ckpt1200"): a digit inside a run id ("model_p99zdpze5l", "run7abc") is never an epoch.
+_UNTAGGED_EPOCH = re.compile(r"(?:^|[^a-z0-9]|ckpt|checkpoint|step|iter|it)(\d+)(?![a-z0-9])", re.IGNORECASE)
 
 
 def epoch_from_name(stem: str, pattern: str | None = None) -> int | None:
     """The epoch in a file stem: ``pattern``'s first group, else a tagged ``epoch=12`` / ``epoch_12`` / ``ep12``,
-    else the stem's only number; None when the name does not say (no number, or several untagged ones)."""
+    else the stem's only number that stands as a token of its own; None when the name does not say (no such
+    number, several, or digits inside a run id)."""
     if pattern:
         match = re.search(pattern, stem)
         return int(match.group(1)) if match else None
     tagged = _TAGGED_EPOCH.findall(stem)
     if len(tagged) == 1:
         return int(tagged[0])
-    numbers = re.findall(r"\d+", stem)
-    return int(numbers[0]) if len(numbers) == 1 and not tagged else None
+    if tagged:
+        return None
+    numbers = _UNTAGGED_EPOCH.findall(stem)
+    all_numbers = re.findall(r"\d+", stem)
+    return int(numbers[0]) if len(numbers) == 1 and len(all_numbers) == 1 else None
 
 
 def _folder_spec(folder: Path, spec: RunSpec | None, name: str) -> RunSpec:
@@ -533,6 +602,11 @@ def _read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: s
     files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in CHECKPOINT_SUFFIXES)
     if not files:
         raise CheckpointError(f"{str(folder)!r} holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
+    for f in files:
+        sidecar = find_sidecar(f)
+        if sidecar is not None and is_clock_pizza_config(sidecar[1]):
+            check_clock_pizza(sidecar[1], f"{str(f)!r} ({sidecar[0].name})")
+            raise clock_pizza_split_refusal(f"{str(f)!r} ({sidecar[0].name})")
     spec = _folder_spec(folder, spec, name)
     found = {f: _file_epoch(f, epoch_pattern) for f in files}
     unknown = [f.name for f, (e, _) in found.items() if e is None]
@@ -552,6 +626,7 @@ def _read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: s
                               f"them. Pass --epoch-pattern REGEX, or move files of other runs out of the folder")
     order = sorted(found, key=lambda f: found[f][0])
     meta: dict[str, Any] = {"format": "state_dict_folder", "folder": folder.name, "spec_given": True,
+                            "where": str(folder),
                             "epoch_source": sorted({found[f][1] for f in files})}
     disagree = {f.name: {"stored": found[f][0], "name": epoch_from_name(f.stem, epoch_pattern)} for f in files
                 if found[f][1].startswith("stored") and epoch_from_name(f.stem, epoch_pattern) not in (None, found[f][0])}
@@ -579,7 +654,7 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
         split_rule = meta.pop("split_rule", "stored")
     else:
         train_idx, test_idx = nanda_split(p, spec.task.frac_train, spec.task.split_seed)
-        split_rule = "nanda_shuffle (reconstructed from frac_train and seed)"
+        split_rule = meta.pop("split_rule", "nanda_shuffle, rebuilt from the spec's frac_train and split_seed")
     task = ModularAddition(p, train_idx, test_idx)
     try:
         task.check()
@@ -590,7 +665,8 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
     try:
-        source_log = meta.pop("source_log", None)
+        logged: dict[str, evidence.LoggedCurve] = meta.pop("logged", {})
+        where_source = meta.pop("where", spec.name)
         notes: set[str] = set(meta.pop("notes", []))
         writer = RunWriter.create(tmp / "run", spec, task, {"kind": "imported", "split_rule": split_rule, **meta})
         iterator = zip(epochs, state_dicts)
@@ -602,6 +678,7 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
         tokens, labels = task.tokens, task.labels
         frozen = frozen_params(spec.model, p)
         zero: set[str] | None = None  # parameters (not already frozen) that are zero at every checkpoint so far
+        prints: list[str] = []
         for epoch, sd in iterator:
             where = f"checkpoint for epoch {epoch}"
             if isinstance(sd, Path):
@@ -613,15 +690,15 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
             validate_params(params, spec.model, p, where=where)
             now = {k for k, v in params.items() if k not in frozen and not bool(v.any())}
             zero = now if zero is None else zero & now
+            prints.append(fingerprint(params))
             writer.add_checkpoint(epoch, params)
             rows.append(_log_row(epoch, params, spec, tokens, labels, task))
+        evidence.refuse_identical_checkpoints(prints, epochs, where_source)
+        if logged:
+            recomputed = {name: {r["epoch"]: r[name] for r in rows} for name in logged}
+            writer.set_source(logged_losses=evidence.verify_logged(recomputed, logged, where_source))
+            _write_source_log(tmp / "run", logged)
         writer.append_log(rows)
-        if source_log:
-            import json
-
-            lines = [json.dumps({"epoch": i, **{k: float(v[i]) for k, v in source_log.items() if i < len(v)}})
-                     for i in range(max(len(v) for v in source_log.values()))]
-            atomic_write_bytes(tmp / "run" / "source_log.jsonl", ("\n".join(lines) + "\n").encode())
         writer.set_source(conversions=sorted(notes), log="computed at checkpoint epochs from the weights")
         if zero:
             writer.set_source(always_zero=sorted(zero), proposal=(
@@ -635,6 +712,19 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return Run.open(out)
+
+
+def _write_source_log(run_dir: Path, logged: Mapping[str, evidence.LoggedCurve]) -> None:
+    """The file's own logged losses, each on its own epochs, one JSON row per epoch (``source_log.jsonl``)."""
+    import json
+
+    by_epoch: dict[int, dict[str, float]] = {}
+    for name, curve in logged.items():
+        for epoch, value in zip(curve.epochs, curve.values):
+            by_epoch.setdefault(epoch, {})[name] = value
+    lines = [json.dumps({"epoch": e, **{k: v if math.isfinite(v) else None for k, v in by_epoch[e].items()}})
+             for e in sorted(by_epoch)]
+    atomic_write_bytes(run_dir / "source_log.jsonl", ("\n".join(lines) + "\n").encode())
 
 
 @torch.no_grad()

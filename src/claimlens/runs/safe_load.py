@@ -22,7 +22,7 @@ import pickle
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -156,7 +156,7 @@ class _Diagnoser(pickle.Unpickler):
 class _PlainStandIn:
     """An allowed global during diagnosis (tensor rebuild, numeric numpy): not reported, but what it holds is."""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> _PlainStandIn:
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         return object.__new__(cls)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -1,0 +1,195 @@
+"""State-dict layouts of the published codebases, converted to claimlens's property format (see
+:mod:`claimlens.models` for the names and shapes).
+
+Recognised, by their keys and shapes:
+
+* TransformerLens property format (``HookedTransformer.state_dict()``, with its ``mask`` / ``IGNORE`` buffers);
+* the 2022 grokking layout of the progress-measures paper's code (Nanda et al. 2023; claims_catalogue §1.1):
+  ``W_E [d_model, d_vocab]``, ``W_Q/W_K/W_V [heads, d_head, d_model]``, ``W_O [d_model, heads·d_head]``,
+  ``W_in [d_mlp, d_model]``, ``W_out [d_model, d_mlp]``, ``W_U [d_model, d_vocab_out]`` possibly including the
+  ``'='`` class (dropped, as every analysis of that code does);
+* the devinterp-hackathon MLP (claims_catalogue §1.4): ``embedding``, ``linear1l``, ``linear1r``, ``linear2`` as
+  ``nn.Linear`` (weight ``[out, in]``), its unembedding untied or tied to the embedding;
+* the Clock/Pizza transformer (Zhong et al. 2023; claims_catalogue §1.3) is the 2022 layout plus a sidecar JSON
+  config; :func:`check_clock_pizza` says whether claimlens can represent its attention and inputs.
+
+Every conversion returns notes that the importer records in run.json (``source.conversions``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from claimlens.config import ModelConfig
+from claimlens.errors import CheckpointError
+from claimlens.models import param_shapes
+
+_BUFFER_SUFFIXES = (".mask", ".IGNORE")
+NV_KEYS = ("embedding.weight", "linear1r.weight", "linear2.weight")
+
+
+def to_property_format(sd: Mapping[str, torch.Tensor], model: ModelConfig, p: int, *, where: str
+                       ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """One state dict in claimlens's property format for ``model``, and the conversions made (a list of notes).
+
+    Raises :class:`CheckpointError` naming ``where`` when a recognised layout is incomplete or does not fit
+    ``model``; names and shapes are checked afterwards by :func:`claimlens.models.validate_params`."""
+    sd = {k: v for k, v in sd.items() if not k.endswith(_BUFFER_SUFFIXES) and ".hook_" not in k}
+    if model.kind == "transformer":
+        out, notes = _transformer(sd, model, p, where)
+    elif all(k in sd for k in NV_KEYS):
+        out, notes = _nv_mlp(sd, model, p, where)
+    else:
+        out, notes = dict(sd), []
+    return {k: v.to(torch.float32).contiguous() for k, v in out.items()}, notes
+
+
+def _transformer(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where: str):
+    notes: list[str] = []
+    w_pos = sd.get("pos_embed.W_pos")
+    if w_pos is not None and w_pos.dim() == 2 and w_pos.shape[0] == 2:
+        raise CheckpointError(
+            f"{where}: W_pos has 2 positions: the model reads [a, b] without an '=' token (the Clock/Pizza code "
+            f"with eqn_sign = 0). claimlens's transformer reads [a, b, =] and takes the logits at '='; it cannot "
+            f"represent this model")
+    out = dict(sd)
+    w_o = sd.get("blocks.0.attn.W_O")
+    if w_o is not None and w_o.dim() == 2:  # the progress-measures paper's own layout
+        notes.append("converted from the progress-measures-paper layout")
+        H, dh = model.n_heads, model.d_head
+        try:
+            out["embed.W_E"] = sd["embed.W_E"].T
+            out["blocks.0.attn.W_O"] = w_o.reshape(w_o.shape[0], H, dh).permute(1, 2, 0)
+            for n in ("W_Q", "W_K", "W_V"):
+                out[f"blocks.0.attn.{n}"] = sd[f"blocks.0.attn.{n}"].transpose(1, 2)
+            out["blocks.0.mlp.W_in"] = sd["blocks.0.mlp.W_in"].T
+            out["blocks.0.mlp.W_out"] = sd["blocks.0.mlp.W_out"].T
+        except KeyError as exc:
+            raise CheckpointError(f"{where}: progress-measures layout without {exc.args[0]}") from None
+        except RuntimeError as exc:
+            raise CheckpointError(f"{where}: weights do not fit n_heads={H}, d_head={dh}: {first_line(exc)}") from None
+    w_u = out.get("unembed.W_U")
+    if w_u is not None and w_u.dim() == 2 and w_u.shape[1] == p + 1:
+        out["unembed.W_U"] = w_u[:, :p]
+        if "unembed.b_U" in out and out["unembed.b_U"].shape == (p + 1,):
+            out["unembed.b_U"] = out["unembed.b_U"][:p]
+        notes.append("dropped the '=' output class (column p of W_U), as every analysis does")
+    shapes = param_shapes(model, p)
+    for name in ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O", "unembed.b_U"):
+        if name not in out:
+            out[name] = torch.zeros(shapes[name])
+            notes.append(f"added {name} = 0 (absent in the source)")
+    return out, notes
+
+
+def _nv_mlp(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where: str):
+    """The devinterp-hackathon MLP: ``h = act(linear1l(E[a]) + linear1r(E[b]))``, ``logits = linear2(h)`` (untied)
+    or ``linear2(h) @ Eᵀ`` (tied). claimlens's ``kind = "mlp", combine = "concat"`` model computes the same with
+    ``mlp.0.W = [linear1l.weightᵀ; linear1r.weightᵀ]``, ``mlp.0.b = linear1l.bias + linear1r.bias``."""
+    if model.combine != "concat" or len(model.hidden) != 1:
+        raise CheckpointError(
+            f"{where}: the devinterp-hackathon MLP layout (embedding, linear1l/linear1r, linear2) is claimlens's "
+            f"kind = \"mlp\" with combine = \"concat\" and one hidden layer; the spec says combine = "
+            f"{model.combine!r}, hidden = {list(model.hidden)} (see fixtures/llc_mlp.toml)")
+    notes = ["converted from the devinterp-hackathon MLP layout (embedding, linear1l/linear1r, linear2)"]
+    E = sd["embedding.weight"]  # [p, d_embed]
+    right_w = sd["linear1r.weight"]  # [hidden, d_embed]
+    right_b = sd.get("linear1r.bias", torch.zeros(right_w.shape[0]))
+    if "linear1l.weight" in sd:
+        left_w, left_b = sd["linear1l.weight"], sd.get("linear1l.bias", torch.zeros(right_w.shape[0]))
+    else:  # linear_1_tied: one map for both inputs
+        left_w, left_b = right_w, right_b
+        notes.append("linear1l absent (linear_1_tied): linear1r applied to both inputs, copied into both halves "
+                     "of mlp.0.W; the learning coefficient then samples the two halves independently")
+    try:
+        W = torch.cat([left_w.T, right_w.T], dim=0)  # [2·d_embed, hidden]
+        b = left_b + right_b
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: linear1l and linear1r do not have the same shapes: {first_line(exc)}") from None
+    w2 = sd["linear2.weight"]
+    b2 = sd.get("linear2.bias")
+    if w2.dim() != 2 or E.dim() != 2:
+        raise CheckpointError(f"{where}: embedding.weight and linear2.weight must be matrices")
+    if w2.shape[0] == p:
+        W_U, b_U = w2.T, b2 if b2 is not None else torch.zeros(p)
+    elif w2.shape[0] == E.shape[1]:  # tie_unembed: linear2 maps to the embedding space, then @ Eᵀ
+        W_U = w2.T @ E.T
+        b_U = (b2 @ E.T) if b2 is not None else torch.zeros(p)
+        notes.append("tied unembedding (linear2 then @ embeddingᵀ) materialised as unembed.W_U = linear2ᵀ·Eᵀ, "
+                     "b_U = linear2.bias·Eᵀ: the logits are exact, but the learning coefficient samples an "
+                     "untied unembedding the source model does not have")
+    else:
+        raise CheckpointError(f"{where}: linear2.weight has shape {list(w2.shape)}; expected [p={p}, hidden] "
+                              f"(untied) or [d_embed={E.shape[1]}, hidden] (tie_unembed)")
+    if b2 is None:
+        notes.append("linear2 has no bias: unembed.b_U = 0")
+    return {"embed.W_E": E, "mlp.0.W": W, "mlp.0.b": b, "unembed.W_U": W_U, "unembed.b_U": b_U}, notes
+
+
+# ----------------------------------------------------------------------------- Clock/Pizza sidecar configs
+
+
+def find_sidecar(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The JSON config saved next to a checkpoint by the Clock/Pizza code (``model_<runid>.pt`` beside
+    ``config_<runid>.json``), or ``<stem>.json``; None when there is none."""
+    stem = checkpoint.stem
+    names = [f"config_{stem[len('model_'):]}.json"] if stem.startswith("model_") else []
+    names.append(f"{stem}.json")
+    for name in names:
+        path = checkpoint.with_name(name)
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"{str(path)!r}: the config next to the checkpoint is not readable JSON: "
+                                      f"{first_line(exc)}") from None
+            if isinstance(data, dict):
+                return path, data
+    return None
+
+
+def is_clock_pizza_config(config: Mapping[str, Any]) -> bool:
+    return "attn_coeff" in config or "eqn_sign" in config
+
+
+def check_clock_pizza(config: Mapping[str, Any], where: str) -> list[str]:
+    """Refuse a Clock/Pizza model claimlens cannot represent, saying why; else the notes of what was read.
+
+    claimlens's transformer is causal softmax attention on ``[a, b, =]`` with the logits at ``'='``. The
+    Clock/Pizza model attends with ``α·softmax(QKᵀ/√d_head) + (1 − α)·J`` (``J`` all ones, ``α = attn_coeff``)
+    and no causal mask; at the last position of a one-layer model the causal mask hides nothing, so only
+    ``α = 1`` with ``eqn_sign = 1`` is the same function."""
+    alpha = config.get("attn_coeff", 1)
+    eqn = config.get("eqn_sign", 1)
+    if eqn in (0, False):
+        raise CheckpointError(
+            f"{where}: eqn_sign = 0: the model reads [a, b] without an '=' token (n_ctx 2). claimlens's "
+            f"transformer reads [a, b, =]; it cannot represent this model, and evaluating it as one would be wrong")
+    if not isinstance(alpha, (int, float)) or alpha != 1:
+        raise CheckpointError(
+            f"{where}: attn_coeff = {alpha!r}: the model's attention is α·softmax(QKᵀ/√d_head) + (1 − α)·J with "
+            f"J the all-ones matrix (Clock/Pizza, claims_catalogue §1.3). claimlens's transformer has softmax "
+            f"attention only (α = 1); importing this checkpoint would evaluate attention the model never used, so it is "
+            f"refused")
+    note = (f"{where}: attn_coeff = 1, eqn_sign = 1: softmax attention on [a, b, =] (with one layer, the source's "
+            f"missing causal mask changes nothing at the '=' position)")
+    return [note]
+
+
+def clock_pizza_split_refusal(where: str) -> CheckpointError:
+    """The Clock/Pizza code splits with an unseeded ``torch.utils.data.random_split`` and does not save it."""
+    return CheckpointError(
+        f"{where}: the checkpoint stores no split, and the Clock/Pizza code draws it with an unseeded "
+        f"torch.utils.data.random_split that it does not save: no rule or seed rebuilds it, so every train/test "
+        f"measure would be of a split the model never had. Save the split with the model (train_indices / "
+        f"test_indices, or the train_data / test_data token rows) and import that file")
+
+
+def first_line(exc: Any) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
