@@ -72,7 +72,7 @@ def _copy_run(folder: Path, run) -> Path:
 
 
 def _report(folder: Path, name: str = "claims.json", **extra) -> Path:
-    doc = {"schema_version": 2, "created": "2026-11-29T00:00:00+00:00", "versions": {"python": "3.11"},
+    doc = {"schema_version": 3, "created": "2026-11-29T00:00:00+00:00", "versions": {"python": "3.11"},
            "machine": {"platform": "x"}, "git_commit": None, "runs": [{"label": "r", "kind": "run", "path": "r"}],
            "records": [{"nodeid": "claims/t.py::test_x[run=r]", "claim_id": "x", "claim_kind": "empirical",
                         "statement": "s", "source": "src", "run": "r", "parameters": {}, "outcome": "passed",

@@ -30,6 +30,7 @@ LAYERS = [
     "claimlens.reference",
     "claimlens.training",
     "claimlens.builtin",
+    "claimlens.runsets",
     "claimlens.analysis",
     "claimlens.report",
     "claimlens.plugin",

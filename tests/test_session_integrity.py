@@ -154,7 +154,7 @@ def test_a_claim_passed_in_the_baseline_and_missing_now_is_a_flip():
 
 
 def _doc(label, commit, overrides, values, created):
-    return {"schema_version": 2, "created": created, "versions": {"python": "3.11", "claimlens": commit},
+    return {"schema_version": 3, "created": created, "versions": {"python": "3.11", "claimlens": commit},
             "machine": {"platform": label}, "git_commit": commit,
             "runs": [{"label": label, "kind": "run", "path": label, "content_hash": commit * 8}],
             **({"threshold_overrides": overrides} if overrides else {}),

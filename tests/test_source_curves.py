@@ -125,3 +125,62 @@ def test_a_curves_folder_without_an_index_is_refused_with_the_next_step(tmp_path
     (tmp_path / "index.toml").write_text('[series.train_loss]\nfile = "loss.csv"\ntrace = "test"\n')
     with pytest.raises(RunError, match="no trace 'test'"):
         reference.load(tmp_path)
+
+
+# ----------------------------------------------------------------------------- the training-fraction sweep (a set)
+
+
+@pytest.fixture(scope="module")
+def fraction_sweep():
+    s = reference.load_set("nanda2022_fractions")
+    return [(frac, run.series["train_loss"], run.series["test_loss"]) for frac, run in s.members]
+
+
+def test_the_fraction_rule_passes_on_the_source_sweep_with_its_delay_ratios(fraction_sweep):
+    from claimlens.rules import sets as S
+
+    v = S.data_fraction_needed(fraction_sweep, th(S.WEIGHT_DECAY_AND_DATA))
+    assert v.passed and not [c for c in v.checks if c.status == "not judged"]
+    ratios = {c.label: c.value for c in v.checks if c.name.startswith("delay ratio")}
+    # the README's numbers, read off the same curves; the crossing epochs of the short runs (≈ 200 epochs) move by
+    # tens of epochs between drawn vertices, so R at frac 0.6 / 0.7 is 1.99 / 1.2 here against 2.2 / 1.4 there
+    for frac, source_r in S.SOURCE_R.items():
+        assert ratios[f"frac={frac:g}"] == pytest.approx(source_r, rel=0.15 if frac < 0.6 else 0.2), frac
+
+
+def test_the_fraction_rule_fails_on_sweeps_without_the_phenomenon(fraction_sweep):
+    """Controls: the same curves with the fractions reversed (the delay grows with data), and a sweep in which no
+    run generalises (every R infinite)."""
+    from claimlens.rules import sets as S
+    from claimlens.series import Series
+
+    fracs = [f for f, _, _ in fraction_sweep]
+    reversed_sweep = [(f, tr, te) for f, (_, tr, te) in zip(fracs[::-1], fraction_sweep)]
+    v = S.data_fraction_needed(reversed_sweep, th(S.WEIGHT_DECAY_AND_DATA))
+    assert not v.passed and {c.name for c in v.failures} >= {"Spearman(frac, R)", "R at frac ≥ 0.6"}
+    flat = [(f, tr, Series.of("test_loss", te.epochs, torch.full_like(te.values, 5.0)))
+            for f, tr, te in fraction_sweep]
+    v = S.data_fraction_needed(flat, th(S.WEIGHT_DECAY_AND_DATA))
+    assert not v.passed and all(c.value == math.inf for c in v.checks if c.name.startswith("delay ratio"))
+
+
+def test_the_weight_decay_rule_on_synthetic_sweeps():
+    from claimlens.rules import sets as S
+    from claimlens.series import Series
+
+    epochs = list(range(0, 1000, 10))
+    train = Series.of("train_loss", epochs, [1.0 if e < 50 else 1e-4 for e in epochs])
+
+    def test_loss(grok_at):
+        return Series.of("test_loss", epochs, [5.0 if grok_at is None or e < grok_at else 0.01 for e in epochs])
+
+    ok = S.weight_decay_needed([(0.0, train, test_loss(None)), (0.3, train, test_loss(300)),
+                                (1.0, train, test_loss(500))], th(S.WEIGHT_DECAY_AND_DATA))
+    assert ok.passed and any("order of grokking over weight decay" in n for n in ok.notes)
+    groks_anyway = S.weight_decay_needed([(0.0, train, test_loss(700)), (1.0, train, test_loss(500))],
+                                         th(S.WEIGHT_DECAY_AND_DATA))
+    assert not groks_anyway.passed
+    never = S.weight_decay_needed([(0.0, train, test_loss(None)), (1.0, train, test_loss(None))],
+                                  th(S.WEIGHT_DECAY_AND_DATA))
+    assert not never.passed
+    assert S.weight_decay_needed([(1.0, train, test_loss(500))], th(S.WEIGHT_DECAY_AND_DATA)).skipped

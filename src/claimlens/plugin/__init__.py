@@ -45,6 +45,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "Repeatable. Default: the built-in default run (fixtures/default.toml).",
     )
     group.addoption(
+        "--claims-sweeps", dest="claimlens_sweeps", action="store_true",
+        help="judge the claims about sets of runs on the built-in sweeps (fixtures/sweeps/*.toml), training their "
+             "runs on first use (minutes; cached after). Without it those claims are skipped, saying the cost.",
+    )
+    group.addoption(
+        "--claims-seeds", dest="claimlens_seeds", type=int, default=1, metavar="N",
+        help="judge N seeds of every spec run (train.seed 0 … N−1, trained on first use and cached): each claim "
+             "then reports 'holds in k of n' seeds with a 95%% interval. Default: 1.",
+    )
+    group.addoption(
         "--claims-device", dest="claimlens_device", default="cpu", metavar="DEVICE",
         help="device for training a spec given to --run on first use (cpu, cuda, auto). Default: cpu.",
     )
@@ -117,6 +127,8 @@ def pytest_configure(config: pytest.Config) -> None:
             float(value)
         except ValueError:
             raise pytest.UsageError(f"--claims-tolerance {item!r}: expected NAME=RTOL, e.g. test_loss=0.5") from None
+    if config.getoption("claimlens_seeds") < 1:
+        raise pytest.UsageError("--claims-seeds must be at least 1 (the number of seeds of each spec run)")
     if config.getoption("claimlens_llc_checkpoints") < 3:
         raise pytest.UsageError("--claims-llc-checkpoints must be at least 3 (a curve needs a start, a middle and "
                                 "an end)")
@@ -154,6 +166,9 @@ def _resolve_deprecated(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "run_set" in metafunc.fixturenames:
+        sets = session.set_refs(metafunc.config) or [RunRef(Path("."), "no_set", "none")]
+        metafunc.parametrize("run_set", sets, ids=[f"set={r.label}" for r in sets], indirect=True, scope="session")
     if "run" not in metafunc.fixturenames:
         return
     refs = session.refs(metafunc.config)
@@ -262,7 +277,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     spec = claim.spec if claim is not None else spec_of(marker, item.nodeid)
     params = getattr(item, "callspec", None)
     params = params.params if params is not None else {}
-    ref = params.get("run")
+    ref = params.get("run", params.get("run_set"))
     record = build_record(
         nodeid=item.nodeid, claim={"id": spec.id, "statement": spec.statement, "source": spec.source,
                                    "kind": spec.kind, "validation": spec.validation},

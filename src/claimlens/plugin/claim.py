@@ -137,7 +137,8 @@ class Claim:
         v = self.verdict
         return {
             "series": [{"name": r.series.name, "label": r.label, "epochs": _plain(r.series.epochs),
-                        "values": _plain(r.series.values), "log_scale": r.log} for r in v.series],
+                        "values": _plain(r.series.values), "log_scale": r.log,
+                        **({"x_name": r.x_name} if r.x_name != "epoch" else {})} for r in v.series],
             "measurements": [_plain(c.to_dict()) for c in v.checks],
             "phases": _plain(v.phases),
             "notes": list(v.notes),

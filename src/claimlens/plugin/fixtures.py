@@ -22,6 +22,30 @@ def run(request: pytest.FixtureRequest):
     return request.param.open(device=request.config.getoption("claimlens_device"))
 
 
+@pytest.fixture(scope="session")
+def run_set(request: pytest.FixtureRequest):
+    """The :class:`claimlens.runsets.RunSet` under test (a sweep's runs, trained on first use and cached; or a
+    built-in curves set). Parametrized over ``--run SWEEP.toml`` / ``--run nanda2022_fractions`` and, with
+    ``--claims-sweeps``, the built-in sweeps; without any, the test is skipped with the command that runs it."""
+    ref = request.param
+    if ref.kind == "no_set":
+        pytest.skip(no_set_reason(request.config))
+    return ref.open(device=request.config.getoption("claimlens_device"))
+
+
+def no_set_reason(config: pytest.Config) -> str:
+    from pathlib import Path
+
+    from claimlens.plugin.runs import builtin_sweeps
+
+    sweeps = builtin_sweeps(Path(str(config.rootpath)))
+    members = sum(len(r.describe()["members"]) for r in sweeps)
+    return (f"no run set in this session: the built-in sweeps are opt-in (`pytest claims/ --claims-sweeps` trains "
+            f"{members} runs of {len(sweeps)} sweeps on first use, about a minute each on 2 CPU cores, cached after; "
+            f"docs/sweeps.md), or name one with --run fixtures/sweeps/NAME.toml; the source's own training-fraction "
+            f"sweep: --run nanda2022_fractions")
+
+
 @contextmanager
 def _clear_errors(run):
     """A bad input met while analysing a run (an unreadable or non-finite checkpoint) fails the claim with the

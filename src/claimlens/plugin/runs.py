@@ -1,4 +1,5 @@
-"""What ``--run`` values mean: a run directory, or a spec TOML to train (once) and cache."""
+"""What ``--run`` values mean: a run directory, a spec TOML to train (once) and cache, a curves folder, a sweep
+spec (a run set, trained member by member on first use) or a built-in curves set (``nanda2022_fractions``)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,30 @@ class RunRef:
     """A run named on the command line, resolved to a label cheaply (without training or torch)."""
 
     path: Path
-    kind: str  # "run" (a run directory), "spec" (a TOML spec, trained and cached on first use) or "curves"
+    # "run" (a run directory), "spec" (a TOML spec, trained and cached on first use), "curves", "member" (one run
+    # of a sweep: path is the sweep spec, member its label), "seed" (a spec with train.seed = member, from
+    # --claims-seeds); run sets: "sweep" (a sweep spec), "curves_set"
+    kind: str
     label: str
+    member: str = ""
+
+    @property
+    def is_set(self) -> bool:
+        return self.kind in SET_KINDS
+
+    def _member_spec(self):
+        if self.kind == "seed":
+            return seed_variant(self.path, int(self.member))
+        from claimlens.runsets import SweepSpec
+
+        return next(m.spec for m in SweepSpec.from_toml(self.path).members() if m.label == self.member)
 
     def epochs(self) -> list[int]:
         """Checkpoint epochs, known without training: from the manifest, or from the spec (none for curves)."""
-        if self.kind == "curves":
+        if self.kind in ("curves", *SET_KINDS):
             return []
+        if self.kind in ("member", "seed"):
+            return self._member_spec().train.checkpoint_epochs
         if self.kind == "run":
             from claimlens.runs.manifest import read_manifest
 
@@ -33,6 +51,23 @@ class RunRef:
     def describe(self) -> dict:
         """The run as recorded in claims.json (manifest fields if it exists on disk)."""
         out = {"label": self.label, "kind": self.kind, "path": str(self.path)}
+        if self.kind == "sweep":
+            from claimlens.builtin import cached_run_path
+            from claimlens.runsets import SweepSpec
+
+            sweep = SweepSpec.from_toml(self.path)
+            out.update({"name": sweep.name, "provenance": sweep.description, "axes": list(sweep.axes),
+                        "members": [{"label": m.label, "values": m.values, "run_dir": str(cached_run_path(m.spec)),
+                                     "spec_hash": m.spec.hash} for m in sweep.members()]})
+            return out
+        if self.kind == "curves_set":
+            from claimlens.runsets import curves_set
+
+            found = curves_set(self.label).describe()
+            out.update({"name": found["name"], "provenance": found["description"], "axes": found["axes"],
+                        "members": [{"label": m["name"], "values": m["values"], "content_hash": m["content_hash"]}
+                                    for m in found["members"]]})
+            return out
         if self.kind == "curves":
             from claimlens import reference
 
@@ -40,7 +75,11 @@ class RunRef:
             out.update({"name": run.name, "content_hash": run.content_hash, "provenance": run.description})
             return out
         run_dir = self.path
-        if self.kind == "spec":
+        if self.kind in ("member", "seed"):
+            from claimlens.builtin import cached_run_path
+
+            run_dir = cached_run_path(self._member_spec())
+        elif self.kind == "spec":
             from claimlens.builtin import cached_run_path
             from claimlens.config import RunSpec
 
@@ -69,6 +108,18 @@ class RunRef:
                 from claimlens.runs.store import Run
 
                 return Run.open(self.path)
+            if self.kind == "curves_set":
+                from claimlens.runsets import curves_set
+
+                return curves_set(self.label)
+            if self.kind == "sweep":
+                from claimlens.runsets import SweepSpec, ensure_set
+
+                return ensure_set(SweepSpec.from_toml(self.path), device=device)
+            if self.kind in ("member", "seed"):
+                from claimlens.builtin import ensure_run
+
+                return ensure_run(self._member_spec(), device=device)
             from claimlens.builtin import ensure_run
             from claimlens.config import RunSpec
 
@@ -87,6 +138,10 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
     for value in values:
         path = Path(value)
         references = _references()
+        if not path.exists() and value in _curves_sets():
+            refs.append(RunRef(Path(value), "curves_set", value))
+            seen.add(value)
+            continue
         if not path.exists() and value in references:
             path = references[value]  # a built-in reference by name: --run nanda2022
         if path.is_dir() and not (path / "run.json").is_file() and (
@@ -105,17 +160,75 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
                 raise pytest.UsageError(f"--run {value}: run.json is not a valid manifest ({exc})") from None
             ref = RunRef(path, "run", str(name))
         elif path.is_file() and path.suffix == ".toml":
-            ref = RunRef(path, "spec", path.stem)
+            from claimlens.runsets import is_sweep_toml
+
+            if is_sweep_toml(path):
+                ref = _sweep_ref(path, value)
+            else:
+                ref = RunRef(path, "spec", path.stem)
         else:
-            raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a curves folder or "
-                                    f"a built-in reference ({', '.join(sorted(references))})")
+            raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a sweep .toml file, "
+                                    f"a curves folder or a built-in reference "
+                                    f"({', '.join(sorted([*references, *_curves_sets()]))})")
         label = ref.label
         n = 2
         while label in seen:
             label, n = f"{ref.label}#{n}", n + 1
         seen.add(label)
-        refs.append(RunRef(ref.path, ref.kind, label))
+        refs.append(RunRef(ref.path, ref.kind, label, ref.member))
     return refs
+
+
+SET_KINDS = ("sweep", "curves_set")
+
+
+def seed_variant(spec_path: Path, seed: int):
+    """The spec of ``spec_path`` with ``train.seed = seed``, named ``<name>_s<seed>`` (a seed of the same recipe)."""
+    import dataclasses
+
+    from claimlens.config import RunSpec
+
+    spec = RunSpec.from_toml(spec_path)
+    return dataclasses.replace(spec, name=f"{spec.name}_s{seed}",
+                               train=dataclasses.replace(spec.train, seed=seed)).validate()
+
+
+def seed_refs(ref: RunRef, n: int) -> list[RunRef]:
+    """Seeds 1 … n−1 of a spec run (seed 0 is ``ref`` itself when its spec says seed 0)."""
+    from claimlens.config import RunSpec
+
+    base = RunSpec.from_toml(ref.path)
+    seeds = [s for s in range(n) if s != base.train.seed][: max(n - 1, 0)]
+    return [RunRef(ref.path, "seed", f"{base.name}_s{s}", str(s)) for s in seeds]
+
+
+def _sweep_ref(path: Path, value: str) -> RunRef:
+    from claimlens.errors import SpecError
+    from claimlens.runsets import SweepSpec
+
+    try:
+        sweep = SweepSpec.from_toml(path)
+    except SpecError as exc:
+        raise pytest.UsageError(f"--run {value}: {exc}") from None
+    return RunRef(path, "sweep", sweep.name)
+
+
+def member_refs(ref: RunRef) -> list[RunRef]:
+    """The runs of a sweep, as refs judged by the per-run claims."""
+    from claimlens.runsets import SweepSpec
+
+    return [RunRef(ref.path, "member", m.label, m.label) for m in SweepSpec.from_toml(ref.path).members()]
+
+
+def builtin_sweeps(rootdir: Path) -> list[RunRef]:
+    """The built-in sweeps (``fixtures/sweeps/*.toml``, the full-size ``*_full.toml`` left out)."""
+    folder = rootdir / "fixtures" / "sweeps"
+    return [_sweep_ref(p, str(p)) for p in sorted(folder.glob("*.toml")) if not p.stem.endswith("_full")] \
+        if folder.is_dir() else []
+
+
+def _curves_sets() -> tuple[str, ...]:
+    return ("nanda2022_fractions",)
 
 
 def _references() -> dict[str, Path]:

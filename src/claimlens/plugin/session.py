@@ -20,8 +20,9 @@ CLAIM = pytest.StashKey[Claim]()
 UNJUDGED = pytest.StashKey[list]()  # failed reports that carry no verdict (errors, crashes, non-claim tests)
 
 
-def refs(config: pytest.Config) -> list:
-    """The runs of this session (:class:`claimlens.plugin.runs.RunRef`), resolved on first use."""
+def all_refs(config: pytest.Config) -> list:
+    """Everything ``--run`` named (:class:`claimlens.plugin.runs.RunRef`: runs and run sets), resolved on first use;
+    the built-in default run when nothing was named."""
     from claimlens.plugin.runs import resolve_refs
 
     found = config.stash[RUN_REFS]
@@ -29,6 +30,34 @@ def refs(config: pytest.Config) -> list:
         found = resolve_refs(config.getoption("claimlens_runs"), rootdir=Path(str(config.rootpath)))
         config.stash[RUN_REFS] = found
     return found
+
+
+def refs(config: pytest.Config) -> list:
+    """The runs the per-run claims judge: every run named, and the members of every sweep named with ``--run``."""
+    from claimlens.plugin.runs import member_refs, seed_refs
+
+    out = []
+    seeds = config.getoption("claimlens_seeds") or 1
+    for ref in all_refs(config):
+        if ref.kind == "sweep":
+            out.extend(member_refs(ref))
+        elif not ref.is_set:
+            out.append(ref)
+            if ref.kind == "spec" and seeds > 1:
+                out.extend(seed_refs(ref, seeds))
+    return out
+
+
+def set_refs(config: pytest.Config) -> list:
+    """The run sets the set claims judge: those named with ``--run``, and the built-in sweeps with
+    ``--claims-sweeps``."""
+    from claimlens.plugin.runs import builtin_sweeps
+
+    named = [ref for ref in all_refs(config) if ref.is_set]
+    if config.getoption("claimlens_sweeps"):
+        names = {ref.path.resolve() for ref in named}
+        named += [ref for ref in builtin_sweeps(Path(str(config.rootpath))) if ref.path.resolve() not in names]
+    return named
 
 
 class Collector:
@@ -61,7 +90,7 @@ def finish(session: pytest.Session) -> None:
     if not records:
         return
     try:  # on an xdist controller nothing was collected, so the default run may not be resolved yet
-        run_refs = refs(config)
+        run_refs = refs(config) + set_refs(config)
     except pytest.UsageError:
         run_refs = []
     used = {r["run"] for r in records}

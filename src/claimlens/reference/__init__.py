@@ -72,6 +72,10 @@ def load(path: str | Path, *, index: Path | None = None) -> CurvesRun:
         spec = tomllib.loads(index.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{index}: not valid TOML ({exc})") from None
+    return _load_index(path, spec, index)
+
+
+def _load_index(path: Path, spec: dict, index: Path) -> CurvesRun:
     tables: dict[str, dict[str, list[tuple[float, float]]]] = {}
     digest = hashlib.sha256()
     series = {}
@@ -94,6 +98,35 @@ def load(path: str | Path, *, index: Path | None = None) -> CurvesRun:
         series[name] = Series(name, torch.tensor(epochs, dtype=torch.int64), data, tuple(rows))
     return CurvesRun(str(spec.get("name", path.name)), path, series, str(spec.get("description", "")),
                      list(spec.get("keys", [])), spec.get("p"), digest.hexdigest())
+
+
+@dataclass
+class CurvesSet:
+    """Curves-only runs along one axis: ``members`` are ``(value, CurvesRun)`` pairs sorted by value."""
+
+    name: str
+    description: str
+    axis: str
+    members: list[tuple[float, CurvesRun]]
+
+
+SETS = {"nanda2022_fractions": ROOT / "nanda2022" / "fractions.toml"}
+
+
+def load_set(name: str) -> CurvesSet:
+    """A built-in curves-only run set by name (:data:`SETS`): an index whose ``values`` fill the ``{value}`` of each
+    series' trace, one curves run per value. Raises :class:`RunError` for an unknown name or a broken index."""
+    if name not in SETS:
+        raise RunError(f"no built-in curves set {name!r}; known: {sorted(SETS)}")
+    index = SETS[name]
+    spec = tomllib.loads(index.read_text())
+    members = []
+    for value in spec["values"]:
+        series = {k: {**v, "trace": v["trace"].format(value=value)} for k, v in spec["series"].items()}
+        run = _load_index(index.parent, {"name": f"{spec['name']}-{value}", "description": spec["description"],
+                                         "series": series}, index)
+        members.append((float(value), run))
+    return CurvesSet(spec["name"], spec["description"], spec["axis"], sorted(members, key=lambda t: t[0]))
 
 
 def _read(file: Path) -> dict[str, list[tuple[float, float]]]:

@@ -26,7 +26,10 @@ from typing import Any
 from claimlens._io import atomic_write_json
 from claimlens.errors import ClaimlensError
 
-REPORT_SCHEMA_VERSION = 2  # 2: claim_kind, validation, thresholds per record; status, source_value, margin per check
+# 2: claim_kind, validation, thresholds per record; status, source_value, margin per check
+# 3: over_seeds (claims judged on several seeds of one recipe); run sets in runs (kind sweep / curves_set, members);
+#    series over a run set's axis (x_name)
+REPORT_SCHEMA_VERSION = 3
 OUTCOMES = ("passed", "failed", "skipped")
 def empty_evidence() -> dict[str, Any]:
     return {"series": [], "measurements": [], "phases": {}, "notes": []}
@@ -123,9 +126,71 @@ def summary(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     return {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES}
 
 
+# catalogue Revision 2: "a claim that holds in ≥ 2 of 3 seeds of the source recipe is 'reproduced'"
+REPRODUCED_SHARE = 2 / 3
+_SEEDLESS = {"train": ("seed",)}
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion ``k / n`` (Wilson 1927): ``(low, high)`` in ``[0, 1]``.
+    Raises ``ValueError`` for ``n < 1`` or ``k`` outside ``0 … n``."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"wilson_interval needs 0 ≤ k ≤ n and n ≥ 1, got k={k}, n={n}")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if k == 0 else max(0.0, centre - half)  # exactly 0 (1) at k = 0 (n); float error aside
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return low, high
+
+
+def recipe(run: dict[str, Any]) -> str | None:
+    """What a run's spec fixes besides its seed (task, model, training without ``train.seed``), as a canonical
+    string; ``None`` for a run without a spec (curves, run sets). Runs with one recipe are seeds of it."""
+    spec = run.get("spec")
+    if not isinstance(spec, dict) or run.get("kind") in ("sweep", "curves_set"):
+        return None
+    parts = {t: {k: v for k, v in (spec.get(t) or {}).items() if k not in _SEEDLESS.get(t, ())}
+             for t in ("task", "model", "train")}
+    return json.dumps(parts, sort_keys=True)
+
+
+def over_seeds(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For every claim judged on two or more seeds of one recipe: it "holds in k of n" seeds (a seed holds it when
+    every record of the claim on that run passed; a seed where it was skipped is not counted), the 95% Wilson
+    interval of k / n, and whether it is reproduced (k / n ≥ 2/3, catalogue Revision 2)."""
+    groups: dict[str, list[str]] = {}
+    seeds: dict[str, set] = {}
+    for run in runs:
+        key = recipe(run)
+        if key is not None:
+            groups.setdefault(key, []).append(run.get("label"))
+            seeds.setdefault(key, set()).add(json.dumps((run.get("spec") or {}).get("train", {}).get("seed")))
+    out = []
+    for key, labels in groups.items():
+        if len(labels) < 2 or len(seeds[key]) < 2:
+            continue
+        by_claim: dict[str, dict[str, list[str]]] = {}
+        for r in records:
+            if r.get("run") in labels:
+                by_claim.setdefault(r.get("claim_id"), {}).setdefault(r["run"], []).append(r["outcome"])
+        for cid, per_run in sorted(by_claim.items(), key=lambda kv: str(kv[0])):
+            held = [run for run, o in per_run.items() if "failed" not in o and "passed" in o]
+            failed = [run for run, o in per_run.items() if "failed" in o]
+            n = len(held) + len(failed)
+            if n == 0:
+                continue
+            low, high = wilson_interval(len(held), n)
+            out.append({"claim_id": cid, "runs": sorted(labels), "holds_on": sorted(held), "fails_on": sorted(failed),
+                        "k": len(held), "n": n, "interval": [low, high],
+                        "reproduced": len(held) / n >= REPRODUCED_SHARE - 1e-12})
+    return out
+
+
 def build_document(records: list[dict[str, Any]], *, runs: list[dict[str, Any]], rootdir: Path,
                    threshold_overrides: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
-    """The session's document: provenance, the runs judged, the records (sorted by node id) and their summary."""
+    """The session's document: provenance, the runs judged, the records (sorted by node id), their summary and,
+    where several seeds of one recipe were judged, each claim's verdict over the seeds (``over_seeds``)."""
     records = sorted(records, key=lambda r: r["nodeid"])
     document = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -134,6 +199,9 @@ def build_document(records: list[dict[str, Any]], *, runs: list[dict[str, Any]],
         "records": records,
         "summary": summary(records),
     }
+    seeds = over_seeds(records, runs)
+    if seeds:
+        document["over_seeds"] = seeds
     if threshold_overrides:
         document["threshold_overrides"] = threshold_overrides
     return document
@@ -199,6 +267,9 @@ def merge(documents: list[dict]) -> dict[str, Any]:
         "summary": summary(records),
         "merged_from": len(documents),
     }
+    seeds = over_seeds(merged["records"], merged["runs"])
+    if seeds:
+        merged["over_seeds"] = seeds
     if len(set(overrides)) == 1 and documents[0].get("threshold_overrides"):
         merged["threshold_overrides"] = documents[0]["threshold_overrides"]
     if conflicts:

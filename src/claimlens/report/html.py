@@ -47,8 +47,9 @@ def _ticks(lo: float, hi: float, log: bool) -> list[float]:
 
 
 def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = None,
-              thresholds: list[float] | None = None, width: int = 560, height: int = 220) -> str:
-    """Lines ``{name, epochs, values}`` over epochs; log scale if asked and every value is positive."""
+              thresholds: list[float] | None = None, width: int = 560, height: int = 220, x_name: str = "epoch") -> str:
+    """Lines ``{name, epochs, values}`` over epochs (or over a run set's axis ``x_name``); log scale if asked and
+    every value is positive."""
     pts = [(e, v) for ln in lines for e, v in zip(ln["epochs"], ln["values"]) if isinstance(v, (int, float))]
     if not pts:
         return '<p class="muted">no values recorded</p>'
@@ -80,7 +81,8 @@ def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = N
                    f'<text x="{left - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">{esc(label)}</text>')
     for t in _ticks(x0, x1, False):
         x = X(t)
-        out.append(f'<text x="{x:.1f}" y="{height - 10}" class="tick" text-anchor="middle">{int(t)}</text>')
+        tick = int(t) if x_name == "epoch" else f"{t:.3g}"
+        out.append(f'<text x="{x:.1f}" y="{height - 10}" class="tick" text-anchor="middle">{tick}</text>')
     for name, epoch in (phases or {}).items():
         if isinstance(epoch, (int, float)) and x0 <= epoch <= x1:
             x = X(epoch)
@@ -99,12 +101,13 @@ def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = N
         step = max(1, len(coords) // 150)
         for x, y, e, v in coords[::step]:
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2.2" fill="{color}">'
-                       f'<title>{esc(ln["name"])}: epoch {e}, {fmt(v)}</title></circle>')
+                       f'<title>{esc(ln["name"])}: {esc(x_name)} {fmt(e)}, {fmt(v)}</title></circle>')
     out.append("</svg>")
     legend = "".join(f'<span class="key"><i style="background:{COLORS[i % len(COLORS)]}"></i>{esc(ln["name"])}</span>'
                      for i, ln in enumerate(lines))
     scale = "log scale" if log else "linear scale"
-    return f'<figure>{"".join(out)}<figcaption>{legend} <span class="muted">({scale}; x: epoch)</span></figcaption></figure>'
+    return (f'<figure>{"".join(out)}<figcaption>{legend} <span class="muted">({scale}; x: {esc(x_name)})</span>'
+            f'</figcaption></figure>')
 
 
 # ----------------------------------------------------------------------------- page
@@ -150,15 +153,27 @@ def _record_card(r: dict) -> str:
     series = r.get("series", [])
     groups: dict[tuple, list] = defaultdict(list)
     for s in series:
-        groups[(s.get("log_scale", False),)].append({"name": s["name"] + (f" [{s['label']}]" if s.get("label") else ""),
-                                                      "epochs": s["epochs"], "values": s["values"]})
-    charts = "".join(svg_chart(lines, log=key[0], phases=r.get("phases")) for key, lines in groups.items())
+        groups[(s.get("log_scale", False), s.get("x_name", "epoch"))].append(
+            {"name": s["name"] + (f" [{s['label']}]" if s.get("label") else ""), "epochs": s["epochs"],
+             "values": s["values"]})
+    charts = "".join(svg_chart(lines, log=key[0], phases=r.get("phases") if key[1] == "epoch" else None, x_name=key[1])
+                     for key, lines in groups.items())
     notes = "".join(f"<li>{esc(n)}</li>" for n in r.get("notes", []))
     message = f'<pre class="msg">{esc(r["message"])}</pre>' if r.get("message") else ""
     return (f'<article class="record {esc(r["outcome"])}"><header><span class="badge {esc(r["outcome"])}">'
             f'{esc(r["outcome"])}</span> <code>{esc(r["nodeid"])}</code> <span class="muted">{r.get("duration", 0):.2f} s'
             f'</span></header>{message}{charts}{_measurement_rows(r.get("measurements", []))}'
             f'{"<ul class=notes>" + notes + "</ul>" if notes else ""}</article>')
+
+
+def _members(run: dict) -> str:
+    """A run set's members, one line each (their axis values)."""
+    members = run.get("members") or []
+    if not members:
+        return ""
+    items = "".join(f"<li>{esc(m.get('label'))}: " + ", ".join(f"{esc(k)} = {fmt(v)}" for k, v in
+                                                             (m.get("values") or {}).items()) + "</li>" for m in members)
+    return f"<details><summary>run set of {len(members)} runs</summary><ul>{items}</ul></details>"
 
 
 def _per_checkpoint_card(records: list[dict]) -> str:
@@ -279,7 +294,8 @@ def render(document: dict[str, Any]) -> str:
         f"<tr><td>{esc(r.get('label'))}</td><td>{run_counts(r.get('label'))}</td>"
         f"<td><code>{esc(r.get('run_dir') or r.get('path'))}</code></td>"
         f"<td><code>{esc((r.get('content_hash') or '')[:12])}</code></td><td class=num>{esc(r.get('n_checkpoints'))}</td>"
-        f"<td>{esc((r.get('spec') or {}).get('description', '') or r.get('provenance', ''))}</td>"
+        f"<td>{esc((r.get('spec') or {}).get('description', '') or r.get('provenance', ''))}"
+        f"{_members(r)}</td>"
         f"{judged(r) if merged else ''}</tr>" for r in document.get("runs", []))
     runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>passed · failed · skipped</th>"
                   "<th>directory</th><th>content hash</th>"
@@ -306,12 +322,38 @@ def render(document: dict[str, Any]) -> str:
     def family(rs):  # the claims file the claim lives in, e.g. "grokking" for claims/test_grokking.py
         return rs[0]["nodeid"].split("::")[0].rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
 
+    seeds = document.get("over_seeds") or []
+    groups = sorted({tuple(s["runs"]) for s in seeds})
+    by_group = {(s["claim_id"], tuple(s["runs"])): s for s in seeds}
+
+    def seed_cell(cid, group):
+        s = by_group.get((cid, group))
+        if s is None:
+            return "<td class=muted>–</td>"
+        o = "passed" if s["reproduced"] else "failed"
+        lo, hi = s["interval"]
+        return (f'<td><span class="badge {o}" title="95% interval {lo:.2f}–{hi:.2f}; holds on '
+                f'{esc(", ".join(s["holds_on"]) or "none")}">{s["k"]} of {s["n"]}</span></td>')
+
     matrix = ("<h2>Claims × runs</h2><table class=matrix><thead><tr><th>family</th><th>claim</th>"
-              + "".join(f"<th>{esc(r)}</th>" for r in runs) + "</tr></thead><tbody>"
+              + "".join(f"<th>{esc(r)}</th>" for r in runs)
+              + "".join(f"<th title='holds in k of n seeds: {esc(', '.join(g))}'>over seeds<br>"
+                        f"<span class=muted>{esc(g[0])} …</span></th>" for g in groups)
+              + "</tr></thead><tbody>"
               + "".join(f'<tr><td>{esc(family(rs))}</td><td><a href="#{esc(cid)}">{esc(cid)}</a> '
                         f'{kind_badge(rs[0].get("claim_kind"))}</td>'
-                        + "".join(cell(rs, r) for r in runs) + "</tr>"
+                        + "".join(cell(rs, r) for r in runs) + "".join(seed_cell(cid, g) for g in groups) + "</tr>"
                         for cid, rs in sorted(claims.items(), key=lambda kv: (family(kv[1]), kv[0]))) + "</tbody></table>")
+    if seeds:
+        rows = "".join(
+            f"<tr><td>{esc(s['claim_id'])}</td><td>{esc(', '.join(s['runs']))}</td><td class=num>{s['k']} of {s['n']}"
+            f"</td><td class=num>{s['interval'][0]:.2f} – {s['interval'][1]:.2f}</td>"
+            f"<td>{'<span class=ok>reproduced</span>' if s['reproduced'] else '<span class=bad>not reproduced</span>'}"
+            f"</td></tr>" for s in seeds)
+        matrix += ("<h2>Over seeds</h2><p class=muted>A claim holds on a seed when every test of it on that run "
+                   "passed; seeds where it was skipped are not counted. Interval: 95% Wilson. Reproduced: holds in "
+                   "at least 2 of 3 (k / n ≥ 2/3).</p><table><thead><tr><th>claim</th><th>seeds (runs)</th>"
+                   f"<th>holds in</th><th>95% interval</th><th></th></tr></thead><tbody>{rows}</tbody></table>")
     filters = ('<p class=filters>show: ' + "".join(
         f'<label><input type=checkbox value="{o}" checked> {o}</label>' for o in OUTCOMES) + "</p>")
     sections = []

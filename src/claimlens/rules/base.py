@@ -130,11 +130,23 @@ class Check:
 
 @dataclass
 class SeriesRecord:
-    """A series a verdict was judged on, as it goes into the report."""
+    """A series a verdict was judged on, as it goes into the report. ``x_name`` is ``"epoch"`` for a series over
+    a run, or the axis of a run set (``"task.frac_train"``) for :class:`Points` over the members of a set."""
 
-    series: "Series"
+    series: Any  # Series, or Points
     label: str = ""
     log: bool = False
+    x_name: str = "epoch"
+
+
+@dataclass(frozen=True)
+class Points:
+    """Values over the members of a run set: ``epochs`` holds the axis values (the report's x), ``values`` the
+    measurement (``None`` where a member has none)."""
+
+    name: str
+    epochs: list[float]
+    values: list[float | None]
 
 
 class Verdict:
@@ -198,6 +210,13 @@ class Verdict:
     def add_series(self, s: Series, *, log: bool = False, label: str = "") -> Series:
         self.series.append(SeriesRecord(s, label, log))
         return s
+
+    def add_points(self, name: str, x_name: str, xs: list[float], ys: list[float | None], *, log: bool = False,
+                   label: str = "") -> Points:
+        """A measurement over the members of a run set, charted against the set's axis ``x_name``."""
+        points = Points(name, [float(x) for x in xs], [None if y is None else float(y) for y in ys])
+        self.series.append(SeriesRecord(points, label, log, x_name))
+        return points
 
     def phase_lines(self, phases: Mapping[str, Any]) -> None:
         self.phases.update({k: v for k, v in phases.items() if v is not None})
