@@ -149,13 +149,19 @@ def test_merge_recomputes_over_seeds_independent_of_order():
 # ----------------------------------------------------------------------------- claims sessions
 
 
-def _session(tmp_path, *args, workers=None):
+def _strip(doc):
+    return sorted((r["nodeid"], r["outcome"], json.dumps(r["measurements"], sort_keys=True)) for r in doc["records"])
+
+
+def _session(tmp_path, *args, workers=None, tx=None):
     env = dict(os.environ, CLAIMLENS_CACHE_DIR=os.environ.get("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache")))
     report = tmp_path / f"rep{len(list(tmp_path.glob('rep*')))}"
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "claims"), "-q", "-p", "no:cacheprovider", "--rootdir",
            str(ROOT), "--claims-report", str(report), *args]
     if workers:
         cmd += ["-n", str(workers), "--dist", "loadgroup"]
+    if tx:  # xdist's own remote-style workers
+        cmd += ["--tx", tx, "--dist", "loadgroup"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
     assert (report / "claims.json").is_file(), out.stdout[-3000:] + out.stderr[-2000:]
     return json.loads((report / "claims.json").read_text())
@@ -186,10 +192,24 @@ def test_a_sweep_given_with_run_is_judged_as_a_set_and_per_member_the_same_under
     (wd,) = [r for r in serial["records"] if r["run"] == "wd"]
     assert wd["outcome"] in ("passed", "failed") and any(m["name"].startswith("no generalisation without weight")
                                                          for m in wd["measurements"])
-    parallel = _session(tmp_path, *args, workers=2)
-    strip = lambda d: sorted((r["nodeid"], r["outcome"], json.dumps(r["measurements"], sort_keys=True))  # noqa: E731
-                             for r in d["records"])
-    assert strip(serial) == strip(parallel)
+    assert _strip(serial) == _strip(_session(tmp_path, *args, workers=2))
+    assert _strip(serial) == _strip(_session(tmp_path, *args, tx="2*popen"))
+
+
+def test_one_process_per_member_then_merge_gives_the_single_session_verdicts(tiny_sweep, tmp_path):
+    """A set larger than one machine: each member judged in its own process (sharing the cache, as a CI matrix
+    shares an artifact), the set claims in one more, the reports merged."""
+    from claimlens.report.document import merge
+
+    selection = "weight_decay_needed or grokking_delayed"
+    single = _session(tmp_path, "--run", str(tiny_sweep), "-k", selection)
+    labels = [m.label for m in SweepSpec.from_toml(tiny_sweep).members()]
+    parts = [_session(tmp_path, "--run", str(tiny_sweep), "--claims-member", label, "-k", selection)
+             for label in labels]
+    assert all({r["run"] for r in p["records"]} == {label} for p, label in zip(parts, labels))
+    parts.append(_session(tmp_path, "--run", str(tiny_sweep), "-k", "weight_decay_needed"))
+    merged = merge(parts)
+    assert _strip(merged) == _strip(single)
 
 
 def test_claims_seeds_reports_holds_in_k_of_n(tmp_path, monkeypatch):

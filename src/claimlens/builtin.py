@@ -33,7 +33,24 @@ def builtin_spec_path(name: str) -> Path:
 
 
 def cached_run_path(spec: RunSpec) -> Path:
-    return cache_dir() / "runs" / f"{spec.name}-{spec.hash[:16]}"
+    """Where the cached run of ``spec`` is: ``runs/<name>-<hash>``, or a complete run of the same hash under another
+    name (a sweep member identical to a built-in run is that run, trained once)."""
+    own = cache_dir() / "runs" / f"{spec.name}-{spec.hash[:16]}"
+    if (own / MANIFEST).exists() or not own.parent.is_dir():
+        return own
+    for other in sorted(own.parent.glob(f"*-{spec.hash[:16]}")):
+        if other.is_dir() and (other / MANIFEST).exists() and _complete(other):
+            return other
+    return own
+
+
+def _complete(path: Path) -> bool:
+    from claimlens.runs.manifest import read_manifest
+
+    try:
+        return read_manifest(path).get("status") == "complete"
+    except RunError:
+        return False
 
 
 def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> Run:

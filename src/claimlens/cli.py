@@ -42,7 +42,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
                      checkpoint_every=args.checkpoint_every, epoch_pattern=args.epoch_pattern,
                      final_epoch=args.final_epoch, ignore_logged_losses=args.ignore_logged_losses,
                      progress=not args.quiet)
-    print(f"imported {len(run.epochs)} checkpoints into {run.path}")
+    print(f"imported {_n(len(run.epochs), 'checkpoint')} into {run.path}")
     _print_info(run)
     return 0
 
@@ -84,6 +84,10 @@ def _info_dict(run) -> dict:
     return info
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def _print_info(run) -> None:
     info = _info_dict(run)
     spec = run.spec
@@ -101,11 +105,18 @@ def _print_info(run) -> None:
         f"model      {model}",
         f"training   {t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} betas={tuple(t.betas)} "
         f"warmup={t.warmup_steps} epochs={t.epochs} seed={t.seed}",
-        f"epochs     {info['checkpoints']['count']} checkpoints, {info['checkpoints']['first']} … {info['checkpoints']['last']}",
+        f"epochs     {_n(info['checkpoints']['count'], 'checkpoint')}, {info['checkpoints']['first']} … "
+        f"{info['checkpoints']['last']}",
     ]
     if m.frozen:
         lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
     source = info["source"]
+    if "train_read_from_source" in source:
+        read = source["train_read_from_source"]
+        lines[5] += (f"  (from the file: {', '.join(read) if read else 'nothing'}; the rest are claimlens's "
+                     f"defaults, not the source's)")
+    for note in source.get("conversions", []):
+        lines.append(f"import     {note}")
     if source.get("split_rule"):
         lines.append(f"split      {source['split_rule']}")
     for name, check in (source.get("logged_losses") or {}).items():

@@ -140,6 +140,7 @@ class RunSet:
     axes: tuple[str, ...]
     members: list[tuple[dict[str, Any], Any]]
     kind: str = "sweep"  # "sweep" (trained from a sweep spec) or "curves" (curves-only runs, e.g. the source's)
+    labels: list[str] = field(default_factory=list)  # the members' labels (a member may be a run of another name)
 
     def varies(self, axis: str) -> bool:
         return axis in self.axes and len({repr(v[axis]) for v, _ in self.members}) > 1
@@ -150,8 +151,9 @@ class RunSet:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "description": self.description, "axes": list(self.axes),
-                "members": [{"name": run.name, "values": values, "content_hash": getattr(run, "content_hash", "")}
-                            for values, run in self.members]}
+                "members": [{"name": self.labels[i] if i < len(self.labels) else run.name, "run": run.name,
+                             "values": values, "content_hash": getattr(run, "content_hash", "")}
+                            for i, (values, run) in enumerate(self.members)]}
 
 
 def ensure_set(sweep: SweepSpec, *, device: str = "cpu", progress: bool = True) -> RunSet:
@@ -164,8 +166,8 @@ def ensure_set(sweep: SweepSpec, *, device: str = "cpu", progress: bool = True) 
         from tqdm.auto import tqdm
 
         iterator = tqdm(members, desc=f"sweep {sweep.name}", unit="run")
-    runs = [(m.values, ensure_run(m.spec, device=device, progress=False)) for m in iterator]
-    return RunSet(sweep.name, sweep.description, tuple(sweep.axes), runs)
+    runs = [(m.values, ensure_run(m.spec, device=device, progress=progress)) for m in iterator]
+    return RunSet(sweep.name, sweep.description, tuple(sweep.axes), runs, labels=[m.label for m in members])
 
 
 def curves_set(name: str) -> RunSet:

@@ -122,7 +122,8 @@ def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int 
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(epochs, desc=f"LLC {run.name}", unit="ckpt")
+        label = f"LLC {run.name}" + (" (orthogonal to the gradient)" if config.orth_grad else "")
+        iterator = tqdm(epochs, desc=label, unit="ckpt")
     results = [estimate_at(run, e, config) for e in iterator]
     out = LLCEstimates(
         epochs=list(epochs),

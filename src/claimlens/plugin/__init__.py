@@ -50,6 +50,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "runs on first use (minutes; cached after). Without it those claims are skipped, saying the cost.",
     )
     group.addoption(
+        "--claims-member", dest="claimlens_members", action="append", default=[], metavar="LABEL",
+        help="of a sweep named with --run, judge only this member per run (repeatable): one process per member on "
+             "a CI matrix, their reports joined with `claimlens merge` (docs/sweeps.md).",
+    )
+    group.addoption(
         "--claims-seeds", dest="claimlens_seeds", type=int, default=1, metavar="N",
         help="judge N seeds of every spec run (train.seed 0 … N−1, trained on first use and cached): each claim "
              "then reports 'holds in k of n' seeds with a 95%% interval. Default: 1.",
@@ -185,6 +190,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Check the threshold overrides against the collected claims (before any deselection); with pytest-xdist
     ``--dist loadgroup``, keep every test of one run in one worker (one evaluation)."""
     _validate_thresholds(config, items)
+    if config.getoption("claimlens_members"):  # a member's process: the set claims run in the set's own session
+        unset = [i for i in items if getattr(getattr(i, "callspec", None), "params", {}).get("run_set") is not None
+                 and i.callspec.params["run_set"].kind == "no_set"]
+        if unset:
+            config.hook.pytest_deselected(items=unset)
+            items[:] = [i for i in items if i not in unset]
     for item in items:
         callspec = getattr(item, "callspec", None)
         ref = callspec.params.get("run") if callspec is not None else None

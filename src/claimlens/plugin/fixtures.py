@@ -8,7 +8,7 @@ its forward pass, shared; ``final_model`` the same for a run that generalised), 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import pytest
 
@@ -19,7 +19,14 @@ from claimlens.plugin.session import CLAIM, THRESHOLDS
 @pytest.fixture(scope="session")
 def run(request: pytest.FixtureRequest):
     """The :class:`claimlens.runs.Run` under test (trained and cached first if given as a spec)."""
-    return request.param.open(device=request.config.getoption("claimlens_device"))
+    with uncaptured(request):  # training on first use takes minutes: its progress bar shows through the capture
+        return request.param.open(device=request.config.getoption("claimlens_device"))
+
+
+def uncaptured(request: pytest.FixtureRequest):
+    """A context in which output (progress bars of long work) reaches the terminal through pytest's capture."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    return capture.global_and_fixture_disabled() if capture is not None else nullcontext()
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +37,8 @@ def run_set(request: pytest.FixtureRequest):
     ref = request.param
     if ref.kind == "no_set":
         pytest.skip(no_set_reason(request.config))
-    return ref.open(device=request.config.getoption("claimlens_device"))
+    with uncaptured(request):
+        return ref.open(device=request.config.getoption("claimlens_device"))
 
 
 def no_set_reason(config: pytest.Config) -> str:
@@ -150,7 +158,6 @@ def phases(run_series):
 
 
 def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
-    from contextlib import nullcontext
     from dataclasses import replace
 
     from claimlens.analysis.llc import default_config, llc_over_run
@@ -159,10 +166,9 @@ def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
     needs_weights(run, "the learning coefficient is sampled around the model's weights")
     config = replace(default_config(run), orth_grad=orth_grad)
     n = request.config.getoption("claimlens_llc_checkpoints")
-    capture = request.config.pluginmanager.getplugin("capturemanager")
     try:
         # The estimate takes minutes on first use: let its progress bar through pytest's capture.
-        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+        with uncaptured(request):
             return llc_over_run(run, config, max_checkpoints=n, progress=True)
     except ClaimlensError as exc:
         pytest.fail(f"run {run.name!r}: {exc}", pytrace=False)

@@ -38,9 +38,15 @@ def refs(config: pytest.Config) -> list:
 
     out = []
     seeds = config.getoption("claimlens_seeds") or 1
+    only = set(config.getoption("claimlens_members") or [])
     for ref in all_refs(config):
         if ref.kind == "sweep":
-            out.extend(member_refs(ref))
+            members = member_refs(ref)
+            unknown = only - {m.label for m in members} if only else set()
+            if unknown:
+                raise pytest.UsageError(f"--claims-member {sorted(unknown)}: not members of the sweep {ref.label!r} "
+                                        f"({[m.label for m in members]})")
+            out.extend(m for m in members if not only or m.label in only)
         elif not ref.is_set:
             out.append(ref)
             if ref.kind == "spec" and seeds > 1:
@@ -54,6 +60,8 @@ def set_refs(config: pytest.Config) -> list:
     from claimlens.plugin.runs import builtin_sweeps
 
     named = [ref for ref in all_refs(config) if ref.is_set]
+    if config.getoption("claimlens_members"):  # this process judges members of the named sweeps, not the sets
+        named = [ref for ref in named if ref.kind != "sweep"]
     if config.getoption("claimlens_sweeps"):
         names = {ref.path.resolve() for ref in named}
         named += [ref for ref in builtin_sweeps(Path(str(config.rootpath))) if ref.path.resolve() not in names]

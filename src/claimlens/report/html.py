@@ -25,6 +25,8 @@ def esc(x: Any) -> str:
 
 def fmt(v: Any) -> str:
     if isinstance(v, float):
+        if abs(v) >= 1e308:  # how claims.json stores ±infinity (JSON has none)
+            return "∞" if v > 0 else "−∞"
         return f"{v:.4g}"
     return esc(v)
 

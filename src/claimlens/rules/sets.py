@@ -63,16 +63,16 @@ class Delay:
         return self.generalised / max(self.memorised, 1)
 
 
-def delay(train_loss: Series, test_loss: Series, th) -> Delay:
-    return Delay(train_loss.first_crossing(th["train_loss_level"], "below"),
-                 test_loss.first_crossing(th["test_loss_level"], "below"))
+def delay(train_loss: Series, test_loss: Series, train_level: float, test_level: float) -> Delay:
+    """When the train loss first falls below ``train_level`` and the test loss below ``test_level``."""
+    return Delay(train_loss.first_crossing(train_level, "below"), test_loss.first_crossing(test_level, "below"))
 
 
-def _describe(d: Delay, th) -> str:
-    memo = f"train loss < {th['train_loss_level']:g} at epoch {d.memorised}" if d.memorised is not None \
-        else f"train loss never < {th['train_loss_level']:g}"
-    gen = f"test loss < {th['test_loss_level']:g} at epoch {d.generalised}" if d.generalised is not None \
-        else f"test loss never < {th['test_loss_level']:g} in the run"
+def _describe(d: Delay, train_level: float, test_level: float) -> str:
+    memo = f"train loss < {train_level:g} at epoch {d.memorised}" if d.memorised is not None \
+        else f"train loss never < {train_level:g}"
+    gen = f"test loss < {test_level:g} at epoch {d.generalised}" if d.generalised is not None \
+        else f"test loss never < {test_level:g} in the run"
     return f"{memo}; {gen}"
 
 
@@ -82,11 +82,12 @@ def data_fraction_needed(members: Sequence[tuple[float, Series, Series]], th) ->
     if len(members) < int(th["min_fractions"]):
         return v.skip(f"the set has {len(members)} training fraction(s); the rule needs ≥ {int(th['min_fractions'])}")
     fracs, ratios = [], []
+    levels = th["train_loss_level"], th["test_loss_level"]
     for frac, train_loss, test_loss in sorted(members, key=lambda m: m[0]):
-        d = delay(train_loss, test_loss, th)
+        d = delay(train_loss, test_loss, *levels)
         src = SOURCE_R.get(round(frac, 4))
         v.record("delay ratio R = epoch(test loss < 0.1) / epoch(train loss < 0.01)", d.ratio, label=f"frac={frac:g}",
-                 detail=_describe(d, th), source=src)
+                 detail=_describe(d, *levels), source=src)
         if math.isnan(d.ratio):
             v.note(f"frac {frac:g}: the train loss never fell below {th['train_loss_level']:g}; left out of the rule")
             continue
@@ -123,11 +124,12 @@ def weight_decay_needed(members: Sequence[tuple[float, Series, Series]], th) -> 
     if not zero or not positive:
         return v.skip("the set needs runs with weight decay 0 and with weight decay > 0")
     epochs = []
+    levels = th["train_loss_level"], th["test_loss_level"]
     for wd, train_loss, test_loss in sorted(members, key=lambda m: m[0]):
-        d = delay(train_loss, test_loss, th)
+        d = delay(train_loss, test_loss, *levels)
         budget = int(test_loss.epochs[-1])
         v.record("epoch the test loss first falls below 0.1", d.generalised, label=f"weight_decay={wd:g}",
-                 detail=_describe(d, th) + f"; budget {budget} epochs")
+                 detail=_describe(d, *levels) + f"; budget {budget} epochs")
         if wd == 0:
             v.require(d.generalised is None, f"no generalisation without weight decay within {budget} epochs",
                       f"the run with weight decay 0 generalised at epoch {d.generalised}", detail=f"wd={wd:g}")

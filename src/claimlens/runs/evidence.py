@@ -242,11 +242,15 @@ def search_split(per_example_loss: torch.Tensor, p: int, epoch: int, logged: Map
             f"file, or pass --spec SPEC.toml whose [task] frac_train/split_seed give Nanda's shuffle")
     if len(matches) > 1:
         listing = "; ".join(f"{r} seed {s} frac {f}" for _, r, s, f, _, _ in matches[:5])
+        one_shuffle = len({(r, s) for _, r, s, _, _, _ in matches}) == 1
+        why = (f"they are one shuffle cut at different fractions, each a subset of the training set; a logged test "
+               f"loss{' (the file has one) does not' if 'test_loss' in targets else ''} would tell them apart"
+               if one_shuffle else "an untrained model fits every split alike")
         raise CheckpointError(
             f"{where}: the file stores no split, and {len(matches)} of {tried} reproduce its logged train loss "
             f"{logged_train:.4g} at epoch {epoch} ({listing}{'; …' if len(matches) > 5 else ''}): the losses cannot "
-            f"tell them apart (is the model trained?). claimlens never guesses: store the split in the file, or "
-            f"pass --spec SPEC.toml naming it")
+            f"tell them apart ({why}). claimlens never guesses: store the split in the file, or pass --spec "
+            f"SPEC.toml naming it")
     err, rule, seed, frac, n_train, train = matches[0]
     order = SPLIT_RULES[rule](p, seed)
     runner_up = scored[1][0] if len(scored) > 1 else float("nan")

@@ -75,17 +75,44 @@ def safe_torch_load(path: Path, *, spec_given: bool = False, notes: list[str] | 
     placeholders and dropped (a line is added to ``notes``)."""
     if not path.is_file():
         raise CheckpointError(f"{str(path)!r} does not exist or is not a file")
+    text = _text_file(path)
+    if text:
+        raise CheckpointError(f"{str(path)!r} is a text file ({text}), not a torch checkpoint"
+                              + (": fetch the real file with `git lfs pull`" if "Git LFS" in text else ""))
     try:
         return safe_load.load(path)
     except pickle.UnpicklingError as exc:
         if not re.search(r"global|numpy|allowlisted", str(exc), re.IGNORECASE):  # garbage, not a pickle asking for code
-            raise CheckpointError(f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt?): "
-                                  f"{_first_line(exc)}") from None
+            raise _unreadable(path, exc) from None
         return _load_with_unsafe_globals(path, exc, spec_given, notes)
-    except (RuntimeError, EOFError, ValueError, OSError, IndexError) as exc:
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt?): {_first_line(exc)}"
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - whatever torch's unpickler raises on a damaged file (KeyError, …)
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    reason = _first_line(exc).split(". ")[0]
+    if "weights_only" in reason or "Weights only load failed" in reason:
+        reason = type(exc).__name__  # torch's advice to load with weights_only=False is not ours to give
+    detail = type(exc).__name__ + ("" if reason == type(exc).__name__ else f": {reason[:160]}")
+    return CheckpointError(f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt: {detail}). Copy "
+                           f"or download it again, or re-save it with torch.save")
+
+
+def _text_file(path: Path) -> str | None:
+    """What a text file posing as a checkpoint is (a Git LFS pointer, JSON, other text); None for binary files."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head or b"\0" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("version https://git-lfs"):
+        return "a Git LFS pointer"
+    if text.lstrip()[:1] in ("{", "["):
+        return "JSON"
+    return "plain text" if text.isprintable() or "\n" in text else None
 
 
 def _load_with_unsafe_globals(path: Path, exc: Exception, spec_given: bool, notes: list[str] | None) -> Any:
@@ -316,7 +343,8 @@ def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = No
     then."""
     source, out = Path(source), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise RunError(f"--out {str(out)!r} already exists and is not empty; nothing was written")
+        raise RunError(f"--out {str(out)!r} already exists and is not empty; nothing was written. Choose a new "
+                       f"--out, or remove that folder first")
     if not source.exists():
         raise CheckpointError(f"import source {str(source)!r} does not exist")
     name = name or (spec.name if spec else source.stem.replace("full_run_data", "imported") or "imported")
@@ -356,7 +384,7 @@ def _read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every
     sidecar = find_sidecar(path)
     clock_pizza = sidecar is not None and is_clock_pizza_config(sidecar[1])
     if clock_pizza:
-        notes.extend(check_clock_pizza(sidecar[1], f"{sidecar[0].name}"))
+        notes.extend(check_clock_pizza(sidecar[1], f"{where} (its {sidecar[0].name})"))
         if not any(data.get(k) is not None for k in ("train_indices", "test_indices", "train_data", "test_data")):
             raise clock_pizza_split_refusal(where)
         final_epoch = final_epoch if final_epoch is not None else _sidecar_epoch(sidecar[1], data, notes)
@@ -366,6 +394,9 @@ def _read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every
         if not isinstance(config, Mapping):
             raise SpecError(f"{where}: no 'config' dict in the file; pass --spec SPEC.toml describing the run")
         spec = spec_from_source_config(config, name, where=where, weights=state_dicts[-1], notes=notes)
+        meta["train_read_from_source"] = sorted({f for k, (t, f) in _CONFIG_ALIASES.items()
+                                                 if t == "train" and config.get(k) is not None}
+                                                - {"epochs", "checkpoint_every"})
     spec = _reconcile_optimizer(spec, data, config, spec_given, meta, notes)
     logged: dict[str, evidence.LoggedCurve] = {}
     if ignore_logged:
@@ -457,6 +488,8 @@ def _reconcile_optimizer(spec: RunSpec, data: Mapping[str, Any], config: Any, sp
         if not spec_given:
             changes[field] = tuple(theirs) if field == "betas" else theirs
     meta["optimizer_evidence"] = {k: v for k, v in found.items() if k != "key"}
+    if "train_read_from_source" in meta:
+        meta["train_read_from_source"] = sorted(set(meta["train_read_from_source"]) | set(changes))
     if disagree:
         meta["config_disagrees_with_optimizer"] = disagree
     return dataclasses.replace(spec, train=dataclasses.replace(spec.train, **changes)) if changes else spec
@@ -662,8 +695,10 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
         raise CheckpointError(f"stored split: {exc}") from None
     spec = dataclasses.replace(spec, train=dataclasses.replace(
         spec.train, epochs=max(epochs[-1], 1), checkpoint_every=min(spec.train.checkpoint_every, max(epochs[-1], 1))))
+    created = [d for d in [out.parent, *out.parent.parents] if not d.exists()]  # removed again if the import fails
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.importing-", dir=out.parent))
+    done = False
     try:
         logged: dict[str, evidence.LoggedCurve] = meta.pop("logged", {})
         where_source = meta.pop("where", spec.name)
@@ -708,9 +743,16 @@ def _write(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence[An
         run = writer.finish()
         if spec.model.kind == "transformer":
             _prove_bridge_load(run)
-        shutil.move(str(tmp / "run"), str(out))
+        if out.is_dir():  # an existing empty folder (checked at the start): the run takes its place
+            out.rmdir()
+        (tmp / "run").rename(out)
+        done = True
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            for d in created:  # folders this import made for --out, deepest first
+                if d.is_dir() and not any(d.iterdir()):
+                    d.rmdir()
     return Run.open(out)
 
 
