@@ -220,3 +220,24 @@ def test_claims_seeds_reports_holds_in_k_of_n(tmp_path, monkeypatch):
     (s,) = doc["over_seeds"]
     assert s["claim_id"] == "grokking_delayed_generalisation" and s["n"] == 3 and s["k"] == 0
     assert s["reproduced"] is False and s["interval"][0] == 0
+
+
+def test_a_folder_of_logged_sweep_losses_is_a_curves_set(tmp_path):
+    """A published sweep with losses only: a folder of trace,epoch,value CSVs and an index naming the axis."""
+    import shutil
+
+    from claimlens import reference
+
+    folder = tmp_path / "my_sweep"
+    folder.mkdir()
+    shutil.copy(reference.ROOT / "nanda2022" / "mod_add_frac_train_all.csv", folder / "losses.csv")
+    (folder / "index.toml").write_text(
+        'name = "my_sweep"\naxis = "task.frac_train"\nvalues = ["0.3", "0.5", "0.6", "0.9"]\n'
+        '[series.train_loss]\nfile = "losses.csv"\ntrace = "train_{value}"\nscale = "log"\n'
+        '[series.test_loss]\nfile = "losses.csv"\ntrace = "test_{value}"\nscale = "log"\n')
+    doc = _session(tmp_path, "-k", "data_fraction", "--run", str(folder))
+    (rec,) = [r for r in doc["records"] if r["claim_id"] == "weight_decay_and_data_fraction_needed"]
+    assert rec["outcome"] == "passed" and rec["run"] == "my_sweep", rec["message"]
+    (folder / "index.toml").write_text('axis = "task.frac_train"\nvalues = []\n')
+    with pytest.raises(Exception, match="non-empty list of values"):
+        curves_set(folder)

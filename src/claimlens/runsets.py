@@ -170,8 +170,9 @@ def ensure_set(sweep: SweepSpec, *, device: str = "cpu", progress: bool = True) 
     return RunSet(sweep.name, sweep.description, tuple(sweep.axes), runs, labels=[m.label for m in members])
 
 
-def curves_set(name: str) -> RunSet:
-    """A built-in curves-only set (``nanda2022_fractions``: the source's training-fraction sweep)."""
+def curves_set(name: str | Path) -> RunSet:
+    """A curves-only set: built-in by name (``nanda2022_fractions``: the source's training-fraction sweep) or a
+    folder (:func:`claimlens.reference.load_set`)."""
     from claimlens import reference
 
     found = reference.load_set(name)

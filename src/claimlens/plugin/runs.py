@@ -63,7 +63,7 @@ class RunRef:
         if self.kind == "curves_set":
             from claimlens.runsets import curves_set
 
-            found = curves_set(self.label).describe()
+            found = curves_set(self.path if self.path.is_dir() else self.label).describe()
             out.update({"name": found["name"], "provenance": found["description"], "axes": found["axes"],
                         "members": [{"label": m["name"], "values": m["values"], "content_hash": m["content_hash"]}
                                     for m in found["members"]]})
@@ -111,7 +111,7 @@ class RunRef:
             if self.kind == "curves_set":
                 from claimlens.runsets import curves_set
 
-                return curves_set(self.label)
+                return curves_set(self.path if self.path.is_dir() else self.label)
             if self.kind == "sweep":
                 from claimlens.runsets import SweepSpec, ensure_set
 
@@ -144,7 +144,9 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
             continue
         if not path.exists() and value in references:
             path = references[value]  # a built-in reference by name: --run nanda2022
-        if path.is_dir() and not (path / "run.json").is_file() and (
+        if path.is_dir() and not (path / "run.json").is_file() and _is_set_dir(path):
+            ref = RunRef(path, "curves_set", path.name)
+        elif path.is_dir() and not (path / "run.json").is_file() and (
                 (path / "index.toml").is_file() or path.name in references):
             ref = RunRef(path, "curves", path.name)
         elif path.is_dir():
@@ -225,6 +227,17 @@ def builtin_sweeps(rootdir: Path) -> list[RunRef]:
     folder = rootdir / "fixtures" / "sweeps"
     return [_sweep_ref(p, str(p)) for p in sorted(folder.glob("*.toml")) if not p.stem.endswith("_full")] \
         if folder.is_dir() else []
+
+
+def _is_set_dir(path: Path) -> bool:
+    """A curves folder whose index names an axis and values (read without torch)."""
+    import tomllib
+
+    try:
+        spec = tomllib.loads((path / "index.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return False
+    return "axis" in spec and "values" in spec
 
 
 def _curves_sets() -> tuple[str, ...]:

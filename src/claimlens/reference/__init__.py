@@ -113,15 +113,36 @@ class CurvesSet:
 SETS = {"nanda2022_fractions": ROOT / "nanda2022" / "fractions.toml"}
 
 
-def load_set(name: str) -> CurvesSet:
-    """A built-in curves-only run set by name (:data:`SETS`): an index whose ``values`` fill the ``{value}`` of each
-    series' trace, one curves run per value. Raises :class:`RunError` for an unknown name or a broken index."""
-    if name not in SETS:
-        raise RunError(f"no built-in curves set {name!r}; known: {sorted(SETS)}")
-    index = SETS[name]
-    spec = tomllib.loads(index.read_text())
+def load_set(name: str | Path) -> CurvesSet:
+    """A curves-only run set: a built-in one by name (:data:`SETS`), or a folder whose ``index.toml`` gives
+    ``axis`` (a dotted spec field, e.g. ``task.frac_train``), ``values`` (strings) and ``[series.*]`` entries whose
+    ``trace`` holds ``{value}``; one curves run per value (e.g. the losses of a published sweep). Raises
+    :class:`RunError` for an unknown name or a broken index, naming the file."""
+    if str(name) in SETS:
+        index = SETS[str(name)]
+    elif Path(name).is_dir():
+        index = Path(name) / INDEX
+    else:
+        raise RunError(f"no curves set {str(name)!r}: neither a built-in one ({sorted(SETS)}) nor a folder with an "
+                       f"{INDEX}")
+    try:
+        spec = tomllib.loads(index.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{index}: not a readable TOML index ({exc})") from None
+    missing = [k for k in ("axis", "values", "series") if k not in spec]
+    if missing or not isinstance(spec.get("values"), list) or not spec["values"]:
+        raise RunError(f"{index}: a curves set's index needs axis, a non-empty list of values and [series.*] "
+                       f"entries (missing: {missing or 'values'}; see claimlens/reference/nanda2022/fractions.toml)")
+    spec.setdefault("name", index.parent.name)
+    spec.setdefault("description", "")
     members = []
     for value in spec["values"]:
+        value = str(value)
+        try:
+            float(value)
+        except ValueError:
+            raise RunError(f"{index}: value {value!r} is not a number (values are the axis values, e.g. \"0.3\")") \
+                from None
         series = {k: {**v, "trace": v["trace"].format(value=value)} for k, v in spec["series"].items()}
         run = _load_index(index.parent, {"name": f"{spec['name']}-{value}", "description": spec["description"],
                                          "series": series}, index)
