@@ -480,15 +480,14 @@ def test_e2_08_the_clock_pizza_layout_with_softmax_attention_is_the_source_forwa
     from claimlens.config import ModelConfig
     from claimlens.models import forward
     from claimlens.runs.layouts import to_property_format
-    from claimlens.tasks import ModularAddition
+    from claimlens.tasks import grid_tokens
 
     src = generate("E2-08", tmp_path / "src")
     sd = torch.load(src / "eqn_sign1" / "model_p99zdpze5l.pt", weights_only=True)
     model = ModelConfig(d_model=128, n_heads=4, d_head=32, d_mlp=512)
     params, notes = to_property_format(sd, model, 59, where="E2-08")
-    task = ModularAddition(59, torch.arange(1), torch.arange(1, 59 * 59))
     reference = torch.load(src / "reference_logits.pt", weights_only=True)
-    ours = forward(params, task.tokens, model).logits
+    ours = forward(params, grid_tokens(59), model).logits
     torch.testing.assert_close(ours, reference["coeff1"][:, :59], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(ours, reference["coeff0"][:, :59], atol=1e-2), "α = 0 is another function"
     assert any("progress-measures-paper layout" in n for n in notes)

@@ -96,6 +96,10 @@ def _print_info(run) -> None:
              if m.kind == "transformer" else
              f"mlp d_embed={m.d_embed} hidden={list(m.hidden)} combine={m.combine} act={m.act_fn}")
     t = spec.train
+    source = info["source"]
+    read = source.get("train_read_from_source")
+    provenance = ("" if read is None else f"  (from the file: {', '.join(read) if read else 'nothing'}; the rest are "
+                                          f"claimlens's defaults, not the source's)")
     lines = [
         f"run        {info['name']}  ({info['status']}, content hash {info['content_hash'][:12]})",
         f"path       {info['path']}",
@@ -104,17 +108,12 @@ def _print_info(run) -> None:
         f"task       a+b mod {spec.task.p}; {info['n_train']} train / {info['n_test']} test pairs",
         f"model      {model}",
         f"training   {t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} betas={tuple(t.betas)} "
-        f"warmup={t.warmup_steps} epochs={t.epochs} seed={t.seed}",
+        f"warmup={t.warmup_steps} epochs={t.epochs} seed={t.seed}{provenance}",
         f"epochs     {_n(info['checkpoints']['count'], 'checkpoint')}, {info['checkpoints']['first']} … "
         f"{info['checkpoints']['last']}",
     ]
     if m.frozen:
         lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
-    source = info["source"]
-    if "train_read_from_source" in source:
-        read = source["train_read_from_source"]
-        lines[5] += (f"  (from the file: {', '.join(read) if read else 'nothing'}; the rest are claimlens's "
-                     f"defaults, not the source's)")
     for note in source.get("conversions", []):
         lines.append(f"import     {note}")
     if source.get("split_rule"):

@@ -44,10 +44,10 @@ def run_set(request: pytest.FixtureRequest):
 def no_set_reason(config: pytest.Config) -> str:
     from pathlib import Path
 
-    from claimlens.plugin.runs import builtin_sweeps
+    from claimlens.plugin.runs import builtin_sweeps, member_refs
 
     sweeps = builtin_sweeps(Path(str(config.rootpath)))
-    members = sum(len(r.describe()["members"]) for r in sweeps)
+    members = sum(len(member_refs(r)) for r in sweeps)
     return (f"no run set in this session: the built-in sweeps are opt-in (`pytest claims/ --claims-sweeps` trains "
             f"{members} runs of {len(sweeps)} sweeps on first use, about a minute each on 2 CPU cores, cached after; "
             f"docs/sweeps.md), or name one with --run fixtures/sweeps/NAME.toml; the source's own training-fraction "

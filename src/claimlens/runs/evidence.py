@@ -16,7 +16,6 @@ importer uses them as evidence:
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from claimlens.errors import CheckpointError
+from claimlens.tasks import nanda_split
 
 # Logged and recomputed losses agree when within 5% relative (the "~5%": float32 logging, the source's
 # extra '=' class in PMP's training loss) or within ABS_TOL absolute (float32 cross entropy of a memorised
@@ -162,9 +162,7 @@ def verify_logged(recomputed: Mapping[str, Mapping[int, float]], logged: Mapping
 
 
 def _nanda_shuffle(p: int, seed: int) -> torch.Tensor:
-    order = list(range(p * p))
-    random.Random(seed).shuffle(order)
-    return torch.tensor(order, dtype=torch.int64)
+    return torch.cat(nanda_split(p, 0.0, seed))  # the whole shuffled order (no pair for training at fraction 0)
 
 
 def _torch_randperm(p: int, seed: int) -> torch.Tensor:

@@ -50,7 +50,7 @@ from claimlens.runs.layouts import (
     to_property_format,
 )
 from claimlens.runs.store import Run, RunWriter
-from claimlens.tasks import ModularAddition, nanda_split
+from claimlens.tasks import ModularAddition, grid_labels, grid_tokens, nanda_split
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
@@ -90,7 +90,7 @@ def safe_torch_load(path: Path, *, spec_given: bool = False, notes: list[str] | 
 
 
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
-    reason = _first_line(exc).split(". ")[0]
+    reason = first_line(exc).split(". ")[0]
     if "weights_only" in reason or "Weights only load failed" in reason:
         reason = type(exc).__name__  # torch's advice to load with weights_only=False is not ours to give
     detail = type(exc).__name__ + ("" if reason == type(exc).__name__ else f": {reason[:160]}")
@@ -112,7 +112,7 @@ def _text_file(path: Path) -> str | None:
         return "a Git LFS pointer"
     if text.lstrip()[:1] in ("{", "["):
         return "JSON"
-    return "plain text" if text.isprintable() or "\n" in text else None
+    return "plain text" if all(c.isprintable() or c.isspace() for c in text) else None
 
 
 def _load_with_unsafe_globals(path: Path, exc: Exception, spec_given: bool, notes: list[str] | None) -> Any:
@@ -155,10 +155,9 @@ def _unsafe_detail(message: str) -> str:
     for line in message.splitlines():
         if "Unsupported" in line or "not allowed" in line:
             return line.strip()
-    return _first_line(message)
+    return first_line(message)
 
 
-_first_line = first_line
 
 
 # ----------------------------------------------------------------------------- finding the weights
@@ -447,10 +446,9 @@ def _search_split(sd: Mapping[str, torch.Tensor], epoch: int, spec: RunSpec, log
     p = spec.task.p
     params, _ = to_property_format(strip_wrapper_prefixes(sd)[0], spec.model, p, where=where)
     validate_params(params, spec.model, p, where=f"{where} (epoch {epoch})")
-    task = ModularAddition(p, torch.arange(1), torch.arange(1, p * p))  # the grid only; the split is sought
     with torch.no_grad():
-        logits = forward(params, task.tokens, spec.model).logits.double()
-    per_example = torch.nn.functional.cross_entropy(logits, task.labels, reduction="none")
+        logits = forward(params, grid_tokens(p), spec.model).logits.double()
+    per_example = torch.nn.functional.cross_entropy(logits, grid_labels(p), reduction="none")
     seeds = [int(config["seed"])] if isinstance(config, Mapping) and isinstance(config.get("seed"), int) else []
     fracs = [float(config["frac_train"])] if isinstance(config, Mapping) and isinstance(
         config.get("frac_train"), (int, float)) else []

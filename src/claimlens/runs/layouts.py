@@ -146,8 +146,10 @@ def find_sidecar(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
             try:
                 data = json.loads(path.read_text())
             except (OSError, ValueError) as exc:
-                raise CheckpointError(f"{str(path)!r}: the config next to the checkpoint is not readable JSON: "
-                                      f"{first_line(exc)}") from None
+                if name.startswith("config_"):  # named as the Clock/Pizza code names its sidecar: it must be read
+                    raise CheckpointError(f"{str(path)!r}: the config next to the checkpoint is not readable JSON: "
+                                          f"{first_line(exc)}") from None
+                continue  # some other JSON file that happens to share the checkpoint's name
             if isinstance(data, dict):
                 return path, data
     return None
