@@ -9,23 +9,60 @@ minibatch size on the training pairs, and λ̂ is computed by the same definitio
 ``nβ · (mean minibatch loss over the draws after burn-in − loss at the checkpoint)``: from devinterp's
 per-step ``loss_trace`` with the burn-in steps dropped (devinterp's own ``llc_mean`` averages over the
 burn-in too) and its ``init_loss`` (a mean over minibatches at the checkpoint; claimlens uses the full
-training set). claimlens advances all chains at once (``torch.func.vmap``); devinterp runs them one after
-the other. Printed: both estimates, their relative difference, both wall times and the ratio.
+training set). claimlens advances all chains at once, with the gradient written out by hand
+(:mod:`claimlens.models.stacked`); devinterp runs them one after the other. Printed: both estimates, their
+relative difference, the wall times of claimlens, of its autograd reference engine (``torch.func.vmap``, the
+same draws: its traces agree to float rounding) and of devinterp, the time per gradient pass against the
+matrix-product FLOP bound at this machine's measured matmul rate, and, last, the speed ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from dataclasses import replace
 
 import torch
 
 
+
+def matmul_peak(seconds: float = 1.0) -> float:
+    """This machine's float32 matmul rate in FLOP/s, on products of the sampler's sizes ([512, 128] × [128, 512])."""
+    a, b = torch.randn(512, 128), torch.randn(128, 512)
+    for _ in range(20):
+        a @ b
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        a @ b
+        n += 1
+    return 2 * 512 * 128 * 512 * n / (time.perf_counter() - t0)
+
+
+def step_flops(run, cfg) -> float:
+    """Matrix-product FLOPs of one gradient pass of every chain in :mod:`claimlens.models.stacked`: three times
+    the forward's products (the backward needs two products per forward product)."""
+    model, p = run.spec.model, run.spec.task.p
+    B = cfg.effective_batch(len(run.task.train_idx))
+    if model.kind == "transformer":
+        x = run.task.tokens[run.task.train_idx]
+        rows = sum(len(torch.unique(x[:, j])) for j in range(x.shape[1]))  # table rows (position, token)
+        D, A, M = model.d_model, model.n_heads * model.d_head, model.d_mlp
+        forward = 2 * (rows * D * 2 * A + D * A + B * A * D + 2 * B * D * M + B * D * p)
+    else:
+        widths = [model.d_embed * (2 if model.combine == "concat" else 1), *model.hidden, p]
+        forward = 2 * B * sum(a * b for a, b in zip(widths, widths[1:]))
+    return 3 * forward * cfg.num_chains
+
+
 def devinterp_llc(run, epoch: int, cfg, n_train: int) -> tuple[float, float]:
     """λ̂ by devinterp 2.x at ``epoch`` with ``cfg``'s hyperparameters; returns (estimate, seconds)."""
+    import devinterp.slt.sampler as dv_sampler
     from datasets import Dataset
     from devinterp.slt.llc import llc as dv_llc
+    from tqdm.auto import trange
+
+    dv_sampler.trange = functools.partial(trange, disable=True)  # one bar per chain would bury the table
 
     from claimlens.models import forward, frozen_params
 
@@ -91,18 +128,34 @@ def main() -> None:
     print(f"run {run.name!r}: SGLD ε={cfg.epsilon:g} γ={cfg.gamma:g} nβ={cfg.resolved_nbeta(n_train):.4g} "
           f"{cfg.num_chains} chains × ({cfg.num_burnin} burn-in + {cfg.num_draws} draws), batch {cfg.batch_size}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'epoch':>6} {'claimlens':>10} {'devinterp':>10} {'rel diff':>9} {'t_cl s':>7} {'t_dv s':>7} {'ratio':>6}")
-    ratios, diffs = [], []
+    print(f"{'epoch':>6} {'claimlens':>10} {'devinterp':>10} {'rel diff':>9} {'t_cl s':>7} {'t_ref s':>7} "
+          f"{'t_dv s':>7} {'ratio':>6}")
+    ratios, diffs, ours_times, ref_times = [], [], [], []
     for epoch in sampled_epochs(run, args.checkpoints + 2)[1:-1] if args.checkpoints > 1 else [run.epochs[-1]]:
         t0 = time.perf_counter()
         ours = estimate_at(run, epoch, cfg)
         t_ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ref = estimate_at(run, epoch, cfg, engine="autograd")
+        t_ref = time.perf_counter() - t0
         theirs, t_theirs = devinterp_llc(run, epoch, cfg, n_train)
         rel = abs(ours.mean - theirs) / abs(theirs)
         ratios.append(t_theirs / t_ours)
         diffs.append(rel)
-        print(f"{epoch:>6} {ours.mean:>10.3f} {theirs:>10.3f} {rel:>9.1%} {t_ours:>7.1f} {t_theirs:>7.1f} "
-              f"{t_theirs / t_ours:>5.1f}x   (claimlens chain std {ours.std:.3g})")
+        ours_times.append(t_ours)
+        ref_times.append(t_ref)
+        same = float((ours.traces - ref.traces).abs().max())
+        print(f"{epoch:>6} {ours.mean:>10.3f} {theirs:>10.3f} {rel:>9.1%} {t_ours:>7.1f} {t_ref:>7.1f} "
+              f"{t_theirs:>7.1f} {t_theirs / t_ours:>5.1f}x   (chain std {ours.std:.3g}; autograd engine "
+              f"{ref.mean:.3f}, traces within {same:.1e})")
+    passes = cfg.num_burnin + cfg.num_draws + -(-cfg.num_draws // cfg.acceptance_every)  # + MALA passes
+    flops, peak = step_flops(run, cfg), matmul_peak()
+    per_pass = min(ours_times) / passes
+    print(f"per gradient pass ({cfg.num_chains} chains × batch {cfg.batch_size}, noise and update included): "
+          f"{per_pass * 1e3:.2f} ms; matrix products {flops / 1e6:.0f} MFLOP at the measured {peak / 1e9:.0f} "
+          f"GFLOP/s = {flops / peak * 1e3:.2f} ms bound: {per_pass / (flops / peak):.1f}x the bound")
+    print(f"written-out engine against the autograd (vmap) engine: "
+          f"{sum(ref_times) / sum(ours_times):.2f}x faster")
     print(f"speed ratio devinterp / claimlens: min {min(ratios):.1f}x, mean {sum(ratios) / len(ratios):.1f}x; "
           f"largest relative difference {max(diffs):.1%}")
     if args.all:

@@ -21,9 +21,10 @@ import torch
 from claimlens.analysis.cache import AnalysisCache
 from claimlens.metrics.llc import LLCResult, SGLDConfig, diagnose, estimate_llc
 from claimlens.models import forward, frozen_params
+from claimlens.models.stacked import loss_and_grad_fn
 from claimlens.series import Series
 
-LLC_VERSION = 2  # 2: noise drawn in sorted parameter order (1 was not reproducible)
+LLC_VERSION = 3  # 3: one noise draw per step for all chains (2: per tensor; 1 was not reproducible)
 CACHE = AnalysisCache("llc", LLC_VERSION)
 
 DEFAULT_CONFIGS = {
@@ -96,12 +97,32 @@ def train_loss_fn(run):
     return make, frozen_names, len(y)
 
 
-def estimate_at(run, epoch: int, config: SGLDConfig) -> LLCResult:
+def train_loss_and_grad(run, frozen: dict[str, torch.Tensor], chains: int):
+    """The written-out engine (:mod:`claimlens.models.stacked`) on the run's training rows, with the frozen
+    tensors broadcast over the chains."""
+    task = run.task
+    engine = loss_and_grad_fn(run.spec.model, task.tokens[task.train_idx], task.labels[task.train_idx])
+    fixed = {k: v.to(torch.float32).unsqueeze(0).expand(chains, *v.shape) for k, v in frozen.items()}
+
+    def loss_and_grad(w, rows, out):
+        return engine({**w, **fixed}, rows, out)
+
+    return loss_and_grad
+
+
+def estimate_at(run, epoch: int, config: SGLDConfig, *, engine: str = "stacked") -> LLCResult:
+    """λ̂ at one checkpoint. ``engine``: ``"stacked"`` (the written-out gradient of
+    :mod:`claimlens.models.stacked`, the default) or ``"autograd"`` (``torch.func.vmap`` over the plain forward,
+    the reference); at one seed they give the same traces to float rounding."""
+    if engine not in ("stacked", "autograd"):
+        raise ValueError(f"unknown LLC engine {engine!r}; use 'stacked' or 'autograd'")
     make, frozen_names, n = train_loss_fn(run)
     params = run.checkpoint(epoch)
     frozen = {k: v for k, v in params.items() if k in frozen_names}
     sampled = {k: v for k, v in params.items() if k not in frozen_names}
-    result = estimate_llc(make(frozen), sampled, n, config, where=f"run {run.name!r} epoch {epoch}")
+    fast = train_loss_and_grad(run, frozen, config.num_chains) if engine == "stacked" else None
+    result = estimate_llc(make(frozen), sampled, n, config, where=f"run {run.name!r} epoch {epoch}",
+                          loss_and_grad=fast)
     result.config["frozen"] = sorted(frozen_names)  # held fixed, not sampled: part of the configuration
     return result
 

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.func import grad_and_value, vmap
 
 LossFn = Callable[[Mapping[str, torch.Tensor], torch.Tensor], torch.Tensor]
+NOISE_SEED_OFFSET = 1_000_003  # the noise generator's seed is the configuration's seed plus this
 
 
 @dataclass(frozen=True)
@@ -74,75 +76,165 @@ class LLCResult:
         return not self.problems
 
 
+LossAndGrad = Callable[[Mapping[str, torch.Tensor], torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]
+
+
+class _Layout:
+    """``C`` copies of named tensors in one flat float32 buffer, parameter-major: the block of each name is a
+    contiguous ``[C, *shape]``, so every name has a contiguous view and the SGLD update, the noise and the
+    localisation are single passes over the whole buffer."""
+
+    def __init__(self, shapes: Mapping[str, torch.Size], chains: int):
+        self.names = sorted(shapes)
+        self.shapes = {k: tuple(shapes[k]) for k in self.names}
+        self.chains = chains
+        self.sizes = [chains * math.prod(self.shapes[k]) for k in self.names]
+        self.numel = sum(self.sizes)
+
+    def views(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Name → ``[C, *shape]`` view of ``flat [numel]``."""
+        blocks = torch.split(flat, self.sizes)
+        return {k: b.view(self.chains, *self.shapes[k]) for k, b in zip(self.names, blocks)}
+
+    def stack(self, single: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``flat [numel]`` holding ``single[name]`` (one copy, ``[*shape]``) once per chain."""
+        return torch.cat([single[k].detach().to(torch.float32).reshape(1, -1).expand(self.chains, -1).reshape(-1)
+                          for k in self.names])
+
+    def per_chain(self, flat: torch.Tensor) -> torch.Tensor:
+        """Sum over each chain's entries of ``flat [numel]`` → ``[C]`` (float64)."""
+        return sum(b.view(self.chains, -1).double().sum(1) for b in torch.split(flat, self.sizes))
+
+
+class _Noise:
+    """The standard-normal draws of the SGLD steps, ``[numel]`` per step. Drawing them is a quarter of a step's
+    cost on a CPU and PyTorch's generator is serial, so the buffer is split in two halves, each with a generator
+    of its own (seeded ``seed + NOISE_SEED_OFFSET`` and one more), drawn at once on two threads. The sequence
+    depends only on the seed, never on the timing."""
+
+    def __init__(self, numel: int, seed: int):
+        self.buffer = torch.empty(numel)
+        half = numel // 2
+        self.halves = (self.buffer[:half], self.buffer[half:])
+        self.gens = tuple(torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET + i) for i in range(2))
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgld-noise")
+
+    def next(self) -> torch.Tensor:
+        """This step's draw; valid until the next call."""
+        other = self.pool.submit(torch.randn, self.halves[1].shape, generator=self.gens[1], out=self.halves[1])
+        torch.randn(self.halves[0].shape, generator=self.gens[0], out=self.halves[0])
+        other.result()
+        return self.buffer
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+
+
+def autograd_loss_and_grad(loss: LossFn) -> LossAndGrad:
+    """The reference engine: ``vmap(grad_and_value(loss))`` over the chain axis, written into ``out``."""
+    step = vmap(grad_and_value(loss), in_dims=(0, 0))
+
+    def loss_and_grad(w, rows, out):
+        g, L = step(dict(w), rows)
+        for k, buf in out.items():
+            buf.copy_(g[k])
+        return L.double()
+
+    return loss_and_grad
+
+
 def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, config: SGLDConfig = SGLDConfig(),
-                 *, where: str = "checkpoint") -> LLCResult:
+                 *, where: str = "checkpoint", loss_and_grad: LossAndGrad | None = None) -> LLCResult:
     """LLC at ``params`` for ``loss(params, rows)`` = mean loss over data rows ``rows`` (an index tensor).
 
     ``n`` is the number of data rows. ``where`` names the checkpoint in diagnostic messages.
+    ``loss_and_grad(w, rows, out) -> [C]`` computes every chain's loss on its rows ``rows [C, B]`` and writes
+    the gradient into ``out[name] [C, *shape]`` (e.g. :func:`claimlens.models.stacked.loss_and_grad_fn`);
+    without it the gradient is ``torch.func.vmap(grad_and_value(loss))`` (the reference engine). Both engines
+    draw the same minibatches and the same noise: at one seed their traces agree to float rounding.
     """
     C, nbeta, eps, gamma = config.num_chains, config.resolved_nbeta(n), config.epsilon, config.gamma
     gen = torch.Generator().manual_seed(config.seed)
     # Sorted names: the noise drawn for each tensor must not depend on the order the mapping came in
     # (safetensors loads a file's tensors in a different order each time).
     w0 = {k: params[k].detach().to(torch.float32) for k in sorted(params)}
+    layout = _Layout({k: v.shape for k, v in w0.items()}, C)
+    engine = loss_and_grad or autograd_loss_and_grad(loss)
     all_rows = torch.arange(n)
     with torch.no_grad():
         init_loss = float(loss(w0, all_rows))
-    w = {k: v.unsqueeze(0).repeat(C, *([1] * v.dim())).clone() for k, v in w0.items()}
+    w0_flat = layout.stack(w0)
     normal = None
     if config.orth_grad:
         g0, _ = grad_and_value(loss)(w0, all_rows)
         norm = torch.sqrt(sum(g.double().pow(2).sum() for g in g0.values())).item()
-        normal = {k: g / norm for k, g in g0.items()} if norm > 0 else None
-    step = vmap(grad_and_value(loss), in_dims=(0, 0))
+        if norm > 0:
+            normal = {k: (g / norm).to(torch.float32).reshape(-1) for k, g in g0.items()}  # one copy, not per chain
+            offset = sum(float(w0[k].reshape(-1) @ normal[k]) for k in normal)  # w*·n, the same for every chain
+    B = config.effective_batch(n)
 
     def batch():
         if config.batch_size is None:
             return all_rows.unsqueeze(0).expand(C, n)
-        return torch.stack([torch.randperm(n, generator=gen)[:config.effective_batch(n)] for _ in range(C)])
+        return torch.stack([torch.randperm(n, generator=gen)[:B] for _ in range(C)])
 
-    def energy_and_grad(wt, rows):
-        g, L = step(wt, rows)
-        sq = sum((wt[k] - w0[k]).pow(2).flatten(1).sum(1) for k in wt)
-        U = nbeta * L + gamma / 2 * sq
-        gU = {k: nbeta * g[k] + gamma * (wt[k] - w0[k]) for k in wt}
-        return L, U, gU
+    # One SGLD step, w' = w − ε/2·(nβ·∇L(w) + γ(w − w*)) + √ε·η, as one pass: a·w + (b·w* + √ε·η) + c·∇L(w).
+    a, b, c, s = 1 - eps * gamma / 2, eps * gamma / 2, -eps * nbeta / 2, math.sqrt(eps)
+    b_w0 = w0_flat * b
+
+    def gradient(flat, rows, grad_flat):
+        return engine(layout.views(flat), rows, layout.views(grad_flat))
+
+    def energy(flat, L, grad_flat):
+        """(U [C], ∇U flat) from the loss and its gradient: U = nβ·L + γ/2·‖w − w*‖²."""
+        d = flat - w0_flat
+        return nbeta * L + gamma / 2 * layout.per_chain(d * d), grad_flat * nbeta + d * gamma
 
     total = config.num_burnin + config.num_draws
     traces = torch.empty(C, config.num_draws)
-    accept = torch.zeros(C)
+    accept = torch.zeros(C, dtype=torch.float64)
     n_measured = 0
+    w, new = w0_flat.clone(), torch.empty_like(w0_flat)
+    g, g_new = torch.empty_like(w0_flat), torch.empty_like(w0_flat)
+    noise = _Noise(layout.numel, config.seed)
     rows = batch()
-    L, U, gU = energy_and_grad(w, rows)
+    L = gradient(w, rows, g)
     for t in range(total):
         if t >= config.num_burnin:
-            traces[:, t - config.num_burnin] = L.detach()
-        noise = {k: torch.randn(v.shape, generator=gen) for k, v in w.items()}
-        new = {k: (w[k] - eps / 2 * gU[k] + math.sqrt(eps) * noise[k]).detach() for k in w}
+            traces[:, t - config.num_burnin] = L.float()
+        torch.add(b_w0, noise.next(), alpha=s, out=new)
+        new.add_(w, alpha=a).add_(g, alpha=c)
         if normal is not None:
-            along = sum(((new[k] - w0[k]) * normal[k]).flatten(1).sum(1) for k in w)  # [chains]
-            new = {k: new[k] - along.view(-1, *[1] * normal[k].dim()) * normal[k] for k in w}
+            # w' ← w' − ((w' − w*)·n) n per chain: one product and one rank-1 update per tensor
+            blocks = {k: v.view(C, -1) for k, v in layout.views(new).items()}
+            along = sum(blocks[k] @ normal[k] for k in normal) - offset  # [C]
+            for k, block in blocks.items():
+                block.addr_(along, normal[k], alpha=-1)
         # Full batch: the proposal's energy is the next step's energy, so the acceptance is free. Minibatch:
         # it costs a second pass on the same batch (like must be compared with like), so it is measured on
         # every ``acceptance_every``-th draw only.
         measure = t >= config.num_burnin and (
             config.batch_size is None or (t - config.num_burnin) % config.acceptance_every == 0)
         if measure or config.batch_size is None:
-            L_new, U_new, gU_new = energy_and_grad(new, rows)
+            L_new = gradient(new, rows, g_new)
         if measure:
-            accept += _mala_acceptance(w, new, U, U_new, gU, gU_new, eps)
+            U, gU = energy(w, L, g)
+            U_new, gU_new = energy(new, L_new, g_new)
+            accept += _mala_acceptance(layout.views(w), layout.views(new), U, U_new, layout.views(gU),
+                                       layout.views(gU_new), eps).double()
             n_measured += 1
-        w = new
-        rows = batch()
+        w, new = new, w
         if config.batch_size is None:
-            L, U, gU = L_new, U_new, gU_new
+            L, g, g_new = L_new, g_new, g
         else:
-            L, U, gU = energy_and_grad(w, rows)
+            rows = batch()
+            L = gradient(w, rows, g)
+    noise.close()
     accept = accept / max(n_measured, 1)
     per_chain = nbeta * (traces.double().mean(1) - init_loss)
     result = LLCResult(float(per_chain.mean()), float(per_chain.std()) if C > 1 else 0.0, per_chain, init_loss,
-                       traces, accept, {**asdict(config), "nbeta": nbeta, "n": n,
-                                        "effective_batch_size": config.effective_batch(n)})
+                       traces, accept.float(), {**asdict(config), "nbeta": nbeta, "n": n,
+                                                "effective_batch_size": config.effective_batch(n)})
     result.problems = diagnose(result, where=where)
     return result
 
