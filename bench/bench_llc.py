@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import time
 from dataclasses import replace
 
 import torch
-
 
 
 def matmul_peak(seconds: float = 1.0) -> float:
@@ -51,7 +51,7 @@ def step_flops(run, cfg) -> float:
         forward = 2 * (rows * D * 2 * A + D * A + B * A * D + 2 * B * D * M + B * D * p)
     else:
         widths = [model.d_embed * (2 if model.combine == "concat" else 1), *model.hidden, p]
-        forward = 2 * B * sum(a * b for a, b in zip(widths, widths[1:]))
+        forward = 2 * B * sum(a * b for a, b in itertools.pairwise(widths))
     return 3 * forward * cfg.num_chains
 
 

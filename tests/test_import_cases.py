@@ -4,6 +4,7 @@ evidence: logged losses recomputed, a split found by the sources' rules, the opt
 
 import dataclasses
 import json
+import re
 import os
 import subprocess
 import sys
@@ -271,14 +272,33 @@ def test_e2_07_hackathon_layout_needs_the_concat_mlp(tmp_path):
 # ----------------------------------------------------------------------------- E2-08
 
 
-def test_e2_08_clock_pizza_attention_is_refused_with_the_reason(tmp_path):
+def test_e2_08_clock_pizza_settings_are_read_and_unrepresentable_ones_refused(tmp_path):
+    """The sidecar's attention rate and '=' setting become the spec's attn_rate / equals_token; a spec that
+    disagrees with them, or a config claimlens cannot represent, is refused with the reason."""
+    from claimlens.runs.layouts import check_clock_pizza
+
     src = generate("E2-08", tmp_path / "src")
-    for source in (src / "eqn_sign1", src / "eqn_sign1" / "model_p99zdpze5l.pt"):
-        with pytest.raises(CheckpointError, match=r"attn_coeff = 0: .*α·softmax.*all-ones.*never used"):
-            import_run(source, tmp_path / "run", progress=False)
-    with pytest.raises(CheckpointError, match=r"eqn_sign = 0: the model reads \[a, b\] without an '=' token"):
-        import_run(src / "eqn_sign0", tmp_path / "run", progress=False)
+    config = json.loads((src / "eqn_sign1" / "config_p99zdpze5l.json").read_text())
+    fields, notes = check_clock_pizza(config, "E2-08")
+    assert fields == {"attn_rate": float(config["attn_coeff"]), "equals_token": True, "causal": False}
+    assert "attn_rate = 0" in notes[0]
+    for bad, why in (({"n_layers": 2}, "n_layers = 2"), ({"diff_vocab": 1}, "diff_vocab = 1"),
+                     ({"act_fn": "Tanh"}, "act_fn = 'Tanh'"), ({"attn_coeff": 1.5}, "attn_coeff = 1.5")):
+        with pytest.raises(CheckpointError, match=re.escape(why)):
+            check_clock_pizza({**config, **bad}, "E2-08")
+    wrong = tiny_transformer_spec_for(config)
+    with pytest.raises(CheckpointError, match=r"attn_rate = 1.0 in the spec, 0.0 in the config"):
+        import_run(src / "eqn_sign1" / "model_p99zdpze5l.pt", tmp_path / "run", spec=wrong, progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def tiny_transformer_spec_for(config):
+    """A spec of the right shapes for the E2-08 weights but softmax attention (the wrong attention rate)."""
+    from claimlens.config import RunSpec
+
+    return RunSpec.from_dict({"name": "wrong", "task": {"p": 59, "frac_train": 0.8},
+                              "model": {"d_model": 128, "n_heads": 4, "d_head": 32, "d_mlp": 512},
+                              "train": {"epochs": 1, "checkpoint_every": 1}})
 
 
 def test_e2_08_clock_model_without_its_split_is_refused_and_never_dated_by_its_run_id(tmp_path):
@@ -490,4 +510,8 @@ def test_e2_08_the_clock_pizza_layout_with_softmax_attention_is_the_source_forwa
     ours = forward(params, grid_tokens(59), model).logits
     torch.testing.assert_close(ours, reference["coeff1"][:, :59], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(ours, reference["coeff0"][:, :59], atol=1e-2), "α = 0 is another function"
+    # … and the attention-rate variant is that other function: α = 0 gives the source's constant-attention logits
+    pizza = ModelConfig(d_model=128, n_heads=4, d_head=32, d_mlp=512, attn_rate=0.0, causal=False)
+    torch.testing.assert_close(forward(params, grid_tokens(59), pizza).logits, reference["coeff0"][:, :59],
+                               rtol=1e-4, atol=1e-4)
     assert any("progress-measures-paper layout" in n for n in notes)

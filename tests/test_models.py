@@ -127,3 +127,37 @@ def test_validate_params_names_what_is_wrong(mutate, fragment):
     with pytest.raises(CheckpointError) as info:
         models.validate_params(params, cfg, p, where="epoch 5")
     assert "epoch 5" in str(info.value) and fragment in str(info.value)
+
+
+@pytest.mark.parametrize("attn_rate", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("equals_token, causal", [(True, True), (False, False), (False, True)])
+def test_fast_path_equals_the_plain_sequence_forward_at_any_attention_rate(attn_rate, equals_token, causal):
+    """Clock/Pizza variant (catalogue §1.3): the fast path equals the plain full-sequence forward (every position,
+    α·softmax + (1 − α)·J, the mask as configured) to 1e-5, with and without the '=' token. TransformerLens
+    cannot express α < 1; α = 1 is also checked against the bridge below."""
+    cfg = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, attn_rate=attn_rate, equals_token=equals_token,
+                      causal=causal, attn_bias=True, unembed_bias=True)
+    cfg.validate()
+    p = 13
+    params = random_params(cfg, p, seed=3)
+    assert params["embed.W_E"].shape[0] == (p + 1 if equals_token else p)
+    assert params["pos_embed.W_pos"].shape[0] == (3 if equals_token else 2)
+    tokens = grid_tokens(p)
+    with torch.no_grad():
+        ours = models.forward(params, tokens, cfg).logits
+        ref = models.naive_forward(params, tokens, cfg)
+    assert max_rel_err(ours, ref) <= 1e-5
+    if attn_rate == 1.0:
+        assert_matches_bridge(params, cfg, p, tokens)
+    else:
+        with pytest.raises(ValueError, match="TransformerLens cannot express attention rate"):
+            models.bridge_config(cfg, p)
+
+
+def test_attention_rate_outside_the_unit_interval_is_refused():
+    from claimlens.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"model.attn_rate"):
+        ModelConfig(attn_rate=1.5).validate()
+    with pytest.raises(SpecError, match=r"an MLP has no attention"):
+        ModelConfig(kind="mlp", attn_rate=0.0).validate()

@@ -72,6 +72,13 @@ class ModelConfig:
     d_mlp: int = 512
     attn_bias: bool = False
     unembed_bias: bool = False
+    # Clock/Pizza variant (Zhong et al. 2023, claims_catalogue §1.3): attention α·softmax(QKᵀ/√d_head) + (1 − α)·J
+    # with J the all-ones matrix (α = 1: ordinary softmax attention), and inputs [a, b] without the '=' token
+    # (vocabulary p, 2 positions). ``causal`` is the mask of the attention; with one layer only the final
+    # position's output is read, which sees every position either way, so it changes no output here.
+    attn_rate: float = 1.0
+    equals_token: bool = True
+    causal: bool = True
     # mlp
     d_embed: int = 12
     hidden: tuple[int, ...] = (48,)
@@ -91,7 +98,16 @@ class ModelConfig:
             for key in ("d_model", "n_heads", "d_head", "d_mlp"):
                 value = getattr(self, key)
                 _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
+            _check(isinstance(self.attn_rate, (int, float)) and 0 <= self.attn_rate <= 1, "model.attn_rate",
+                   "must be a number in [0, 1] (1: softmax attention; 0: constant attention)", self.attn_rate)
+            _check(isinstance(self.equals_token, bool), "model.equals_token", "must be true or false",
+                   self.equals_token)
+            _check(isinstance(self.causal, bool), "model.causal", "must be true or false", self.causal)
         else:
+            _check((self.attn_rate, self.equals_token, self.causal) == (1.0, True, True),
+                   "model.attn_rate/equals_token/causal", "are transformer settings; an MLP has no attention",
+                   [self.attn_rate, self.equals_token, self.causal])
+        if self.kind != "transformer":
             _check(self.d_embed > 0, "model.d_embed", "must be a positive integer", self.d_embed)
             _check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "model.hidden",
                    "must be a non-empty list of positive widths", list(self.hidden))
@@ -168,8 +184,10 @@ class RunSpec:
         payload = {"task": d["task"], "model": d["model"], "train": dict(d["train"])}
         if payload["train"]["batch_size"] == 0:  # full batch: hashed as before batch_size existed
             del payload["train"]["batch_size"]
-        if not payload["model"].get("frozen"):  # nothing extra frozen: hashed as before the field existed
-            payload["model"] = {k: v for k, v in payload["model"].items() if k != "frozen"}
+        # Fields added later are hashed only when they differ from their default, so that every spec written
+        # before they existed keeps its hash (and its cached run).
+        later = {"frozen": [], "attn_rate": 1.0, "equals_token": True, "causal": True}
+        payload["model"] = {k: v for k, v in payload["model"].items() if not (k in later and v == later[k])}
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     @classmethod

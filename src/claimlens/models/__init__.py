@@ -45,8 +45,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Params = Mapping[str, torch.Tensor]
 
-N_CTX = 3
+N_CTX = 3  # [a, b, =]; a model without the '=' token (``equals_token = false``) reads [a, b]
 _ACT = {"relu": F.relu, "gelu": F.gelu}
+
+
+def n_ctx(cfg: ModelConfig) -> int:
+    """Positions the transformer reads: 3 (``[a, b, =]``) or 2 (``[a, b]``, Clock/Pizza without ``eqn_sign``)."""
+    return N_CTX if cfg.equals_token else N_CTX - 1
+
+
+def d_vocab(cfg: ModelConfig, p: int) -> int:
+    """Input vocabulary: ``p`` numbers and, if the model reads it, the ``=`` token (the last, ``p``)."""
+    return p + 1 if cfg.equals_token else p
 
 
 # ----------------------------------------------------------------------------- shapes and init
@@ -57,8 +67,8 @@ def param_shapes(cfg: ModelConfig, p: int) -> dict[str, tuple[int, ...]]:
     if cfg.kind == "transformer":
         D, H, dh, M = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
         return {
-            "embed.W_E": (p + 1, D),
-            "pos_embed.W_pos": (N_CTX, D),
+            "embed.W_E": (d_vocab(cfg, p), D),
+            "pos_embed.W_pos": (n_ctx(cfg), D),
             "blocks.0.attn.W_Q": (H, D, dh),
             "blocks.0.attn.W_K": (H, D, dh),
             "blocks.0.attn.W_V": (H, D, dh),
@@ -201,11 +211,13 @@ class Activations:
 def forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, *, cache: bool = False) -> Activations:
     """Logits ``[batch, p]`` at the final position for ``tokens [batch, 3]``; activations if ``cache``."""
     if cfg.kind == "transformer":
-        return _transformer_forward(params, tokens, _ACT[cfg.act_fn], cache)
+        if not cfg.equals_token and tokens.shape[1] == N_CTX:
+            tokens = tokens[:, :N_CTX - 1]  # the task's rows are [a, b, =]; this model never reads '='
+        return _transformer_forward(params, tokens, _ACT[cfg.act_fn], cache, cfg.attn_rate)
     return _mlp_forward(params, tokens, cfg, cache)
 
 
-def _transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool) -> Activations:
+def _transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool, attn_rate: float = 1.0) -> Activations:
     W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"]
     pre = "blocks.0.attn."
     W_Q, W_K, W_V, W_O = (params[pre + n] for n in ("W_Q", "W_K", "W_V", "W_O"))
@@ -230,6 +242,8 @@ def _transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool)
     # Tiny per-example contractions: elementwise products beat batched matmuls here.
     scores = (k * q.unsqueeze(1)).sum(-1) / math.sqrt(d_head)  # [batch, pos, head]; the last query sees all
     pattern = scores.softmax(dim=1).transpose(1, 2)  # [batch, head, pos]
+    if attn_rate != 1:  # Clock/Pizza: α·softmax + (1 − α)·J, J all ones (not 1/pos: rows sum to 1 + (1 − α)(pos − 1))
+        pattern = attn_rate * pattern + (1 - attn_rate)
     z = (pattern.transpose(1, 2).unsqueeze(-1) * v).sum(1)  # [batch, head, d_head]
     attn_out = z.flatten(1) @ W_O.flatten(0, 1) + b_O  # [batch, d_model]
 
@@ -242,6 +256,36 @@ def _transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool)
     if not cache:
         return Activations(logits)
     return Activations(logits, pattern, resid_mid, mlp_pre, mlp_post)
+
+
+def sequence_forward(params: Params, embeddings: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """The transformer written plainly, every position computed as in the source code (Nanda et al.'s and
+    Zhong et al.'s ``Transformer.forward``): final-position logits ``[batch, p]`` from the token embeddings
+    ``embeddings [batch, pos, d_model]`` (rows of ``W_E``, before the positional embedding).
+
+    The reference for :func:`forward` (any attention rate, with or without the causal mask) and the function whose
+    input gradients define gradient symmetricity (Zhong et al. 2023, Def. 4.1)."""
+    a = "blocks.0.attn."
+    x = embeddings + params["pos_embed.W_pos"][: embeddings.shape[1]]  # [batch, pos, d]
+    q = torch.einsum("bpd,hde->bhpe", x, params[a + "W_Q"]) + params[a + "b_Q"][:, None]
+    k = torch.einsum("bpd,hde->bhpe", x, params[a + "W_K"]) + params[a + "b_K"][:, None]
+    v = torch.einsum("bpd,hde->bhpe", x, params[a + "W_V"]) + params[a + "b_V"][:, None]
+    scores = torch.einsum("bhqe,bhke->bhqk", q, k) / math.sqrt(q.shape[-1])
+    if cfg.causal:
+        n = x.shape[1]
+        scores = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
+    pattern = cfg.attn_rate * scores.softmax(-1) + (1 - cfg.attn_rate)  # J: all ones (Zhong et al. §5)
+    z = torch.einsum("bhqk,bhke->bhqe", pattern, v)
+    x = x + torch.einsum("bhqe,hed->bqd", z, params[a + "W_O"]) + params[a + "b_O"]
+    pre = x @ params["blocks.0.mlp.W_in"] + params["blocks.0.mlp.b_in"]
+    x = x + _ACT[cfg.act_fn](pre) @ params["blocks.0.mlp.W_out"] + params["blocks.0.mlp.b_out"]
+    return (x @ params["unembed.W_U"] + params["unembed.b_U"])[:, -1]
+
+
+def naive_forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
+    """:func:`sequence_forward` on ``tokens [batch, 3]`` (the ``=`` column dropped for a model without it)."""
+    tokens = tokens[:, :n_ctx(cfg)]
+    return sequence_forward(params, params["embed.W_E"][tokens], cfg)
 
 
 def ablated_logits(params: Params, acts: Activations, cfg: ModelConfig, ablate: str) -> torch.Tensor:
@@ -261,6 +305,9 @@ def ablated_logits(params: Params, acts: Activations, cfg: ModelConfig, ablate: 
     if ablate == "mlp_skip":
         return (acts.mlp_post @ W_out + b_out) @ W_U + b_U
     if ablate == "attention":
+        if not cfg.equals_token:
+            raise ValueError("the attention ablation keeps the '=' token's embedding at the query position; this "
+                             "model reads [a, b] without '=' (equals_token = false), so the ablation is not defined")
         equals = params["embed.W_E"].shape[0] - 1  # the '=' token, the last of the vocabulary
         resid_mid = params["embed.W_E"][equals] + params["pos_embed.W_pos"][N_CTX - 1] + params["blocks.0.attn.b_O"]
         mlp_post = act(resid_mid @ params["blocks.0.mlp.W_in"] + params["blocks.0.mlp.b_in"])
@@ -293,12 +340,16 @@ def bridge_config(cfg: ModelConfig, p: int):
     """The ``TransformerBridgeConfig`` of the paper's transformer for modulus ``p``."""
     if cfg.kind != "transformer":
         raise ValueError(f"only transformers have a TransformerLens bridge; this model is kind={cfg.kind!r}")
+    if cfg.attn_rate != 1:
+        raise ValueError(f"TransformerLens cannot express attention rate {cfg.attn_rate:g} (α·softmax + (1 − α)·J); "
+                         f"only α = 1 models have a bridge. Use claimlens.models.forward (checked against "
+                         f"claimlens.models.naive_forward for any α)")
     from transformer_lens.config import TransformerBridgeConfig
 
     return TransformerBridgeConfig(
         d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, d_mlp=cfg.d_mlp, n_layers=1,
-        n_ctx=N_CTX, d_vocab=p + 1, d_vocab_out=p, act_fn=cfg.act_fn, normalization_type=None,
-        attention_dir="causal", seed=0,
+        n_ctx=n_ctx(cfg), d_vocab=d_vocab(cfg, p), d_vocab_out=p, act_fn=cfg.act_fn, normalization_type=None,
+        attention_dir="causal" if cfg.causal else "bidirectional", seed=0,
     )
 
 
@@ -349,6 +400,7 @@ def load_into_bridge(bridge: TransformerBridge, params: Params, cfg: ModelConfig
 def bridge_activations(bridge: TransformerBridge, tokens: torch.Tensor) -> Activations:
     """The same final-position activations as :func:`forward`, from ``run_with_cache``."""
     names = ["blocks.0.attn.hook_pattern", "blocks.0.hook_resid_mid", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post"]
+    tokens = tokens[:, : bridge.cfg.n_ctx]  # a model without '=' reads [a, b]
     with torch.no_grad():
         logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     return Activations(

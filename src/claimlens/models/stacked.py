@@ -13,7 +13,7 @@ broadcast view, ``tensor.expand(C, *shape)``); ``rows [C, B]`` are indices into 
 for; the loss is ``[C]`` float64 (the mean over ``B`` rows of float32 per-row cross entropies).
 
 Only the two model kinds of :mod:`claimlens.models` are written out: the 1-layer transformer of Nanda et al.
-(2023) (relu or gelu MLP) and the MLP family (sum or concat of the two input embeddings, any depth, relu or gelu).
+(2023) (relu or gelu MLP, any attention rate, with or without the ``=`` token) and the MLP family (sum or concat of the two input embeddings, any depth, relu or gelu).
 """
 
 from __future__ import annotations
@@ -87,8 +87,11 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
     task that is ``p`` rows for each of ``a`` and ``b`` and a single row for ``=``, so the key/value projection
     and its gradient cost ``2p + 1`` rows instead of ``3(p + 1)``.
     """
+    if not cfg.equals_token and tokens.shape[1] == 3:
+        tokens = tokens[:, :2]  # the model reads [a, b]
     n_pos = tokens.shape[1]
     last = n_pos - 1
+    alpha = float(cfg.attn_rate)
     act, dact = _act_and_grad(cfg.act_fn)
     H, dh = cfg.n_heads, cfg.d_head
     used = [torch.unique(tokens[:, j]) for j in range(n_pos)]  # sorted token ids per position
@@ -126,7 +129,8 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         q = _gather(Qt, q_idx).view(C, B, 1, H, dh)
         scores = (k * q).sum(-1) * scale  # [C, B, pos, H]
         pattern = scores.softmax(dim=2)
-        z = (pattern.unsqueeze(-1) * v).sum(2)  # [C, B, H, dh]
+        mixed = pattern if alpha == 1 else alpha * pattern + (1 - alpha)  # α·softmax + (1 − α)·J
+        z = (mixed.unsqueeze(-1) * v).sum(2)  # [C, B, H, dh]
         x_last = _gather(X, idx[:, :, last])  # [C, B, D]
         resid_mid = torch.baddbmm(x_last + w[a + "b_O"].unsqueeze(1), z.view(C, B, H * dh),
                                   W_O.reshape(C, H * dh, D))  # [C, B, D]
@@ -151,8 +155,10 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         _sum_rows(out, a + "b_O", d_mid)
         dz = torch.bmm(d_mid, W_O.reshape(C, H * dh, D).transpose(1, 2)).view(C, B, 1, H, dh)
         d_pattern = (dz * v).sum(-1)  # [C, B, pos, H]
+        if alpha != 1:
+            d_pattern.mul_(alpha)
         dkv = torch.empty(C, B, n_pos, 2, H, dh)
-        torch.mul(pattern.unsqueeze(-1), dz, out=dkv[:, :, :, 1])  # dv
+        torch.mul(mixed.unsqueeze(-1), dz, out=dkv[:, :, :, 1])  # dv
         d_scores = pattern * (d_pattern - (pattern * d_pattern).sum(2, keepdim=True))
         d_scores.mul_(scale)
         torch.mul(d_scores.unsqueeze(-1), q, out=dkv[:, :, :, 0])  # dk
@@ -197,7 +203,6 @@ def mlp_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: torch.Tens
     concat = cfg.combine == "concat"
 
     def loss_and_grad(w: Stacked, rows: torch.Tensor, out: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        C, B = rows.shape
         W_E = w["embed.W_E"]  # [C, p, d]
         tok = tokens[rows]  # [C, B, pos]
         e_a, e_b = _gather(W_E, tok[:, :, 0]), _gather(W_E, tok[:, :, 1])  # [C, B, d]

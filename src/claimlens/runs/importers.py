@@ -43,6 +43,7 @@ from claimlens.models import fingerprint, forward, frozen_params, validate_param
 from claimlens.runs import evidence, safe_load
 from claimlens.runs.layouts import (
     check_clock_pizza,
+    clock_pizza_disagreement,
     clock_pizza_split_refusal,
     find_sidecar,
     first_line,
@@ -235,6 +236,8 @@ _CONFIG_ALIASES = {
     "d_head": ("model", "d_head"), "d_mlp": ("model", "d_mlp"), "act_type": ("model", "act_fn"),
     "act_fn": ("model", "act_fn"), "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"),
     "wd": ("train", "weight_decay"), "num_epochs": ("train", "epochs"), "save_every": ("train", "checkpoint_every"),
+    # the Clock/Pizza variant, as check_clock_pizza reads it from a sidecar config
+    "attn_rate": ("model", "attn_rate"), "equals_token": ("model", "equals_token"), "causal": ("model", "causal"),
 }
 # Keys only a TransformerLens HookedTransformerConfig has: its "seed" is the model-init seed, never a split seed.
 _TL_KEYS = ("d_vocab", "d_vocab_out", "n_ctx", "n_layers", "normalization_type")
@@ -311,7 +314,7 @@ def dims_from_shapes(sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
         out["d_mlp"] = int(w_in.shape[1] if w_in.shape[0] == d_model else w_in.shape[0])
     if w_e is not None and w_e.dim() == 2:
         d_vocab = int(w_e.shape[0] if w_e.shape[1] == d_model else w_e.shape[1])
-        out["p"] = d_vocab - 1
+        out["p"] = d_vocab - 1 if w_pos.shape[0] == 3 else d_vocab  # two positions: [a, b], no '=' in the vocabulary
     return out
 
 
@@ -382,8 +385,12 @@ def _read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every
                               f"'model_state_dict' / 'state_dict'); got {type(data).__name__}")
     sidecar = find_sidecar(path)
     clock_pizza = sidecar is not None and is_clock_pizza_config(sidecar[1])
+    cp_fields: dict = {}
     if clock_pizza:
-        notes.extend(check_clock_pizza(sidecar[1], f"{where} (its {sidecar[0].name})"))
+        cp_fields, cp_notes = check_clock_pizza(sidecar[1], f"{where} (its {sidecar[0].name})")
+        notes.extend(cp_notes)
+        if spec_given:
+            clock_pizza_disagreement(cp_fields, spec.model, f"{where} (its {sidecar[0].name})")
         if not any(data.get(k) is not None for k in ("train_indices", "test_indices", "train_data", "test_data")):
             raise clock_pizza_split_refusal(where)
         final_epoch = final_epoch if final_epoch is not None else _sidecar_epoch(sidecar[1], data, notes)
@@ -392,7 +399,8 @@ def _read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every
     if spec is None:
         if not isinstance(config, Mapping):
             raise SpecError(f"{where}: no 'config' dict in the file; pass --spec SPEC.toml describing the run")
-        spec = spec_from_source_config(config, name, where=where, weights=state_dicts[-1], notes=notes)
+        spec = spec_from_source_config({**config, **cp_fields}, name, where=where, weights=state_dicts[-1],
+                                       notes=notes)
         meta["train_read_from_source"] = sorted({f for k, (t, f) in _CONFIG_ALIASES.items()
                                                  if t == "train" and config.get(k) is not None}
                                                 - {"epochs", "checkpoint_every"})
@@ -636,7 +644,7 @@ def _read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: s
     for f in files:
         sidecar = find_sidecar(f)
         if sidecar is not None and is_clock_pizza_config(sidecar[1]):
-            check_clock_pizza(sidecar[1], f"{str(f)!r} ({sidecar[0].name})")
+            check_clock_pizza(sidecar[1], f"{str(f)!r} ({sidecar[0].name})")  # refuses what cannot be represented
             raise clock_pizza_split_refusal(f"{str(f)!r} ({sidecar[0].name})")
     spec = _folder_spec(folder, spec, name)
     found = {f: _file_epoch(f, epoch_pattern) for f in files}

@@ -52,11 +52,11 @@ def to_property_format(sd: Mapping[str, torch.Tensor], model: ModelConfig, p: in
 def _transformer(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where: str):
     notes: list[str] = []
     w_pos = sd.get("pos_embed.W_pos")
-    if w_pos is not None and w_pos.dim() == 2 and w_pos.shape[0] == 2:
+    if w_pos is not None and w_pos.dim() == 2 and w_pos.shape[0] == 2 and model.equals_token:
         raise CheckpointError(
             f"{where}: W_pos has 2 positions: the model reads [a, b] without an '=' token (the Clock/Pizza code "
-            f"with eqn_sign = 0). claimlens's transformer reads [a, b, =] and takes the logits at '='; it cannot "
-            f"represent this model")
+            f"with eqn_sign = 0), but the spec's transformer reads [a, b, =]. Set [model] equals_token = false "
+            f"(and attn_rate to the model's attention rate)")
     out = dict(sd)
     w_o = sd.get("blocks.0.attn.W_O")
     if w_o is not None and w_o.dim() == 2:  # the progress-measures paper's own layout
@@ -159,28 +159,48 @@ def is_clock_pizza_config(config: Mapping[str, Any]) -> bool:
     return "attn_coeff" in config or "eqn_sign" in config
 
 
-def check_clock_pizza(config: Mapping[str, Any], where: str) -> list[str]:
-    """Refuse a Clock/Pizza model claimlens cannot represent, saying why; else the notes of what was read.
+def check_clock_pizza(config: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """The model settings a Clock/Pizza sidecar config names, as claimlens ``[model]`` fields, and the notes of
+    what was read; refuses, saying why, a model claimlens cannot represent.
 
-    claimlens's transformer is causal softmax attention on ``[a, b, =]`` with the logits at ``'='``. The
-    Clock/Pizza model attends with ``α·softmax(QKᵀ/√d_head) + (1 − α)·J`` (``J`` all ones, ``α = attn_coeff``)
-    and no causal mask; at the last position of a one-layer model the causal mask hides nothing, so only
-    ``α = 1`` with ``eqn_sign = 1`` is the same function."""
+    The Clock/Pizza transformer attends with ``α·softmax(QKᵀ/√d_head) + (1 − α)·J`` (``J`` all ones,
+    ``α = attn_coeff``), reads ``[a, b]`` or, with ``eqn_sign``, ``[a, b, =]``, and has no causal mask (with one
+    layer the mask changes nothing at the final position): ``attn_rate = α``, ``equals_token = eqn_sign``,
+    ``causal = false``. Not representable: more than one layer, separate vocabularies for ``a`` and ``b``
+    (``diff_vocab``), the ``Linearformer`` (``use_linear``) and the Tanh MLP."""
     alpha = config.get("attn_coeff", 1)
-    eqn = config.get("eqn_sign", 1)
-    if eqn in (0, False):
-        raise CheckpointError(
-            f"{where}: eqn_sign = 0: the model reads [a, b] without an '=' token (n_ctx 2). claimlens's "
-            f"transformer reads [a, b, =]; it cannot represent this model, and evaluating it as one would be wrong")
-    if not isinstance(alpha, (int, float)) or alpha != 1:
-        raise CheckpointError(
-            f"{where}: attn_coeff = {alpha!r}: the model's attention is α·softmax(QKᵀ/√d_head) + (1 − α)·J with "
-            f"J the all-ones matrix (Clock/Pizza, claims_catalogue §1.3). claimlens's transformer has softmax "
-            f"attention only (α = 1); importing this checkpoint would evaluate attention the model never used, so it is "
-            f"refused")
-    note = (f"{where}: attn_coeff = 1, eqn_sign = 1: softmax attention on [a, b, =] (with one layer, the source's "
-            f"missing causal mask changes nothing at the '=' position)")
-    return [note]
+    eqn = config.get("eqn_sign", 0)
+    if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
+        raise CheckpointError(f"{where}: attn_coeff = {alpha!r}: expected a number in [0, 1] (the attention rate α "
+                              f"of α·softmax + (1 − α)·J)")
+    refusals = []
+    if int(config.get("n_layers", 1) or 1) != 1:
+        refusals.append(f"n_layers = {config.get('n_layers')}: claimlens's transformer has one layer")
+    if config.get("diff_vocab"):
+        refusals.append("diff_vocab = 1: a and b use separate vocabularies (b is shifted by p)")
+    if config.get("use_linear"):
+        refusals.append("use_linear: the Linearformer (no attention) is another model")
+    if str(config.get("act_fn", "ReLU")).lower() not in ("relu", "gelu"):
+        refusals.append(f"act_fn = {config.get('act_fn')!r}: claimlens's MLP uses ReLU or GeLU")
+    if refusals:
+        raise CheckpointError(f"{where}: the Clock/Pizza config describes a model claimlens cannot represent: "
+                              f"{'; '.join(refusals)}")
+    fields = {"attn_rate": float(alpha), "equals_token": bool(eqn), "causal": False}
+    note = (f"{where}: attn_coeff = {alpha:g}, eqn_sign = {int(bool(eqn))}: attention {alpha:g}·softmax + "
+            f"{1 - alpha:g}·J on [a, b{', =' if eqn else ''}] without a causal mask (attn_rate = {alpha:g}, "
+            f"equals_token = {str(bool(eqn)).lower()}, causal = false)")
+    return fields, [note]
+
+
+def clock_pizza_disagreement(fields: Mapping[str, Any], model: ModelConfig, where: str) -> None:
+    """Refuse a spec whose model disagrees with the Clock/Pizza config next to the weights (``fields`` from
+    :func:`check_clock_pizza`): evaluating the weights with another attention or input format is another
+    function. The causal mask is not compared (it changes no output of a one-layer model)."""
+    wrong = [f"{k} = {getattr(model, k)!r} in the spec, {v!r} in the config" for k, v in fields.items()
+             if k != "causal" and getattr(model, k) != v]
+    if wrong:
+        raise CheckpointError(f"{where}: the spec does not describe the model its Clock/Pizza config names: "
+                              f"{'; '.join(wrong)}. Set [model] attn_rate / equals_token to the config's values")
 
 
 def clock_pizza_split_refusal(where: str) -> CheckpointError:
