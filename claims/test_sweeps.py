@@ -2,11 +2,13 @@
 
 Run sets come from ``--run SWEEP.toml``, ``--run nanda2022_fractions`` (the source's own training-fraction sweep,
 digitised) or, with ``--claims-sweeps``, the built-in sweeps of ``fixtures/sweeps/``. Without any, these tests
-skip, saying what running them costs.
+skip, saying what running them costs. ``@pytest.mark.run_set_axis(AXIS)`` skips the sets that do not vary AXIS
+before they are trained (``-k attention --claims-sweeps`` trains the attention-rate sweep only).
 """
 
 import pytest
 
+from claimlens.rules import pizza as PZ
 from claimlens.rules import sets as S
 
 
@@ -26,6 +28,7 @@ def _losses(run_set, axis):
     return out
 
 
+@pytest.mark.run_set_axis("task.frac_train")
 @pytest.mark.claim(S.WEIGHT_DECAY_AND_DATA)
 def test_data_fraction_needed(run_set, claim):
     if not run_set.varies("task.frac_train"):
@@ -33,8 +36,26 @@ def test_data_fraction_needed(run_set, claim):
     claim.judge(S.data_fraction_needed, _losses(run_set, "task.frac_train"))
 
 
+@pytest.mark.run_set_axis("train.weight_decay")
 @pytest.mark.claim(S.WEIGHT_DECAY_AND_DATA)
 def test_weight_decay_needed(run_set, claim):
     if not run_set.varies("train.weight_decay"):
         pytest.skip(f"run set {run_set.name!r} does not vary train.weight_decay (its axes: {list(run_set.axes)})")
     claim.judge(S.weight_decay_needed, _losses(run_set, "train.weight_decay"))
+
+
+@pytest.mark.run_set_axis("model.attn_rate")
+@pytest.mark.claim(PZ.ATTENTION_RATE_SELECTS)
+def test_attention_rate_selects_algorithm(run_set, claim):
+    if not run_set.varies("model.attn_rate"):
+        pytest.skip(f"run set {run_set.name!r} does not vary model.attn_rate (its axes: {list(run_set.axes)})")
+    from claimlens.analysis.pizza import measure
+
+    members = []
+    for rate, run in run_set.along("model.attn_rate"):
+        if getattr(run, "kind", None) == "curves":
+            pytest.skip(f"run set {run_set.name!r} has curves only: gradient symmetricity needs the weights")
+        task = run.task
+        gs = measure(run.checkpoint(run.epochs[-1]), run.spec.model, run.spec.task.p, task.tokens, task.labels)["gs"]
+        members.append((float(rate), gs))
+    claim.judge(PZ.attention_rate_selects, members)

@@ -108,6 +108,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "run_set_axis(axis): this set claim needs run sets varying AXIS (e.g. "
+                                       "'model.attn_rate'); other sets are skipped before they are trained")
     config.addinivalue_line("markers", "claim(spec) or claim(id, statement, source, kind, thresholds): a published "
                                        "claim judged by this test")
     given = config.getoption("claimlens_runs")
@@ -177,6 +179,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "run" not in metafunc.fixturenames:
         return
     refs = session.refs(metafunc.config)
+    marker = metafunc.definition.get_closest_marker("claim")
+    if marker is not None:  # a plain session's built-in runs are judged by their own family's claims only
+        from claimlens.plugin.claim import spec_of
+
+        family = spec_of(marker, metafunc.definition.nodeid).family
+        refs = [ref for ref in refs if ref.judged_by(family)]
     if "epoch" in metafunc.fixturenames:
         pairs = [(ref, epoch) for ref in refs for epoch in ref.epochs()]
         metafunc.parametrize(("run", "epoch"), pairs, indirect=["run"], scope="session",
@@ -230,6 +238,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     on a single-checkpoint import). Curves-only runs are judged on their curves."""
     marker = item.get_closest_marker("claim")
     callspec = getattr(item, "callspec", None)
+    set_ref = callspec.params.get("run_set") if callspec is not None else None
+    axis = item.get_closest_marker("run_set_axis")
+    if axis is not None and isinstance(set_ref, RunRef) and set_ref.is_set:
+        axes = set_ref.axes()
+        if axes is not None and axis.args[0] not in axes:  # known from the spec: nothing trained to find out
+            pytest.skip(f"run set {set_ref.label!r} does not vary {axis.args[0]} (its axes: {list(axes)})")
     ref = callspec.params.get("run") if callspec is not None else None
     if marker is None or not isinstance(ref, RunRef) or ref.kind == "curves":
         return

@@ -187,6 +187,17 @@ def llc_series_orth(request: pytest.FixtureRequest, run):
     return _llc(request, run, orth_grad=True)
 
 
+@pytest.fixture(scope="session")
+def pizza_clock(run, final_model):
+    """Gradient symmetricity, distance irrelevance and the Fourier-mode test of a generalised transformer
+    (:class:`claimlens.analysis.pizza.PizzaClockMeasures`, at up to 16 checkpoints; the final one's spectra in
+    ``.final``). Skips runs that are not transformers: the claims' sides are set by the attention rate."""
+    needs_transformer(run)
+    from claimlens.analysis.pizza import pizza_clock_over_run
+
+    return pizza_clock_over_run(run)
+
+
 @pytest.fixture
 def claim(request: pytest.FixtureRequest) -> Claim:
     """This test's claim (:class:`claimlens.plugin.claim.Claim`): its spec from ``@pytest.mark.claim``, its

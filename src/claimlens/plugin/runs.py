@@ -9,6 +9,10 @@ from pathlib import Path
 import pytest
 
 DEFAULT_SPEC = "fixtures/default.toml"
+# A plain `pytest claims/` (no --run): each family's built-in runs, with the claim families they judge (None: every
+# family). The default run is judged by every claim; the pizza and clock models only by their family's claims.
+DEFAULT_SESSION = {DEFAULT_SPEC: None, "fixtures/pizza.toml": frozenset({"pizza_clock"}),
+                   "fixtures/clock.toml": frozenset({"pizza_clock"})}
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,11 @@ class RunRef:
     kind: str
     label: str
     member: str = ""
+    families: frozenset | None = None  # the claim families that judge this run (None: all of them)
+
+    def judged_by(self, family: str) -> bool:
+        """Whether claims of ``family`` judge this run."""
+        return self.families is None or family in self.families
 
     @property
     def is_set(self) -> bool:
@@ -96,6 +105,18 @@ class RunRef:
                         "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
         return out
 
+    def axes(self) -> tuple[str, ...] | None:
+        """The axes a run set varies, read from its spec without training (None when not a set)."""
+        if self.kind == "sweep":
+            from claimlens.runsets import SweepSpec
+
+            return tuple(SweepSpec.from_toml(self.path).axes)
+        if self.kind == "curves_set":
+            from claimlens.runsets import curves_set
+
+            return tuple(curves_set(self.path if self.path.is_dir() else self.label).axes)
+        return None
+
     def open(self, device: str = "cpu"):
         from claimlens.errors import ClaimlensError
 
@@ -133,7 +154,8 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
         default = rootdir / DEFAULT_SPEC
         if not default.is_file():
             raise pytest.UsageError(f"no --run given and the built-in default spec {DEFAULT_SPEC} is not under {rootdir}")
-        values = [str(default)]
+        return [RunRef(rootdir / spec, "spec", Path(spec).stem, families=families)
+                for spec, families in DEFAULT_SESSION.items() if (rootdir / spec).is_file()]
     refs, seen = [], set()
     for value in values:
         path = Path(value)
@@ -177,7 +199,7 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
         while label in seen:
             label, n = f"{ref.label}#{n}", n + 1
         seen.add(label)
-        refs.append(RunRef(ref.path, ref.kind, label, ref.member))
+        refs.append(RunRef(ref.path, ref.kind, label, ref.member, ref.families))
     return refs
 
 
@@ -201,7 +223,7 @@ def seed_refs(ref: RunRef, n: int) -> list[RunRef]:
 
     base = RunSpec.from_toml(ref.path)
     seeds = [s for s in range(n) if s != base.train.seed][: max(n - 1, 0)]
-    return [RunRef(ref.path, "seed", f"{base.name}_s{s}", str(s)) for s in seeds]
+    return [RunRef(ref.path, "seed", f"{base.name}_s{s}", str(s), ref.families) for s in seeds]
 
 
 def _sweep_ref(path: Path, value: str) -> RunRef:

@@ -64,7 +64,8 @@ class ClaimSpec:
     ``thresholds``. ``validation`` says what the rule was checked against (e.g. "source curves", or
     "unvalidated: no digitised Gini curve"). ``min_checkpoints``: a run with fewer checkpoints cannot show the
     claim (a trajectory claim needs :data:`claimlens.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
-    that reason, before any analysis."""
+    that reason, before any analysis. ``family``: which built-in runs of a plain session it judges
+    (:data:`claimlens.plugin.runs.DEFAULT_SESSION`)."""
 
     id: str
     statement: str
@@ -73,6 +74,9 @@ class ClaimSpec:
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     validation: str = ""
     min_checkpoints: int = 1
+    # The claim family whose built-in runs judge it in a plain session (e.g. "pizza_clock"); "" for the main family
+    # (the default run). A run named with --run is judged by every claim, whatever its family.
+    family: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

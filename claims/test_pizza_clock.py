@@ -1,0 +1,47 @@
+"""Pizza or clock (Zhong et al. 2023; the devinterp hackathon's mode test): which algorithm a transformer learned.
+
+Judged on the final checkpoint of a generalised transformer, on the side its attention rate names (rate 0: pizza,
+rate 1: clock); in a plain session on the built-in models ``pizza`` and ``clock`` (and the default run, a rate-1
+model). Each rule judged on the other side's model is its negative control (``tests/test_pizza_clock.py``).
+Rules, statements and thresholds: :mod:`claimlens.rules.pizza`.
+"""
+
+import pytest
+
+from claimlens.rules import pizza as PZ
+
+
+def _side(run):
+    rate = float(run.spec.model.attn_rate)
+    return PZ.side_of(rate), rate
+
+
+def _record(claim, m, *names):
+    for name in names:
+        s = m.series(name)
+        claim.series(name, s.epochs, s.values)
+
+
+@pytest.mark.claim(PZ.GRADIENT_SYMMETRICITY)
+def test_gradient_symmetricity(run, pizza_clock, claim):
+    _record(claim, pizza_clock, "gradient symmetricity")
+    claim.judge(PZ.gradient_symmetricity, float(pizza_clock.gs[-1]), *_side(run), pizza_clock.epochs[-1])
+
+
+@pytest.mark.claim(PZ.DISTANCE_IRRELEVANCE)
+def test_distance_irrelevance(run, pizza_clock, claim):
+    _record(claim, pizza_clock, "distance irrelevance")
+    claim.judge(PZ.distance_irrelevance, float(pizza_clock.di[-1]), *_side(run), pizza_clock.epochs[-1])
+
+
+@pytest.mark.claim(PZ.DOUBLES_FOURIER_MODE)
+def test_pizza_doubles_fourier_mode(run, pizza_clock, claim):
+    final = pizza_clock.final
+    for name, key in (("pre-unembed activations (a = 17, b = 0 … p − 1)", "pre_unembed_modes"),
+                      ("embedding", "embedding_modes")):
+        spectrum = final[key]
+        scaled = (spectrum / spectrum[1:].max()).tolist()  # each over its largest non-constant mode: shapes compare
+        claim.verdict.add_points(f"{name}: Fourier mode magnitude over its largest non-constant mode",
+                                 "Fourier mode (folded)", list(range(len(scaled))), scaled)
+    _record(claim, pizza_clock, "pre-unembed mode ratio m_2k / m_k")
+    claim.judge(PZ.doubles_fourier_mode, final, *_side(run), pizza_clock.epochs[-1])

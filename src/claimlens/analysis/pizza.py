@@ -1,0 +1,107 @@
+"""Pizza-or-clock measures of a run's checkpoints (claims_catalogue §3.3): gradient symmetricity, distance
+irrelevance and the hackathon's Fourier-mode test, from the model's gradients and activations
+(:mod:`claimlens.metrics.pizza` holds the definitions).
+
+Cheap (a forward over the ``p²`` pairs and one backward over 100 triples per checkpoint): computed on demand, not
+cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from claimlens.metrics import pizza as pz
+from claimlens.models import Params, forward, sequence_forward
+from claimlens.series import Series
+
+MODE_TEST_A = 17  # the fixed first operand of the hackathon's pizza_vs_clock_exp.py
+
+
+def embedding_gradients(params: Params, cfg, triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients ``[n, d]`` of logit ``c`` with respect to the embedding vectors of ``a`` and of ``b`` (before the
+    positional embedding), for ``triples [n, 3] = (a, b, c)`` (Zhong et al. 2023, Def. 4.1)."""
+    W_E = params["embed.W_E"].detach().to(torch.float32)
+    a, b, c = triples.unbind(1)
+    if cfg.kind == "transformer":
+        rows = [W_E[a], W_E[b]] + ([W_E[torch.full_like(a, W_E.shape[0] - 1)]] if cfg.equals_token else [])
+        emb = torch.stack(rows, 1).requires_grad_(True)  # [n, pos, d]
+        logits = sequence_forward(params, emb, cfg)
+        (grad,) = torch.autograd.grad(logits.gather(1, c[:, None]).sum(), emb)
+        return grad[:, 0], grad[:, 1]
+    e_a, e_b = W_E[a].clone().requires_grad_(True), W_E[b].clone().requires_grad_(True)
+    h = e_a + e_b if cfg.combine == "sum" else torch.cat([e_a, e_b], -1)
+    logits = _mlp_from_hidden_input(params, cfg, h)
+    grad_a, grad_b = torch.autograd.grad(logits.gather(1, c[:, None]).sum(), (e_a, e_b))
+    return grad_a, grad_b
+
+
+def _mlp_from_hidden_input(params: Params, cfg, h: torch.Tensor, *, pre_unembed: bool = False) -> torch.Tensor:
+    act = torch.nn.functional.gelu if cfg.act_fn == "gelu" else torch.nn.functional.relu
+    for i in range(len(cfg.hidden)):
+        h = act(h @ params[f"mlp.{i}.W"] + params[f"mlp.{i}.b"])
+    return h if pre_unembed else h @ params["unembed.W_U"] + params["unembed.b_U"]
+
+
+def pre_unembed(params: Params, cfg, tokens: torch.Tensor) -> torch.Tensor:
+    """The activations the unembedding reads, ``[batch, d]``: the final residual stream of the transformer, the
+    last hidden layer of an MLP."""
+    with torch.no_grad():
+        if cfg.kind == "transformer":
+            acts = forward(params, tokens, cfg, cache=True)
+            return acts.resid_mid + acts.mlp_post @ params["blocks.0.mlp.W_out"] + params["blocks.0.mlp.b_out"]
+        W_E = params["embed.W_E"]
+        e_a, e_b = W_E[tokens[:, 0]], W_E[tokens[:, 1]]
+        h = e_a + e_b if cfg.combine == "sum" else torch.cat([e_a, e_b], -1)
+        return _mlp_from_hidden_input(params, cfg, h, pre_unembed=True)
+
+
+def measure(params: Params, cfg, p: int, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
+    """GS, DI and the mode test of one checkpoint. ``tokens [p², 3]``, ``labels [p²]``: every pair, in the order
+    ``a·p + b`` (:func:`claimlens.tasks.grid_tokens`)."""
+    ga, gb = embedding_gradients(params, cfg, pz.gs_triples(p))
+    with torch.no_grad():
+        logits = forward(params, tokens, cfg).logits
+    correct = logits.gather(1, labels[:, None]).view(p, p)
+    a = MODE_TEST_A % p
+    fixed = tokens[a * p:(a + 1) * p]  # a fixed, b = 0 … p − 1
+    mode = pz.pizza_mode_test(params["embed.W_E"][:p], pre_unembed(params, cfg, fixed))
+    return {"gs": pz.gradient_symmetricity(ga, gb), "di": pz.distance_irrelevance(correct), **mode,
+            "pre_unembed_modes": pz.fourier_modes(pre_unembed(params, cfg, fixed))[: p // 2 + 1],
+            "embedding_modes": pz.fourier_modes(params["embed.W_E"][:p])[: p // 2 + 1]}
+
+
+@dataclass
+class PizzaClockMeasures:
+    """GS, DI and the mode-test ratio ``m_2k / m_k`` per checkpoint (``[n]`` each, float64), and the folded
+    Fourier spectra ``[p // 2 + 1]`` of the final checkpoint's embedding and pre-unembedding activations."""
+
+    epochs: list[int]
+    gs: torch.Tensor
+    di: torch.Tensor
+    mode_ratio: torch.Tensor
+    final: dict = field(default_factory=dict)
+
+    def series(self, name: str) -> Series:
+        values = {"gradient symmetricity": self.gs, "distance irrelevance": self.di,
+                  "pre-unembed mode ratio m_2k / m_k": self.mode_ratio}[name]
+        return Series.of(name, self.epochs, values)
+
+
+def pizza_clock_over_run(run, max_checkpoints: int = 16) -> PizzaClockMeasures:
+    """The measures at up to ``max_checkpoints`` checkpoints spread evenly over ``run`` (first and last
+    included)."""
+    epochs = run.epochs
+    if len(epochs) > max_checkpoints:
+        idx = torch.linspace(0, len(epochs) - 1, max_checkpoints).round().long().unique()
+        epochs = [epochs[int(i)] for i in idx]
+    task, cfg, p = run.task, run.spec.model, run.spec.task.p
+    rows = [measure(run.checkpoint(e), cfg, p, task.tokens, task.labels) for e in epochs]
+    return PizzaClockMeasures(
+        epochs=list(epochs),
+        gs=torch.tensor([r["gs"] for r in rows], dtype=torch.float64),
+        di=torch.tensor([r["di"] for r in rows], dtype=torch.float64),
+        mode_ratio=torch.tensor([r["ratio"] for r in rows], dtype=torch.float64),
+        final=rows[-1],
+    )

@@ -1,0 +1,172 @@
+"""Pizza or clock (catalogue §3.3): which modular-addition algorithm a transformer learned, judged by the
+measures of :mod:`claimlens.metrics.pizza`. Pure functions of measured numbers; no model, no pytest.
+
+Each claim has two sides, stated by the source for the two ends of the attention-rate axis (Zhong et al. 2023,
+§5): a model with attention rate 0 (constant attention) learns the pizza, one with rate 1 (softmax attention)
+the clock. A run is judged on the side of its own attention rate (:func:`side_of`); each side's rule judged on
+the other model is the claim's negative control (``tests/test_pizza_clock.py``).
+"""
+
+from __future__ import annotations
+
+from claimlens.rules.base import ClaimSpec, Verdict
+from claimlens.rules.base import Threshold as T
+
+CP = 'Zhong, Liu, Tegmark & Andreas (2023), "The Clock and the Pizza"'
+NV = "Panickssery & Vaintrob, devinterp hackathon 'Investigating the learning coefficient of modular addition'"
+CAT = "catalogue §3.3"
+SWEEP = "released 1-layer sweep table (result/1l_fixedwidth.csv), runs with validation accuracy ≥ 0.99, circularity ≥ 0.9"
+FINAL = "final-model claim: the source's numbers are in the catalogue (no curve to check against)"
+
+PIZZA_MAX_RATE = 0.05  # the sweep-table bins the catalogue's percentiles come from: rate < 0.05 …
+CLOCK_MIN_RATE = 0.95  # … and rate ≥ 0.95
+
+
+def side_of(attn_rate: float) -> str | None:
+    """``"pizza"`` for attention rate < 0.05, ``"clock"`` for ≥ 0.95 (the bins of the catalogue's sweep
+    percentiles), else None: the claims state nothing about rates in between."""
+    if attn_rate < PIZZA_MAX_RATE:
+        return "pizza"
+    if attn_rate >= CLOCK_MIN_RATE:
+        return "clock"
+    return None
+
+
+GRADIENT_SYMMETRICITY = ClaimSpec(
+    id="pizza_clock_gradient_symmetricity",
+    statement="Gradient symmetricity separates the algorithms: ≈ 0.99 for the pizza (attention rate 0), ≈ 0.33 for "
+              "the clock (attention rate 1).",
+    source=f"{CP}, §4, Def. 4.1; eval-main.ipynb saved output for Model A",
+    thresholds={
+        "pizza_min": T(0.95, f"{CAT} (proposed): {SWEEP}: rate < 0.05 has GS 10th/50th/90th percentiles "
+                             f"0.969 / 0.993 / 0.997", source=0.99367),
+        "clock_max": T(0.7, f"{CAT} (proposed): {SWEEP}: rate ≥ 0.95 has GS percentiles 0.240 / 0.462 / 0.687",
+                       source=0.3336),
+    },
+    validation=FINAL,
+    family="pizza_clock",
+)
+
+DISTANCE_IRRELEVANCE = ClaimSpec(
+    id="pizza_clock_distance_irrelevance",
+    statement="Distance irrelevance (on the correct logit) separates the algorithms: ≈ 0.17 for the pizza, ≈ 0.85 "
+              "for the clock.",
+    source=f"{CP}, Def. 4.2; eval-main.ipynb saved output for Model A",
+    thresholds={
+        "pizza_max": T(0.4, f"{CAT} (proposed; the paper's band pizza ∈ [0, 0.4]); {SWEEP}: rate < 0.05 has DI "
+                            f"percentiles 0.169 / 0.420 / 0.891 — the pizza side is broad", source=0.17174),
+        "clock_min": T(0.6, f"{CAT} (proposed); {SWEEP}: rate ≥ 0.95 has DI percentiles 0.736 / 0.869 / 0.967",
+                       source=0.85),
+    },
+    validation=FINAL,
+    family="pizza_clock",
+)
+
+DOUBLES_FOURIER_MODE = ClaimSpec(
+    id="pizza_doubles_fourier_mode",
+    statement="If the embedding has a large Fourier mode k, the activations before the unembedding (a fixed, "
+              "b = 0 … p − 1) show a large mode at 2k mod p for the pizza and only at k for the clock.",
+    source=f"{NV}, README and pizza_vs_clock_exp.py (a = 17)",
+    thresholds={
+        "pizza_min_ratio": T(1.0, f"{CAT} (proposed): pizza m[2k mod p] ≥ m[k] (modes folded m → min(m, p − m))"),
+        "clock_max_ratio": T(1.0, f"{CAT} (proposed): clock the reverse, m[2k mod p] < m[k]"),
+    },
+    validation="unvalidated: the source states it for its MLP and gives no numbers",
+    family="pizza_clock",
+)
+
+
+def _side(v: Verdict, side: str | None, attn_rate: float) -> bool:
+    if side not in ("pizza", "clock"):
+        v.skip(f"attention rate {attn_rate:g}: the claim is stated for rate < {PIZZA_MAX_RATE} (pizza) and "
+               f"≥ {CLOCK_MIN_RATE} (clock), not in between")
+        return False
+    v.record("side judged (from the attention rate)", f"{side} (rate {attn_rate:g})")
+    return True
+
+
+def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
+    """Pizza: GS ≥ ``pizza_min``; clock: GS ≤ ``clock_max`` (final checkpoint)."""
+    v = Verdict(GRADIENT_SYMMETRICITY.id)
+    if not _side(v, side, attn_rate):
+        return v
+    if side == "pizza":
+        v.check("gradient symmetricity (pizza side)", gs, ">=", th["pizza_min"], epoch=epoch)
+    else:
+        v.check("gradient symmetricity (clock side)", gs, "<=", th["clock_max"], epoch=epoch)
+    return v
+
+
+def distance_irrelevance(di: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
+    """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit)."""
+    v = Verdict(DISTANCE_IRRELEVANCE.id)
+    if not _side(v, side, attn_rate):
+        return v
+    if side == "pizza":
+        v.check("distance irrelevance of the correct logit (pizza side)", di, "<=", th["pizza_max"], epoch=epoch)
+    else:
+        v.check("distance irrelevance of the correct logit (clock side)", di, ">=", th["clock_min"], epoch=epoch)
+    return v
+
+
+def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
+    """``mode``: :func:`claimlens.metrics.pizza.pizza_mode_test` of the final checkpoint. Pizza: ``m_2k / m_k ≥
+    pizza_min_ratio``; clock: ``m_2k / m_k < clock_max_ratio``."""
+    v = Verdict(DOUBLES_FOURIER_MODE.id)
+    if not _side(v, side, attn_rate):
+        return v
+    v.record("embedding's top mode k (folded), and 2k mod p (folded)", f"k = {mode['k']}, 2k → {mode['k2']}")
+    label = f"k={mode['k']}, 2k→{mode['k2']}; m_k {mode['m_k']:.4g}, m_2k {mode['m_2k']:.4g}"
+    if side == "pizza":
+        v.check("pre-unembed mode magnitude at 2k over that at k (pizza side)", mode["ratio"], ">=",
+                th["pizza_min_ratio"], epoch=epoch, label=label)
+    else:
+        v.check("pre-unembed mode magnitude at 2k over that at k (clock side)", mode["ratio"], "<",
+                th["clock_max_ratio"], epoch=epoch, label=label)
+    return v
+
+
+ATTENTION_RATE_SELECTS = ClaimSpec(
+    id="attention_rate_selects_algorithm",
+    statement="Over a sweep of the attention rate, constant attention (rate 0) gives the pizza and softmax attention "
+              "(rate 1) the clock: gradient symmetricity falls as the rate rises.",
+    source=f"{CP}, §5, result/1l_*.svg",
+    thresholds={
+        "max_spearman": T(-0.6, f"{CAT} (proposed): GS decreases monotonically in the attention rate "
+                                f"(Spearman ≤ −0.6); {SWEEP}: median GS 0.993 for rate in [0, 0.6), 0.785 in "
+                                f"[0.6, 0.8), 0.583 in [0.8, 0.95), 0.462 at ≥ 0.95"),
+        "min_members": T(3, "ours: a rank correlation over fewer than three attention rates says nothing",
+                         integer=True, positive=True),
+    },
+    validation="unvalidated: the released sweep table is summarised in the catalogue (medians per rate bin), not "
+               "digitised per run",
+    family="pizza_clock",
+)
+
+# The catalogue's rate bins of the released sweep's median GS (for the record next to ours).
+SWEEP_MEDIANS = ((0.0, 0.6, 0.993), (0.6, 0.8, 0.785), (0.8, 0.95, 0.583), (0.95, 1.0001, 0.462))
+
+
+def attention_rate_selects(members: list[tuple[float, float]], th) -> Verdict:
+    """``members``: ``(attention rate, final GS)`` per run of a sweep over ``model.attn_rate``. Spearman(rate, GS)
+    ≤ ``max_spearman``; the GS against the rate is charted and the median GS per rate bin of the source's sweep
+    recorded with the source's median."""
+    v = Verdict(ATTENTION_RATE_SELECTS.id)
+    members = sorted(members)
+    rates, gs = [r for r, _ in members], [g for _, g in members]
+    v.add_points("gradient symmetricity of the final checkpoint", "model.attn_rate", rates, gs)
+    n_rates = len(set(rates))
+    if n_rates < int(th["min_members"]):
+        return v.skip(f"the set has {n_rates} distinct attention rate(s); the rule needs ≥ {int(th['min_members'])}")
+    from claimlens.series import spearman
+
+    for lo, hi, source in SWEEP_MEDIANS:
+        inside = sorted(g for r, g in members if lo <= r < hi)
+        if inside:
+            median = inside[len(inside) // 2] if len(inside) % 2 else (inside[len(inside) // 2 - 1]
+                                                                         + inside[len(inside) // 2]) / 2
+            v.record(f"median GS for attention rate in [{lo:g}, {min(hi, 1):g}{']' if hi > 1 else ')'}", median,
+                     source=source, detail=f"{len(inside)} run(s)")
+    v.check("Spearman correlation of attention rate and gradient symmetricity", spearman(rates, gs), "<=",
+            th["max_spearman"], detail=f"{len(members)} runs")
+    return v

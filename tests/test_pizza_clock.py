@@ -1,0 +1,161 @@
+"""Pizza-or-clock metrics against naive loops and by their properties, and each side's rule failing on the other
+side's trained model (the claims' negative controls)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claimlens import models
+from claimlens.analysis.pizza import embedding_gradients, measure
+from claimlens.config import ModelConfig
+from claimlens.metrics import pizza as pz
+from claimlens.rules import pizza as PZ
+from claimlens.rules.base import ClaimSpec
+from claimlens.tasks import grid_labels, grid_tokens
+
+ODD_P = st.sampled_from([5, 7, 11, 13])
+
+
+def naive_distance_irrelevance(logits: np.ndarray) -> float:
+    """The source's own loop (train-main.py): oo[(a+b)%p][(a-b)%p] = logit; mean over d of std over s / std."""
+    p = logits.shape[0]
+    oo = [[0.0] * p for _ in range(p)]
+    for a in range(p):
+        for b in range(p):
+            oo[(a + b) % p][(a - b) % p] = float(logits[a, b])
+    oo = np.array(oo)
+    return float(np.mean(np.std(oo, axis=0)) / np.std(oo.flatten()))
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=ODD_P, seed=st.integers(0, 10_000))
+def test_distance_irrelevance_equals_the_source_loop(p, seed):
+    logits = torch.randn(p, p, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    assert pz.distance_irrelevance(logits) == pytest.approx(naive_distance_irrelevance(logits.numpy()), rel=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=ODD_P, seed=st.integers(0, 10_000), scale=st.floats(0.1, 10), shift=st.floats(-5, 5))
+def test_distance_irrelevance_properties(p, seed, scale, shift):
+    gen = torch.Generator().manual_seed(seed)
+    f = torch.randn(p, generator=gen, dtype=torch.float64)
+    a, b = torch.arange(p).view(-1, 1), torch.arange(p).view(1, -1)
+    only_distance = f[(a - b) % p]  # pizza-like: the logit depends on a − b only
+    only_sum = f[(a + b) % p]  # clock-like: on a + b only
+    assert pz.distance_irrelevance(only_distance) == pytest.approx(0.0, abs=1e-12)
+    assert pz.distance_irrelevance(only_sum) == pytest.approx(1.0, rel=1e-12)
+    any_logits = torch.randn(p, p, generator=gen, dtype=torch.float64)
+    assert pz.distance_irrelevance(any_logits * scale + shift) == pytest.approx(pz.distance_irrelevance(any_logits),
+                                                                                rel=1e-9)
+
+
+def test_distance_irrelevance_refuses_what_it_cannot_measure():
+    with pytest.raises(ValueError, match="even"):
+        pz.distance_irrelevance(torch.randn(4, 4))
+    with pytest.raises(ValueError, match="the same on every pair"):
+        pz.distance_irrelevance(torch.ones(5, 5))
+
+
+@settings(max_examples=30, deadline=None)
+@given(p=ODD_P, d=st.integers(1, 6), seed=st.integers(0, 10_000))
+def test_fourier_modes_equal_a_naive_dft_and_fold_symmetrically(p, d, seed):
+    x = torch.randn(p, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    naive = [math.sqrt(sum(sum(math.cos(2 * math.pi * j * i / p) * float(x[i, k]) for i in range(p)) ** 2
+                           + sum(math.sin(2 * math.pi * j * i / p) * float(x[i, k]) for i in range(p)) ** 2
+                           for k in range(d))) for j in range(p)]
+    modes = pz.fourier_modes(x)
+    torch.testing.assert_close(modes, torch.tensor(naive, dtype=torch.float64), rtol=1e-9, atol=1e-9)
+    for j in range(1, p):
+        assert modes[j] == pytest.approx(float(modes[p - j]), rel=1e-9)  # real input: m_j = m_{p − j}
+        assert pz.fold(j, p) == min(j, p - j)
+
+
+def test_mode_test_finds_a_doubled_mode():
+    p, k = 13, 3
+    t = torch.arange(p, dtype=torch.float64) * 2 * math.pi / p
+    embedding = torch.stack([torch.cos(k * t), torch.sin(k * t)], 1)
+    doubled = torch.stack([torch.cos(2 * k * t), 0.1 * torch.cos(k * t)], 1)
+    out = pz.pizza_mode_test(embedding, doubled)
+    assert (out["k"], out["k2"]) == (3, 6) and out["ratio"] == pytest.approx(10.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("attn_rate, equals_token", [(0.0, False), (1.0, True), (0.4, False)])
+def test_embedding_gradients_equal_a_per_triple_autograd_loop(attn_rate, equals_token):
+    """The batched input gradients of G-GS against one autograd call per triple through the plain forward."""
+    cfg = ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32, attn_rate=attn_rate, equals_token=equals_token,
+                      causal=False)
+    p = 11
+    params = models.init_params(cfg, p, 1)
+    triples = pz.gs_triples(p, n=12)
+    ga, gb = embedding_gradients(params, cfg, triples)
+    W_E = params["embed.W_E"]
+    for i, (a, b, c) in enumerate(triples.tolist()):
+        rows = [W_E[a].clone().requires_grad_(True), W_E[b].clone().requires_grad_(True)]
+        extra = [W_E[p]] if equals_token else []
+        logit = models.sequence_forward(params, torch.stack(rows + extra)[None], cfg)[0, c]
+        na, nb = torch.autograd.grad(logit, rows)
+        torch.testing.assert_close(ga[i], na, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gb[i], nb, rtol=1e-5, atol=1e-6)
+    cos = [float(torch.nn.functional.cosine_similarity(ga[i], gb[i], dim=0)) for i in range(len(triples))]
+    assert pz.gradient_symmetricity(ga, gb) == pytest.approx(sum(cos) / len(cos), rel=1e-6)
+
+
+def test_a_summed_embedding_mlp_is_exactly_symmetric():
+    """h = E[a] + E[b]: the two gradients are the same vector, so GS = 1 by construction."""
+    cfg = ModelConfig(kind="mlp", d_embed=6, hidden=(12,), combine="sum")
+    p = 7
+    params = models.init_params(cfg, p, 0)
+    out = measure(params, cfg, p, grid_tokens(p), grid_labels(p))
+    assert out["gs"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_gs_triples_are_the_sources_draw():
+    t = pz.gs_triples(59)
+    assert t.shape == (100, 3) and int(t.min()) >= 0 and int(t.max()) < 59
+    assert torch.equal(t, pz.gs_triples(59))
+
+
+def test_side_of_follows_the_sweep_bins():
+    assert PZ.side_of(0.0) == "pizza" and PZ.side_of(0.049) == "pizza"
+    assert PZ.side_of(1.0) == "clock" and PZ.side_of(0.95) == "clock"
+    assert PZ.side_of(0.5) is None
+
+
+def _thresholds(spec: ClaimSpec):
+    from claimlens.rules.base import Bound
+
+    return {k: Bound(t.value, k, t.source) for k, t in spec.thresholds.items()}
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The built-in Models A (rate 0) and B (rate 1), trained on first use (about 45 s each) and cached."""
+    from claimlens.analysis.pizza import pizza_clock_over_run
+    from claimlens.builtin import builtin_run
+
+    return {name: pizza_clock_over_run(builtin_run(name), max_checkpoints=2) for name in ("pizza", "clock")}
+
+
+@pytest.mark.parametrize("rule, spec, value", [
+    (PZ.gradient_symmetricity, PZ.GRADIENT_SYMMETRICITY, lambda m: float(m.gs[-1])),
+    (PZ.distance_irrelevance, PZ.DISTANCE_IRRELEVANCE, lambda m: float(m.di[-1])),
+])
+def test_each_side_fails_on_the_other_model(trained, rule, spec, value):
+    """Negative controls on real trained models: the pizza side judged on the clock model fails, and the clock side
+    judged on the pizza model fails (whatever each side gives on its own model, which is the finding)."""
+    th = _thresholds(spec)
+    on_clock = rule(value(trained["clock"]), "pizza", 1.0, 1200, th)
+    on_pizza = rule(value(trained["pizza"]), "clock", 0.0, 1200, th)
+    assert not on_clock.passed, on_clock.checks
+    assert not on_pizza.passed, on_pizza.checks
+    assert rule(value(trained["clock"]), None, 0.5, 1200, th).skipped
+
+
+def test_gradient_symmetricity_separates_the_built_in_models(trained):
+    """The finding the claims report (fixtures/pizza.toml, clock.toml): GS ≈ 0.99 for rate 0, ≈ 0.46 for rate 1."""
+    assert float(trained["pizza"].gs[-1]) > 0.95
+    assert float(trained["clock"].gs[-1]) < 0.7
