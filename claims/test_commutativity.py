@@ -10,12 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from claimlens.metrics import algorithm as alg
+from claimlens.plugin.fixtures import needs_equals_token
 from claimlens.rules import algorithm as A
 from claimlens.rules import grokking as G
 
 
 @pytest.mark.claim(G.COMMUTATIVITY_ATTENTION)
 def test_attention_becomes_symmetric(run, run_series, phases, claim):
+    needs_equals_token(run, "the claim includes attention from '=' to itself")
     n_heads = 0 if getattr(run, "kind", None) == "curves" else run.spec.model.n_heads  # curves: no attention
     claim.judge(G.commutativity_attention, run_series, phases, n_heads)
 

@@ -13,6 +13,7 @@ from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import ablated_logits
+from claimlens.plugin.fixtures import needs_equals_token
 from claimlens.rules import algorithm as A
 from claimlens.rules import grokking as G
 
@@ -78,6 +79,7 @@ def test_fourier_ablations(run, run_series, final_model, claim):
 
 @pytest.mark.claim(A.SKIP_AND_ATTENTION_ABLATIONS)
 def test_skip_and_attention_ablations(run, run_series, final_model, claim):
+    needs_equals_token(run, "the attention ablation keeps the '=' token's embedding at the query position")
     params, acts, labels, model = final_model.params, final_model.activations, run.task.labels, run.spec.model
     loss = cross_entropy_f64(acts.logits, labels).item()
     mlp_skip = cross_entropy_f64(ablated_logits(params, acts, model, "mlp_skip"), labels).item()
@@ -102,4 +104,5 @@ def test_trig_fraction(run, run_series, phases, final_checkpoint, claim):
 
 @pytest.mark.claim(G.LATE_PHASE_CHANGE)
 def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
+    needs_equals_token(run, "the claim is about attention from '=' to itself")
     claim.judge(G.late_phase_change, run_series, phases, n_heads(run))

@@ -159,5 +159,5 @@ def test_attention_rate_outside_the_unit_interval_is_refused():
 
     with pytest.raises(SpecError, match=r"model.attn_rate"):
         ModelConfig(attn_rate=1.5).validate()
-    with pytest.raises(SpecError, match=r"an MLP has no attention"):
+    with pytest.raises(SpecError, match=r"model.attn_rate.*an MLP has no attention"):
         ModelConfig(kind="mlp", attn_rate=0.0).validate()

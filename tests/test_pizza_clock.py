@@ -159,3 +159,36 @@ def test_gradient_symmetricity_separates_the_built_in_models(trained):
     """The finding the claims report (fixtures/pizza.toml, clock.toml): GS ≈ 0.99 for rate 0, ≈ 0.46 for rate 1."""
     assert float(trained["pizza"].gs[-1]) > 0.95
     assert float(trained["clock"].gs[-1]) < 0.7
+
+
+def test_every_progress_measure_works_on_a_model_without_the_equals_token():
+    """A run judged with every claim (--run fixtures/pizza.toml): the per-checkpoint measures of a model reading
+    [a, b] have two attention positions, not three (this crashed every trajectory claim)."""
+    from claimlens.analysis import evaluate
+    from claimlens.builtin import builtin_run
+
+    measures = evaluate(builtin_run("pizza"), cache=False)
+    attention = measures["attention_to_position"]
+    assert [label.split(",")[1] for label in attention.labels[:2]] == ["pos=0", "pos=1"]
+    assert len(attention.labels) == 2 * builtin_run("pizza").spec.model.n_heads
+
+
+def test_a_constant_attention_model_imports_checked_against_the_plain_forward(tmp_path):
+    """TransformerLens cannot express α < 1, so the import proves the load through the plain full-sequence
+    forward (it raised a traceback before); the sidecar's settings are read and shown."""
+    import json
+
+    from claimlens.builtin import builtin_run
+    from claimlens.config import RunSpec
+    from claimlens.runs.importers import import_run
+    from conftest import ROOT
+
+    run = builtin_run("pizza")
+    task = run.task
+    torch.save({"model": run.final(), "train_indices": task.train_idx, "test_indices": task.test_idx},
+               tmp_path / "model_abc123xyz9.pt")
+    (tmp_path / "config_abc123xyz9.json").write_text(json.dumps({"attn_coeff": 0, "eqn_sign": 0}))
+    out = import_run(tmp_path / "model_abc123xyz9.pt", tmp_path / "out", progress=False, final_epoch=1200,
+                     spec=RunSpec.from_toml(ROOT / "fixtures" / "pizza.toml"))
+    assert out.spec.model.attn_rate == 0 and not out.spec.model.equals_token
+    torch.testing.assert_close(out.final()["embed.W_E"], run.final()["embed.W_E"])

@@ -32,6 +32,16 @@ def test_bad_run_option_is_a_usage_error(pytester, tmp_path):
     assert result.ret == 4
 
 
+def test_a_spec_with_a_bad_field_is_a_usage_error_naming_it(pytester, tmp_path):
+    spec = tmp_path / "bad.toml"
+    spec.write_text('name = "bad"\n[task]\np = 11\n[model]\nattn_rate = 1.5\n[train]\nepochs = 2\n'
+                    'checkpoint_every = 1\n')
+    result = run_claims(pytester, "--run", str(spec))
+    result.stderr.fnmatch_lines(["*--run*bad.toml*model.attn_rate must be a number in [[]0, 1]*got 1.5*"])
+    assert result.ret == 4
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
 def test_two_runs_give_two_ids(pytester, tiny_run, tiny_mlp_run):
     result = run_claims(pytester, "--run", str(tiny_run.path), "--run", str(tiny_mlp_run.path), "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_grokking_delayed_generalisation?run=tiny]*",

@@ -93,6 +93,8 @@ def _print_info(run) -> None:
     spec = run.spec
     m = spec.model
     model = (f"transformer d_model={m.d_model} n_heads={m.n_heads} d_head={m.d_head} d_mlp={m.d_mlp} act={m.act_fn}"
+             + (f" attn_rate={m.attn_rate:g}" if m.attn_rate != 1 else "")
+             + ("" if m.equals_token else " inputs=[a, b]") + ("" if m.causal else " causal=false")
              if m.kind == "transformer" else
              f"mlp d_embed={m.d_embed} hidden={list(m.hidden)} combine={m.combine} act={m.act_fn}")
     t = spec.train

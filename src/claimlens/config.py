@@ -104,9 +104,10 @@ class ModelConfig:
                    self.equals_token)
             _check(isinstance(self.causal, bool), "model.causal", "must be true or false", self.causal)
         else:
-            _check((self.attn_rate, self.equals_token, self.causal) == (1.0, True, True),
-                   "model.attn_rate/equals_token/causal", "are transformer settings; an MLP has no attention",
-                   [self.attn_rate, self.equals_token, self.causal])
+            for key, default in (("attn_rate", 1.0), ("equals_token", True), ("causal", True)):
+                _check(getattr(self, key) == default, f"model.{key}",
+                       "is a transformer setting; an MLP has no attention and reads no '=' token (remove it)",
+                       getattr(self, key))
         if self.kind != "transformer":
             _check(self.d_embed > 0, "model.d_embed", "must be a positive integer", self.d_embed)
             _check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "model.hidden",

@@ -48,6 +48,7 @@ from claimlens.analysis.checkpoint import checkpoint, final_checkpoint
 from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import accuracy, cross_entropy_f64
+from claimlens.models import n_ctx
 from claimlens.series import Series, SeriesUnavailable
 
 VERSION = 3  # 2: random-direction control, neuron key frequencies, G-QUAD per neuron; 3: key vote share, balanced trig loss
@@ -193,7 +194,7 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
     labels_of = {
         "excluded_loss": [f"k={k}" for k in keys],
         "restricted_loss": ["all", "train", "test", "train_balanced"],
-        "attention_to_position": [f"head={h},pos={j}" for h in range(H) for j in range(3)],
+        "attention_to_position": [f"head={h},pos={j}" for h in range(H) for j in range(n_ctx(model))],
         "sum_sq_weights_by_param": param_names,
         "embed_fourier_norms": fo.basis_names(p),
         "embed_singular_values": [f"sv{i}" for i in range(min(p, model.d_model))],

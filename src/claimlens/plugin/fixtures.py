@@ -72,6 +72,12 @@ def needs_weights(run, what: str = "this claim needs the model's weights") -> No
         pytest.skip(f"run {run.name!r} is a curves-only run ({run.description or 'no weights'}): {what}")
 
 
+def needs_equals_token(run, what: str) -> None:
+    """Skip, with the reason, a transformer that reads [a, b] without '=' (Clock/Pizza): ``what`` is about '='."""
+    if getattr(run, "kind", None) != "curves" and not run.spec.model.equals_token:
+        pytest.skip(f"run {run.name!r} reads [a, b] without an '=' token (equals_token = false): {what}")
+
+
 def needs_transformer(run) -> None:
     needs_weights(run)
     if run.spec.model.kind != "transformer":

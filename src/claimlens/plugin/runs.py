@@ -189,6 +189,7 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
             if is_sweep_toml(path):
                 ref = _sweep_ref(path, value)
             else:
+                _check_spec(path, value)
                 ref = RunRef(path, "spec", path.stem)
         else:
             raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a sweep .toml file, "
@@ -204,6 +205,18 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
 
 
 SET_KINDS = ("sweep", "curves_set")
+
+
+def _check_spec(path: Path, value: str) -> None:
+    """A spec named with --run is read now: a bad field is a usage error (one line, exit 4), not a collection
+    traceback."""
+    from claimlens.config import RunSpec
+    from claimlens.errors import ClaimlensError
+
+    try:
+        RunSpec.from_toml(path)
+    except ClaimlensError as exc:
+        raise pytest.UsageError(f"--run {value}: {exc}") from None
 
 
 def seed_variant(spec_path: Path, seed: int):

@@ -645,7 +645,9 @@ def _read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: s
         sidecar = find_sidecar(f)
         if sidecar is not None and is_clock_pizza_config(sidecar[1]):
             check_clock_pizza(sidecar[1], f"{str(f)!r} ({sidecar[0].name})")  # refuses what cannot be represented
-            raise clock_pizza_split_refusal(f"{str(f)!r} ({sidecar[0].name})")
+            refusal = clock_pizza_split_refusal(f"{str(f)!r} ({sidecar[0].name})")
+            raise CheckpointError(f"{refusal} (a folder import reads no stored split: import the file itself, "
+                                  f"with --spec)")
     spec = _folder_spec(folder, spec, name)
     found = {f: _file_epoch(f, epoch_pattern) for f in files}
     unknown = [f.name for f, (e, _) in found.items() if e is None]
@@ -788,17 +790,20 @@ def _log_row(epoch: int, params, spec: RunSpec, tokens, labels, task: ModularAdd
 def _prove_bridge_load(run: Run) -> None:
     """Load the final checkpoint into a TransformerLens bridge: the load must change the weights
     (checked inside ``load_into_bridge``) and the bridge must reproduce the fast path's logits."""
-    from claimlens.models import bridge_activations, build_bridge
+    from claimlens.models import bridge_activations, build_bridge, naive_forward
 
     params = run.final()
-    bridge = build_bridge(run.spec.model, run.spec.task.p, params)
     tokens = run.task.tokens
     ours = forward(params, tokens, run.spec.model).logits
-    theirs = bridge_activations(bridge, tokens).logits
-    err = ((ours - theirs).abs().max() / theirs.abs().max().clamp_min(1e-12)).item()
+    if run.spec.model.attn_rate != 1:  # TransformerLens cannot express α < 1: the plain full-sequence forward
+        reference, through = naive_forward(params, tokens, run.spec.model), "the plain full-sequence forward"
+    else:
+        bridge = build_bridge(run.spec.model, run.spec.task.p, params)
+        reference, through = bridge_activations(bridge, tokens).logits, "TransformerLens"
+    err = ((ours - reference).abs().max() / reference.abs().max().clamp_min(1e-12)).item()
     if err > 1e-4:
         raise CheckpointError(
             f"imported final checkpoint (epoch {run.epochs[-1]}, fingerprint {fingerprint(params)[:12]}) gives "
-            f"different logits through TransformerLens than through claimlens (max relative error {err:.2e}); "
+            f"different logits through {through} than through claimlens (max relative error {err:.2e}); "
             f"the state dict layout was not understood"
         )
