@@ -85,45 +85,37 @@ def _side(v: Verdict, side: str | None, attn_rate: float) -> bool:
     return True
 
 
-def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
-    """Pizza: GS ≥ ``pizza_min``; clock: GS ≤ ``clock_max`` (final checkpoint)."""
-    v = Verdict(GRADIENT_SYMMETRICITY.id)
+def _judge_side(v: Verdict, side: str | None, attn_rate: float, name: str, value: float, th, *,
+                pizza: tuple[str, str], clock: tuple[str, str], epoch: int, label: str = "") -> Verdict:
+    """One check on the side the attention rate names: ``pizza`` / ``clock`` = (op, threshold key)."""
     if not _side(v, side, attn_rate):
         return v
-    if side == "pizza":
-        v.check("gradient symmetricity (pizza side)", gs, ">=", th["pizza_min"], epoch=epoch)
-    else:
-        v.check("gradient symmetricity (clock side)", gs, "<=", th["clock_max"], epoch=epoch)
+    op, key = pizza if side == "pizza" else clock
+    v.check(f"{name} ({side} side)", value, op, th[key], epoch=epoch, label=label)
     return v
+
+
+def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
+    """Pizza: GS ≥ ``pizza_min``; clock: GS ≤ ``clock_max`` (final checkpoint)."""
+    return _judge_side(Verdict(GRADIENT_SYMMETRICITY.id), side, attn_rate, "gradient symmetricity", gs, th,
+                       pizza=(">=", "pizza_min"), clock=("<=", "clock_max"), epoch=epoch)
 
 
 def distance_irrelevance(di: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
     """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit)."""
-    v = Verdict(DISTANCE_IRRELEVANCE.id)
-    if not _side(v, side, attn_rate):
-        return v
-    if side == "pizza":
-        v.check("distance irrelevance of the correct logit (pizza side)", di, "<=", th["pizza_max"], epoch=epoch)
-    else:
-        v.check("distance irrelevance of the correct logit (clock side)", di, ">=", th["clock_min"], epoch=epoch)
-    return v
+    return _judge_side(Verdict(DISTANCE_IRRELEVANCE.id), side, attn_rate, "distance irrelevance of the correct logit",
+                       di, th, pizza=("<=", "pizza_max"), clock=(">=", "clock_min"), epoch=epoch)
 
 
 def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
     """``mode``: :func:`claimlens.metrics.pizza.pizza_mode_test` of the final checkpoint. Pizza: ``m_2k / m_k ≥
     pizza_min_ratio``; clock: ``m_2k / m_k < clock_max_ratio``."""
     v = Verdict(DOUBLES_FOURIER_MODE.id)
-    if not _side(v, side, attn_rate):
-        return v
-    v.record("embedding's top mode k (folded), and 2k mod p (folded)", f"k = {mode['k']}, 2k → {mode['k2']}")
+    if side in ("pizza", "clock"):
+        v.record("embedding's top mode k (folded), and 2k mod p (folded)", f"k = {mode['k']}, 2k → {mode['k2']}")
     label = f"k={mode['k']}, 2k→{mode['k2']}; m_k {mode['m_k']:.4g}, m_2k {mode['m_2k']:.4g}"
-    if side == "pizza":
-        v.check("pre-unembed mode magnitude at 2k over that at k (pizza side)", mode["ratio"], ">=",
-                th["pizza_min_ratio"], epoch=epoch, label=label)
-    else:
-        v.check("pre-unembed mode magnitude at 2k over that at k (clock side)", mode["ratio"], "<",
-                th["clock_max_ratio"], epoch=epoch, label=label)
-    return v
+    return _judge_side(v, side, attn_rate, "pre-unembed mode magnitude at 2k over that at k", mode["ratio"], th,
+                       pizza=(">=", "pizza_min_ratio"), clock=("<", "clock_max_ratio"), epoch=epoch, label=label)
 
 
 ATTENTION_RATE_SELECTS = ClaimSpec(
