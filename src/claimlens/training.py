@@ -111,7 +111,7 @@ class Trainer:
                 pending = []
             if bar is not None:
                 bar.update(1)
-                if epoch % 50 == 0:
+                if epoch % 50 == 0 or epoch == cfg.epochs:  # the bar ends on the final values
                     bar.set_postfix(train=f"{row['train_loss']:.2e}", test=f"{row['test_loss']:.2e}",
                                     test_acc=f"{row['test_acc']:.3f}")
             if epoch == cfg.epochs:
