@@ -12,19 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
-
-def clearance(m: dict) -> float | None:
-    """How far a check cleared its threshold, as a factor (≥ 1 passes); None if it is not a ratio."""
-    v, t, op = m.get("value"), m.get("threshold"), m.get("op")
-    if not isinstance(v, (int, float)) or not isinstance(t, (int, float)) or isinstance(v, bool) or op is None:
-        return None
-    if v <= 0 or t <= 0 or not math.isfinite(v) or not math.isfinite(t):
-        return None
-    return v / t if op in (">=", ">") else t / v
+from claimlens.report.html import clearance
 
 
 def tightest(records: list[dict]) -> tuple[float | None, str]:

@@ -124,13 +124,26 @@ KIND_TEXT = {
 }
 
 
+def clearance(m: dict) -> float | None:
+    """How far a check cleared its threshold, as a factor whatever its direction (≥ 1 passed, < 1 failed):
+    measured ÷ threshold for ``>=`` / ``>``, threshold ÷ measured for ``<=`` / ``<``; None where that is not a
+    ratio (a missing or non-positive value or threshold). claims.json keeps ``margin`` = measured ÷ threshold."""
+    v, t, op = m.get("value"), m.get("threshold"), m.get("op")
+    if op not in (">=", ">", "<=", "<") or isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if not isinstance(t, (int, float)) or v <= 0 or t <= 0 or not math.isfinite(v) or not math.isfinite(t):
+        return None
+    return v / t if op in (">=", ">") else t / v
+
+
 def _measurement_rows(measurements: list[dict]) -> str:
     rows = []
     for m in measurements:
         status = m.get("status") or {True: "passed", False: "failed"}.get(m.get("passed"), "recorded")
         thr = f'{esc(m.get("op"))} {fmt(m.get("threshold"))}' if m.get("threshold") is not None else ""
         value = fmt(m.get("value")) if m.get("value") is not None else esc(m.get("reason") or "")
-        margin = fmt(m.get("margin")) if m.get("margin") is not None else ""
+        cleared = clearance(m)
+        margin = fmt(cleared) if cleared is not None else ""
         source = f"source: {fmt(m['source_value'])}" if m.get("source_value") is not None else ""
         rows.append(f'<tr class="{esc(status).replace(" ", "-")}"><td>{esc(m["name"])}'
                     f'{" · " + esc(m["label"]) if m.get("label") else ""}'
@@ -142,7 +155,9 @@ def _measurement_rows(measurements: list[dict]) -> str:
     if not rows:
         return ""
     return ("<table class=meas><thead><tr><th>check</th><th>measured</th><th>threshold</th>"
-            "<th title='measured / threshold'>margin</th><th title=\"the source's own value of the quantity\">"
+            "<th title='how far the check cleared its threshold: ≥ 1 passed, < 1 failed (measured / threshold for "
+            "≥ and >, threshold / measured for ≤ and <)'>margin</th><th title=\"the source's own value of the "
+            "quantity\">"
             "source</th><th>epoch</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
