@@ -85,26 +85,26 @@ def _side(v: Verdict, side: str | None, attn_rate: float) -> bool:
     return True
 
 
-def _judge_side(v: Verdict, side: str | None, attn_rate: float, name: str, value: float, th, *,
-                pizza: tuple[str, str], clock: tuple[str, str], epoch: int, label: str = "") -> Verdict:
-    """One check on the side the attention rate names: ``pizza`` / ``clock`` = (op, threshold key)."""
+def _judge_side(v: Verdict, side: str | None, attn_rate: float, name: str, value: float, *,
+                pizza: tuple[str, float], clock: tuple[str, float], epoch: int, label: str = "") -> Verdict:
+    """One check on the side the attention rate names: ``pizza`` / ``clock`` = (op, threshold)."""
     if not _side(v, side, attn_rate):
         return v
-    op, key = pizza if side == "pizza" else clock
-    v.check(f"{name} ({side} side)", value, op, th[key], epoch=epoch, label=label)
+    op, bound = pizza if side == "pizza" else clock
+    v.check(f"{name} ({side} side)", value, op, bound, epoch=epoch, label=label)
     return v
 
 
 def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
     """Pizza: GS ≥ ``pizza_min``; clock: GS ≤ ``clock_max`` (final checkpoint)."""
-    return _judge_side(Verdict(GRADIENT_SYMMETRICITY.id), side, attn_rate, "gradient symmetricity", gs, th,
-                       pizza=(">=", "pizza_min"), clock=("<=", "clock_max"), epoch=epoch)
+    return _judge_side(Verdict(GRADIENT_SYMMETRICITY.id), side, attn_rate, "gradient symmetricity", gs,
+                       pizza=(">=", th["pizza_min"]), clock=("<=", th["clock_max"]), epoch=epoch)
 
 
 def distance_irrelevance(di: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
     """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit)."""
     return _judge_side(Verdict(DISTANCE_IRRELEVANCE.id), side, attn_rate, "distance irrelevance of the correct logit",
-                       di, th, pizza=("<=", "pizza_max"), clock=(">=", "clock_min"), epoch=epoch)
+                       di, pizza=("<=", th["pizza_max"]), clock=(">=", th["clock_min"]), epoch=epoch)
 
 
 def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
@@ -114,8 +114,9 @@ def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float, epoch: 
     if side in ("pizza", "clock"):
         v.record("embedding's top mode k (folded), and 2k mod p (folded)", f"k = {mode['k']}, 2k → {mode['k2']}")
     label = f"k={mode['k']}, 2k→{mode['k2']}; m_k {mode['m_k']:.4g}, m_2k {mode['m_2k']:.4g}"
-    return _judge_side(v, side, attn_rate, "pre-unembed mode magnitude at 2k over that at k", mode["ratio"], th,
-                       pizza=(">=", "pizza_min_ratio"), clock=("<", "clock_max_ratio"), epoch=epoch, label=label)
+    return _judge_side(v, side, attn_rate, "pre-unembed mode magnitude at 2k over that at k", mode["ratio"],
+                       pizza=(">=", th["pizza_min_ratio"]), clock=("<", th["clock_max_ratio"]), epoch=epoch,
+                       label=label)
 
 
 ATTENTION_RATE_SELECTS = ClaimSpec(
