@@ -8,7 +8,10 @@ with chains drawn from ``exp(−nβ·L(w) − γ/2·‖w − w*‖²)`` by the S
 
 ``L_batch(w_t)`` is the loss of the forward pass made before the step at draw ``t``; ``L(w*)`` is the
 full-batch loss at the checkpoint. All chains advance together: the parameters carry a leading chain
-axis and the gradient is ``torch.func.vmap(torch.func.grad_and_value(loss))`` — no Python loop over chains.
+axis, in one flat buffer with the gradients and the noise, and the gradient of every chain comes from one call
+of an engine — the model's written-out loss and gradient (:mod:`claimlens.models.stacked`, passed as
+``loss_and_grad``) or, the reference, ``torch.func.vmap(torch.func.grad_and_value(loss))``; no Python loop over
+chains.
 
 ``nβ`` defaults to ``n / ln n`` for full-batch sampling (the batch size is ``n``: devinterp's
 ``default_nbeta`` is ``B / ln B`` for batch size ``B``; the hackathon code uses ``n / ln n`` over the
@@ -199,37 +202,39 @@ def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, confi
     noise = _Noise(layout.numel, config.seed)
     rows = batch()
     L = gradient(w, rows, g)
-    for t in range(total):
-        if t >= config.num_burnin:
-            traces[:, t - config.num_burnin] = L.float()
-        torch.add(b_w0, noise.next(), alpha=s, out=new)
-        new.add_(w, alpha=a).add_(g, alpha=c)
-        if normal is not None:
-            # w' ← w' − ((w' − w*)·n) n per chain: one product and one rank-1 update per tensor
-            blocks = {k: v.view(C, -1) for k, v in layout.views(new).items()}
-            along = sum(blocks[k] @ normal[k] for k in normal) - offset  # [C]
-            for k, block in blocks.items():
-                block.addr_(along, normal[k], alpha=-1)
-        # Full batch: the proposal's energy is the next step's energy, so the acceptance is free. Minibatch:
-        # it costs a second pass on the same batch (like must be compared with like), so it is measured on
-        # every ``acceptance_every``-th draw only.
-        measure = t >= config.num_burnin and (
-            config.batch_size is None or (t - config.num_burnin) % config.acceptance_every == 0)
-        if measure or config.batch_size is None:
-            L_new = gradient(new, rows, g_new)
-        if measure:
-            U, gU = energy(w, L, g)
-            U_new, gU_new = energy(new, L_new, g_new)
-            accept += _mala_acceptance(layout.views(w), layout.views(new), U, U_new, layout.views(gU),
-                                       layout.views(gU_new), eps).double()
-            n_measured += 1
-        w, new = new, w
-        if config.batch_size is None:
-            L, g, g_new = L_new, g_new, g
-        else:
-            rows = batch()
-            L = gradient(w, rows, g)
-    noise.close()
+    try:
+        for t in range(total):
+            if t >= config.num_burnin:
+                traces[:, t - config.num_burnin] = L.float()
+            torch.add(b_w0, noise.next(), alpha=s, out=new)
+            new.add_(w, alpha=a).add_(g, alpha=c)
+            if normal is not None:
+                # w' ← w' − ((w' − w*)·n) n per chain: one product and one rank-1 update per tensor
+                blocks = {k: v.view(C, -1) for k, v in layout.views(new).items()}
+                along = sum(blocks[k] @ normal[k] for k in normal) - offset  # [C]
+                for k, block in blocks.items():
+                    block.addr_(along, normal[k], alpha=-1)
+            # Full batch: the proposal's energy is the next step's energy, so the acceptance is free. Minibatch:
+            # it costs a second pass on the same batch (like must be compared with like), so it is measured on
+            # every ``acceptance_every``-th draw only.
+            measure = t >= config.num_burnin and (
+                config.batch_size is None or (t - config.num_burnin) % config.acceptance_every == 0)
+            if measure or config.batch_size is None:
+                L_new = gradient(new, rows, g_new)
+            if measure:
+                U, gU = energy(w, L, g)
+                U_new, gU_new = energy(new, L_new, g_new)
+                accept += _mala_acceptance(layout.views(w), layout.views(new), U, U_new, layout.views(gU),
+                                           layout.views(gU_new), eps).double()
+                n_measured += 1
+            w, new = new, w
+            if config.batch_size is None:
+                L, g, g_new = L_new, g_new, g
+            else:
+                rows = batch()
+                L = gradient(w, rows, g)
+    finally:
+        noise.close()
     accept = accept / max(n_measured, 1)
     per_chain = nbeta * (traces.double().mean(1) - init_loss)
     result = LLCResult(float(per_chain.mean()), float(per_chain.std()) if C > 1 else 0.0, per_chain, init_loss,
