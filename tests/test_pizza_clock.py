@@ -192,3 +192,19 @@ def test_a_constant_attention_model_imports_checked_against_the_plain_forward(tm
                      spec=RunSpec.from_toml(ROOT / "fixtures" / "pizza.toml"))
     assert out.spec.model.attn_rate == 0 and not out.spec.model.equals_token
     torch.testing.assert_close(out.final()["embed.W_E"], run.final()["embed.W_E"])
+
+
+def test_info_finds_a_built_in_run_by_name_or_spec(capsys, tmp_path, monkeypatch):
+    """`claimlens info pizza` / `info fixtures/pizza.toml` show the cached run (its attention rate and inputs); a
+    built-in run not trained yet is one line saying how to train it."""
+    from claimlens.builtin import builtin_run
+    from claimlens.cli import main
+    from conftest import ROOT
+
+    builtin_run("pizza")
+    for name in ("pizza", str(ROOT / "fixtures" / "pizza.toml")):
+        assert main(["info", name]) == 0
+        assert "attn_rate=0 inputs=[a, b] causal=false" in capsys.readouterr().out
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "empty"))
+    assert main(["info", "pizza"]) == 2
+    assert "not trained yet" in capsys.readouterr().err

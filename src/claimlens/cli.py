@@ -50,12 +50,39 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from claimlens.runs.store import Run
 
-    run = Run.open(args.run, require_complete=False)
+    run = Run.open(_run_or_builtin(args.run), require_complete=False)
     if args.json:
         print(json.dumps(_info_dict(run), indent=1))
     else:
         _print_info(run)
     return 0
+
+
+def _run_or_builtin(path: Path) -> Path:
+    """A run directory, or the cached run of a built-in spec named by its name (``pizza``) or its spec file
+    (``fixtures/pizza.toml``). Raises :class:`ClaimlensError` when that run has not been trained yet."""
+    from claimlens.builtin import FIXTURES, cached_run_path
+    from claimlens.config import RunSpec
+
+    if path.is_dir():
+        return path
+    spec_path = path if path.suffix == ".toml" and path.is_file() else FIXTURES / f"{path.name}.toml"
+    if path.exists() and path.suffix != ".toml" or not spec_path.is_file():
+        return path  # Run.open says what is wrong with it
+    spec = RunSpec.from_toml(spec_path)
+    cached = cached_run_path(spec)
+    if not cached.is_dir():
+        raise ClaimlensError(f"{str(path)!r}: the run of {spec_path.name} is not trained yet (looked in {cached}); "
+                             f"`pytest claims/ --run {_shown(spec_path)}` trains it into the cache")
+    return cached
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _info_dict(run) -> dict:
@@ -233,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_import)
 
     p = sub.add_parser("info", help="config, epochs, final losses and grokking epochs of a run")
-    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("run", type=Path, help="run directory, or a built-in run's name or spec (pizza, "
+                                          "fixtures/pizza.toml: its cached run)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_cmd_info)
 
