@@ -49,13 +49,12 @@ def test_weight_decay_needed(run_set, claim):
 def test_attention_rate_selects_algorithm(run_set, claim):
     if not run_set.varies("model.attn_rate"):
         pytest.skip(f"run set {run_set.name!r} does not vary model.attn_rate (its axes: {list(run_set.axes)})")
-    from claimlens.analysis.pizza import measure
+    from claimlens.analysis.checkpoint import final_checkpoint
+    from claimlens.analysis.pizza import measure_checkpoint
 
     members = []
     for rate, run in run_set.along("model.attn_rate"):
         if getattr(run, "kind", None) == "curves":
             pytest.skip(f"run set {run_set.name!r} has curves only: gradient symmetricity needs the weights")
-        task = run.task
-        gs = measure(run.checkpoint(run.epochs[-1]), run.spec.model, run.spec.task.p, task.tokens, task.labels)["gs"]
-        members.append((float(rate), gs))
+        members.append((float(rate), measure_checkpoint(final_checkpoint(run))["gs"]))
     claim.judge(PZ.attention_rate_selects, members)

@@ -47,7 +47,8 @@ def test_pizza_and_clock_models_generalise_and_their_metrics_settle(name, rate):
     """Models A and B (fixtures/pizza.toml, clock.toml): test accuracy ≥ 0.99 well before the end, and gradient
     symmetricity changing by < 0.02 over the last 300 epochs (the 'stable metrics' the short schedule was chosen
     for)."""
-    from claimlens.analysis.pizza import measure
+    from claimlens.analysis.checkpoint import checkpoint
+    from claimlens.analysis.pizza import measure_checkpoint
 
     run = builtin_run(name, progress=False)
     assert run.spec.model.attn_rate == rate and not run.spec.model.equals_token
@@ -55,6 +56,5 @@ def test_pizza_and_clock_models_generalise_and_their_metrics_settle(name, rate):
     assert float(log["test_acc"][-1]) >= 0.99
     s = summary(run)
     assert s.generalised_epoch is not None and s.generalised_epoch <= run.epochs[-1] // 2, s
-    task, p = run.task, run.spec.task.p
-    gs = [measure(run.checkpoint(e), run.spec.model, p, task.tokens, task.labels)["gs"] for e in run.epochs[-4:]]
+    gs = [measure_checkpoint(checkpoint(run, e))["gs"] for e in run.epochs[-4:]]
     assert max(gs) - min(gs) < 0.02, gs

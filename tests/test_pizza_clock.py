@@ -109,7 +109,8 @@ def test_a_summed_embedding_mlp_is_exactly_symmetric():
     cfg = ModelConfig(kind="mlp", d_embed=6, hidden=(12,), combine="sum")
     p = 7
     params = models.init_params(cfg, p, 0)
-    out = measure(params, cfg, p, grid_tokens(p), grid_labels(p))
+    acts = models.forward(params, grid_tokens(p), cfg, cache=True)
+    out = measure(params, cfg, p, acts, grid_labels(p))
     assert out["gs"] == pytest.approx(1.0, abs=1e-6)
 
 
@@ -208,3 +209,27 @@ def test_info_finds_a_built_in_run_by_name_or_spec(capsys, tmp_path, monkeypatch
     monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "empty"))
     assert main(["info", "pizza"]) == 2
     assert "not trained yet" in capsys.readouterr().err
+
+
+def test_each_rule_passes_on_the_sources_own_numbers():
+    """The catalogue's numbers (§3.3, §4): Model A's saved GS 0.99367 and DI 0.17174, Model B's 0.3336 and 0.85,
+    and the released sweep's median GS per rate bin, decreasing — each rule passes on its own side."""
+    gs, di = _thresholds(PZ.GRADIENT_SYMMETRICITY), _thresholds(PZ.DISTANCE_IRRELEVANCE)
+    assert PZ.gradient_symmetricity(0.99367, "pizza", 0.0, 20000, gs).passed
+    assert PZ.gradient_symmetricity(0.3336, "clock", 1.0, 20000, gs).passed
+    assert PZ.distance_irrelevance(0.17174, "pizza", 0.0, 20000, di).passed
+    assert PZ.distance_irrelevance(0.85, "clock", 1.0, 20000, di).passed
+    medians = [((lo + min(hi, 1.0)) / 2, g) for lo, hi, g in PZ.SWEEP_MEDIANS]
+    assert PZ.attention_rate_selects(medians, _thresholds(PZ.ATTENTION_RATE_SELECTS)).passed
+
+
+def test_the_sweep_rule_fails_when_symmetricity_does_not_fall_with_the_rate(trained):
+    """Negative control on measured values: the trained models' GS (pizza final 0.99, pizza at initialisation, clock
+    final) in the order of the source passes; the same values with the rates reversed fail, and two rates skip."""
+    th = _thresholds(PZ.ATTENTION_RATE_SELECTS)
+    pizza, clock = trained["pizza"], trained["clock"]
+    values = [float(pizza.gs[-1]), float(pizza.gs[0]), float(clock.gs[-1])]
+    assert values[0] > values[1] > values[2]
+    assert PZ.attention_rate_selects(list(zip([0.0, 0.5, 1.0], values)), th).passed
+    assert not PZ.attention_rate_selects(list(zip([1.0, 0.5, 0.0], values)), th).passed
+    assert PZ.attention_rate_selects([(0.0, values[0]), (1.0, values[2])], th).skipped

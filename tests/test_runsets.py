@@ -173,6 +173,14 @@ def test_set_claims_skip_with_the_cost_when_no_set_is_given(tmp_path):
     assert messages and all("--claims-sweeps" in m and "runs of" in m for m in messages)
 
 
+def test_a_set_claim_skips_a_set_without_its_axis_before_training_it(tiny_sweep, tmp_path):
+    """run_set_axis: a sweep over weight decay is not trained to learn that it does not vary the attention rate."""
+    doc = _session(tmp_path, "--run", str(tiny_sweep), "-k", "attention_rate_selects")
+    (rec,) = doc["records"]
+    assert rec["outcome"] == "skipped" and "does not vary model.attn_rate" in rec["message"]
+    assert not (tmp_path / "cache" / "runs").exists() or not any((tmp_path / "cache" / "runs").iterdir())
+
+
 def test_the_fraction_rule_is_judged_on_the_source_sweep_in_a_session(tmp_path):
     doc = _session(tmp_path, "-k", "data_fraction", "--run", "nanda2022_fractions")
     (rec,) = [r for r in doc["records"] if r["claim_id"] == "weight_decay_and_data_fraction_needed"]

@@ -2,8 +2,8 @@
 irrelevance and the hackathon's Fourier-mode test, from the model's gradients and activations
 (:mod:`claimlens.metrics.pizza` holds the definitions).
 
-Cheap (a forward over the ``p²`` pairs and one backward over 100 triples per checkpoint): computed on demand, not
-cached.
+Cheap (the checkpoint's one forward over the ``p²`` pairs, shared with the other analyses for the final checkpoint,
+and one backward over 100 triples): computed on demand, not cached.
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from claimlens.analysis.checkpoint import checkpoint
+from claimlens.analysis.llc import sampled_epochs
 from claimlens.metrics import pizza as pz
-from claimlens.models import Params, forward, sequence_forward
+from claimlens.models import Activations, Params, forward, sequence_forward
 from claimlens.series import Series
+from claimlens.tasks import grid_tokens
 
 MODE_TEST_A = 17  # the fixed first operand of the hackathon's pizza_vs_clock_exp.py
 
@@ -44,32 +47,41 @@ def _mlp_from_hidden_input(params: Params, cfg, h: torch.Tensor, *, pre_unembed:
     return h if pre_unembed else h @ params["unembed.W_U"] + params["unembed.b_U"]
 
 
-def pre_unembed(params: Params, cfg, tokens: torch.Tensor) -> torch.Tensor:
+def pre_unembed(params: Params, cfg, tokens: torch.Tensor, acts: Activations | None = None) -> torch.Tensor:
     """The activations the unembedding reads, ``[batch, d]``: the final residual stream of the transformer, the
-    last hidden layer of an MLP."""
+    last hidden layer of an MLP. ``acts``: the forward pass of ``tokens`` already made with ``cache=True`` (the
+    shared :class:`claimlens.analysis.checkpoint.Checkpoint`'s), reused where it holds what is needed."""
     with torch.no_grad():
         if cfg.kind == "transformer":
-            acts = forward(params, tokens, cfg, cache=True)
+            acts = acts if acts is not None else forward(params, tokens, cfg, cache=True)
             return acts.resid_mid + acts.mlp_post @ params["blocks.0.mlp.W_out"] + params["blocks.0.mlp.b_out"]
+        if acts is not None and len(cfg.hidden) == 1:
+            return acts.mlp_post
         W_E = params["embed.W_E"]
         e_a, e_b = W_E[tokens[:, 0]], W_E[tokens[:, 1]]
         h = e_a + e_b if cfg.combine == "sum" else torch.cat([e_a, e_b], -1)
         return _mlp_from_hidden_input(params, cfg, h, pre_unembed=True)
 
 
-def measure(params: Params, cfg, p: int, tokens: torch.Tensor, labels: torch.Tensor) -> dict:
-    """GS, DI and the mode test of one checkpoint. ``tokens [p², 3]``, ``labels [p²]``: every pair, in the order
-    ``a·p + b`` (:func:`claimlens.tasks.grid_tokens`)."""
+def measure(params: Params, cfg, p: int, acts: Activations, labels: torch.Tensor) -> dict:
+    """GS, DI and the mode test of one checkpoint, from its forward pass over every pair (``acts``: ``cache=True``,
+    rows in the order ``a·p + b`` of :func:`claimlens.tasks.grid_tokens`; ``labels [p²]``). Only the gradients
+    of G-GS need a pass of their own (a backward over 100 triples)."""
     ga, gb = embedding_gradients(params, cfg, pz.gs_triples(p))
-    with torch.no_grad():
-        logits = forward(params, tokens, cfg).logits
-    correct = logits.gather(1, labels[:, None]).view(p, p)
+    correct = acts.logits.gather(1, labels[:, None]).view(p, p)
     a = MODE_TEST_A % p
-    fixed = tokens[a * p:(a + 1) * p]  # a fixed, b = 0 … p − 1
-    mode = pz.pizza_mode_test(params["embed.W_E"][:p], pre_unembed(params, cfg, fixed))
+    rows = slice(a * p, (a + 1) * p)  # a fixed, b = 0 … p − 1
+    fixed = pre_unembed(params, cfg, grid_tokens(p), acts)[rows]
+    mode = pz.pizza_mode_test(params["embed.W_E"][:p], fixed)
     return {"gs": pz.gradient_symmetricity(ga, gb), "di": pz.distance_irrelevance(correct), **mode,
-            "pre_unembed_modes": pz.fourier_modes(pre_unembed(params, cfg, fixed))[: p // 2 + 1],
+            "pre_unembed_modes": pz.fourier_modes(fixed)[: p // 2 + 1],
             "embedding_modes": pz.fourier_modes(params["embed.W_E"][:p])[: p // 2 + 1]}
+
+
+def measure_checkpoint(ckpt) -> dict:
+    """:func:`measure` of a :class:`claimlens.analysis.checkpoint.Checkpoint` (its one forward pass reused)."""
+    run = ckpt.run
+    return measure(ckpt.params, run.spec.model, run.spec.task.p, ckpt.activations, run.task.labels)
 
 
 @dataclass
@@ -92,12 +104,8 @@ class PizzaClockMeasures:
 def pizza_clock_over_run(run, max_checkpoints: int = 16) -> PizzaClockMeasures:
     """The measures at up to ``max_checkpoints`` checkpoints spread evenly over ``run`` (first and last
     included)."""
-    epochs = run.epochs
-    if len(epochs) > max_checkpoints:
-        idx = torch.linspace(0, len(epochs) - 1, max_checkpoints).round().long().unique()
-        epochs = [epochs[int(i)] for i in idx]
-    task, cfg, p = run.task, run.spec.model, run.spec.task.p
-    rows = [measure(run.checkpoint(e), cfg, p, task.tokens, task.labels) for e in epochs]
+    epochs = sampled_epochs(run, max_checkpoints)
+    rows = [measure_checkpoint(checkpoint(run, e)) for e in epochs]  # the final one is the session's shared one
     return PizzaClockMeasures(
         epochs=list(epochs),
         gs=torch.tensor([r["gs"] for r in rows], dtype=torch.float64),
