@@ -41,7 +41,7 @@ def test_round_trip_and_hash():
         ({"name": "x", "trian": {}}, "unknown key(s) ['trian']"),
         ({"name": "x", "train": {"lr": "fast"}}, "lr must be a number, got 'fast'"),
         ({"name": "x", "train": {"epochs": 10, "checkpoint_every": 20}}, "train.checkpoint_every must be in [1, epochs=10]"),
-        ({"name": "x", "model": {"kind": "rnn"}}, "model.kind must be 'transformer' or 'mlp'; got 'rnn'"),
+        ({"name": "x", "model": {"kind": "rnn"}}, "model.kind must be 'transformer', 'mlp' or 'attn_only'; got 'rnn'"),
         ({"name": "x", "model": {"kind": "mlp", "hidden": []}}, "model.hidden must be a non-empty list"),
     ],
 )

@@ -86,20 +86,27 @@ def _shown(path: Path) -> str:
 
 
 def _info_dict(run) -> dict:
+    import torch
+
     from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, grokking_summary
 
     log = run.log()
     info = {
         "name": run.name, "path": str(run.path), "status": run.manifest["status"],
         "content_hash": run.content_hash, "spec": run.spec.to_dict(), "source": run.manifest["source"],
-        "n_train": int(run.task.train_idx.numel()), "n_test": int(run.task.test_idx.numel()),
+        **({} if run.spec.task.is_sequences else
+           {"n_train": int(run.task.train_idx.numel()), "n_test": int(run.task.test_idx.numel())}),
         "checkpoints": {"count": len(run.epochs), "first": run.epochs[0] if run.epochs else None,
                         "last": run.epochs[-1] if run.epochs else None},
     }
     if log["epoch"].numel():
-        info["final"] = {k: float(v[-1]) for k, v in log.items() if k != "epoch"}
+        finite = torch.isfinite(log["test_loss"])  # the induction toy measures its held-out loss at checkpoints only
+        last = int(finite.nonzero().max()) if bool(finite.any()) else -1
+        info["final"] = {k: float(v[last] if k.startswith("test") else v[-1]) for k, v in log.items() if k != "epoch"}
         info["final"]["epoch"] = int(log["epoch"][-1])
-        if len(run.epochs) < MIN_TRAJECTORY_CHECKPOINTS:
+        if run.spec.task.is_sequences:
+            pass
+        elif len(run.epochs) < MIN_TRAJECTORY_CHECKPOINTS:
             info["grokking"] = {"unresolved": (
                 f"{len(run.epochs)} checkpoint{'s' if len(run.epochs) != 1 else ''}: claimlens cannot tell when this "
                 f"run memorised or generalised (trajectory claims need ≥ {MIN_TRAJECTORY_CHECKPOINTS} checkpoints "
@@ -123,7 +130,16 @@ def _print_info(run) -> None:
              + (f" attn_rate={m.attn_rate:g}" if m.attn_rate != 1 else "")
              + ("" if m.equals_token else " inputs=[a, b]") + ("" if m.causal else " causal=false")
              if m.kind == "transformer" else
+             f"attention-only n_layers={m.n_layers} d_model={m.d_model} n_heads={m.n_heads} d_head={m.d_head} "
+             f"layer_norm={str(m.layer_norm).lower()}"
+             if m.kind == "attn_only" else
              f"mlp d_embed={m.d_embed} hidden={list(m.hidden)} combine={m.combine} act={m.act_fn}")
+    task = spec.task
+    task_line = (f"repeated subsequences: {task.seq_len} tokens over {task.d_vocab}, a {task.repeat_len}-token "
+                 f"subsequence {task.n_repeats} times; "
+                 + (f"a finite set of {task.n_sequences} sequences" if task.n_sequences else "fresh sequences every step")
+                 if task.is_sequences else
+                 f"a+b mod {task.p}; {info['n_train']} train / {info['n_test']} test pairs")
     t = spec.train
     source = info["source"]
     read = source.get("train_read_from_source")
@@ -134,10 +150,11 @@ def _print_info(run) -> None:
         f"path       {info['path']}",
         f"source     {info['source'].get('kind')}"
         + (f", {info['source']['train_seconds']:.1f} s of training" if info["source"].get("train_seconds") else ""),
-        f"task       a+b mod {spec.task.p}; {info['n_train']} train / {info['n_test']} test pairs",
+        f"task       {task_line}",
         f"model      {model}",
         f"training   {t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} betas={tuple(t.betas)} "
-        f"warmup={t.warmup_steps} epochs={t.epochs} seed={t.seed}{provenance}",
+        f"warmup={t.warmup_steps} {'steps' if task.is_sequences else 'epochs'}={t.epochs} seed={t.seed}"
+        + (f" batch={t.batch_size}" if t.batch_size else "") + provenance,
         f"epochs     {_n(info['checkpoints']['count'], 'checkpoint')}, {info['checkpoints']['first']} … "
         f"{info['checkpoints']['last']}",
     ]
@@ -159,8 +176,10 @@ def _print_info(run) -> None:
         f = info["final"]
         lines.append(f"final      epoch {f['epoch']}: train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; "
                      f"test loss {f['test_loss']:.3e} acc {f['test_acc']:.3f}")
-        g = info["grokking"]
-        if "unresolved" in g:
+        g = info.get("grokking", {})
+        if not g:  # the induction toy: its claims say what happened
+            pass
+        elif "unresolved" in g:
             lines.append(f"grokking   {g['unresolved']}")
         elif g["generalised_epoch"] is None:
             lines.append(f"grokking   not reached (test accuracy never ≥ {g['threshold']}); "

@@ -33,26 +33,53 @@ SPEC_SCHEMA_VERSION = 1
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """Modular addition ``(a + b) mod p`` on all ``p²`` pairs (row ``a·p + b``).
-
+    """``kind = "modular_addition"`` (the default): ``(a + b) mod p`` on all ``p²`` pairs (row ``a·p + b``).
     The split is Nanda's rule: shuffle the row indices with Python's ``random.Random(split_seed)``
     and take the first ``int(frac_train · p²)`` as train (for p=113, seed 0 this is the paper's split).
+
+    ``kind = "repeated_subsequence"`` (the induction toy, claims_catalogue §3.6): sequences of ``seq_len`` tokens
+    over ``d_vocab`` in which a random subsequence of ``repeat_len`` tokens occurs ``n_repeats`` times, at random
+    places, among random tokens (:class:`claimlens.tasks.RepeatedSubsequence` defines the layout and the scored
+    positions). ``n_sequences = 0``: fresh sequences at every step; ``n_sequences = N``: a finite training set of
+    ``N`` sequences, drawn once from ``split_seed``. ``p`` and ``frac_train`` are not used by this kind.
     """
 
     p: int = 113
     frac_train: float = 0.3
     split_seed: int = 0
-    kind: Literal["modular_addition"] = "modular_addition"
+    kind: Literal["modular_addition", "repeated_subsequence"] = "modular_addition"
+    # repeated_subsequence
+    d_vocab: int = 128
+    seq_len: int = 85
+    repeat_len: int = 16
+    n_repeats: int = 3
+    n_sequences: int = 0
+
+    @property
+    def is_sequences(self) -> bool:
+        """Whether this is the induction task (sequences, next-token prediction) rather than modular addition."""
+        return self.kind == "repeated_subsequence"
 
     def validate(self) -> None:
-        _check(self.kind == "modular_addition", "task.kind", "must be 'modular_addition'", self.kind)
+        _check(self.kind in ("modular_addition", "repeated_subsequence"), "task.kind",
+               "must be 'modular_addition' or 'repeated_subsequence'", self.kind)
+        if self.is_sequences:
+            for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats"):
+                value = getattr(self, key)
+                _check(isinstance(value, int) and value >= 2, f"task.{key}", "must be an integer ≥ 2", value)
+            _check(self.n_repeats * self.repeat_len + self.n_repeats - 1 <= self.seq_len, "task.seq_len",
+                   f"must hold n_repeats · repeat_len tokens and a random token between repeats "
+                   f"(≥ {self.n_repeats * self.repeat_len + self.n_repeats - 1})", self.seq_len)
+            _check(isinstance(self.n_sequences, int) and self.n_sequences >= 0, "task.n_sequences",
+                   "must be 0 (fresh sequences every step) or the size of a finite training set", self.n_sequences)
+            return
         _check(isinstance(self.p, int) and self.p >= 3, "task.p", "must be an integer ≥ 3", self.p)
         _check(0.0 < self.frac_train < 1.0, "task.frac_train", "must be in (0, 1)", self.frac_train)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Either the 1-layer transformer of Nanda et al. or an embedding+MLP model.
+    """The 1-layer transformer of Nanda et al., an embedding+MLP model, or an attention-only transformer.
 
     ``kind = "transformer"``: no LayerNorm, learned positions, ReLU MLP, ``d_vocab = p+1`` (the
     ``=`` token), ``d_vocab_out = p``, ``n_ctx = 3``. Attention and unembedding biases exist in the
@@ -62,9 +89,14 @@ class ModelConfig:
     ``kind = "mlp"``: ``embed.W_E [p, d_embed]``; the two input embeddings are combined by ``sum``
     (Peluche) or ``concat`` (equivalent to the separate left/right maps of the devinterp hackathon
     MLP), then ``hidden`` Linear+activation layers, then ``unembed``.
+
+    ``kind = "attn_only"`` (the induction toy, claims_catalogue §3.6): ``n_layers`` attention-only blocks with
+    learned positions, causal attention, LayerNorm before each block and before the unembedding when
+    ``layer_norm`` (TransformerLens's default), over the task's vocabulary (``d_vocab``) and context (``n_ctx``);
+    both are taken from the task when left at 0.
     """
 
-    kind: Literal["transformer", "mlp"] = "transformer"
+    kind: Literal["transformer", "mlp", "attn_only"] = "transformer"
     # transformer
     d_model: int = 128
     n_heads: int = 4
@@ -79,6 +111,11 @@ class ModelConfig:
     attn_rate: float = 1.0
     equals_token: bool = True
     causal: bool = True
+    # attn_only
+    n_layers: int = 1
+    layer_norm: bool = False
+    d_vocab: int = 0
+    n_ctx: int = 0
     # mlp
     d_embed: int = 12
     hidden: tuple[int, ...] = (48,)
@@ -90,10 +127,20 @@ class ModelConfig:
     frozen: tuple[str, ...] = ()
 
     def validate(self) -> None:
-        _check(self.kind in ("transformer", "mlp"), "model.kind", "must be 'transformer' or 'mlp'", self.kind)
+        _check(self.kind in ("transformer", "mlp", "attn_only"), "model.kind",
+               "must be 'transformer', 'mlp' or 'attn_only'", self.kind)
         _check(all(isinstance(n, str) and n for n in self.frozen), "model.frozen",
                "must be a list of parameter names (e.g. \"blocks.0.mlp.b_in\")", list(self.frozen))
         _check(self.act_fn in ("relu", "gelu"), "model.act_fn", "must be 'relu' or 'gelu'", self.act_fn)
+        if self.kind == "attn_only":
+            for key in ("d_model", "n_heads", "d_head", "n_layers", "d_vocab", "n_ctx"):
+                value = getattr(self, key)
+                _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
+            _check(isinstance(self.layer_norm, bool), "model.layer_norm", "must be true or false", self.layer_norm)
+            return
+        for key, default in (("n_layers", 1), ("layer_norm", False), ("d_vocab", 0), ("n_ctx", 0)):
+            _check(getattr(self, key) == default, f"model.{key}",
+                   "is a setting of the attention-only model (kind = 'attn_only'); remove it", getattr(self, key))
         if self.kind == "transformer":
             for key in ("d_model", "n_heads", "d_head", "d_mlp"):
                 value = getattr(self, key)
@@ -173,6 +220,17 @@ class RunSpec:
         self.task.validate()
         self.model.validate()
         self.train.validate()
+        sequences, attn_only = self.task.is_sequences, self.model.kind == "attn_only"
+        if sequences != attn_only:
+            raise SpecError("task.kind 'repeated_subsequence' goes with model.kind 'attn_only' and only with it "
+                            f"(got task.kind {self.task.kind!r}, model.kind {self.model.kind!r})")
+        if attn_only:
+            _check(self.train.batch_size > 0, "train.batch_size",
+                   "must be the number of sequences per step for the repeated-subsequence task", self.train.batch_size)
+            _check(self.model.d_vocab == self.task.d_vocab, "model.d_vocab",
+                   f"must equal task.d_vocab = {self.task.d_vocab} (or be left out)", self.model.d_vocab)
+            _check(self.model.n_ctx == self.task.seq_len, "model.n_ctx",
+                   f"must equal task.seq_len = {self.task.seq_len} (or be left out)", self.model.n_ctx)
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,8 +245,12 @@ class RunSpec:
             del payload["train"]["batch_size"]
         # Fields added later are hashed only when they differ from their default, so that every spec written
         # before they existed keeps its hash (and its cached run).
-        later = {"frozen": [], "attn_rate": 1.0, "equals_token": True, "causal": True}
+        later = {"frozen": [], "attn_rate": 1.0, "equals_token": True, "causal": True, "n_layers": 1,
+                 "layer_norm": False, "d_vocab": 0, "n_ctx": 0}
         payload["model"] = {k: v for k, v in payload["model"].items() if not (k in later and v == later[k])}
+        if payload["task"]["kind"] == "modular_addition":  # the sequence task's fields came later
+            for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats", "n_sequences"):
+                payload["task"].pop(key, None)
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     @classmethod
@@ -201,6 +263,9 @@ class RunSpec:
             task = _build(TaskConfig, data.get("task", {}), f"{source}: [task]")
             model = _build(ModelConfig, data.get("model", {}), f"{source}: [model]")
             train = _build(TrainConfig, data.get("train", {}), f"{source}: [train]")
+            if model.kind == "attn_only" and task.is_sequences:  # vocabulary and context from the task by default
+                model = dataclasses.replace(model, d_vocab=model.d_vocab or task.d_vocab,
+                                            n_ctx=model.n_ctx or task.seq_len)
             spec = cls(name=data.get("name", ""), task=task, model=model, train=train,
                        description=data.get("description", ""), expect=dict(data.get("expect", {})))
         except TypeError as exc:  # wrong value types inside dataclass construction

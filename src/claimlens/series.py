@@ -77,6 +77,11 @@ class Series:
     def __len__(self) -> int:
         return self.epochs.numel()
 
+    def finite(self) -> Series:
+        """The epochs at which every row is finite (a log that measures some columns only at checkpoints)."""
+        keep = torch.isfinite(self.data).all(0)
+        return Series(self.name, self.epochs[keep], self.data[:, keep], self.labels)
+
     def first_crossing(self, threshold: float, direction: Direction = "above", *, after: int | None = None) -> int | None:
         """First epoch (``≥ after`` if given) whose value is ≥ ``threshold`` (``above``) or ≤ it (``below``)."""
         hit = self.values >= threshold if direction == "above" else self.values <= threshold

@@ -1,4 +1,5 @@
-"""Modular addition mod ``p``: the input grid and its train/test split.
+"""The tasks: modular addition mod ``p`` (its input grid and train/test split) and the repeated-subsequence
+task of the induction toy (:class:`RepeatedSubsequence`).
 
 Worked example for ``p = 5``: row ``a·p + b`` of the grid is the sequence ``[a, b, =]`` with the
 ``=`` token id ``p``; row 13 is ``a = 2, b = 3`` → tokens ``[2, 3, 5]``, label ``(2 + 3) mod 5 = 0``.
@@ -62,6 +63,9 @@ class ModularAddition:
     def labels(self) -> torch.Tensor:
         return grid_labels(self.p)
 
+    def split_record(self) -> dict:
+        return {"train": self.train_idx.tolist(), "test": self.test_idx.tolist()}
+
     def check(self) -> None:
         """The split must partition the ``p²`` grid rows."""
         n = self.p * self.p
@@ -72,3 +76,126 @@ class ModularAddition:
                 f"{self.train_idx.numel()} train + {self.test_idx.numel()} test indices "
                 f"({torch.unique(both).numel()} distinct)"
             )
+
+
+# ----------------------------------------------------------------------------- the induction toy
+
+
+@dataclass(frozen=True)
+class SequenceBatch:
+    """Sequences of the repeated-subsequence task.
+
+    ``tokens [batch, seq_len]`` int64; ``starts [batch, n_repeats]`` int64, the position of each repeat's first
+    token (increasing). Position ``t`` of the model's output predicts ``tokens[:, t + 1]``.
+    """
+
+    tokens: torch.Tensor
+    starts: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def index(self, rows: torch.Tensor) -> SequenceBatch:
+        return SequenceBatch(self.tokens[rows], self.starts[rows])
+
+
+@dataclass(frozen=True)
+class RepeatedSubsequence:
+    """The induction toy of claims_catalogue §3.6: ``seq_len`` tokens over ``d_vocab`` holding one random
+    subsequence of ``repeat_len`` tokens ``n_repeats`` times.
+
+    Choices the source leaves open, made here:
+
+    * **Layout.** Every token is uniform over the vocabulary. The ``seq_len − n_repeats·repeat_len`` other tokens
+      form ``n_repeats + 1`` gaps (before, between and after the repeats) whose lengths are uniform over all
+      compositions with every gap *between* repeats at least 1. So each later repeat follows a random token and
+      the distance between repeats varies from sequence to sequence: no fixed-offset (positional) head can copy
+      a repeat; finding it takes the token's previous occurrence (an induction head).
+    * **Scored positions.** The loss is the mean cross entropy of the predictions of every token of repeats
+      ``2 … n_repeats`` (the output at the position before each). The first token of a later repeat follows a
+      random token, so even a perfect induction mechanism cannot predict it: the floor of the loss is
+      ``ln(d_vocab) / repeat_len`` (0.303 nats for 128 and 16), the source's final loss (0.30 at 5 000 steps).
+
+    Data are seeded, never drawn from the global RNG: fresh training batches by ``(seed, step)``; the finite
+    training set (``n_sequences > 0``) by the task's ``split_seed``; the held-out set and the probe batch by
+    fixed offsets of ``split_seed``.
+    """
+
+    d_vocab: int = 128
+    seq_len: int = 85
+    repeat_len: int = 16
+    n_repeats: int = 3
+    n_sequences: int = 0
+    split_seed: int = 0
+
+    HELD_OUT_SEED_OFFSET = 7_919
+    PROBE_SEED_OFFSET = 104_729
+
+    @classmethod
+    def from_config(cls, cfg: TaskConfig) -> RepeatedSubsequence:
+        return cls(cfg.d_vocab, cfg.seq_len, cfg.repeat_len, cfg.n_repeats, cfg.n_sequences, cfg.split_seed)
+
+    def sample(self, n: int, generator: torch.Generator) -> SequenceBatch:
+        """``n`` sequences drawn from ``generator``."""
+        R, K = self.repeat_len, self.n_repeats
+        tokens = torch.randint(self.d_vocab, (n, self.seq_len), generator=generator)
+        repeat = torch.randint(self.d_vocab, (n, R), generator=generator)
+        # Gaps: stars and bars over (filler − (K − 1)) tokens and K + 1 gaps, then 1 added to each inner gap.
+        free = self.seq_len - K * R - (K - 1)
+        cuts = torch.rand(n, free + K, generator=generator).argsort(-1)[:, :K].sort(-1).values  # K bars
+        bounds = torch.cat([torch.full((n, 1), -1), cuts, torch.full((n, 1), free + K)], dim=1)
+        gaps = bounds.diff(dim=1) - 1  # [n, K + 1], each ≥ 0, summing to free
+        gaps[:, 1:K] += 1
+        starts = gaps[:, :K].cumsum(1) + R * torch.arange(K)  # [n, K]
+        positions = (starts.unsqueeze(-1) + torch.arange(R)).flatten(1)  # [n, K·R]
+        tokens.scatter_(1, positions, repeat.repeat(1, K))
+        return SequenceBatch(tokens, starts)
+
+    def train_batch(self, seed: int, step: int, batch_size: int) -> SequenceBatch:
+        """The training batch of ``step``: fresh sequences, or rows of the finite training set drawn with
+        replacement; seeded by ``(seed, step)`` alone, so a resumed run sees the batches it would have seen."""
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        if self.n_sequences == 0:
+            return self.sample(batch_size, gen)
+        return self.train_set().index(torch.randint(self.n_sequences, (batch_size,), generator=gen))
+
+    def train_set(self) -> SequenceBatch:
+        """The finite training set (``n_sequences > 0``)."""
+        if self.n_sequences == 0:
+            raise ValueError("this task draws fresh sequences at every step; it has no finite training set")
+        return self.sample(self.n_sequences, torch.Generator().manual_seed(self.split_seed))
+
+    def held_out(self, n: int = 512) -> SequenceBatch:
+        """``n`` sequences never trained on (their own seed): the test loss."""
+        return self.sample(n, torch.Generator().manual_seed(self.split_seed + self.HELD_OUT_SEED_OFFSET))
+
+    def probe(self, n: int = 64) -> SequenceBatch:
+        """The fixed probe batch on which attention scores are measured at every checkpoint."""
+        return self.sample(n, torch.Generator().manual_seed(self.split_seed + self.PROBE_SEED_OFFSET))
+
+    def scored(self, batch: SequenceBatch) -> torch.Tensor:
+        """``[batch, seq_len − 1]`` bool: which output positions are scored (they predict a token of a later repeat)."""
+        n = len(batch)
+        targets = torch.zeros(n, self.seq_len, dtype=torch.bool)
+        positions = (batch.starts[:, 1:].unsqueeze(-1) + torch.arange(self.repeat_len)).flatten(1)
+        targets.scatter_(1, positions, True)
+        return targets[:, 1:]
+
+    def split_record(self) -> dict:
+        """What the run manifest stores as the split: the data are generated, so only how."""
+        return {"rule": "fresh" if self.n_sequences == 0 else "finite", "train": [], "test": [],
+                "n_sequences": self.n_sequences, "split_seed": self.split_seed}
+
+    def check(self) -> None:
+        pass
+
+
+def task_of(cfg: TaskConfig, split: dict | None = None) -> ModularAddition | RepeatedSubsequence:
+    """The task of a config; for modular addition the split is ``split``'s index lists when given (a stored
+    run), else Nanda's rule."""
+    if cfg.is_sequences:
+        return RepeatedSubsequence.from_config(cfg)
+    if split is None:
+        return ModularAddition.from_config(cfg)
+    return ModularAddition(cfg.p, torch.tensor(split["train"], dtype=torch.int64),
+                           torch.tensor(split["test"], dtype=torch.int64))

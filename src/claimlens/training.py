@@ -1,4 +1,5 @@
-"""The trainer: full-batch AdamW on modular addition, writing through the run store.
+"""The trainer: full-batch AdamW on modular addition (or minibatches of sequences for the induction toy), writing
+through the run store.
 
 One epoch is one optimiser step on all training pairs. At epoch ``e`` the parameters are those
 after ``e`` steps; the log row for ``e`` holds their train/test loss and accuracy (cross entropy
@@ -9,6 +10,7 @@ from its last checkpoint as if it had never stopped.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward, frozen_params, init_params
 from claimlens.runs.manifest import MANIFEST
 from claimlens.runs.store import RESUME, Run, RunWriter
-from claimlens.tasks import ModularAddition
+from claimlens.tasks import ModularAddition, RepeatedSubsequence
 
 Callback = Callable[[int, dict[str, float]], None]
 
@@ -64,6 +66,8 @@ class Trainer:
         self.callbacks = callbacks
 
     def train(self) -> Run:
+        if self.spec.task.is_sequences:
+            return self._train_sequences()
         spec, device = self.spec, self.device
         task = ModularAddition.from_config(spec.task)
         writer, params, opt_state, start = self._start_or_resume(task)
@@ -126,6 +130,68 @@ class Trainer:
                                               + time.perf_counter() - t0, 3))
         return writer.finish()
 
+    def _train_sequences(self) -> Run:
+        """The induction toy: one step per "epoch" on ``batch_size`` sequences (fresh, or drawn from the finite
+        training set); next-token cross entropy on the scored positions (:class:`RepeatedSubsequence`).
+
+        Log rows: ``train_loss`` / ``train_acc`` of the step's batch (measured before the update, as for modular
+        addition); ``test_loss`` / ``test_acc`` on the held-out sequences at checkpoint steps only (NaN between:
+        with fresh data the batch itself is never-seen data)."""
+        from claimlens.models.attn_only import forward as attn_forward
+
+        spec, device, cfg = self.spec, self.device, self.spec.train
+        task = RepeatedSubsequence.from_config(spec.task)
+        writer, params, opt_state, start = self._start_or_resume(task)
+        frozen = frozen_params(spec.model, spec.task.p)
+        params = {k: v.to(device).requires_grad_(k not in frozen) for k, v in params.items()}
+        trainable = [k for k in params if k not in frozen]
+        optimizer = self._optimizer([params[k] for k in trainable])
+        if opt_state is not None:
+            _restore_optimizer(optimizer, trainable, opt_state, device)
+        held_out = task.held_out()
+        held_tokens, held_scored = held_out.tokens.to(device), task.scored(held_out).to(device)
+
+        def loss_acc(tokens, scored):
+            logits = attn_forward(params, tokens, spec.model)[:, :-1][scored]  # [n_scored, d_vocab]
+            targets = tokens[:, 1:][scored]
+            return cross_entropy_f64(logits, targets), (logits.argmax(-1) == targets).double().mean()
+
+        schedule = set(cfg.checkpoint_epochs)
+        pending: list[dict[str, float]] = []
+        bar = _progress(start, cfg.epochs, spec.name, self.progress, unit="step")
+        t0 = time.perf_counter()
+        for step in range(start, cfg.epochs + 1):
+            batch = task.train_batch(cfg.seed, step, cfg.batch_size)
+            tokens, scored = batch.tokens.to(device), task.scored(batch).to(device)
+            loss, acc = loss_acc(tokens, scored)
+            row = {"epoch": step, "train_loss": loss.item(), "test_loss": math.nan, "train_acc": acc.item(),
+                   "test_acc": math.nan}
+            if step in schedule:
+                with torch.no_grad():
+                    test_loss, test_acc = loss_acc(held_tokens, held_scored)
+                row.update(test_loss=test_loss.item(), test_acc=test_acc.item())
+            pending.append(row)
+            for callback in self.callbacks:
+                callback(step, row)
+            if step in schedule:
+                self._checkpoint(writer, step, params, optimizer, trainable, pending)
+                pending = []
+            if bar is not None:
+                bar.update(1)
+                if step % 50 == 0 or step == cfg.epochs:
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}")
+            if step == cfg.epochs:
+                break
+            optimizer.param_groups[0]["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if bar is not None:
+            bar.close()
+        writer.set_source(train_seconds=round(writer.manifest["source"].get("train_seconds", 0.0)
+                                              + time.perf_counter() - t0, 3))
+        return writer.finish()
+
     # -- pieces
 
     def _optimizer(self, tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
@@ -134,7 +200,7 @@ class Trainer:
         return kind(tensors, lr=cfg.lr * lr_factor(0, cfg.warmup_steps), betas=tuple(cfg.betas),
                     weight_decay=cfg.weight_decay)
 
-    def _start_or_resume(self, task: ModularAddition):
+    def _start_or_resume(self, task: ModularAddition | RepeatedSubsequence):
         spec = self.spec
         if (self.out / MANIFEST).exists():
             writer = RunWriter.reopen(self.out)
@@ -189,9 +255,9 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, trainable: list[str], s
         }
 
 
-def _progress(start: int, epochs: int, name: str, enabled: bool):
+def _progress(start: int, epochs: int, name: str, enabled: bool, unit: str = "epoch"):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=epochs + 1, initial=start, desc=f"train {name}", unit="epoch", dynamic_ncols=True)
+    return tqdm(total=epochs + 1, initial=start, desc=f"train {name}", unit=unit, dynamic_ncols=True)

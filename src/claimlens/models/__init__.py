@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from claimlens.config import ModelConfig
 from claimlens.errors import CheckpointError
+from claimlens.models import attn_only
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge.bridge import TransformerBridge
@@ -63,7 +64,10 @@ def d_vocab(cfg: ModelConfig, p: int) -> int:
 
 
 def param_shapes(cfg: ModelConfig, p: int) -> dict[str, tuple[int, ...]]:
-    """Expected name → shape of every parameter of a model for modulus ``p``."""
+    """Expected name → shape of every parameter of a model for modulus ``p`` (an attention-only model reads its
+    vocabulary and context from ``cfg``; ``p`` is not used)."""
+    if cfg.kind == "attn_only":
+        return attn_only.param_shapes(cfg)
     if cfg.kind == "transformer":
         D, H, dh, M = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
         return {
@@ -107,6 +111,8 @@ def frozen_params(cfg: ModelConfig, p: int | None = None) -> set[str]:
 
             raise SpecError(f"model.frozen names {unknown}, which are not parameters of this {cfg.kind}; "
                             f"its parameters: {sorted(param_shapes(cfg, p))}")
+    if cfg.kind == "attn_only":
+        return frozen | attn_only.frozen(cfg)
     if cfg.kind != "transformer":
         return frozen
     if not cfg.attn_bias:
@@ -123,6 +129,8 @@ def init_params(cfg: ModelConfig, p: int, seed: int) -> dict[str, torch.Tensor]:
     ``W_U`` with ``N(0, 1)/√d_vocab``; biases zero. MLP: ``N(0, 1)`` embedding and PyTorch's
     ``nn.Linear`` default ``U(±1/√fan_in)`` for weights and biases.
     """
+    if cfg.kind == "attn_only":
+        return attn_only.init_params(cfg, seed)
     gen = torch.Generator().manual_seed(seed)
     out: dict[str, torch.Tensor] = {}
     for name, shape in param_shapes(cfg, p).items():
@@ -157,7 +165,7 @@ def validate_params(params: Params, cfg: ModelConfig, p: int, *, where: str) -> 
     extra = sorted(set(params) - set(expected))
     if missing or extra:
         raise CheckpointError(
-            f"{where}: parameters do not match a {cfg.kind} with p={p}: "
+            f"{where}: parameters do not match a {cfg.kind} with {_config_summary(cfg, p)}: "
             f"missing {missing or 'none'}, unexpected {extra or 'none'}"
         )
     for name, shape in expected.items():
@@ -179,6 +187,9 @@ def validate_params(params: Params, cfg: ModelConfig, p: int, *, where: str) -> 
 
 
 def _config_summary(cfg: ModelConfig, p: int) -> str:
+    if cfg.kind == "attn_only":
+        return (f"n_layers={cfg.n_layers}, d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_head={cfg.d_head}, "
+                f"d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}, layer_norm={cfg.layer_norm}")
     if cfg.kind == "transformer":
         return f"p={p}, d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_head={cfg.d_head}, d_mlp={cfg.d_mlp}"
     return f"p={p}, d_embed={cfg.d_embed}, hidden={list(cfg.hidden)}, combine={cfg.combine}"
@@ -337,7 +348,15 @@ def _mlp_forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, cache: 
 
 
 def bridge_config(cfg: ModelConfig, p: int):
-    """The ``TransformerBridgeConfig`` of the paper's transformer for modulus ``p``."""
+    """The ``TransformerBridgeConfig`` of the paper's transformer for modulus ``p`` (or of an attention-only model)."""
+    if cfg.kind == "attn_only":
+        from transformer_lens.config import TransformerBridgeConfig
+
+        return TransformerBridgeConfig(
+            d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, n_layers=cfg.n_layers, n_ctx=cfg.n_ctx,
+            d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_vocab, attn_only=True, act_fn="relu",
+            normalization_type="LN" if cfg.layer_norm else None, attention_dir="causal", seed=0,
+        )
     if cfg.kind != "transformer":
         raise ValueError(f"only transformers have a TransformerLens bridge; this model is kind={cfg.kind!r}")
     if cfg.attn_rate != 1:

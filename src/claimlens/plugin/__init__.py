@@ -183,8 +183,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is not None:  # a plain session's built-in runs are judged by their own family's claims only
         from claimlens.plugin.claim import spec_of
 
-        family = spec_of(marker, metafunc.definition.nodeid).family
-        refs = [ref for ref in refs if ref.judged_by(family)]
+        spec = spec_of(marker, metafunc.definition.nodeid)
+        refs = [ref for ref in refs if ref.judged_by(spec.family, spec.task)]
     if "epoch" in metafunc.fixturenames:
         pairs = [(ref, epoch) for ref in refs for epoch in ref.epochs()]
         metafunc.parametrize(("run", "epoch"), pairs, indirect=["run"], scope="session",
@@ -249,7 +249,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     from claimlens.plugin.claim import spec_of
 
-    need = spec_of(marker, item.nodeid).min_checkpoints
+    spec = spec_of(marker, item.nodeid)
+    task = ref.task_kind()
+    if task is not None and task != spec.task:
+        pytest.skip(f"claim about the {spec.task.replace('_', ' ')} task; run {ref.label!r} learns "
+                    f"{task.replace('_', ' ')}")
+    need = spec.min_checkpoints
     if need > 1:
         have = _n_checkpoints(item.config, ref)
         if have < need:

@@ -36,7 +36,7 @@ class ClaimFailure(AssertionError):
 def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
     """The :class:`ClaimSpec` of a ``@pytest.mark.claim(...)`` marker: a spec given positionally, or its fields as
     keywords (``id``, ``statement``, ``source``, ``kind``, ``thresholds``, ``validation``, ``min_checkpoints``,
-    ``family``)."""
+    ``family``, ``task``)."""
     if marker.args:
         spec = marker.args[0]
         if not isinstance(spec, ClaimSpec) or len(marker.args) > 1:
@@ -58,7 +58,8 @@ def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
         raise pytest.UsageError(f"{where}: min_checkpoints must be a positive integer, got {min_checkpoints!r}")
     return ClaimSpec(id=str(kw["id"]), statement=str(kw.get("statement", "")), source=str(kw.get("source", "")),
                      kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")),
-                     min_checkpoints=min_checkpoints, family=str(kw.get("family", "")))
+                     min_checkpoints=min_checkpoints, family=str(kw.get("family", "")),
+                     task=str(kw.get("task", "modular_addition")))
 
 
 class Claim:

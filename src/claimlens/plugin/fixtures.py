@@ -3,6 +3,7 @@
 ``run`` (parametrized by the plugin over ``--run``), ``run_series`` (the
 progress measures of the run, cached), ``final_checkpoint`` / ``final_activations`` (the final checkpoint and
 its forward pass, shared; ``final_model`` the same for a run that generalised), ``phases``, ``llc_series`` / ``llc_series_orth`` (the learning coefficient),
+``induction`` / ``two_layer_partner`` (the induction toy's scores; the 2-layer run of a 1-layer control's recipe),
 ``claim`` (checks and the record; ``evidence`` is its earlier name) and ``thresholds``.
 """
 
@@ -202,6 +203,40 @@ def pizza_clock(run, final_model):
     from claimlens.analysis.pizza import pizza_clock_over_run
 
     return pizza_clock_over_run(run)
+
+
+def needs_sequences(run, what: str) -> None:
+    """Skip, with the reason, a run that is not of the repeated-subsequence task (or a curves-only run)."""
+    needs_weights(run, what)
+    if not run.spec.task.is_sequences:
+        pytest.skip(f"run {run.name!r} learns {run.spec.task.kind.replace('_', ' ')}: {what}")
+
+
+@pytest.fixture(scope="session")
+def induction(run):
+    """Induction and previous-token scores per head, the loss of each repeat and the in-context-learning score at
+    every checkpoint of a run of the induction toy (:class:`claimlens.analysis.induction.InductionMeasures`)."""
+    needs_sequences(run, "the induction scores are measured on the model's attention patterns")
+    from claimlens.analysis.induction import induction_over_run
+
+    with _clear_errors(run):
+        return induction_over_run(run)
+
+
+@pytest.fixture(scope="session")
+def two_layer_partner(request: pytest.FixtureRequest, run):
+    """The 2-layer run of the same recipe as a 1-layer induction run (``model.n_layers = 2``, all else equal),
+    trained on first use and cached — in a plain session, the built-in ``induction_2l``."""
+    import dataclasses
+
+    from claimlens.builtin import ensure_run
+
+    needs_sequences(run, "the control is compared with a 2-layer run of the same recipe")
+    spec = run.spec
+    partner = dataclasses.replace(spec, name=f"{spec.name}_2layer" if spec.model.n_layers == 1 else spec.name,
+                                  model=dataclasses.replace(spec.model, n_layers=2)).validate()
+    with uncaptured(request), _clear_errors(run):
+        return ensure_run(partner, device=request.config.getoption("claimlens_device"))
 
 
 @pytest.fixture

@@ -10,9 +10,12 @@ import pytest
 
 DEFAULT_SPEC = "fixtures/default.toml"
 # A plain `pytest claims/` (no --run): each family's built-in runs, with the claim families they judge (None: every
-# family). The default run is judged by every claim; the pizza and clock models only by their family's claims.
+# family). The default run is judged by every claim about modular addition; the pizza and clock models only by
+# their family's claims; the induction models by the induction claims.
 DEFAULT_SESSION = {DEFAULT_SPEC: None, "fixtures/pizza.toml": frozenset({"pizza_clock"}),
-                   "fixtures/clock.toml": frozenset({"pizza_clock"})}
+                   "fixtures/clock.toml": frozenset({"pizza_clock"}),
+                   "fixtures/induction_2l.toml": frozenset({"induction"}),
+                   "fixtures/induction_1l.toml": frozenset({"induction"})}
 
 
 @dataclass(frozen=True)
@@ -27,10 +30,15 @@ class RunRef:
     label: str
     member: str = ""
     families: frozenset | None = None  # the claim families that judge this run (None: all of them)
+    builtin: bool = False  # one of a plain session's built-in runs (DEFAULT_SESSION)
 
-    def judged_by(self, family: str) -> bool:
-        """Whether claims of ``family`` judge this run."""
-        return self.families is None or family in self.families
+    def judged_by(self, family: str, task: str | None = None) -> bool:
+        """Whether claims of ``family`` (about ``task``) judge this run. A plain session's built-in run is judged
+        only by the claims about its own task; a run named with --run by every claim (the others skip with the
+        reason)."""
+        if self.families is not None and family not in self.families:
+            return False
+        return not (self.builtin and task is not None and self.task_kind() not in (None, task))
 
     @property
     def is_set(self) -> bool:
@@ -56,6 +64,21 @@ class RunRef:
         from claimlens.config import RunSpec
 
         return RunSpec.from_toml(self.path).train.checkpoint_epochs
+
+    def task_kind(self) -> str | None:
+        """The ``task.kind`` of the run, read from its spec or manifest without training (None: a curves run or a
+        set, which say nothing about it here)."""
+        if self.kind in ("curves", *SET_KINDS):
+            return None
+        if self.kind in ("member", "seed"):
+            return self._member_spec().task.kind
+        if self.kind == "run":
+            from claimlens.runs.manifest import read_manifest
+
+            return read_manifest(self.path)["spec"].get("task", {}).get("kind", "modular_addition")
+        from claimlens.config import RunSpec
+
+        return RunSpec.from_toml(self.path).task.kind
 
     def describe(self) -> dict:
         """The run as recorded in claims.json (manifest fields if it exists on disk)."""
@@ -154,7 +177,7 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
         default = rootdir / DEFAULT_SPEC
         if not default.is_file():
             raise pytest.UsageError(f"no --run given and the built-in default spec {DEFAULT_SPEC} is not under {rootdir}")
-        return [RunRef(rootdir / spec, "spec", Path(spec).stem, families=families)
+        return [RunRef(rootdir / spec, "spec", Path(spec).stem, families=families, builtin=True)
                 for spec, families in DEFAULT_SESSION.items() if (rootdir / spec).is_file()]
     refs, seen = [], set()
     for value in values:
@@ -236,7 +259,7 @@ def seed_refs(ref: RunRef, n: int) -> list[RunRef]:
 
     base = RunSpec.from_toml(ref.path)
     seeds = [s for s in range(n) if s != base.train.seed][: max(n - 1, 0)]
-    return [RunRef(ref.path, "seed", f"{base.name}_s{s}", str(s), ref.families) for s in seeds]
+    return [RunRef(ref.path, "seed", f"{base.name}_s{s}", str(s), ref.families, builtin=ref.builtin) for s in seeds]
 
 
 def _sweep_ref(path: Path, value: str) -> RunRef:

@@ -65,7 +65,8 @@ class ClaimSpec:
     "unvalidated: no digitised Gini curve"). ``min_checkpoints``: a run with fewer checkpoints cannot show the
     claim (a trajectory claim needs :data:`claimlens.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
     that reason, before any analysis. ``family``: which built-in runs of a plain session it judges
-    (:data:`claimlens.plugin.runs.DEFAULT_SESSION`)."""
+    (:data:`claimlens.plugin.runs.DEFAULT_SESSION`). ``task``: the task its runs learn (``task.kind`` of a spec:
+    ``"modular_addition"`` or ``"repeated_subsequence"``); a run of another task is skipped with that reason."""
 
     id: str
     statement: str
@@ -77,6 +78,7 @@ class ClaimSpec:
     # The claim family whose built-in runs judge it in a plain session (e.g. "pizza_clock"); "" for the main family
     # (the default run). A run named with --run is judged by every claim, whatever its family.
     family: str = ""
+    task: str = "modular_addition"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

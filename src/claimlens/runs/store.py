@@ -32,7 +32,7 @@ from claimlens.config import RunSpec, canonical_json
 from claimlens.errors import CheckpointError, RunError, SpecError
 from claimlens.models import param_shapes, validate_params
 from claimlens.runs.manifest import MANIFEST, SCHEMA_VERSION, read_manifest
-from claimlens.tasks import ModularAddition
+from claimlens.tasks import ModularAddition, RepeatedSubsequence, task_of
 
 LOG = "log.jsonl"
 RESUME = "resume.safetensors"
@@ -62,9 +62,7 @@ class Run:
         self.manifest = manifest
         self.spec = RunSpec.from_dict(manifest["spec"], source=f"{path / MANIFEST} [spec]")
         self.checkpoints = [CheckpointEntry(c["epoch"], c["file"], c["sha256"]) for c in manifest["checkpoints"]]
-        split = manifest["split"]
-        self.task = ModularAddition(self.spec.task.p, torch.tensor(split["train"], dtype=torch.int64),
-                                    torch.tensor(split["test"], dtype=torch.int64))
+        self.task = task_of(self.spec.task, manifest["split"])
 
     # -- opening
 
@@ -204,7 +202,8 @@ class RunWriter:
         self.manifest = manifest
 
     @classmethod
-    def create(cls, path: str | Path, spec: RunSpec, task: ModularAddition, source: dict[str, Any]) -> RunWriter:
+    def create(cls, path: str | Path, spec: RunSpec, task: ModularAddition | RepeatedSubsequence,
+               source: dict[str, Any]) -> RunWriter:
         path = Path(path)
         if (path / MANIFEST).exists():
             raise RunError(f"{str(path)!r} already holds a run; refusing to overwrite it")
@@ -219,7 +218,7 @@ class RunWriter:
             "spec_hash": spec.hash,
             "source": source,
             "split": {"rule": "nanda_shuffle" if source.get("kind") == "trained" else source.get("split_rule", "stored"),
-                      "train": task.train_idx.tolist(), "test": task.test_idx.tolist()},
+                      **task.split_record()},
             "params": {k: list(v) for k, v in param_shapes(spec.model, spec.task.p).items()},
             "checkpoints": [],
             "log": LOG,

@@ -1,0 +1,86 @@
+"""Induction heads and the phase change of a small attention-only model (claims_catalogue §3.6; Olsson et al. 2022;
+the training-dynamics post's induction toy).
+
+Judged on runs of the repeated-subsequence task — in a plain session the built-in ``induction_2l`` (2 layers,
+where the phase change should happen) and ``induction_1l`` (its 1-layer control) — and on the source's own digitised
+loss curves (``--run nanda2022``). Rules, statements and thresholds: :mod:`claimlens.rules.induction`.
+"""
+
+import pytest
+
+from claimlens.rules import induction as IND
+from claimlens.series import Series
+
+
+def _is_curves(run):
+    return getattr(run, "kind", None) == "curves"
+
+
+def _curve(run, name, what):
+    if name not in run.series:
+        pytest.skip(f"curves run {run.name!r} has no {name!r} curve: {what}")
+    return run.series[name]
+
+
+def _step_loss(run, training_log):
+    """The loss at every step: a run's training log (fresh batches: never-seen data), or the source's curve."""
+    if _is_curves(run):
+        return _curve(run, "induction_loss", "this claim reads the induction toy's loss per step")
+    return training_log["train_loss"]
+
+
+@pytest.mark.claim(IND.PHASE_CHANGE_IS_SUDDEN)
+def test_phase_change_is_sudden(run, training_log, claim):
+    if not _is_curves(run) and run.spec.task.n_sequences:
+        pytest.skip(f"run {run.name!r} trains on a finite set of {run.spec.task.n_sequences} sequences: the claim is "
+                    f"about fresh data (induction_finite_data_groks judges this run)")
+    claim.judge(IND.phase_change_is_sudden, _step_loss(run, training_log))
+
+
+@pytest.mark.claim(IND.HEADS_FORM_AT_THE_PHASE_CHANGE)
+def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
+    m = induction
+    for series in (m.induction_score, m.previous_token_score):
+        for label in series.labels:  # one curve per head
+            claim.verdict.add_series(series.row(label), label=label)
+    claim.record("induction score of uniform attention (chance)", m.chance)
+    head = max(range(len(m.induction_score.labels)), key=lambda i: float(m.induction_score.data[i].max()))
+    claim.record("best induction score of any head, layer 0 included", float(m.induction_score.data[head].max()),
+                 label=m.induction_score.labels[head])
+    if m.n_layers < 2:
+        pytest.skip(f"run {run.name!r} has 1 layer: no second layer to hold an induction head (its control claim "
+                    f"is induction_needs_two_layers)")
+    best_induction = max((m.best(m.induction_score, layer) for layer in range(1, m.n_layers)),
+                         key=lambda s: float(s.values.max()))
+    claim.judge(IND.heads_form_at_the_phase_change, training_log["train_loss"], best_induction,
+                m.best(m.previous_token_score, 0), m.n_layers)
+
+
+@pytest.mark.claim(IND.NEEDS_TWO_LAYERS)
+def test_needs_two_layers(run, training_log, induction, two_layer_partner, claim):
+    if run.spec.model.n_layers != 1:
+        pytest.skip(f"run {run.name!r} has {run.spec.model.n_layers} layers: the claim is about the 1-layer control")
+    log = two_layer_partner.log()
+    window = IND.drop_window(Series.of("train_loss", log["epoch"], log["train_loss"]))
+    if isinstance(window, str):
+        pytest.fail(f"the 2-layer run of the same recipe has no plateau to compare with: {window}", pytrace=False)
+    claim.note(f"2-layer run of the same recipe: {two_layer_partner.name} (plateau {window.plateau:.3f} nats, "
+               f"drop {window.onset}–{window.end})")
+    claim.judge(IND.needs_two_layers, training_log["train_loss"], induction.best(induction.induction_score, 0),
+                window.plateau)
+
+
+@pytest.mark.claim(IND.FINITE_DATA_GROKS)
+def test_finite_data_groks(run, training_log, claim):
+    if _is_curves(run):
+        train = _curve(run, "induction_finite_train_loss", "this claim reads the finite-data run's train loss")
+        test = _curve(run, "induction_finite_test_loss", "this claim reads the finite-data run's test loss")
+        d_vocab = 128
+    else:
+        if not run.spec.task.n_sequences:
+            pytest.skip(f"run {run.name!r} draws fresh sequences at every step: the claim needs a finite training set "
+                        f"(the built-in spec fixtures/induction_finite.toml; long)")
+        train = training_log["train_loss"]
+        test = training_log["test_loss"].finite()
+        d_vocab = run.spec.task.d_vocab
+    claim.judge(IND.finite_data_groks, train, test, d_vocab)

@@ -1,0 +1,304 @@
+"""The induction toy (claims_catalogue §3.6): the repeated-subsequence task, the attention-only model against the
+TransformerLens 4 bridge, the induction metrics against naive loops and by their properties, the rules on the
+source's own digitised curves and on negative controls, and the claims on the built-in trained runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claimlens.config import ModelConfig, RunSpec, TaskConfig, TrainConfig
+from claimlens.errors import SpecError
+from claimlens.metrics import induction as M
+from claimlens.rules import induction as IND
+from claimlens.series import Series
+from claimlens.tasks import RepeatedSubsequence
+
+
+def _bounds(spec):
+    from claimlens.rules.base import Bound
+
+    return {k: Bound(t.value, k, t.source) for k, t in spec.thresholds.items()}
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+@settings(max_examples=40, deadline=None)
+@given(vocab=st.integers(2, 50), repeat=st.integers(2, 8), n_repeats=st.integers(2, 4), extra=st.integers(0, 20),
+       seed=st.integers(0, 2**31 - 1))
+def test_sequences_hold_the_repeats_apart(vocab, repeat, n_repeats, extra, seed):
+    seq_len = n_repeats * repeat + n_repeats - 1 + extra
+    task = RepeatedSubsequence(vocab, seq_len, repeat, n_repeats)
+    b = task.sample(16, torch.Generator().manual_seed(seed))
+    assert b.tokens.shape == (16, seq_len) and b.starts.shape == (16, n_repeats)
+    assert int(b.tokens.min()) >= 0 and int(b.tokens.max()) < vocab
+    gaps = b.starts.diff(dim=1)
+    assert bool((gaps >= repeat + 1).all()), "a random token between repeats"
+    assert bool((b.starts[:, 0] >= 0).all()) and bool((b.starts[:, -1] + repeat <= seq_len).all())
+    for i in range(16):
+        first = b.tokens[i, b.starts[i, 0]:b.starts[i, 0] + repeat]
+        for k in range(1, n_repeats):
+            assert torch.equal(b.tokens[i, b.starts[i, k]:b.starts[i, k] + repeat], first)
+    scored = task.scored(b)
+    assert scored.shape == (16, seq_len - 1)
+    assert bool((scored.sum(1) == (n_repeats - 1) * repeat).all())
+
+
+def test_sequence_data_are_seeded():
+    task = RepeatedSubsequence()
+    assert torch.equal(task.train_batch(3, 10, 8).tokens, task.train_batch(3, 10, 8).tokens)
+    assert not torch.equal(task.train_batch(3, 10, 8).tokens, task.train_batch(3, 11, 8).tokens)
+    assert torch.equal(task.probe().tokens, RepeatedSubsequence().probe().tokens)
+    assert not torch.equal(task.probe().tokens[:8], task.held_out().tokens[:8])
+    finite = RepeatedSubsequence(n_sequences=32)
+    rows = finite.train_batch(0, 5, 64).tokens
+    pool = {tuple(r) for r in finite.train_set().tokens.tolist()}
+    assert all(tuple(r) in pool for r in rows.tolist())
+
+
+def test_inner_gaps_spread_the_repeat_distance():
+    """The distance between repeats varies, so no fixed-offset head can copy a repeat."""
+    b = RepeatedSubsequence().sample(4000, torch.Generator().manual_seed(0))
+    distance = b.starts[:, 1] - b.starts[:, 0]
+    counts = torch.bincount(distance)
+    assert distance.min() == 17 and distance.max() > 40
+    assert counts.max() / len(distance) < 0.1
+
+
+def test_spec_refuses_mismatched_task_and_model():
+    seq = TaskConfig(kind="repeated_subsequence")
+    with pytest.raises(SpecError, match="goes with model.kind 'attn_only'"):
+        RunSpec("x", task=seq, model=ModelConfig(), train=TrainConfig(batch_size=8)).validate()
+    with pytest.raises(SpecError, match="batch_size"):
+        RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence"}, "model": {"kind": "attn_only"}})
+    with pytest.raises(SpecError, match="model.n_layers"):
+        RunSpec.from_dict({"name": "x", "model": {"n_layers": 2}})
+    with pytest.raises(SpecError, match="task.seq_len"):
+        RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence", "seq_len": 20},
+                           "model": {"kind": "attn_only"}, "train": {"batch_size": 8}})
+    spec = RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence", "d_vocab": 64},
+                              "model": {"kind": "attn_only"}, "train": {"batch_size": 8}})
+    assert (spec.model.d_vocab, spec.model.n_ctx) == (64, 85)  # from the task
+
+
+def test_existing_spec_hashes_unchanged():
+    """Fields added for the induction toy are hashed only for it: every cached modular-addition run keeps its hash."""
+    from claimlens.builtin import builtin_spec_path
+
+    assert RunSpec.from_toml(builtin_spec_path("default")).hash.startswith("4ef1317b52ac15ab")
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+@pytest.mark.parametrize("n_layers, layer_norm, biases", [(1, True, False), (2, True, True), (2, False, True)])
+def test_forward_equals_the_transformerlens_bridge(n_layers, layer_norm, biases):
+    from transformer_lens.model_bridge.sources.native import boot
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    from claimlens.models import bridge_config, init_params
+    from claimlens.models.attn_only import forward
+
+    cfg = ModelConfig(kind="attn_only", d_model=24, n_heads=3, d_head=8, n_layers=n_layers, layer_norm=layer_norm,
+                      d_vocab=20, n_ctx=30, attn_bias=biases, unembed_bias=biases)
+    cfg.validate()
+    gen = torch.Generator().manual_seed(1)
+    params = {k: v + 0.2 * torch.randn(v.shape, generator=gen) for k, v in init_params(cfg, 0, 3).items()}
+    bridge = boot(bridge_config(cfg, 0))
+    bridge.eval()
+    bridge.load_state_dict(convert_tl_checkpoint(params, bridge.cfg), strict=True)
+    tokens = torch.randint(20, (4, 30), generator=gen)
+    with torch.no_grad():
+        logits, cache = bridge.run_with_cache(tokens)
+        ours, patterns = forward(params, tokens, cfg, patterns=True)
+    torch.testing.assert_close(ours, logits, atol=1e-4, rtol=1e-4)
+    for layer in range(n_layers):
+        torch.testing.assert_close(patterns[layer], cache["pattern", layer], atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- the metrics
+
+
+def _naive_induction(pattern, starts, R):
+    B, H = pattern.shape[:2]
+    out = []
+    for h in range(H):
+        vals = [float(pattern[b, h, starts[b, k] + j, starts[b, k - 1] + j + 1])
+                for b in range(B) for k in range(1, starts.shape[1]) for j in range(R)]
+        out.append(sum(vals) / len(vals))
+    return torch.tensor(out, dtype=pattern.dtype)
+
+
+def _causal_patterns(B, H, T, gen):
+    scores = torch.randn(B, H, T, T, generator=gen).masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -math.inf)
+    return scores.softmax(-1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), heads=st.integers(1, 4))
+def test_scores_equal_naive_loops(seed, heads):
+    gen = torch.Generator().manual_seed(seed)
+    task = RepeatedSubsequence(12, 30, 5, 3)
+    b = task.sample(6, gen)
+    pattern = _causal_patterns(6, heads, 30, gen)
+    torch.testing.assert_close(M.induction_score(pattern, b.starts, 5), _naive_induction(pattern, b.starts, 5))
+    naive_prev = torch.tensor([sum(float(pattern[i, h, t, t - 1]) for i in range(6) for t in range(1, 30)) / (6 * 29)
+                               for h in range(heads)])
+    torch.testing.assert_close(M.previous_token_score(pattern), naive_prev)
+    logits = torch.randn(6, 30, 12, generator=gen)
+    losses = M.token_losses(logits, b.tokens)
+    naive = torch.tensor([[-float(logits[i, t].double().log_softmax(-1)[b.tokens[i, t + 1]]) for t in range(29)]
+                          for i in range(6)], dtype=torch.float64)
+    torch.testing.assert_close(losses, naive)
+    per_repeat = [sum(float(naive[i, b.starts[i, k] + j - 1]) for i in range(6) for j in range(1, 5)) / 24
+                  for k in range(3)]
+    torch.testing.assert_close(M.repeat_losses(losses, b.starts, 5), torch.tensor(per_repeat, dtype=torch.float64))
+    assert M.in_context_learning_score(losses, 3, 29) == pytest.approx(float(naive[:, 28].mean() - naive[:, 2].mean()))
+
+
+def test_perfect_heads_score_one_and_uniform_attention_scores_chance():
+    task = RepeatedSubsequence(12, 30, 5, 3)
+    b = task.sample(4, torch.Generator().manual_seed(0))
+    T = 30
+    induction = torch.zeros(4, 1, T, T)
+    induction[:, 0, torch.arange(T), 0] = 1.0
+    query, key = M.induction_positions(b.starts, 5)
+    for i in range(4):
+        induction[i, 0, query[i]] = 0.0
+        induction[i, 0, query[i], key[i]] = 1.0
+    assert float(M.induction_score(induction, b.starts, 5)) == pytest.approx(1.0)
+    previous = torch.zeros(1, 1, T, T)
+    previous[0, 0, 0, 0] = 1
+    previous[0, 0, torch.arange(1, T), torch.arange(T - 1)] = 1.0
+    assert float(M.previous_token_score(previous)) == pytest.approx(1.0)
+    uniform = torch.ones(T, T).tril()
+    uniform = (uniform / uniform.sum(-1, keepdim=True)).expand(4, 2, T, T)
+    chance = M.chance_induction_score(b.starts, 5)
+    torch.testing.assert_close(M.induction_score(uniform, b.starts, 5), torch.full((2,), chance))
+    with pytest.raises(ValueError, match="early"):
+        M.in_context_learning_score(torch.zeros(2, 10), 5, 5)
+
+
+# ----------------------------------------------------------------------------- the rules on the source's curves
+
+
+@pytest.fixture(scope="module")
+def source():
+    from claimlens import reference
+
+    return reference.load(reference.reference_path("nanda2022"))
+
+
+def test_phase_change_rule_passes_on_the_source_curve(source):
+    loss = source.series["induction_loss"]
+    verdict = IND.phase_change_is_sudden(loss, _bounds(IND.PHASE_CHANGE_IS_SUDDEN))
+    assert verdict.passed, verdict.failure_message()
+    window = IND.drop_window(loss)
+    # the catalogue reads onset ~600–800, steepest fall ~830, window ≈ 0.7 × onset off the same figure
+    assert 600 <= window.onset <= 800 and 780 <= window.steepest <= 880
+    assert 0.6 <= window.length / window.onset <= 0.9
+    assert window.plateau == pytest.approx(math.log(128), rel=0.02) and window.final == pytest.approx(0.30, abs=0.03)
+
+
+def test_finite_data_rule_passes_on_the_source_curves(source):
+    verdict = IND.finite_data_groks(source.series["induction_finite_train_loss"],
+                                    source.series["induction_finite_test_loss"], 128,
+                                    _bounds(IND.FINITE_DATA_GROKS))
+    assert verdict.passed, verdict.failure_message()
+    ratio = next(c for c in verdict.checks if c.name.startswith("generalisation step"))
+    assert ratio.value > 50  # train < 1 at ~2.2k steps, test < ln 128 only at ~2e5
+
+
+def test_finite_data_rule_skips_a_run_too_short_to_decide(source):
+    train = source.series["induction_finite_train_loss"].window(None, 20_000)
+    test = source.series["induction_finite_test_loss"].window(None, 20_000)
+    verdict = IND.finite_data_groks(train, test, 128, _bounds(IND.FINITE_DATA_GROKS))
+    assert verdict.skipped and "too short to decide" in verdict.skipped
+
+
+def _steps(values):
+    return Series.of("loss", list(range(len(values))), values)
+
+
+def test_phase_change_rule_fails_on_a_gradual_decline():
+    """An exponential decline from the first step has no plateau before its steepest fall."""
+    steps = torch.arange(3000, dtype=torch.float64)
+    verdict = IND.phase_change_is_sudden(_steps(0.3 + 4.5 * torch.exp(-steps / 600)),
+                                         _bounds(IND.PHASE_CHANGE_IS_SUDDEN))
+    assert not verdict.passed
+
+
+def test_phase_change_rule_fails_on_a_slow_sigmoid():
+    """A drop that takes longer than 1.5 × its onset is not sudden (a sigmoid centred at 1500, width 400)."""
+    steps = torch.arange(6000, dtype=torch.float64)
+    verdict = IND.phase_change_is_sudden(_steps(0.3 + 4.5 * torch.sigmoid(-(steps - 1500) / 400)),
+                                         _bounds(IND.PHASE_CHANGE_IS_SUDDEN))
+    assert not verdict.passed
+    assert any(c.name == "drop window / onset" and c.status == "failed" for c in verdict.checks)
+
+
+def test_needs_two_layers_rule_fails_when_one_layer_learns_induction():
+    loss = _steps(torch.linspace(4.8, 0.5, 400))
+    induction = Series.of("induction", [0, 200, 399], [0.02, 0.3, 0.6])
+    verdict = IND.needs_two_layers(loss, induction, 4.5, _bounds(IND.NEEDS_TWO_LAYERS))
+    assert [c.status for c in verdict.checks if c.op] == ["failed", "failed"]
+
+
+# ----------------------------------------------------------------------------- the built-in trained runs
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The built-in induction_2l and induction_1l, trained on first use (about 2.5 and 1.5 minutes) and cached."""
+    from claimlens.analysis.induction import induction_over_run
+    from claimlens.builtin import builtin_run
+
+    out = {}
+    for name in ("induction_2l", "induction_1l"):
+        run = builtin_run(name, progress=False)
+        log = run.log()
+        out[name] = (run, Series.of("train_loss", log["epoch"], log["train_loss"]), induction_over_run(run))
+    return out
+
+
+@pytest.mark.slow
+def test_phase_change_on_two_layers_not_on_one(trained):
+    """The issue's acceptance: the sudden-phase-change rule passes on induction_2l and fails on induction_1l."""
+    th = _bounds(IND.PHASE_CHANGE_IS_SUDDEN)
+    two = IND.phase_change_is_sudden(trained["induction_2l"][1], th)
+    one = IND.phase_change_is_sudden(trained["induction_1l"][1], th)
+    assert two.passed, two.failure_message()
+    assert not one.passed
+
+
+@pytest.mark.slow
+def test_one_layer_control(trained):
+    """The 1-layer run against its 2-layer partner: no induction head, no drop below the 2-layer plateau."""
+    _, loss_2l, _ = trained["induction_2l"]
+    _, loss_1l, m1 = trained["induction_1l"]
+    window = IND.drop_window(loss_2l)
+    verdict = IND.needs_two_layers(loss_1l, m1.best(m1.induction_score, 0), window.plateau,
+                                   _bounds(IND.NEEDS_TWO_LAYERS))
+    assert verdict.passed, verdict.failure_message()
+    # judged on the 2-layer run itself (its loss falls far below its own plateau), the same rule fails
+    _, _, m2 = trained["induction_2l"]
+    control = IND.needs_two_layers(loss_2l, m2.best(m2.induction_score, 1), window.plateau,
+                                   _bounds(IND.NEEDS_TWO_LAYERS))
+    assert not control.passed
+
+
+@pytest.mark.slow
+def test_measures_on_the_trained_runs(trained):
+    run, _, m = trained["induction_2l"]
+    assert m.induction_score.labels == tuple(f"L{l}H{h}" for l in range(2) for h in range(4))
+    assert len(m.induction_score) == len(run.epochs)
+    first, last = m.repeat_loss.data[:, 0], m.repeat_loss.data[:, -1]
+    # at initialisation every repeat is as unpredictable as the next; after training the later repeats are learnt
+    assert float((first - first.mean()).abs().max()) < 0.1
+    assert float(last[1:].max()) < float(last[0]) - 1.0
+    assert m.chance == pytest.approx(0.02, abs=0.01)
