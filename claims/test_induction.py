@@ -42,7 +42,7 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
     m = induction
     for series in (m.induction_score, m.previous_token_score):
         for label in series.labels:  # one curve per head
-            claim.verdict.add_series(series.row(label), label=label)
+            claim.verdict.add_series(series.row(label))
     claim.record("induction score of uniform attention (chance)", m.chance)
     head = max(range(len(m.induction_score.labels)), key=lambda i: float(m.induction_score.data[i].max()))
     claim.record("best induction score of any head, layer 0 included", float(m.induction_score.data[head].max()),

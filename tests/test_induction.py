@@ -5,6 +5,7 @@ source's own digitised curves and on negative controls, and the claims on the bu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -302,3 +303,21 @@ def test_measures_on_the_trained_runs(trained):
     assert float((first - first.mean()).abs().max()) < 0.1
     assert float(last[1:].max()) < float(last[0]) - 1.0
     assert m.chance == pytest.approx(0.02, abs=0.01)
+
+
+def test_plain_session_pairs_runs_with_the_claims_of_their_task():
+    """A plain session's built-in runs are judged only by the claims about their task; a run named with --run by
+    every claim (the others skip it with the reason, in pytest_runtest_setup)."""
+    from claimlens.plugin.runs import DEFAULT_SESSION, RunRef
+    from conftest import ROOT
+
+    refs = {Path(p).stem: RunRef(ROOT / p, "spec", Path(p).stem, families=f, builtin=True)
+            for p, f in DEFAULT_SESSION.items()}
+    assert refs["induction_2l"].task_kind() == "repeated_subsequence"
+    assert refs["default"].task_kind() == "modular_addition"
+    assert refs["induction_2l"].judged_by("induction", "repeated_subsequence")
+    assert not refs["induction_2l"].judged_by("", "modular_addition")
+    assert not refs["default"].judged_by("induction", "repeated_subsequence")
+    assert refs["default"].judged_by("", "modular_addition")
+    named = RunRef(ROOT / "fixtures/induction_2l.toml", "spec", "induction_2l")
+    assert named.judged_by("", "modular_addition")  # judged, then skipped with the reason
