@@ -321,3 +321,67 @@ def test_plain_session_pairs_runs_with_the_claims_of_their_task():
     assert refs["default"].judged_by("", "modular_addition")
     named = RunRef(ROOT / "fixtures/induction_2l.toml", "spec", "induction_2l")
     assert named.judged_by("", "modular_addition")  # judged, then skipped with the reason
+
+
+def _tiny_induction_spec(**task):
+    return RunSpec(
+        name="tiny-induction",
+        task=TaskConfig(kind="repeated_subsequence", d_vocab=16, seq_len=20, repeat_len=4, n_repeats=3, **task),
+        model=ModelConfig(kind="attn_only", n_layers=2, d_model=16, n_heads=2, d_head=8, layer_norm=True,
+                          d_vocab=16, n_ctx=20),
+        train=TrainConfig(epochs=30, checkpoint_every=10, batch_size=8, lr=3e-3, betas=(0.9, 0.999), warmup_steps=0),
+    ).validate()
+
+
+@pytest.mark.parametrize("n_sequences, stop_at", [(0, 15), (0, 20), (12, 15)])
+def test_sequence_training_resumes_as_if_never_interrupted(tmp_path, n_sequences, stop_at):
+    from claimlens.errors import RunError
+    from claimlens.runs.store import Run
+    from claimlens.training import Trainer
+
+    class Interrupt(Exception):
+        pass
+
+    def stop(step, row):
+        if step == stop_at:
+            raise Interrupt
+
+    spec = _tiny_induction_spec(n_sequences=n_sequences)
+    whole = Trainer(spec, tmp_path / "whole", progress=False).train()
+    with pytest.raises(Interrupt):
+        Trainer(spec, tmp_path / "cut", progress=False, callbacks=(stop,)).train()
+    with pytest.raises(RunError, match="still being written"):
+        Run.open(tmp_path / "cut")
+    resumed = Trainer(spec, tmp_path / "cut", progress=False).train()
+    assert [c.sha256 for c in resumed.checkpoints] == [c.sha256 for c in whole.checkpoints]
+    assert (tmp_path / "cut" / "log.jsonl").read_text() == (tmp_path / "whole" / "log.jsonl").read_text()
+    log = resumed.log()
+    assert torch.isfinite(log["test_loss"][[0, 10, 20, 30]]).all() and torch.isnan(log["test_loss"][5])
+
+
+def test_held_out_and_probe_streams_never_equal_a_training_batch():
+    task = RepeatedSubsequence()
+    held = task.held_out(8).tokens
+    for step in (7_919, 104_729, 0, 1):  # the offsets an additive scheme would have collided at
+        assert not torch.equal(task.train_batch(0, step, 8).tokens, held)
+
+
+def test_spec_refuses_settings_the_induction_model_does_not_have():
+    base = {"name": "x", "task": {"kind": "repeated_subsequence"}, "train": {"batch_size": 8}}
+    with pytest.raises(SpecError, match="model.attn_rate"):
+        RunSpec.from_dict({**base, "model": {"kind": "attn_only", "attn_rate": 0.5}})
+    with pytest.raises(SpecError, match="task.p"):
+        RunSpec.from_dict({**base, "task": {"kind": "repeated_subsequence", "p": 7}, "model": {"kind": "attn_only"}})
+    with pytest.raises(SpecError, match="goes with model.kind 'attn_only'"):
+        RunSpec.from_dict({"name": "x", "model": {"kind": "attn_only"}})
+
+
+def test_import_refuses_an_induction_spec_clearly(tmp_path):
+    from claimlens.builtin import builtin_spec_path
+    from claimlens.runs.importers import import_run
+
+    torch.save({"embed.W_E": torch.zeros(2, 2)}, tmp_path / "ck.pt")
+    with pytest.raises(SpecError, match="not supported yet"):
+        import_run(tmp_path / "ck.pt", tmp_path / "out", spec=RunSpec.from_toml(builtin_spec_path("induction_1l")),
+                   progress=False)
+    assert not (tmp_path / "out").exists()

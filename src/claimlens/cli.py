@@ -100,8 +100,10 @@ def _info_dict(run) -> dict:
                         "last": run.epochs[-1] if run.epochs else None},
     }
     if log["epoch"].numel():
-        finite = torch.isfinite(log["test_loss"])  # the induction toy measures its held-out loss at checkpoints only
-        last = int(finite.nonzero().max()) if bool(finite.any()) else -1
+        last = -1
+        if run.spec.task.is_sequences:  # the induction toy measures its held-out loss at checkpoints only
+            finite = torch.isfinite(log["test_loss"])
+            last = int(finite.nonzero().max()) if bool(finite.any()) else -1
         info["final"] = {k: float(v[last] if k.startswith("test") else v[-1]) for k, v in log.items() if k != "epoch"}
         info["final"]["epoch"] = int(log["epoch"][-1])
         if run.spec.task.is_sequences:

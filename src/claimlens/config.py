@@ -64,6 +64,10 @@ class TaskConfig:
         _check(self.kind in ("modular_addition", "repeated_subsequence"), "task.kind",
                "must be 'modular_addition' or 'repeated_subsequence'", self.kind)
         if self.is_sequences:
+            for key, default in (("p", 113), ("frac_train", 0.3)):
+                _check(getattr(self, key) == default, f"task.{key}",
+                       "is a modular-addition setting; the repeated-subsequence task does not use it (remove it)",
+                       getattr(self, key))
             for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats"):
                 value = getattr(self, key)
                 _check(isinstance(value, int) and value >= 2, f"task.{key}", "must be an integer ≥ 2", value)
@@ -93,7 +97,8 @@ class ModelConfig:
     ``kind = "attn_only"`` (the induction toy, claims_catalogue §3.6): ``n_layers`` attention-only blocks with
     learned positions, causal attention, LayerNorm before each block and before the unembedding when
     ``layer_norm`` (TransformerLens's default), over the task's vocabulary (``d_vocab``) and context (``n_ctx``);
-    both are taken from the task when left at 0.
+    both are taken from the task when left at 0. As for the transformer, the attention and unembedding biases
+    are held at zero unless ``attn_bias`` / ``unembed_bias`` (TransformerLens's own models train them).
     """
 
     kind: Literal["transformer", "mlp", "attn_only"] = "transformer"
@@ -137,6 +142,10 @@ class ModelConfig:
                 value = getattr(self, key)
                 _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
             _check(isinstance(self.layer_norm, bool), "model.layer_norm", "must be true or false", self.layer_norm)
+            for key, default in (("attn_rate", 1.0), ("equals_token", True), ("causal", True), ("d_mlp", 512)):
+                _check(getattr(self, key) == default, f"model.{key}",
+                       "is not a setting of the attention-only model (softmax causal attention, no MLP); remove it",
+                       getattr(self, key))
             return
         for key, default in (("n_layers", 1), ("layer_norm", False), ("d_vocab", 0), ("n_ctx", 0)):
             _check(getattr(self, key) == default, f"model.{key}",
@@ -217,13 +226,13 @@ class RunSpec:
 
     def validate(self) -> RunSpec:
         _check(bool(self.name) and isinstance(self.name, str), "name", "must be a non-empty string", self.name)
-        self.task.validate()
-        self.model.validate()
-        self.train.validate()
         sequences, attn_only = self.task.is_sequences, self.model.kind == "attn_only"
         if sequences != attn_only:
             raise SpecError("task.kind 'repeated_subsequence' goes with model.kind 'attn_only' and only with it "
                             f"(got task.kind {self.task.kind!r}, model.kind {self.model.kind!r})")
+        self.task.validate()
+        self.model.validate()
+        self.train.validate()
         if attn_only:
             _check(self.train.batch_size > 0, "train.batch_size",
                    "must be the number of sequences per step for the repeated-subsequence task", self.train.batch_size)

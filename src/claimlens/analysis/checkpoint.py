@@ -42,6 +42,11 @@ _FINAL: dict[tuple[str, str], Checkpoint] = {}
 
 def final_checkpoint(run) -> Checkpoint:
     """The final checkpoint of ``run``, shared for the session (keyed by the run's path and content hash)."""
+    if run.spec.task.is_sequences:
+        from claimlens.errors import RunError
+
+        raise RunError(f"run {run.name!r} learns repeated subsequences: the checkpoint analyses read the "
+                       f"modular-addition grid (claimlens.analysis.induction measures this run)")
     key = (str(run.path), run.content_hash)
     if key not in _FINAL:
         _FINAL[key] = Checkpoint(run, run.epochs[-1])

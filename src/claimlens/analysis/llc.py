@@ -36,6 +36,12 @@ DEFAULT_CONFIGS = {
 
 
 def default_config(run) -> SGLDConfig:
+    """The SGLD configuration for the run's model kind (the modular-addition transformer and MLP)."""
+    if run.spec.model.kind not in DEFAULT_CONFIGS:
+        from claimlens.errors import RunError
+
+        raise RunError(f"run {run.name!r} is an {run.spec.model.kind} model: the learning coefficient is estimated "
+                       f"for the modular-addition models ({', '.join(sorted(DEFAULT_CONFIGS))}) only")
     return DEFAULT_CONFIGS[run.spec.model.kind]
 
 

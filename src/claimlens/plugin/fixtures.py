@@ -233,6 +233,9 @@ def two_layer_partner(request: pytest.FixtureRequest, run):
 
     needs_sequences(run, "the control is compared with a 2-layer run of the same recipe")
     spec = run.spec
+    if spec.task.n_sequences:
+        pytest.skip(f"run {run.name!r} trains on a finite set of sequences: the 1-layer control is judged against "
+                    f"a fresh-data 2-layer run (not trained here: it would take {spec.train.epochs} steps)")
     partner = dataclasses.replace(spec, name=f"{spec.name}_2layer" if spec.model.n_layers == 1 else spec.name,
                                   model=dataclasses.replace(spec.model, n_layers=2)).validate()
     with uncaptured(request), _clear_errors(run):

@@ -26,9 +26,12 @@ SMOOTH_STEPS = 50  # "loss per step (smoothed over 50 steps)"
 
 @dataclass(frozen=True)
 class DropWindow:
-    """Where the smoothed loss fell: ``onset`` and ``end`` are the steps at which it passed 90% and 10% of the way
-    from its ``plateau`` level to its ``final`` level (``end`` None: it never got 90% of the way down);
-    ``steepest`` the step of its steepest fall."""
+    """Where the smoothed loss fell (catalogue §3.6: "the steps during which the smoothed loss goes from 90% to 10% of
+    the way between its plateau level and its final level", heights measured up from the final level):
+    ``onset`` is the last step before the steepest fall at which it was still at ≥ 90% of the height, ``end``
+    the first step after it at ≤ 10% (None: it never got that low); ``steepest`` the step of its steepest fall.
+    The plateau is measured on the steps up to half the steepest fall's step (our reading of "in its first
+    half")."""
 
     plateau: float
     final: float
