@@ -224,6 +224,18 @@ def induction(run):
 
 
 @pytest.fixture(scope="session")
+def lowrank(request: pytest.FixtureRequest, run):
+    """The gradient and checkpoint matrices' spectra (with their column-permutation nulls) and the PCA trajectory of
+    the per-example losses over every checkpoint (:class:`claimlens.analysis.lowrank.LowRank`; seconds to half a
+    minute for the built-in runs, not cached)."""
+    needs_weights(run, "the gradient and checkpoint matrices are built from the model's weights")
+    from claimlens.analysis.lowrank import lowrank_over_run
+
+    with uncaptured(request), _clear_errors(run):
+        return lowrank_over_run(run, progress=True)
+
+
+@pytest.fixture(scope="session")
 def two_layer_partner(request: pytest.FixtureRequest, run):
     """The 2-layer run of the same recipe as a 1-layer induction run (``model.n_layers = 2``, all else equal),
     trained on first use and cached — in a plain session, the built-in ``induction_2l``."""

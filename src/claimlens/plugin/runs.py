@@ -11,11 +11,11 @@ import pytest
 DEFAULT_SPEC = "fixtures/default.toml"
 # A plain `pytest claims/` (no --run): each family's built-in runs, with the claim families they judge (None: every
 # family). The default run is judged by every claim about modular addition; the pizza and clock models only by
-# their family's claims; the induction models by the induction claims.
+# their family's claims; the induction models by the induction and low-rank claims.
 DEFAULT_SESSION = {DEFAULT_SPEC: None, "fixtures/pizza.toml": frozenset({"pizza_clock"}),
                    "fixtures/clock.toml": frozenset({"pizza_clock"}),
-                   "fixtures/induction_2l.toml": frozenset({"induction"}),
-                   "fixtures/induction_1l.toml": frozenset({"induction"})}
+                   "fixtures/induction_2l.toml": frozenset({"induction", "lowrank"}),
+                   "fixtures/induction_1l.toml": frozenset({"induction", "lowrank"})}
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class RunRef:
         reason)."""
         if self.families is not None and family not in self.families:
             return False
-        return not (self.builtin and task is not None and self.task_kind() not in (None, task))
+        return not (self.builtin and task not in (None, "any") and self.task_kind() not in (None, task))
 
     @property
     def is_set(self) -> bool:

@@ -66,7 +66,8 @@ class ClaimSpec:
     claim (a trajectory claim needs :data:`claimlens.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
     that reason, before any analysis. ``family``: which built-in runs of a plain session it judges
     (:data:`claimlens.plugin.runs.DEFAULT_SESSION`). ``task``: the task its runs learn (``task.kind`` of a spec:
-    ``"modular_addition"`` or ``"repeated_subsequence"``); a run of another task is skipped with that reason."""
+    ``"modular_addition"``, ``"repeated_subsequence"`` or ``"any"``); a run of another task is skipped with that
+    reason."""
 
     id: str
     statement: str

@@ -1,0 +1,178 @@
+"""Low rank of training trajectories (claims_catalogue §3.4, §3.7): the Gram-matrix spectra against a plain SVD, the
+null and the turning angles against naive loops, the analysis against the matrices built whole on a small real run,
+and the rules on synthetic positives and negatives."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from claimlens.metrics import lowrank as L
+from claimlens.rules import lowrank as LR
+
+
+def _bounds(spec):
+    from claimlens.rules.base import Bound
+
+    return {k: Bound(t.value, k, t.source) for k, t in spec.thresholds.items()}
+
+
+@settings(max_examples=30, deadline=None)
+@given(S=st.integers(2, 12), n=st.integers(1, 40), block=st.integers(1, 16), seed=st.integers(0, 2**31 - 1))
+def test_gram_spectra_equal_a_plain_svd(S, n, block, seed):
+    X = torch.randn(S, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    acc = L.GramAccumulator(S)
+    for start in range(0, n, block):
+        acc.add(X[:, start:start + block])
+    torch.testing.assert_close(acc.gram, X @ X.T)
+    k = min(S, n)
+    torch.testing.assert_close(L.singular_values(acc.gram)[:k], torch.linalg.svdvals(X), atol=1e-6, rtol=1e-6)
+    centred = X - X.mean(0, keepdim=True)
+    torch.testing.assert_close(L.singular_values(L.centre(acc.gram))[:k], torch.linalg.svdvals(centred),
+                               atol=1e-6, rtol=1e-6)
+    unit = X / X.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(L.normalise_rows(acc.gram), unit @ unit.T)
+
+
+def test_null_permutes_each_column_independently():
+    X = torch.arange(40, dtype=torch.float64).view(8, 5)
+    acc = L.GramAccumulator(8, null=True, seed=3, row_scale=torch.full((8,), 2.0))
+    captured = []
+    add = acc.add
+
+    def spy(block):
+        x = block.double() * 2.0
+        order = torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).argsort(dim=0)
+        captured.append(x.gather(0, order))
+        add(block)
+
+    spy(X)
+    P = captured[0]
+    for j in range(5):  # each column keeps its entries
+        assert sorted(P[:, j].tolist()) == sorted((2 * X[:, j]).tolist())
+    assert not torch.equal(P, 2 * X)
+    torch.testing.assert_close(acc.gram, P @ P.T)
+
+
+def test_count_above():
+    sv = torch.tensor([10.0, 2.0, 1.0, 0.5])
+    assert [L.count_above(sv, f) for f in (0.05, 0.1, 0.15)] == [4, 3, 2]
+
+
+def _naive_angles(points):
+    out = []
+    for i in range(1, len(points) - 1):
+        a, b = points[i] - points[i - 1], points[i + 1] - points[i]
+        out.append(math.degrees(math.acos(max(-1.0, min(1.0, float(a @ b / (a.norm() * b.norm())))))))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+@settings(max_examples=30, deadline=None)
+@given(S=st.integers(3, 20), seed=st.integers(0, 2**31 - 1))
+def test_turning_angles_equal_naive_loop(S, seed):
+    pts = torch.randn(S, 2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    torch.testing.assert_close(L.turning_angles(pts), _naive_angles(pts))
+
+
+def test_pca_trajectory_matches_svd():
+    M = torch.randn(15, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    scores, explained = L.pca_trajectory(M)
+    C = M - M.mean(0)
+    U, s, _ = torch.linalg.svd(C, full_matrices=False)
+    torch.testing.assert_close(scores.abs(), (U[:, :2] * s[:2]).abs())
+    torch.testing.assert_close(explained, s[:2] ** 2 / (s ** 2).sum())
+
+
+def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):
+    """The streamed spectra equal the SVD of the matrices built whole (names in a fixed order: a checkpoint's dict
+    order is not)."""
+    from claimlens.analysis.lowrank import _loss_fn, lowrank_over_run
+    from claimlens.models import frozen_params
+
+    lr = lowrank_over_run(tiny_run)
+    frozen = frozen_params(tiny_run.spec.model, tiny_run.spec.task.p)
+    loss_fn, per_example = _loss_fn(tiny_run)
+    rows, ckpts, losses = [], [], []
+    for epoch in tiny_run.epochs:
+        params = tiny_run.checkpoint(epoch)
+        names = sorted(k for k in params if k not in frozen)
+        p = {k: v.clone().requires_grad_(k in names) for k, v in params.items()}
+        grads = torch.autograd.grad(loss_fn(p), [p[k] for k in names])
+        g = torch.cat([x.flatten() for x in grads]).double()
+        rows.append(g / g.norm())
+        ckpts.append(torch.cat([params[k].flatten() for k in sorted(params)]).double())
+        losses.append(L.log_loss(per_example(params).detach()))
+    G, C = torch.stack(rows), torch.stack(ckpts)
+    k = len(rows)
+    torch.testing.assert_close(lr.gradients.uncentred[:k], torch.linalg.svdvals(G), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(lr.checkpoints.uncentred[:k], torch.linalg.svdvals(C), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(lr.checkpoints.centred[:k], torch.linalg.svdvals(C - C.mean(0)), atol=1e-3, rtol=1e-4)
+    scores, _ = L.pca_trajectory(torch.stack(losses))
+    torch.testing.assert_close(lr.pca.abs(), scores.abs())
+    assert lr.n_params == C.shape[1]
+
+
+# ----------------------------------------------------------------------------- the rules
+
+
+class _Spectrum:
+    def __init__(self, X):
+        from claimlens.analysis.lowrank import Spectrum
+
+        def sv(m):
+            return L.singular_values(m @ m.T)
+
+        perm = torch.rand(X.shape, generator=torch.Generator().manual_seed(1)).argsort(dim=0)
+        N = X.gather(0, perm)
+        self.spectrum = Spectrum(sv(X), sv(X - X.mean(0)), sv(N), sv(N - N.mean(0)))
+
+
+def test_checkpoint_rule_passes_low_rank_and_fails_full_rank():
+    gen = torch.Generator().manual_seed(0)
+    low = torch.randn(40, 3, generator=gen, dtype=torch.float64) @ torch.randn(3, 500, generator=gen, dtype=torch.float64)
+    full = torch.randn(40, 500, generator=gen, dtype=torch.float64)
+    th = _bounds(LR.CHECKPOINT_MATRIX_IS_LOW_RANK)
+    assert LR.checkpoint_matrix_is_low_rank(_Spectrum(low).spectrum, 40, th).passed
+    assert not LR.checkpoint_matrix_is_low_rank(_Spectrum(full).spectrum, 40, th).passed
+
+
+def test_gradient_rule_fails_on_its_own_null():
+    """A matrix with nothing going on (independent rows) is as high-rank as its permutation null."""
+    X = torch.randn(40, 500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    X = X / X.norm(dim=1, keepdim=True)
+    verdict = LR.gradient_updates_are_low_rank(_Spectrum(X).spectrum, 40, _bounds(LR.GRADIENT_UPDATES_ARE_LOW_RANK))
+    assert not verdict.passed
+
+
+def _trajectory_with_turns_at(epochs, turn_epochs):
+    """A PC1–PC2 path going straight, turning 90° at each of ``turn_epochs``."""
+    pts, direction, pos = [], torch.tensor([1.0, 0.0], dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for e in epochs:
+        pts.append(pos.clone())
+        if e in turn_epochs:
+            direction = torch.stack([-direction[1], direction[0]])
+        pos = pos + direction
+    return torch.stack(pts)
+
+
+def test_pca_rule_passes_turns_at_t1_and_t2_and_fails_elsewhere():
+    epochs = torch.arange(0, 3000, 50)
+    th = _bounds(LR.PCA_TURNS_AT_PHASE_CHANGE)
+    phases = {"t1": 400, "t2": 1500, "t3": 2500}
+    explained = torch.tensor([0.6, 0.3], dtype=torch.float64)
+    good = LR.pca_turns_at_phase_change(_trajectory_with_turns_at(epochs.tolist(), {400, 1500}), explained, epochs,
+                                        phases, th)
+    assert good.passed, good.failure_message()
+    bad = LR.pca_turns_at_phase_change(_trajectory_with_turns_at(epochs.tolist(), {1000, 2000}), explained, epochs,
+                                       phases, th)
+    assert not bad.passed
+    none = LR.pca_turns_at_phase_change(_trajectory_with_turns_at(epochs.tolist(), {400, 1500}), explained, epochs,
+                                        {"phase change": None}, th, unresolved="no phase change")
+    assert not none.passed
+    induction = LR.pca_turns_at_phase_change(_trajectory_with_turns_at(epochs.tolist(), {1200, 300}), explained,
+                                             epochs, {"phase change": 1150}, th)
+    assert induction.passed
