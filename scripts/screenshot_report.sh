@@ -8,6 +8,6 @@ out="${2:-${page%.html}.png}"
 profile="$(mktemp -d)"
 trap 'rm -rf "$profile"' EXIT
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
-    --disable-component-update --disable-sync --user-data-dir="$profile" --window-size=1200,2400 \
+    --disable-component-update --disable-sync --user-data-dir="$profile" --window-size=1200,${SHOT_HEIGHT:-2400} \
     --screenshot="$out" "file://$page" 2>/dev/null
 echo "wrote $out"

@@ -27,6 +27,8 @@ def _record_counts(v: Verdict, what: str, spectrum) -> None:
 def _spectrum_series(v: Verdict, what: str, spectrum) -> None:
     for k in ("uncentred", "centred", "null", "null_centred"):
         sv = getattr(spectrum, k)
+        if k.endswith("centred") and k != "uncentred":
+            sv = sv[:-1]  # subtracting the mean row leaves rank S − 1: the last value is 0 up to rounding
         rel = sv / sv[0] if float(sv[0]) > 0 else sv
         v.add_points(f"{what}, {k.replace('_', ', ')}: σ_i / σ_max", "index i", list(range(1, len(sv) + 1)),
                      rel.tolist(), log=True)
