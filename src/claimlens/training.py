@@ -75,20 +75,10 @@ class Trainer:
         tokens, labels = task.tokens.to(device), task.labels.to(device)
         tr, te = task.train_idx.to(device), task.test_idx.to(device)
         x_train, y_train, x_test, y_test = tokens[tr], labels[tr], tokens[te], labels[te]
-
-        frozen = frozen_params(spec.model, spec.task.p)
-        params = {k: v.to(device).requires_grad_(k not in frozen) for k, v in params.items()}
-        trainable = [k for k in params if k not in frozen]
-        optimizer = self._optimizer([params[k] for k in trainable])
-        if opt_state is not None:
-            _restore_optimizer(optimizer, trainable, opt_state, device)
-
+        params, trainable, optimizer = self._parameters(params, opt_state)
         cfg = spec.train
-        schedule = set(cfg.checkpoint_epochs)
-        pending: list[dict[str, float]] = []
-        bar = _progress(start, cfg.epochs, spec.name, self.progress)
-        t0 = time.perf_counter()
-        for epoch in range(start, cfg.epochs + 1):
+
+        def step(epoch: int, checkpoint: bool):
             if cfg.batch_size:
                 with torch.no_grad():
                     logits = forward(params, x_train, spec.model).logits
@@ -107,28 +97,13 @@ class Trainer:
                     "train_acc": (logits.argmax(-1) == y_train).double().mean().item(),
                     "test_acc": (test_logits.argmax(-1) == y_test).double().mean().item(),
                 }
-            pending.append(row)
-            for callback in self.callbacks:
-                callback(epoch, row)
-            if epoch in schedule:
-                self._checkpoint(writer, epoch, params, optimizer, trainable, pending)
-                pending = []
-            if bar is not None:
-                bar.update(1)
-                if epoch % 50 == 0 or epoch == cfg.epochs:  # the bar ends on the final values
-                    bar.set_postfix(train=f"{row['train_loss']:.2e}", test=f"{row['test_loss']:.2e}",
-                                    test_acc=f"{row['test_acc']:.3f}")
-            if epoch == cfg.epochs:
-                break
-            optimizer.param_groups[0]["lr"] = cfg.lr * lr_factor(epoch, cfg.warmup_steps)
-            optimizer.zero_grad(set_to_none=True)
-            loss_for_step.backward()
-            optimizer.step()
-        if bar is not None:
-            bar.close()
-        writer.set_source(train_seconds=round(writer.manifest["source"].get("train_seconds", 0.0)
-                                              + time.perf_counter() - t0, 3))
-        return writer.finish()
+            return row, loss_for_step
+
+        def postfix(row):
+            return {"train": f"{row['train_loss']:.2e}", "test": f"{row['test_loss']:.2e}",
+                    "test_acc": f"{row['test_acc']:.3f}"}
+
+        return self._loop(writer, params, optimizer, trainable, start, step, postfix, unit="epoch")
 
     def _train_sequences(self) -> Run:
         """The induction toy: one step per "epoch" on ``batch_size`` sequences (fresh, or drawn from the finite
@@ -142,12 +117,7 @@ class Trainer:
         spec, device, cfg = self.spec, self.device, self.spec.train
         task = RepeatedSubsequence.from_config(spec.task)
         writer, params, opt_state, start = self._start_or_resume(task)
-        frozen = frozen_params(spec.model, spec.task.p)
-        params = {k: v.to(device).requires_grad_(k not in frozen) for k, v in params.items()}
-        trainable = [k for k in params if k not in frozen]
-        optimizer = self._optimizer([params[k] for k in trainable])
-        if opt_state is not None:
-            _restore_optimizer(optimizer, trainable, opt_state, device)
+        params, trainable, optimizer = self._parameters(params, opt_state)
         held_out = task.held_out()
         held_tokens, held_scored = held_out.tokens.to(device), task.scored(held_out).to(device)
 
@@ -156,35 +126,59 @@ class Trainer:
             targets = tokens[:, 1:][scored]
             return cross_entropy_f64(logits, targets), (logits.argmax(-1) == targets).double().mean()
 
-        schedule = set(cfg.checkpoint_epochs)
-        pending: list[dict[str, float]] = []
-        bar = _progress(start, cfg.epochs, spec.name, self.progress, unit="step")
-        t0 = time.perf_counter()
-        for step in range(start, cfg.epochs + 1):
-            batch = task.train_batch(cfg.seed, step, cfg.batch_size)
-            tokens, scored = batch.tokens.to(device), task.scored(batch).to(device)
-            loss, acc = loss_acc(tokens, scored)
-            row = {"epoch": step, "train_loss": loss.item(), "test_loss": math.nan, "train_acc": acc.item(),
+        def step(n: int, checkpoint: bool):
+            batch = task.train_batch(cfg.seed, n, cfg.batch_size)
+            loss, acc = loss_acc(batch.tokens.to(device), task.scored(batch).to(device))
+            row = {"epoch": n, "train_loss": loss.item(), "test_loss": math.nan, "train_acc": acc.item(),
                    "test_acc": math.nan}
-            if step in schedule:
+            if checkpoint:
                 with torch.no_grad():
                     test_loss, test_acc = loss_acc(held_tokens, held_scored)
                 row.update(test_loss=test_loss.item(), test_acc=test_acc.item())
+            return row, loss
+
+        def postfix(row):
+            return {"loss": f"{row['train_loss']:.3f}", "acc": f"{row['train_acc']:.3f}"}
+
+        return self._loop(writer, params, optimizer, trainable, start, step, postfix, unit="step")
+
+    def _parameters(self, params, opt_state):
+        """The parameters on the device (frozen ones without gradients), the trainable names, and the optimiser
+        (its state restored when resuming)."""
+        spec, device = self.spec, self.device
+        frozen = frozen_params(spec.model, spec.task.p)
+        params = {k: v.to(device).requires_grad_(k not in frozen) for k, v in params.items()}
+        trainable = [k for k in params if k not in frozen]
+        optimizer = self._optimizer([params[k] for k in trainable])
+        if opt_state is not None:
+            _restore_optimizer(optimizer, trainable, opt_state, device)
+        return params, trainable, optimizer
+
+    def _loop(self, writer: RunWriter, params, optimizer, trainable, start: int, step, postfix, *, unit: str) -> Run:
+        """Epochs ``start … epochs``: ``step(epoch, is_checkpoint) → (log row, loss to step on)``, the log and the
+        checkpoints written through ``writer``, then the optimiser step (none after the last epoch)."""
+        cfg = self.spec.train
+        schedule = set(cfg.checkpoint_epochs)
+        pending: list[dict[str, float]] = []
+        bar = _progress(start, cfg.epochs, self.spec.name, self.progress, unit=unit)
+        t0 = time.perf_counter()
+        for epoch in range(start, cfg.epochs + 1):
+            row, loss_for_step = step(epoch, epoch in schedule)
             pending.append(row)
             for callback in self.callbacks:
-                callback(step, row)
-            if step in schedule:
-                self._checkpoint(writer, step, params, optimizer, trainable, pending)
+                callback(epoch, row)
+            if epoch in schedule:
+                self._checkpoint(writer, epoch, params, optimizer, trainable, pending)
                 pending = []
             if bar is not None:
                 bar.update(1)
-                if step % 50 == 0 or step == cfg.epochs:
-                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}")
-            if step == cfg.epochs:
+                if epoch % 50 == 0 or epoch == cfg.epochs:  # the bar ends on the final values
+                    bar.set_postfix(**postfix(row))
+            if epoch == cfg.epochs:
                 break
-            optimizer.param_groups[0]["lr"] = cfg.lr * lr_factor(step, cfg.warmup_steps)
+            optimizer.param_groups[0]["lr"] = cfg.lr * lr_factor(epoch, cfg.warmup_steps)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss_for_step.backward()
             optimizer.step()
         if bar is not None:
             bar.close()
