@@ -73,7 +73,7 @@ def test_inner_gaps_spread_the_repeat_distance():
 
 def test_spec_refuses_mismatched_task_and_model():
     seq = TaskConfig(kind="repeated_subsequence")
-    with pytest.raises(SpecError, match="goes with model.kind 'attn_only'"):
+    with pytest.raises(SpecError, match="task.kind 'repeated_subsequence' needs model.kind 'attn_only'"):
         RunSpec("x", task=seq, model=ModelConfig(), train=TrainConfig(batch_size=8)).validate()
     with pytest.raises(SpecError, match="batch_size"):
         RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence"}, "model": {"kind": "attn_only"}})
@@ -372,7 +372,7 @@ def test_spec_refuses_settings_the_induction_model_does_not_have():
         RunSpec.from_dict({**base, "model": {"kind": "attn_only", "attn_rate": 0.5}})
     with pytest.raises(SpecError, match="task.p"):
         RunSpec.from_dict({**base, "task": {"kind": "repeated_subsequence", "p": 7}, "model": {"kind": "attn_only"}})
-    with pytest.raises(SpecError, match="goes with model.kind 'attn_only'"):
+    with pytest.raises(SpecError, match="model.kind 'attn_only' needs task.kind 'repeated_subsequence'"):
         RunSpec.from_dict({"name": "x", "model": {"kind": "attn_only"}})
 
 

@@ -227,9 +227,12 @@ class RunSpec:
     def validate(self) -> RunSpec:
         _check(bool(self.name) and isinstance(self.name, str), "name", "must be a non-empty string", self.name)
         sequences, attn_only = self.task.is_sequences, self.model.kind == "attn_only"
-        if sequences != attn_only:
-            raise SpecError("task.kind 'repeated_subsequence' goes with model.kind 'attn_only' and only with it "
-                            f"(got task.kind {self.task.kind!r}, model.kind {self.model.kind!r})")
+        if attn_only and not sequences:
+            raise SpecError(f"model.kind 'attn_only' needs task.kind 'repeated_subsequence' (got task.kind "
+                            f"{self.task.kind!r}; it defaults to 'modular_addition')")
+        if sequences and not attn_only:
+            raise SpecError(f"task.kind 'repeated_subsequence' needs model.kind 'attn_only' (got model.kind "
+                            f"{self.model.kind!r}; it defaults to 'transformer')")
         self.task.validate()
         self.model.validate()
         self.train.validate()

@@ -347,7 +347,7 @@ def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = No
     if spec is not None and (spec.task.is_sequences or spec.model.kind == "attn_only"):
         raise SpecError(f"spec {spec.name!r} is an attention-only model of the repeated-subsequence task: importing "
                         f"its checkpoints is not supported yet (only modular-addition models); train it with "
-                        f"`claimlens train` or open a claimlens run directory with --run")
+                        f"`claimlens train SPEC --out DIR` and judge it with `pytest claims/ --run DIR`")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunError(f"--out {str(out)!r} already exists and is not empty; nothing was written. Choose a new "
                        f"--out, or remove that folder first")
