@@ -457,7 +457,7 @@ def test_a_single_checkpoint_run_skips_trajectory_claims_and_info_invents_no_epo
 
     assert records
     for r in records:
-        if CLAIMS[r["claim_id"]].task != "modular_addition":  # the induction claims: another task, skipped first
+        if CLAIMS[r["claim_id"]].task == "repeated_subsequence":  # the induction claims: another task, skipped first
             assert r["outcome"] == "skipped" and "claim about the repeated subsequence task" in r["message"]
         elif CLAIMS[r["claim_id"]].min_checkpoints > 1:
             assert r["outcome"] == "skipped" and "needs ≥ 10 checkpoints" in r["message"], r["claim_id"]

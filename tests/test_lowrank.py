@@ -112,7 +112,8 @@ def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):
     torch.testing.assert_close(lr.checkpoints.uncentred[:k], torch.linalg.svdvals(C), atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(lr.checkpoints.centred[:k], torch.linalg.svdvals(C - C.mean(0)), atol=1e-3, rtol=1e-4)
     scores, _ = L.pca_trajectory(torch.stack(losses))
-    torch.testing.assert_close(lr.pca.abs(), scores.abs())
+    # the transformer's losses come from the progress measures' cache (float32 log10): equal to float32 precision
+    torch.testing.assert_close(lr.pca.abs(), scores.abs(), atol=1e-3, rtol=1e-3)
     assert lr.n_params == C.shape[1]
 
 

@@ -115,8 +115,15 @@ def _spectrum(blocks, n_rows: int, *, normalise: bool) -> Spectrum:
 
 
 def lowrank_over_run(run, *, progress: bool = False) -> LowRank:
-    """Every measure of :class:`LowRank` over every checkpoint of ``run`` (seconds for the built-in runs)."""
+    """Every measure of :class:`LowRank` over every checkpoint of ``run`` (seconds for the built-in runs). A
+    transformer's per-example losses come from the progress measures (:func:`claimlens.analysis.progress.evaluate`,
+    cached: one forward pass over the grid per checkpoint for the whole session)."""
     spec, epochs = run.spec, run.epochs
+    shared = None
+    if spec.model.kind == "transformer":
+        from claimlens.analysis.progress import evaluate
+
+        shared = evaluate(run).per_example_log_loss
     S = len(epochs)
     frozen = frozen_params(spec.model, spec.task.p)
     loss_fn, per_example = _loss_fn(run)
@@ -133,8 +140,9 @@ def lowrank_over_run(run, *, progress: bool = False) -> LowRank:
                 grads = np.lib.format.open_memmap(Path(tmp) / "gradients.npy", mode="w+", dtype=np.float32,
                                                   shape=(S, flat.size))
             grads[i] = flat
-            with torch.no_grad():
-                losses.append(L.log_loss(per_example(params).detach()))
+            if shared is None:
+                with torch.no_grad():
+                    losses.append(L.log_loss(per_example(params).detach()))
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -157,7 +165,7 @@ def lowrank_over_run(run, *, progress: bool = False) -> LowRank:
             yield run.stacked(name).reshape(S, -1)
 
     checkpoints = _spectrum(checkpoint_blocks, S, normalise=False)
-    matrix = torch.stack(losses)  # [S, N]: N examples, small next to the parameters
+    matrix = shared.double() if shared is not None else torch.stack(losses)  # [S, N]: small next to the parameters
     pca, explained = L.pca_trajectory(matrix)
     return LowRank(torch.tensor(epochs), gradients, checkpoints, pca, explained, L.turning_angles(pca),
                    n_params, matrix.shape[1])

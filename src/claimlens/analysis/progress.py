@@ -51,7 +51,8 @@ from claimlens.metrics.losses import accuracy, cross_entropy_f64
 from claimlens.models import n_ctx
 from claimlens.series import Series, SeriesUnavailable
 
-VERSION = 3  # 2: random-direction control, neuron key frequencies, G-QUAD per neuron; 3: key vote share, balanced trig loss
+VERSION = 4  # 2: random-direction control, neuron key frequencies, G-QUAD per neuron; 3: key vote share, balanced trig
+# loss; 4: the per-example log10 losses (the low-rank claims' PCA reads them from the same forward pass)
 CACHE = AnalysisCache("series", VERSION)
 
 
@@ -64,6 +65,8 @@ class ProgressMeasures:
     keys: fo.KeyFrequencies
     series: dict[str, Series]
     from_cache: bool = False
+    # [n_epochs, p²] float32: log10 of each grid row's cross entropy at each checkpoint (catalogue §3.4, G-PTLPCA)
+    per_example_log_loss: torch.Tensor | None = None
 
     def __contains__(self, name: str) -> bool:
         return name in self.series
@@ -125,18 +128,20 @@ def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_clus
                 labels = json.loads(meta["labels"])
                 epochs = tensors["__epochs__"]
                 series = {name: Series(name, epochs, tensors[name], tuple(labels[name])) for name in labels}
-                return ProgressMeasures(epochs, kf, series, from_cache=True)
+                return ProgressMeasures(epochs, kf, series, from_cache=True,
+                                        per_example_log_loss=tensors["__per_example_log_loss__"])
             except (KeyError, ValueError):
                 pass  # damaged: recomputed
-    epochs, series = _compute(run, kf.keys, progress)
+    epochs, series, per_example = _compute(run, kf.keys, progress)
     if cache:
-        tensors = {"__epochs__": epochs, **{name: s.data.clone() for name, s in series.items()}}
+        tensors = {"__epochs__": epochs, "__per_example_log_loss__": per_example,
+                   **{name: s.data.clone() for name, s in series.items()}}
         CACHE.save(run, args, tensors, {"labels": json.dumps({name: list(s.labels) for name, s in series.items()})})
-    return ProgressMeasures(epochs, kf, series)
+    return ProgressMeasures(epochs, kf, series, per_example_log_loss=per_example)
 
 
 @torch.no_grad()
-def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[str, Series]]:
+def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
     p, model, task = run.spec.task.p, run.spec.model, run.task
     labels = task.labels
     tr, te = task.train_idx, task.test_idx
@@ -157,10 +162,12 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
     neuron_freq = final_neurons.details["neuron_freq"]  # [d_mlp]: each neuron's frequency in the final model
     random_dirs = pm.random_grid_directions(p, 2, seed=0)
     param_names = None
+    per_example = []
     for epoch in iterator:
         ckpt = checkpoint(run, epoch)
         params, acts = ckpt.params, ckpt.activations
         L = acts.logits.to(torch.float64)
+        per_example.append(log10_losses(L, labels).float())
         names["train_loss"].append(cross_entropy_f64(L[tr], labels[tr]))
         names["test_loss"].append(cross_entropy_f64(L[te], labels[te]))
         names["train_acc"].append(accuracy(L[tr], labels[tr]))
@@ -211,4 +218,11 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
     series["trig_loss_train"] = Series("trig_loss_train", ep, rl.data[1:2])
     ssw = series["sum_sq_weights_by_param"]
     series["sum_sq_weights"] = Series("sum_sq_weights", ep, ssw.data.sum(0, keepdim=True))
-    return ep, series
+    return ep, series, torch.stack(per_example)
+
+
+def log10_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[N]`` log10 of each example's cross entropy (float64 logits ``[N, C]``), floored at 1e-12 (catalogue §3.4:
+    the losses span 1e-8 … 30)."""
+    losses = -logits.log_softmax(-1).gather(1, labels[:, None]).squeeze(1)
+    return losses.clamp_min(1e-12).log10()
