@@ -44,8 +44,8 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
                     f"window of this claim is the fresh-data phase change")
     m = induction
     for layer in range(m.n_layers):  # the best head of each layer (every head's scores are in run.json's analysis)
-        claim.verdict.add_series(m.best(m.induction_score, layer))
-        claim.verdict.add_series(m.best(m.previous_token_score, layer))
+        claim.verdict.add_series(m.best(m.induction_score, layer), x_name="step")
+        claim.verdict.add_series(m.best(m.previous_token_score, layer), x_name="step")
     claim.record("induction score of uniform attention (chance)", m.chance)
     head = max(range(len(m.induction_score.labels)), key=lambda i: float(m.induction_score.data[i].max()))
     claim.record("best induction score of any head, layer 0 included", float(m.induction_score.data[head].max()),

@@ -19,6 +19,8 @@ from claimlens.report.document import OUTCOMES, load, summary
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
 
+OVER_TRAINING = ("epoch", "step")  # x axes of series over a run (phase lines apply), not over a run set
+
 def esc(x: Any) -> str:
     return html.escape("" if x is None else str(x), quote=True)
 
@@ -83,7 +85,7 @@ def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = N
                    f'<text x="{left - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">{esc(label)}</text>')
     for t in _ticks(x0, x1, False):
         x = X(t)
-        tick = int(t) if x_name == "epoch" else f"{t:.3g}"
+        tick = int(t) if x_name in OVER_TRAINING else f"{t:.3g}"
         out.append(f'<text x="{x:.1f}" y="{height - 10}" class="tick" text-anchor="middle">{tick}</text>')
     for name, epoch in (phases or {}).items():
         if isinstance(epoch, (int, float)) and x0 <= epoch <= x1:
@@ -173,7 +175,7 @@ def _record_card(r: dict) -> str:
         groups[(s.get("log_scale", False), s.get("x_name", "epoch"))].append(
             {"name": s["name"] + (f" [{s['label']}]" if s.get("label") else ""), "epochs": s["epochs"],
              "values": s["values"]})
-    charts = "".join(svg_chart(lines, log=key[0], phases=r.get("phases") if key[1] == "epoch" else None, x_name=key[1])
+    charts = "".join(svg_chart(lines, log=key[0], phases=r.get("phases") if key[1] in OVER_TRAINING else None, x_name=key[1])
                      for key, lines in groups.items())
     notes = "".join(f"<li>{esc(n)}</li>" for n in r.get("notes", []))
     message = f'<pre class="msg">{esc(r["message"])}</pre>' if r.get("message") else ""

@@ -214,8 +214,10 @@ class Verdict:
 
     # -- what it read
 
-    def add_series(self, s: Series, *, log: bool = False, label: str = "") -> Series:
-        self.series.append(SeriesRecord(s, label, log))
+    def add_series(self, s: Series, *, log: bool = False, label: str = "", x_name: str = "epoch") -> Series:
+        """A series the verdict read, charted over its epochs (``x_name = "step"`` for a run whose epochs are
+        optimiser steps on minibatches, as the induction toy's)."""
+        self.series.append(SeriesRecord(s, label, log, x_name))
         return s
 
     def add_points(self, name: str, x_name: str, xs: list[float], ys: list[float | None], *, log: bool = False,

@@ -111,10 +111,10 @@ def phase_change_is_sudden(loss: Series, th) -> Verdict:
         return v.skip(f"needs the loss at ≥ {4 * SMOOTH_STEPS} consecutive steps; the run logged {len(loss)}")
     window = drop_window(loss)
     if isinstance(window, str):
-        v.add_series(smooth(loss))
+        v.add_series(smooth(loss), x_name="step")
         v.require(False, "a drop window", window)
         return v
-    v.add_series(window.smoothed)
+    v.add_series(window.smoothed, x_name="step")
     v.phase_lines({"onset": window.onset, "steepest": window.steepest, "end": window.end})
     v.record("plateau level (nats)", window.plateau)
     v.record("final level (nats)", window.final)
@@ -156,8 +156,8 @@ def heads_form_at_the_phase_change(loss: Series, induction: Series, previous: Se
     if n_layers < 2:
         return v.skip(f"a {n_layers}-layer model has no second layer to hold an induction head (its control claim is "
                       f"induction_needs_two_layers)")
-    v.add_series(induction)
-    v.add_series(previous)
+    v.add_series(induction, x_name="step")
+    v.add_series(previous, x_name="step")
     window = drop_window(loss) if len(loss) >= 4 * SMOOTH_STEPS else "too few steps logged"
     if isinstance(window, str) or window.end is None:
         v.require(False, "a drop window", window if isinstance(window, str) else "the loss never finished its drop")
@@ -206,8 +206,8 @@ def needs_two_layers(loss_1l: Series, induction_1l: Series, plateau_2l: float, t
     ``plateau_2l``: the plateau level of the 2-layer model of the same recipe (:func:`drop_window`)."""
     v = Verdict(NEEDS_TWO_LAYERS.id)
     sm = smooth(loss_1l)
-    v.add_series(sm)
-    v.add_series(induction_1l)
+    v.add_series(sm, x_name="step")
+    v.add_series(induction_1l, x_name="step")
     v.record("2-layer plateau level (nats)", plateau_2l)
     v.check("best induction score (1 layer)", float(induction_1l.values.max()), "<", th["induction_max"],
             epoch=int(induction_1l.epochs[int(induction_1l.values.argmax())]))
@@ -236,8 +236,8 @@ FINITE_DATA_GROKS = ClaimSpec(
 def finite_data_groks(train_loss: Series, test_loss: Series, d_vocab: int, th) -> Verdict:
     """``train_loss`` per step, ``test_loss`` where it was measured (held-out sequences)."""
     v = Verdict(FINITE_DATA_GROKS.id)
-    v.add_series(train_loss, log=True)
-    v.add_series(test_loss, log=True)
+    v.add_series(train_loss, log=True, x_name="step")
+    v.add_series(test_loss, log=True, x_name="step")
     uniform = math.log(d_vocab)
     initial = float(test_loss.values[0])
     peak_epoch, peak = test_loss.argmax()
