@@ -18,6 +18,15 @@ IH = 'Olsson et al. (2022), "In-context learning and induction heads", Argument 
 FRACTIONS = (0.05, 0.1, 0.15)  # the post's footnote: the count's sensitivity to the cut
 
 
+def _spectrum_verdict(claim_id: str, what: str, spectrum, n_rows: int) -> Verdict:
+    """A verdict holding the spectra (against the null) and the counts at every cut of ``FRACTIONS``."""
+    v = Verdict(claim_id)
+    _spectrum_series(v, what, spectrum)
+    _record_counts(v, what, spectrum)
+    v.record("rows (checkpoints)", n_rows)
+    return v
+
+
 def _record_counts(v: Verdict, what: str, spectrum) -> None:
     for f in FRACTIONS:
         for k, n in spectrum.counts(f).items():
@@ -52,10 +61,7 @@ GRADIENT_UPDATES_ARE_LOW_RANK = ClaimSpec(
 
 def gradient_updates_are_low_rank(spectrum, n_rows: int, th) -> Verdict:
     """``spectrum``: :class:`claimlens.analysis.lowrank.Spectrum` of the row-normalised gradient matrix."""
-    v = Verdict(GRADIENT_UPDATES_ARE_LOW_RANK.id)
-    _spectrum_series(v, "gradient matrix", spectrum)
-    _record_counts(v, "gradient matrix", spectrum)
-    v.record("rows (checkpoints sampled)", n_rows)
+    v = _spectrum_verdict(GRADIENT_UPDATES_ARE_LOW_RANK.id, "gradient matrix", spectrum, n_rows)
     for k in ("uncentred", "centred"):
         counts = spectrum.counts(0.1)
         null = counts["null" if k == "uncentred" else "null_centred"]
@@ -81,10 +87,7 @@ CHECKPOINT_MATRIX_IS_LOW_RANK = ClaimSpec(
 
 
 def checkpoint_matrix_is_low_rank(spectrum, n_rows: int, th) -> Verdict:
-    v = Verdict(CHECKPOINT_MATRIX_IS_LOW_RANK.id)
-    _spectrum_series(v, "checkpoint matrix", spectrum)
-    _record_counts(v, "checkpoint matrix", spectrum)
-    v.record("rows (checkpoints)", n_rows)
+    v = _spectrum_verdict(CHECKPOINT_MATRIX_IS_LOW_RANK.id, "checkpoint matrix", spectrum, n_rows)
     v.check("singular values ≥ 0.1 σ_max (uncentred)", spectrum.counts(0.1)["uncentred"], "<=", th["max_count"])
     return v
 
