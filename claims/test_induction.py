@@ -43,9 +43,13 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
         pytest.skip(f"run {run.name!r} trains on a finite set of {run.spec.task.n_sequences} sequences: the drop "
                     f"window of this claim is the fresh-data phase change")
     m = induction
-    for layer in range(m.n_layers):  # the best head of each layer (every head's scores are in run.json's analysis)
-        claim.verdict.add_series(m.best(m.induction_score, layer), x_name="step")
-        claim.verdict.add_series(m.best(m.previous_token_score, layer), x_name="step")
+    best_induction = max((m.best(m.induction_score, layer) for layer in range(1, m.n_layers)),
+                         key=lambda s: float(s.values.max()), default=None)
+    judged = {s.name for s in (best_induction, m.best(m.previous_token_score, 0)) if s is not None}
+    for layer in range(m.n_layers):  # each layer's best head; the rule adds the two curves it judges
+        for series in (m.best(m.induction_score, layer), m.best(m.previous_token_score, layer)):
+            if series.name not in judged or m.n_layers < 2:
+                claim.verdict.add_series(series, x_name="step")
     claim.record("induction score of uniform attention (chance)", m.chance)
     head = max(range(len(m.induction_score.labels)), key=lambda i: float(m.induction_score.data[i].max()))
     claim.record("best induction score of any head, layer 0 included", float(m.induction_score.data[head].max()),
@@ -53,12 +57,8 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
     if m.n_layers < 2:
         pytest.skip(f"run {run.name!r} has 1 layer: no second layer to hold an induction head (its control claim "
                     f"is induction_needs_two_layers)")
-    best_induction = max((m.best(m.induction_score, layer) for layer in range(1, m.n_layers)),
-                         key=lambda s: float(s.values.max()))
-    verdict = IND.heads_form_at_the_phase_change(training_log["train_loss"], best_induction,
-                                                 m.best(m.previous_token_score, 0), m.n_layers, claim.thresholds)
-    verdict.series.clear()  # the same curves were added above, one per layer
-    claim.judge(verdict)
+    claim.judge(IND.heads_form_at_the_phase_change, training_log["train_loss"], best_induction,
+                m.best(m.previous_token_score, 0), m.n_layers)
 
 
 @pytest.mark.claim(IND.NEEDS_TWO_LAYERS)

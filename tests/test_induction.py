@@ -222,6 +222,16 @@ def test_finite_data_rule_skips_a_run_too_short_to_decide(source):
     assert verdict.skipped and "too short to decide" in verdict.skipped
 
 
+def test_finite_data_rule_fails_on_fresh_data(source):
+    """The fresh-data curve as both train and test loss: no memorisation, the test loss comes down with the train
+    loss (back below ln V at step 247, before the train loss is below 1 at 1077), so the rule fails."""
+    loss = source.series["induction_loss"]
+    verdict = IND.finite_data_groks(loss, loss, 128, _bounds(IND.FINITE_DATA_GROKS))
+    assert not verdict.passed and not verdict.skipped
+    ratio = next(c for c in verdict.checks if c.name.startswith("generalisation step"))
+    assert ratio.status == "failed" and ratio.value < 1
+
+
 def _steps(values):
     return Series.of("loss", list(range(len(values))), values)
 
