@@ -18,9 +18,8 @@ IH = 'Olsson et al. (2022), "In-context learning and induction heads", Argument 
 FRACTIONS = (0.05, 0.1, 0.15)  # the post's footnote: the count's sensitivity to the cut
 
 
-def _spectrum_verdict(claim_id: str, what: str, spectrum, n_rows: int) -> Verdict:
-    """A verdict holding the spectra (against the null) and the counts at every cut of ``FRACTIONS``."""
-    v = Verdict(claim_id)
+def _spectrum_verdict(v: Verdict, what: str, spectrum, n_rows: int) -> Verdict:
+    """``v`` with the spectra (against the null) and the counts at every cut of ``FRACTIONS``."""
     _spectrum_series(v, what, spectrum)
     _record_counts(v, what, spectrum)
     v.record("rows (checkpoints)", n_rows)
@@ -61,7 +60,7 @@ GRADIENT_UPDATES_ARE_LOW_RANK = ClaimSpec(
 
 def gradient_updates_are_low_rank(spectrum, n_rows: int, th) -> Verdict:
     """``spectrum``: :class:`claimlens.analysis.lowrank.Spectrum` of the row-normalised gradient matrix."""
-    v = _spectrum_verdict(GRADIENT_UPDATES_ARE_LOW_RANK.id, "gradient matrix", spectrum, n_rows)
+    v = _spectrum_verdict(Verdict(GRADIENT_UPDATES_ARE_LOW_RANK.id), "gradient matrix", spectrum, n_rows)
     for k in ("uncentred", "centred"):
         counts = spectrum.counts(0.1)
         null = counts["null" if k == "uncentred" else "null_centred"]
@@ -87,7 +86,7 @@ CHECKPOINT_MATRIX_IS_LOW_RANK = ClaimSpec(
 
 
 def checkpoint_matrix_is_low_rank(spectrum, n_rows: int, th) -> Verdict:
-    v = _spectrum_verdict(CHECKPOINT_MATRIX_IS_LOW_RANK.id, "checkpoint matrix", spectrum, n_rows)
+    v = _spectrum_verdict(Verdict(CHECKPOINT_MATRIX_IS_LOW_RANK.id), "checkpoint matrix", spectrum, n_rows)
     v.check("singular values ≥ 0.1 σ_max (uncentred)", spectrum.counts(0.1)["uncentred"], "<=", th["max_count"])
     return v
 
