@@ -221,7 +221,7 @@ def _disk_full_cli(folder: Path, run) -> list[str]:
 
 # Fixed bytes, not os.urandom: a random draw can begin with a valid pickle opcode and take another error path (one
 # failure seen in a full-suite run); the case is about bytes that are no checkpoint at all, every time.
-CORRUPT_BYTES = bytes(random.Random(0).randrange(256) for _ in range(4096))
+CORRUPT_BYTES = random.Random(0).randbytes(4096)
 
 CASES: list[Case] = [
     # claimlens import
