@@ -395,3 +395,14 @@ def test_import_refuses_an_induction_spec_clearly(tmp_path):
         import_run(tmp_path / "ck.pt", tmp_path / "out", spec=RunSpec.from_toml(builtin_spec_path("induction_1l")),
                    progress=False)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_info_speaks_of_steps_on_the_induction_toy(trained, capsys):
+    """One optimiser step per stored "epoch": `claimlens info` says steps, not epochs."""
+    from claimlens.cli import main
+
+    run, _, _ = trained["induction_2l"]
+    assert main(["info", str(run.path)]) == 0
+    out = capsys.readouterr().out
+    assert "steps      31 checkpoints" in out and "final      step 1500:" in out and "epoch" not in out

@@ -193,3 +193,28 @@ def test_other_plugins_extend_records_and_the_document_through_the_hooks(pyteste
     doc = json.loads((tmp_path / "claims.json").read_text())
     assert doc["my_plugin"] == {"records": 1}
     assert "seen by a plugin" in doc["records"][0]["notes"]
+
+
+@pytest.mark.parametrize(("workers", "omp", "expected"), [("2", None, "share"), (None, None, "unchanged"),
+                                                           ("2", "2", "unchanged")])
+def test_xdist_workers_share_the_cores(monkeypatch, workers, omp, expected):
+    """Each xdist worker gets cores // workers torch threads, unless OMP_NUM_THREADS says otherwise."""
+    import os
+
+    import torch
+
+    from claimlens.plugin import _share_cores_among_workers
+
+    before = torch.get_num_threads()
+    for name, value in (("PYTEST_XDIST_WORKER_COUNT", workers), ("OMP_NUM_THREADS", omp)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    try:
+        torch.set_num_threads(7)
+        _share_cores_among_workers()
+        share = max(1, (os.cpu_count() or 1) // 2)
+        assert torch.get_num_threads() == (share if expected == "share" else 7)
+    finally:
+        torch.set_num_threads(before)

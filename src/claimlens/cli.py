@@ -143,6 +143,7 @@ def _print_info(run) -> None:
                  if task.is_sequences else
                  f"a+b mod {task.p}; {info['n_train']} train / {info['n_test']} test pairs")
     t = spec.train
+    unit = "step" if task.is_sequences else "epoch"  # one optimiser step per "epoch" on the induction toy
     source = info["source"]
     read = source.get("train_read_from_source")
     provenance = ("" if read is None else f"  (from the file: {', '.join(read) if read else 'nothing'}; the rest are "
@@ -155,10 +156,10 @@ def _print_info(run) -> None:
         f"task       {task_line}",
         f"model      {model}",
         f"training   {t.optimizer} lr={t.lr:g} wd={t.weight_decay:g} betas={tuple(t.betas)} "
-        f"warmup={t.warmup_steps} {'steps' if task.is_sequences else 'epochs'}={t.epochs} seed={t.seed}"
+        f"warmup={t.warmup_steps} {unit}s={t.epochs} seed={t.seed}"
         + (f" batch={t.batch_size}" if t.batch_size else "") + provenance,
-        f"epochs     {_n(info['checkpoints']['count'], 'checkpoint')}, {info['checkpoints']['first']} … "
-        f"{info['checkpoints']['last']}",
+        (f"{unit + 's':<11}{_n(info['checkpoints']['count'], 'checkpoint')}, {info['checkpoints']['first']} … "
+        f"{info['checkpoints']['last']}"),
     ]
     if m.frozen:
         lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
@@ -176,7 +177,7 @@ def _print_info(run) -> None:
         lines.append(f"note       {source['proposal']}")
     if "final" in info:
         f = info["final"]
-        lines.append(f"final      epoch {f['epoch']}: train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; "
+        lines.append(f"final      {unit} {f['epoch']}: train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; "
                      f"test loss {f['test_loss']:.3e} acc {f['test_acc']:.3f}")
         g = info.get("grokking", {})
         if not g:  # the induction toy: its claims say what happened

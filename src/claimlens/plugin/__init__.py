@@ -20,6 +20,7 @@ options, ``--claims-threshold``, ``--claims-llc-checkpoints``, …).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -107,11 +108,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _share_cores_among_workers() -> None:
+    """Under pytest-xdist each worker would otherwise start one torch thread per core: ``-n 2`` on 2 cores runs
+    4 busy threads that stall each other (a training step measured ~40× slower). Each worker gets its share of
+    the cores instead, unless the thread count was set by the user (``OMP_NUM_THREADS``)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not workers or os.environ.get("OMP_NUM_THREADS"):
+        return
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "run_set_axis(axis): this set claim needs run sets varying AXIS (e.g. "
                                        "'model.attn_rate'); other sets are skipped before they are trained")
     config.addinivalue_line("markers", "claim(spec) or claim(id, statement, source, kind, thresholds): a published "
                                        "claim judged by this test")
+    _share_cores_among_workers()
     given = config.getoption("claimlens_runs")
     # Explicit --run values are checked now, so that a typo is a usage error before collection;
     # the default run is resolved lazily, only if a test asks for a run.

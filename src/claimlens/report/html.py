@@ -226,6 +226,7 @@ h1{margin:.2em 0} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:
 .badge.passed{background:#2e7d32}.badge.failed{background:#c62828}.badge.skipped{background:#888}
 .claim{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
 .record{border-top:1px dashed #ddd;padding:6px 0} pre.msg{background:#fff4f4;padding:6px;white-space:pre-wrap;font-size:12px}
+.record.skipped pre.msg{background:#f4f4f4} .record.passed pre.msg{background:#f3f9f3}
 table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:2px 6px;font-size:12px} td.num{text-align:right}
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}
 svg.chart{background:#fff} .frame{fill:none;stroke:#bbb} .grid{stroke:#eee} .tick{font-size:10px;fill:#666}
