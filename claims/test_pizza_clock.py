@@ -45,3 +45,8 @@ def test_pizza_doubles_fourier_mode(run, pizza_clock, claim):
                                  "Fourier mode (folded)", list(range(len(scaled))), scaled)
     _record(claim, pizza_clock, "pre-unembed mode ratio m_2k / m_k")
     claim.judge(PZ.doubles_fourier_mode, final, *_side(run), pizza_clock.epochs[-1])
+
+
+@pytest.mark.claim(PZ.LOGITS_FIT_PIZZA_FORMULA)
+def test_pizza_logits_fit_pizza_formula(run, final_model, pizza_formula_fits, claim):
+    claim.judge(PZ.logits_fit_pizza_formula, pizza_formula_fits, float(run.spec.model.attn_rate), final_model.epoch)

@@ -233,3 +233,107 @@ def test_the_sweep_rule_fails_when_symmetricity_does_not_fall_with_the_rate(trai
     assert PZ.attention_rate_selects(list(zip([0.0, 0.5, 1.0], values)), th).passed
     assert not PZ.attention_rate_selects(list(zip([1.0, 0.5, 0.0], values)), th).passed
     assert PZ.attention_rate_selects([(0.0, values[0]), (1.0, values[2])], th).skipped
+
+
+# -- the logit formula fits (pizza_logits_fit_pizza_formula)
+
+
+def _notebook_templates(p: int, k: int):
+    """eval-main.ipynb's own triple loop (cells "Logit FVE" and "Accompanying Pizza Logit FVE"), with
+    w = 2πk/p: oa (clock), ob (pizza), and the accompanying circle's template."""
+    from math import cos, sin
+
+    w = 2 * math.pi * k / p
+    oa, ob, acc = (np.zeros((p, p, p)) for _ in range(3))
+    for i in range(p):
+        for j in range(p):
+            for c in range(p):
+                oa[i][j][c] = cos(w * (i + j - c))
+                s = (cos(w * i) + cos(w * j), sin(w * i) + sin(w * j))
+                co, si = cos(w * c / 2), sin(w * c / 2)
+                ob[i][j][c] = abs(co * s[0] + si * s[1]) - abs(-si * s[0] + co * s[1])
+                s2 = (cos(2 * w * i) + cos(2 * w * j), sin(2 * w * i) + sin(2 * w * j))
+                acc[i][j][c] = -(cos(w * c) * s2[0] + sin(w * c) * s2[1])
+    return oa, ob, acc
+
+
+@settings(max_examples=10, deadline=None)
+@given(p=ODD_P, data=st.data())
+def test_formula_templates_equal_the_notebook_loops(p, data):
+    k = data.draw(st.integers(1, (p - 1) // 2))
+    oa, ob, acc = _notebook_templates(p, k)
+    np.testing.assert_allclose(pz.clock_template(p, k).numpy(), oa, atol=1e-12)
+    np.testing.assert_allclose(pz.pizza_template(p, k).numpy(), ob, atol=1e-12)
+    np.testing.assert_allclose(pz.accompanying_template(p, k).numpy(), acc, atol=1e-12)
+
+
+def _explained_variance_score(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """sklearn.metrics.explained_variance_score for one output, written out: 1 − Var(y − ŷ) / Var(y)."""
+    return float(1 - np.var(y_true - y_pred) / np.var(y_true))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), mix=st.floats(-1, 1), scale=st.floats(0.1, 10), shift=st.floats(-5, 5))
+def test_logit_fve_is_the_notebooks_score_of_z_scored_tensors(seed, mix, scale, shift):
+    gen = torch.Generator().manual_seed(seed)
+    template = torch.randn(5, 5, 5, generator=gen, dtype=torch.float64)
+    logits = mix * template + torch.randn(5, 5, 5, generator=gen, dtype=torch.float64)
+    z = lambda x: (x - x.mean()) / x.std()  # noqa: E731 (np.std: population)
+    expected = _explained_variance_score(z(logits.numpy()).ravel(), z(template.numpy()).ravel())
+    assert pz.logit_fve(logits, template) == pytest.approx(expected, abs=1e-12)
+    rho = np.corrcoef(logits.numpy().ravel(), template.numpy().ravel())[0, 1]
+    assert pz.logit_fve(logits, template) == pytest.approx(2 * rho - 1, abs=1e-12)
+    assert pz.logit_fve(logits * scale + shift, template) == pytest.approx(pz.logit_fve(logits, template), abs=1e-9)
+    assert pz.logit_fve(template, template) == pytest.approx(1.0)
+    assert pz.logit_fve(-template, template) == pytest.approx(-3.0)  # 2ρ − 1 at ρ = −1
+
+
+def test_logit_fve_refuses_what_it_cannot_score():
+    with pytest.raises(ValueError, match="shape"):
+        pz.logit_fve(torch.zeros(3, 3, 3), torch.zeros(3, 3, 2))
+    with pytest.raises(ValueError, match="constant"):
+        pz.logit_fve(torch.ones(3, 3, 3), torch.randn(3, 3, 3))
+
+
+def test_one_circle_is_kept_and_its_frequency_found():
+    """An embedding of two circles (frequencies 5 and 2, radii 3 and 1) in random directions, plus a mean: the
+    first two principal components keep the large circle with the mean, the next two the small one."""
+    p, d = 13, 10
+    gen = torch.Generator().manual_seed(0)
+    basis, _ = torch.linalg.qr(torch.randn(d, 4, generator=gen, dtype=torch.float64))
+    x = torch.arange(p, dtype=torch.float64) * 2 * math.pi / p
+    big = 3 * torch.stack([torch.cos(5 * x), torch.sin(5 * x)], 1) @ basis[:, :2].T
+    small = torch.stack([torch.cos(2 * x), torch.sin(2 * x)], 1) @ basis[:, 2:].T
+    mean = torch.randn(1, d, generator=gen, dtype=torch.float64)
+    embedding = mean + big + small
+    torch.testing.assert_close(pz.circle_embedding(embedding, (0, 1)), mean + big)
+    torch.testing.assert_close(pz.circle_embedding(embedding, (2, 3)), mean + small)
+    assert pz.circle_frequency(embedding, (0, 1)) == 5 and pz.circle_frequency(embedding, (2, 3)) == 2
+
+
+def _fits(values):
+    from claimlens.analysis.pizza import CircleFit
+
+    return [CircleFit((2 * i, 2 * i + 1), k, pizza, clock) for i, (k, pizza, clock) in enumerate(values)]
+
+
+def test_formula_rule_passes_on_the_sources_numbers_and_skips_a_clock_model():
+    th = _thresholds(PZ.LOGITS_FIT_PIZZA_FORMULA)
+    source = _fits([(17, pizza, clock) for clock, pizza in PZ.SOURCE_CIRCLE_FVE])
+    assert PZ.logits_fit_pizza_formula(source, 0.0, 20000, th).passed
+    assert PZ.logits_fit_pizza_formula(source, 1.0, 20000, th).skipped
+    one_clock_like = _fits([(17, 0.98, 0.75), (3, 0.80, 0.75), (15, 0.98, 0.75)])
+    assert not PZ.logits_fit_pizza_formula(one_clock_like, 0.0, 20000, th).passed
+
+
+def test_formula_rule_fails_on_the_clock_model():
+    """The negative control on a real trained model: the pizza rule judged on the built-in clock model's circles
+    fails (and passes or fails on the pizza model: that is the finding the claim reports)."""
+    from claimlens.analysis.pizza import formula_fits
+    from claimlens.builtin import builtin_run
+
+    th = _thresholds(PZ.LOGITS_FIT_PIZZA_FORMULA)
+    run = builtin_run("clock")
+    fits = formula_fits(run.final(), run.spec.model, run.spec.task.p)
+    assert len([f for f in fits if f.accompanies is None]) == 3
+    assert not PZ.logits_fit_pizza_formula(fits, 0.0, run.epochs[-1], th).passed

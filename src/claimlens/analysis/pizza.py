@@ -113,3 +113,55 @@ def pizza_clock_over_run(run, max_checkpoints: int = 16) -> PizzaClockMeasures:
         mode_ratio=torch.tensor([r["ratio"] for r in rows], dtype=torch.float64),
         final=rows[-1],
     )
+
+
+N_CIRCLES = 3  # the source fits the circles of principal-component pairs (0, 1), (2, 3), (4, 5) …
+N_ACCOMPANYING = 3  # … and looks for accompanying circles in (6, 7), (8, 9), (10, 11)
+
+
+@dataclass(frozen=True)
+class CircleFit:
+    """One embedding circle of the final model: its principal components, frequency ``k`` (folded) and the Logit
+    FVE of the model run with only that circle kept, by the pizza and the clock formula (an accompanying circle:
+    by the accompanying-pizza formula of the circle it accompanies, ``pizza``; ``clock`` is None)."""
+
+    components: tuple[int, int]
+    k: int
+    pizza: float
+    clock: float | None
+    accompanies: int | None = None  # for an accompanying circle: the frequency of the circle it accompanies
+
+
+def formula_fits(params: Params, cfg, p: int) -> list[CircleFit]:
+    """The source's "Logit FVE" procedure (Zhong et al. 2023 §4; eval-main.ipynb, commit b78c0e6) on a
+    transformer: for each of the first ``N_CIRCLES`` principal-component pairs of the token embedding, the model
+    run on all ``p²`` pairs with the embedding replaced by that circle (:func:`claimlens.metrics.pizza.
+    circle_embedding`; the '=' row, if any, unchanged), its ``[p, p, p]`` logits scored by the pizza and the clock
+    formula at the circle's frequency. The next ``N_ACCOMPANYING`` pairs whose frequency is ``2k`` (folded) of a
+    circle's ``k`` are scored by the accompanying formula at ``k``; pairs at other frequencies are left out."""
+    W_E = params["embed.W_E"]
+    tokens = grid_tokens(p)  # [a, b, =]; a model without '=' reads [a, b]
+
+    def logits_with(components):
+        emb = W_E.detach().clone()
+        emb[:p] = pz.circle_embedding(W_E[:p], components).to(W_E.dtype)
+        with torch.no_grad():
+            out = forward({**params, "embed.W_E": emb}, tokens, cfg).logits
+        return out[:, :p].reshape(p, p, p)
+
+    fits = []
+    for u in range(N_CIRCLES):
+        comps = (2 * u, 2 * u + 1)
+        k = pz.circle_frequency(W_E[:p], comps)
+        logits = logits_with(comps)
+        fits.append(CircleFit(comps, k, pz.logit_fve(logits, pz.pizza_template(p, k)),
+                              pz.logit_fve(logits, pz.clock_template(p, k))))
+    doubled = {pz.fold(2 * f.k, p): f.k for f in fits}
+    for u in range(N_CIRCLES, N_CIRCLES + N_ACCOMPANYING):
+        comps = (2 * u, 2 * u + 1)
+        k2 = pz.circle_frequency(W_E[:p], comps)
+        if k2 in doubled:
+            k = doubled[k2]
+            fits.append(CircleFit(comps, k2, pz.logit_fve(logits_with(comps), pz.accompanying_template(p, k)),
+                                  None, accompanies=k))
+    return fits

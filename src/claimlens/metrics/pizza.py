@@ -106,3 +106,77 @@ def pizza_mode_test(embedding: torch.Tensor, pre_unembed: torch.Tensor) -> dict[
     modes = fourier_modes(pre_unembed)
     m_k, m_2k = float(modes[k]), float(modes[k2])
     return {"k": k, "k2": k2, "m_k": m_k, "m_2k": m_2k, "ratio": m_2k / m_k if m_k > 0 else math.inf}
+
+
+# -- the logit formula fits (Zhong et al. 2023, §4 "Logit FVE"; eval-main.ipynb, commit b78c0e6, cells "Logit FVE"
+# and "Accompanying Pizza Logit FVE")
+
+N_PCA_COMPONENTS = 20  # the source's PCA(n_components=20); only the two kept components matter
+
+
+def circle_embedding(embedding: torch.Tensor, components: tuple[int, int]) -> torch.Tensor:
+    """One embedding circle kept, ``[p, d]``: the rows of ``embedding [p, d]`` projected on two of their principal
+    components and the row mean added back (the source's ``pca.inverse_transform`` of the PCA coordinates with
+    every other component zeroed). Components are numbered from 0 by decreasing variance (full SVD of the centred
+    rows, float64); their signs do not matter."""
+    x = embedding.double()
+    mean = x.mean(0, keepdim=True)
+    _, _, vh = torch.linalg.svd(x - mean, full_matrices=False)
+    keep = vh[list(components)]  # [2, d]
+    return mean + (x - mean) @ keep.T @ keep
+
+
+def circle_frequency(embedding: torch.Tensor, components: tuple[int, int]) -> int:
+    """The frequency ``k`` (folded, ``1 … (p − 1)/2``) of a circle: the largest non-constant Fourier mode of the
+    rows of ``embedding [p, d]`` on the two kept components. The source types it in by hand as ``δ`` (the step
+    between neighbours on the circle, ``k = δ⁻¹ mod p``); for a clean circle the two agree."""
+    circle = circle_embedding(embedding, components)
+    modes = fourier_modes(circle - circle.mean(0, keepdim=True))
+    modes[0] = -1.0
+    return fold(int(modes.argmax()), embedding.shape[0])
+
+
+def _angles(p: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    w = 2 * math.pi * k / p
+    r = torch.arange(p, dtype=torch.float64) * w
+    return r.view(p, 1, 1), r.view(1, p, 1), r.view(1, 1, p)  # w·a, w·b, w·c broadcast to [a, b, c]
+
+
+def clock_template(p: int, k: int) -> torch.Tensor:
+    """``[p, p, p]`` indexed ``(a, b, c)``: ``Q_clock = cos(w(a + b − c))``, ``w = 2πk/p``."""
+    a, b, c = _angles(p, k)
+    return torch.cos(a + b - c)
+
+
+def pizza_template(p: int, k: int) -> torch.Tensor:
+    """``[p, p, p]``: the source's ``Q_pizza`` as computed in eval-main.ipynb, ``2|cos(w(a − b)/2)| · (|cos θ| −
+    |sin θ|)`` with ``θ = w(a + b − c)/2``. (The paper writes ``|cos(w(a − b)/2)| · cos(w(a + b − c))``; the
+    notebook's numbers, which the claim quotes, come from this form.)"""
+    a, b, c = _angles(p, k)
+    theta = (a + b - c) / 2
+    return 2 * torch.cos((a - b) / 2).abs() * (torch.cos(theta).abs() - torch.sin(theta).abs())
+
+
+def accompanying_template(p: int, k: int) -> torch.Tensor:
+    """``[p, p, p]``: the accompanying circle of the circle at frequency ``k`` (inputs at ``2k``): ``−[cos(2wa −
+    wc) + cos(2wb − wc)] = −2 cos(w(a − b)) cos(w(a + b − c))``."""
+    a, b, c = _angles(p, k)
+    return -(torch.cos(2 * a - c) + torch.cos(2 * b - c))
+
+
+def logit_fve(logits: torch.Tensor, template: torch.Tensor) -> float:
+    """The source's "Logit FVE" of ``logits [p, p, p]`` (all pairs ``(a, b)``, every output ``c``) by a
+    ``template`` of the same shape: each z-scored over all entries (population standard deviation), then
+    ``1 − Var(z_logits − z_template) / Var(z_logits)`` (``sklearn.metrics.explained_variance_score``), which
+    equals ``2ρ − 1`` for their Pearson correlation ``ρ``: 1 for a perfect fit, −1 for an uncorrelated template,
+    −3 for the negated one.
+
+    Raises ``ValueError`` for mismatched shapes or a constant input."""
+    if logits.shape != template.shape:
+        raise ValueError(f"logits {list(logits.shape)} and template {list(template.shape)} differ in shape")
+    x, t = logits.double().flatten(), template.double().flatten()
+    sx, st = x.std(unbiased=False), t.std(unbiased=False)
+    if sx == 0 or st == 0:
+        raise ValueError("a constant logit tensor or template: the explained variance is undefined")
+    zx, zt = (x - x.mean()) / sx, (t - t.mean()) / st
+    return float(1 - (zx - zt).var(unbiased=False) / zx.var(unbiased=False))

@@ -205,6 +205,16 @@ def pizza_clock(run, final_model):
     return pizza_clock_over_run(run)
 
 
+@pytest.fixture(scope="session")
+def pizza_formula_fits(run, final_model):
+    """The source's Logit FVE of each embedding circle of a generalised transformer's final checkpoint, by the
+    pizza and the clock formula (:func:`claimlens.analysis.pizza.formula_fits`; a few forward passes)."""
+    needs_transformer(run)
+    from claimlens.analysis.pizza import formula_fits
+
+    return formula_fits(final_model.params, run.spec.model, run.spec.task.p)
+
+
 def needs_sequences(run, what: str) -> None:
     """Skip, with the reason, a run that is not of the repeated-subsequence task (or a curves-only run)."""
     needs_weights(run, what)
