@@ -1,4 +1,5 @@
-"""Training speed: claimlens's trainer against a plain TransformerLens-bridge training loop.
+"""Training speed: claimlens's trainer against a plain TransformerLens-bridge training loop (a transformer spec)
+or a plain ``torch.nn`` MLP loop (an MLP spec: embedding, linear layers, the first on the per-example inputs).
 
 Both train the same spec from the same initial weights for the same number of epochs, doing the
 same work per epoch (a full-batch step on the training pairs, then train/test loss and accuracy in
@@ -7,6 +8,7 @@ checkpoint writes; the bridge side writes nothing (which favours it). The ratio 
 
     python bench/bench_training.py                       # default spec, 300 epochs
     python bench/bench_training.py fixtures/paper.toml --epochs 50
+    python bench/bench_training.py fixtures/mlp_sum.toml --epochs 3000
 """
 
 from __future__ import annotations
@@ -67,6 +69,49 @@ def bridge_loop(spec: RunSpec, epochs: int) -> float:
     return time.perf_counter() - start
 
 
+def plain_mlp_loop(spec: RunSpec, epochs: int) -> float:
+    """Seconds for ``epochs + 1`` epochs of the straightforward ``torch.nn`` loop over the same MLP."""
+    task = ModularAddition.from_config(spec.task)
+    params = init_params(spec.model, spec.task.p, spec.train.seed)
+    m = spec.model
+    embed = torch.nn.Embedding.from_pretrained(params["embed.W_E"].clone(), freeze=False)
+    layers = []
+    for i in range(len(m.hidden)):
+        lin = torch.nn.Linear(*params[f"mlp.{i}.W"].shape)
+        lin.weight.data, lin.bias.data = params[f"mlp.{i}.W"].T.clone(), params[f"mlp.{i}.b"].clone()
+        layers += [lin, torch.nn.ReLU() if m.act_fn == "relu" else torch.nn.GELU()]
+    unembed = torch.nn.Linear(*params["unembed.W_U"].shape)
+    unembed.weight.data, unembed.bias.data = params["unembed.W_U"].T.clone(), params["unembed.b_U"].clone()
+    body = torch.nn.Sequential(*layers, unembed)
+    module = torch.nn.ModuleList([embed, body])
+
+    def model(x):
+        e = embed(x[:, :2])
+        return body(e.sum(1) if m.combine == "sum" else e.flatten(1))
+
+    cfg = spec.train
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_cls(module.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    tokens, labels = task.tokens, task.labels
+    x_train, y_train = tokens[task.train_idx], labels[task.train_idx]
+    x_test, y_test = tokens[task.test_idx], labels[task.test_idx]
+    start = time.perf_counter()
+    for epoch in range(epochs + 1):
+        logits = model(x_train)
+        loss = cross_entropy_f64(logits, y_train)
+        with torch.no_grad():
+            test_logits = model(x_test)
+            _ = (loss.item(), cross_entropy_f64(test_logits, y_test).item(),
+                 (logits.argmax(-1) == y_train).double().mean().item(),
+                 (test_logits.argmax(-1) == y_test).double().mean().item())
+        if epoch == epochs:
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return time.perf_counter() - start
+
+
 def claimlens_loop(spec: RunSpec, epochs: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -82,18 +127,23 @@ def main(argv: list[str] | None = None) -> int:
     spec = RunSpec.from_toml(args.spec)
     every = min(spec.train.checkpoint_every, args.epochs)
     spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=args.epochs, checkpoint_every=every))
-    print(f"spec {spec.name}: p={spec.task.p}, frac_train={spec.task.frac_train}, model {spec.model.kind} "
-          f"d_model={spec.model.d_model} d_mlp={spec.model.d_mlp}; {args.epochs + 1} epochs, "
+    m = spec.model
+    shape = (f"d_embed={m.d_embed} hidden={list(m.hidden)} combine={m.combine}" if m.kind == "mlp"
+             else f"d_model={m.d_model} d_mlp={m.d_mlp}")
+    print(f"spec {spec.name}: p={spec.task.p}, frac_train={spec.task.frac_train}, model {m.kind} {shape}; "
+          f"{args.epochs + 1} epochs, "
           f"checkpoint every {every}; torch threads {torch.get_num_threads()}")
+    reference, name = ((plain_mlp_loop, "plain torch.nn MLP loop") if spec.model.kind == "mlp"
+                       else (bridge_loop, "TransformerLens bridge loop"))
     # Warm both paths once (imports, allocator), then time them alternately.
-    bridge_loop(spec, 3)
+    reference(spec, 3)
     claimlens_loop(dataclasses.replace(spec, train=dataclasses.replace(spec.train, epochs=3, checkpoint_every=3)), 3)
-    t_bridge = bridge_loop(spec, args.epochs)
+    t_ref = reference(spec, args.epochs)
     t_ours = claimlens_loop(spec, args.epochs)
     n = args.epochs + 1
-    print(f"TransformerLens bridge loop: {t_bridge:7.2f} s  {1000 * t_bridge / n:7.1f} ms/epoch  {n / t_bridge:7.1f} epochs/s")
-    print(f"claimlens Trainer          : {t_ours:7.2f} s  {1000 * t_ours / n:7.1f} ms/epoch  {n / t_ours:7.1f} epochs/s")
-    print(f"ratio (claimlens epochs/s over bridge epochs/s): {t_bridge / t_ours:.2f}x")
+    print(f"{name:<27}: {t_ref:7.2f} s  {1000 * t_ref / n:7.1f} ms/epoch  {n / t_ref:7.1f} epochs/s")
+    print(f"{'claimlens Trainer':<27}: {t_ours:7.2f} s  {1000 * t_ours / n:7.1f} ms/epoch  {n / t_ours:7.1f} epochs/s")
+    print(f"ratio (claimlens epochs/s over the reference's): {t_ref / t_ours:.2f}x")
     return 0
 
 

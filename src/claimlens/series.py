@@ -77,6 +77,11 @@ class Series:
     def __len__(self) -> int:
         return self.epochs.numel()
 
+    def at_epochs(self, epochs: Sequence[int]) -> Series:
+        """The columns at ``epochs`` (those the series has; e.g. a per-epoch log read at a run's checkpoints)."""
+        keep = torch.isin(self.epochs, torch.as_tensor(list(epochs), dtype=torch.int64))
+        return Series(self.name, self.epochs[keep], self.data[:, keep], self.labels)
+
     def finite(self) -> Series:
         """The epochs at which every row is finite (a log that measures some columns only at checkpoints)."""
         keep = torch.isfinite(self.data).all(0)

@@ -329,15 +329,26 @@ def ablated_logits(params: Params, acts: Activations, cfg: ModelConfig, ablate: 
 
 def _mlp_forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, cache: bool) -> Activations:
     W_E = params["embed.W_E"]
-    e_a, e_b = W_E.index_select(0, tokens[:, 0]), W_E.index_select(0, tokens[:, 1])  # [batch, d_embed]
-    h = e_a + e_b if cfg.combine == "sum" else torch.cat([e_a, e_b], dim=-1)
     act = _ACT[cfg.act_fn]
     first_pre = first_post = None
-    for i in range(len(cfg.hidden)):
-        pre = h @ params[f"mlp.{i}.W"] + params[f"mlp.{i}.b"]
-        h = act(pre)
-        if i == 0:
-            first_pre, first_post = pre, h
+    if cfg.hidden:
+        # The first layer is linear in each embedding, so it is applied to the p vocabulary rows once and the
+        # results gathered: (E[a] + E[b]) W = (E W)[a] + (E W)[b]; concat: E[a] W_top + E[b] W_bottom. The same
+        # function as the per-example product, with p instead of batch rows in the big product (fp32 rounding
+        # differs only in summation order).
+        W0, d = params["mlp.0.W"], W_E.shape[1]
+        if cfg.combine == "sum":
+            top = bottom = W_E @ W0
+        else:
+            top, bottom = W_E @ W0[:d], W_E @ W0[d:]
+        pre = top.index_select(0, tokens[:, 0]) + bottom.index_select(0, tokens[:, 1]) + params["mlp.0.b"]
+        h = first_post = act(pre)
+        first_pre = pre
+    else:
+        e_a, e_b = W_E.index_select(0, tokens[:, 0]), W_E.index_select(0, tokens[:, 1])  # [batch, d_embed]
+        h = e_a + e_b if cfg.combine == "sum" else torch.cat([e_a, e_b], dim=-1)
+    for i in range(1, len(cfg.hidden)):
+        h = act(h @ params[f"mlp.{i}.W"] + params[f"mlp.{i}.b"])
     logits = h @ params["unembed.W_U"] + params["unembed.b_U"]
     if not cache:
         return Activations(logits)

@@ -214,6 +214,21 @@ def pizza_formula_fits(run, final_model):
 
     return formula_fits(final_model.params, run.spec.model, run.spec.task.p)
 
+def needs_mlp(run, what: str) -> None:
+    """Skip, with the reason, a run that is not an MLP of the modular-addition task (or a curves-only run)."""
+    needs_weights(run, what)
+    if run.spec.model.kind != "mlp":
+        pytest.skip(f"run {run.name!r} is a {run.spec.model.kind.replace('_', '-')} model: {what}")
+
+
+@pytest.fixture(scope="session")
+def weight_norms(run):
+    """``(Σθ², Σ|θ|)`` of an MLP run at every checkpoint (:func:`claimlens.analysis.weights.weight_norms`)."""
+    needs_mlp(run, "the claim is about the MLP of 'Grokking with weight decay'")
+    from claimlens.analysis.weights import weight_norms as norms
+
+    return norms(run)
+
 
 def needs_sequences(run, what: str) -> None:
     """Skip, with the reason, a run that is not of the repeated-subsequence task (or a curves-only run)."""

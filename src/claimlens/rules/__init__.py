@@ -15,10 +15,10 @@ import importlib
 
 from claimlens.rules.base import KIND_NOTES, KINDS, Bound, Check, ClaimSpec, Threshold, Verdict
 
-RULE_MODULES = ("grokking", "algorithm", "llc", "sets", "pizza", "induction", "lowrank")
+RULE_MODULES = ("grokking", "algorithm", "llc", "sets", "pizza", "induction", "lowrank", "mlp")
 
 __all__ = ["CLAIMS", "KINDS", "KIND_NOTES", "RULE_MODULES", "Bound", "Check", "ClaimSpec", "Threshold", "Verdict",
-           "algorithm", "grokking", "induction", "llc", "lowrank", "pizza", "sets"]
+           "algorithm", "grokking", "induction", "llc", "lowrank", "mlp", "pizza", "sets"]
 
 
 def __getattr__(name: str):
