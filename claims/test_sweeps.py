@@ -8,6 +8,7 @@ before they are trained (``-k attention --claims-sweeps`` trains the attention-r
 
 import pytest
 
+from claimlens.rules import llc as LLC
 from claimlens.rules import pizza as PZ
 from claimlens.rules import sets as S
 
@@ -58,3 +59,25 @@ def test_attention_rate_selects_algorithm(run_set, claim):
             pytest.skip(f"run set {run_set.name!r} has curves only: gradient symmetricity needs the weights")
         members.append((float(rate), measure_checkpoint(final_checkpoint(run))["gs"]))
     claim.judge(PZ.attention_rate_selects, members)
+
+
+@pytest.mark.run_set_axis("task.p")
+@pytest.mark.claim(LLC.LINEAR_IN_P)
+def test_llc_linear_in_p(run_set, claim):
+    if not run_set.varies("task.p"):
+        pytest.skip(f"run set {run_set.name!r} does not vary task.p (its axes: {list(run_set.axes)})")
+    from claimlens.analysis.llc import estimate_at
+
+    members, problems = [], {}
+    for p, run in run_set.along("task.p"):
+        if getattr(run, "kind", None) == "curves":
+            pytest.skip(f"run set {run_set.name!r} has curves only: λ̂ is sampled around the weights")
+        if run.spec.model.kind != "mlp":
+            pytest.skip(f"run set {run_set.name!r} sweeps a {run.spec.model.kind}: the claim is about the "
+                        f"hackathon's MLP")
+        final = run.epochs[-1]
+        config = LLC.linear_in_p_config(len(run.task.train_idx))
+        estimate = estimate_at(run, final, config)
+        members.append((int(p), estimate.mean, float(run.log()["test_acc"][-1])))
+        problems[int(p)] = estimate.problems
+    claim.judge(LLC.linear_in_p, members, problems=problems)

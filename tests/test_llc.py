@@ -251,3 +251,44 @@ def test_an_unknown_frozen_name_is_refused():
     cfg = dataclasses.replace(spec.model, frozen=("blocks.0.mlp.b_middle",))
     with pytest.raises(SpecError, match=r"model.frozen names \['blocks.0.mlp.b_middle'\]"):
         frozen_params(cfg, 23)
+
+
+# ----------------------------------------------------------------------------- λ̂ linear in p (a run set)
+
+
+def _linear_th():
+    from claimlens.rules import llc as LLC
+    from claimlens.rules.base import Bound
+
+    return {k: Bound(t.value, k, t.source) for k, t in LLC.LINEAR_IN_P.thresholds.items()}
+
+
+def test_linear_in_p_fits_a_line_and_leaves_out_the_members_that_did_not_generalise():
+    from claimlens.rules import llc as LLC
+
+    line = [(p, 2.0 * p + 5.0, 1.0) for p in (23, 31, 41, 53)] + [(61, 500.0, 0.3)]
+    v = LLC.linear_in_p(line, _linear_th())
+    assert v.passed, v.failure_message()
+    values = {c.name: c.value for c in v.checks}
+    assert values["slope of λ̂ against p"] == pytest.approx(2.0)
+    assert values["intercept"] == pytest.approx(5.0)
+    assert values["R² of the linear fit of λ̂ against p"] == pytest.approx(1.0)
+    assert values["members left out: they did not generalise"] == 1
+
+
+def test_linear_in_p_fails_on_values_that_do_not_follow_p_and_skips_too_few_members():
+    from claimlens.rules import llc as LLC
+
+    zigzag = [(23, 10.0, 1.0), (31, 30.0, 1.0), (41, 12.0, 1.0), (53, 28.0, 1.0), (61, 11.0, 1.0)]
+    v = LLC.linear_in_p(zigzag, _linear_th())
+    assert not v.passed and "R²" in v.failure_message()
+    assert LLC.linear_in_p([(23, 1.0, 1.0), (31, 2.0, 1.0), (41, 3.0, 0.5)], _linear_th()).skipped
+
+
+def test_linear_in_p_config_is_the_hackathons():
+    from claimlens.rules import llc as LLC
+
+    c = LLC.linear_in_p_config(1124)
+    assert (c.epsilon, c.gamma, c.batch_size, c.orth_grad) == (1e-3, 5.0, 64, True)
+    assert c.num_burnin + c.num_draws == 3000 and c.num_draws == 2250  # the last 75% of 3000 steps averaged
+    assert c.resolved_nbeta(1124) == pytest.approx(1124 / math.log(1124))

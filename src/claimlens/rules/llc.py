@@ -182,3 +182,72 @@ def sensitive_to_transition(llc: Series, orth: Series, test_loss: Series, th) ->
     v.check("variance of checkpoint-to-checkpoint Δλ̂, orthogonal / plain", var_orth / var_plain, "<",
             th["max_orth_variance_ratio"])
     return v
+
+
+# ----------------------------------------------------------------------------- λ̂ against p (a run set)
+
+# The hackathon's settings for this claim (catalogue §3.2 "Metric"): SGLD γ = 5, ε = 0.001, 3000 steps of which the
+# last 75% are averaged, minibatch 64, restricted to the hyperplane orthogonal to the gradient, no weight decay in
+# the sampler, β = n / ln n over the training set (G-LLC, NV).
+NV_STEPS, NV_KEPT = 3000, 0.75
+
+
+def linear_in_p_config(n_train: int):
+    """The hackathon's SGLD configuration for a run with ``n_train`` training examples (4 chains, each 3000 steps
+    of which the first 25% are burn-in; ``nβ = n / ln n``)."""
+    from claimlens.metrics.llc import SGLDConfig
+
+    burnin = round(NV_STEPS * (1 - NV_KEPT))
+    return SGLDConfig(epsilon=1e-3, gamma=5.0, nbeta=n_train / math.log(n_train), num_chains=4,
+                      num_draws=NV_STEPS - burnin, num_burnin=burnin, batch_size=64, seed=0, orth_grad=True)
+
+
+LINEAR_IN_P = ClaimSpec(
+    id="llc_linear_in_p_for_generalising_nets",
+    statement="For networks that generalise, λ̂ at the final checkpoint is linear in the modulus p.",
+    source=f"{NV} (the post's excerpt; networks of ~500–8000 neurons)",
+    thresholds={
+        "generalised_test_acc": T(0.99, "ours: a member counts as generalising when its final test accuracy is "
+                                        "≥ 0.99 (the claim is about networks that generalise)"),
+        "min_members": T(3, "ours: a line through fewer than three generalising members says nothing",
+                         integer=True, positive=True),
+        "min_r2": T(0.9, f"{CAT} (proposed): linear fit of λ̂ against p with R² ≥ 0.9"),
+    },
+    validation="unvalidated: the source gives no numbers; its 'within a factor < 2 of the theoretical value for one "
+               "idealised circuit' is not judged (the catalogue gives no value for it)",
+)
+
+
+def linear_in_p(members: list[tuple[int, float, float]], th, problems: dict[int, list[str]] | None = None
+                ) -> Verdict:
+    """``members``: ``(p, λ̂ at the final checkpoint, final test accuracy)`` per run of a sweep over ``task.p``.
+    Over the members with test accuracy ≥ ``generalised_test_acc``: the least-squares line λ̂ = a·p + b and its
+    R² ≥ ``min_r2``; λ̂ against p is charted, the slope and intercept recorded, the excluded members named.
+    ``problems``: the SGLD diagnostics of each member's estimate (:func:`claimlens.metrics.llc.diagnose`), noted
+    with the verdict (the source's settings are used as they are, healthy or not)."""
+    v = Verdict(LINEAR_IN_P.id)
+    for p, texts in sorted((problems or {}).items()):
+        for text in texts:
+            v.note(f"p = {p}: {text}")
+    members = sorted(members)
+    v.add_points("λ̂ at the final checkpoint", "task.p", [p for p, _, _ in members], [lam for _, lam, _ in members])
+    kept = [(p, lam) for p, lam, acc in members if acc >= th["generalised_test_acc"]]
+    left_out = [f"p = {p} (test accuracy {acc:.3f})" for p, _, acc in members if acc < th["generalised_test_acc"]]
+    if left_out:
+        v.record("members left out: they did not generalise", len(left_out), detail=", ".join(left_out))
+    if len(kept) < int(th["min_members"]):
+        return v.skip(f"{len(kept)} member(s) generalised (final test accuracy ≥ {th['generalised_test_acc']:g}); "
+                      f"the rule needs ≥ {int(th['min_members'])}")
+    x = torch.tensor([float(p) for p, _ in kept], dtype=torch.float64)
+    y = torch.tensor([lam for _, lam in kept], dtype=torch.float64)
+    xc, yc = x - x.mean(), y - y.mean()
+    slope = float((xc * yc).sum() / (xc * xc).sum())
+    intercept = float(y.mean() - slope * x.mean())
+    residual = y - (slope * x + intercept)
+    total = float((yc * yc).sum())
+    r2 = 1 - float((residual * residual).sum()) / total if total > 0 else float("nan")
+    v.record("slope of λ̂ against p", slope)
+    v.record("intercept", intercept)
+    v.check("R² of the linear fit of λ̂ against p", r2, ">=", th["min_r2"],
+            detail=f"{len(kept)} generalising members: " + ", ".join(f"p = {int(p)}: {lam:.3g}" for p, lam in kept))
+    return v
