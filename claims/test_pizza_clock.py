@@ -1,8 +1,8 @@
 """Pizza or clock (Zhong et al. 2023; the devinterp hackathon's mode test): which algorithm a transformer learned.
 
 Judged on the final checkpoint of a generalised transformer, on the side its attention rate names (rate 0: pizza,
-rate 1: clock); in a plain session on the built-in models ``pizza`` and ``clock`` (and the default run, a rate-1
-model). Each rule judged on the other side's model is its negative control (``tests/test_pizza_clock.py``).
+rate 1: clock), or of the hackathon's MLP on the side its gradient symmetricity names; in a plain session on the
+built-in models ``pizza``, ``clock`` and ``nv_mlp`` (and the default run, a rate-1 model). Each rule judged on the other side's model is its negative control (``tests/test_pizza_clock.py``).
 Rules, statements and thresholds: :mod:`claimlens.rules.pizza`.
 """
 
@@ -11,7 +11,13 @@ import pytest
 from claimlens.rules import pizza as PZ
 
 
-def _side(run):
+def _side(run, measures):
+    """``(side, basis)``: a transformer's side from its attention rate; an MLP's (the hackathon's, where the
+    mode test was first stated) from its final gradient symmetricity."""
+    if run.spec.model.kind == "mlp":
+        gs = float(measures.gs[-1])
+        return PZ.side_of_gs(gs), (f"gradient symmetricity {gs:.3f} (an MLP has no attention rate: its side is read "
+                                   f"from its gradient symmetricity)")
     rate = float(run.spec.model.attn_rate)
     return PZ.side_of(rate), rate
 
@@ -24,14 +30,18 @@ def _record(claim, m, *names):
 
 @pytest.mark.claim(PZ.GRADIENT_SYMMETRICITY)
 def test_gradient_symmetricity(run, pizza_clock, claim):
+    if run.spec.model.kind == "mlp":
+        pytest.skip(f"run {run.name!r} is an MLP: its side is read from its gradient symmetricity, so judging that "
+                    f"by the side would be circular")
     _record(claim, pizza_clock, "gradient symmetricity")
-    claim.judge(PZ.gradient_symmetricity, float(pizza_clock.gs[-1]), *_side(run), pizza_clock.epochs[-1])
+    claim.judge(PZ.gradient_symmetricity, float(pizza_clock.gs[-1]), *_side(run, pizza_clock), pizza_clock.epochs[-1])
 
 
 @pytest.mark.claim(PZ.DISTANCE_IRRELEVANCE)
 def test_distance_irrelevance(run, pizza_clock, claim):
     _record(claim, pizza_clock, "distance irrelevance")
-    claim.judge(PZ.distance_irrelevance, float(pizza_clock.di[-1]), *_side(run), pizza_clock.epochs[-1])
+    claim.judge(PZ.distance_irrelevance, float(pizza_clock.di[-1]), *_side(run, pizza_clock),
+                pizza_clock.epochs[-1])
 
 
 @pytest.mark.claim(PZ.DOUBLES_FOURIER_MODE)
@@ -44,7 +54,7 @@ def test_pizza_doubles_fourier_mode(run, pizza_clock, claim):
         claim.verdict.add_points(f"{name}: Fourier mode magnitude over its largest non-constant mode",
                                  "Fourier mode (folded)", list(range(len(scaled))), scaled)
     _record(claim, pizza_clock, "pre-unembed mode ratio m_2k / m_k")
-    claim.judge(PZ.doubles_fourier_mode, final, *_side(run), pizza_clock.epochs[-1])
+    claim.judge(PZ.doubles_fourier_mode, final, *_side(run, pizza_clock), pizza_clock.epochs[-1])
 
 
 @pytest.mark.claim(PZ.LOGITS_FIT_PIZZA_FORMULA)

@@ -337,3 +337,30 @@ def test_formula_rule_fails_on_the_clock_model():
     fits = formula_fits(run.final(), run.spec.model, run.spec.task.p)
     assert len([f for f in fits if f.accompanies is None]) == 3
     assert not PZ.logits_fit_pizza_formula(fits, 0.0, run.epochs[-1], th).passed
+
+
+def test_side_of_gs_follows_the_gradient_symmetricity_bands():
+    assert PZ.side_of_gs(0.99) == "pizza" and PZ.side_of_gs(0.95) == "pizza"
+    assert PZ.side_of_gs(0.3) == "clock" and PZ.side_of_gs(0.7) == "clock"
+    assert PZ.side_of_gs(0.8) is None
+    th = _thresholds(PZ.DOUBLES_FOURIER_MODE)
+    mode = {"k": 3, "k2": 6, "m_k": 1.0, "m_2k": 2.0, "ratio": 2.0}
+    between = PZ.doubles_fourier_mode(mode, None, "gradient symmetricity 0.800", 100, th)
+    assert between.skipped and "bands" in between.skipped
+
+
+def test_the_hackathon_mlp_is_judged_on_the_side_its_gradient_symmetricity_names():
+    """fixtures/nv_mlp.toml (the MLP the mode test was first stated for): its side comes from its final gradient
+    symmetricity; the other side's rules fail on it (its negative control)."""
+    from claimlens.analysis.pizza import pizza_clock_over_run
+    from claimlens.builtin import builtin_run
+
+    m = pizza_clock_over_run(builtin_run("nv_mlp", progress=False), max_checkpoints=2)
+    gs = float(m.gs[-1])
+    side = PZ.side_of_gs(gs)
+    assert side in ("pizza", "clock"), f"GS {gs:.3f} is between the bands: the built-in MLP names no side"
+    other = "pizza" if side == "clock" else "clock"
+    basis = f"gradient symmetricity {gs:.3f}"
+    mode_th, di_th = _thresholds(PZ.DOUBLES_FOURIER_MODE), _thresholds(PZ.DISTANCE_IRRELEVANCE)
+    assert not PZ.doubles_fourier_mode(m.final, other, basis, 6000, mode_th).passed
+    assert not PZ.distance_irrelevance(float(m.di[-1]), other, basis, 6000, di_th).passed

@@ -196,10 +196,12 @@ def llc_series_orth(request: pytest.FixtureRequest, run):
 
 @pytest.fixture(scope="session")
 def pizza_clock(run, final_model):
-    """Gradient symmetricity, distance irrelevance and the Fourier-mode test of a generalised transformer
+    """Gradient symmetricity, distance irrelevance and the Fourier-mode test of a generalised transformer or MLP
     (:class:`claimlens.analysis.pizza.PizzaClockMeasures`, at up to 16 checkpoints; the final one's spectra in
-    ``.final``). Skips runs that are not transformers: the claims' sides are set by the attention rate."""
-    needs_transformer(run)
+    ``.final``)."""
+    needs_weights(run)
+    if run.spec.model.kind not in ("transformer", "mlp"):
+        pytest.skip(f"run {run.name!r} is a {run.spec.model.kind} model: the claim is about modular addition")
     from claimlens.analysis.pizza import pizza_clock_over_run
 
     return pizza_clock_over_run(run)

@@ -10,11 +10,11 @@ import pytest
 
 DEFAULT_SPEC = "fixtures/default.toml"
 # A plain `pytest claims/` (no --run): each family's built-in runs, with the claim families they judge (None: every
-# family). The default run is judged by every claim about modular addition; the pizza and clock models only by
-# their family's claims; the induction models by the induction and low-rank claims; the two MLPs of
+# family). The default run is judged by every claim about modular addition; the pizza and clock models and the
+# hackathon's MLP (whose side is read from its gradient symmetricity) only by their family's claims; the induction models by the induction and low-rank claims; the two MLPs of
 # "Grokking with weight decay" by the MLP family's.
 DEFAULT_SESSION = {DEFAULT_SPEC: None, "fixtures/pizza.toml": frozenset({"pizza_clock"}),
-                   "fixtures/clock.toml": frozenset({"pizza_clock"}),
+                   "fixtures/clock.toml": frozenset({"pizza_clock"}), "fixtures/nv_mlp.toml": frozenset({"pizza_clock"}),
                    "fixtures/induction_2l.toml": frozenset({"induction", "lowrank"}),
                    "fixtures/induction_1l.toml": frozenset({"induction", "lowrank"}),
                    "fixtures/mlp_sum.toml": frozenset({"mlp"}), "fixtures/mlp_concat.toml": frozenset({"mlp"})}

@@ -3,7 +3,9 @@ measures of :mod:`claimlens.metrics.pizza`. Pure functions of measured numbers; 
 
 Each claim has two sides, stated by the source for the two ends of the attention-rate axis (Zhong et al. 2023,
 §5): a model with attention rate 0 (constant attention) learns the pizza, one with rate 1 (softmax attention)
-the clock. A run is judged on the side of its own attention rate (:func:`side_of`); each side's rule judged on
+the clock. A run is judged on the side of its own attention rate (:func:`side_of`); an MLP, which has none, on the side its
+gradient symmetricity names (:func:`side_of_gs`; the gradient-symmetricity claim itself then skips it, as that
+would be circular). Each side's rule judged on
 the other model is the claim's negative control (``tests/test_pizza_clock.py``).
 """
 
@@ -20,6 +22,23 @@ FINAL = "final-model claim: the source's numbers are in the catalogue (no curve 
 
 PIZZA_MAX_RATE = 0.05  # the sweep-table bins the catalogue's percentiles come from: rate < 0.05 …
 CLOCK_MIN_RATE = 0.95  # … and rate ≥ 0.95
+
+
+# An MLP has no attention rate: its side is read from its gradient symmetricity, the Clock/Pizza paper's primary
+# discriminator, with the bands of the gradient-symmetricity claim (the released sweep: rate < 0.05 has GS ≥ 0.969
+# in 90% of runs, rate ≥ 0.95 has GS ≤ 0.687 in 90%).
+PIZZA_MIN_GS = 0.95
+CLOCK_MAX_GS = 0.7
+
+
+def side_of_gs(gs: float) -> str | None:
+    """``"pizza"`` for gradient symmetricity ≥ 0.95, ``"clock"`` for ≤ 0.7, else None (a model without an attention
+    rate: the hackathon's MLP)."""
+    if gs >= PIZZA_MIN_GS:
+        return "pizza"
+    if gs <= CLOCK_MAX_GS:
+        return "clock"
+    return None
 
 
 def side_of(attn_rate: float) -> str | None:
@@ -76,18 +95,28 @@ DOUBLES_FOURIER_MODE = ClaimSpec(
 )
 
 
-def _side(v: Verdict, side: str | None, attn_rate: float) -> bool:
+def _side(v: Verdict, side: str | None, basis: float | str) -> bool:
+    """``basis``: the attention rate the side was read from, or (a model without one) a description of how it was
+    read (:func:`side_of_gs`)."""
+    if isinstance(basis, str):
+        if side not in ("pizza", "clock"):
+            v.skip(f"{basis}: between the pizza (≥ {PIZZA_MIN_GS}) and clock (≤ {CLOCK_MAX_GS}) bands, the claim "
+                   f"names no side")
+            return False
+        v.record("side judged", f"{side} ({basis})")
+        return True
     if side not in ("pizza", "clock"):
-        v.skip(f"attention rate {attn_rate:g}: the claim is stated for rate < {PIZZA_MAX_RATE} (pizza) and "
+        v.skip(f"attention rate {basis:g}: the claim is stated for rate < {PIZZA_MAX_RATE} (pizza) and "
                f"≥ {CLOCK_MIN_RATE} (clock), not in between")
         return False
-    v.record("side judged (from the attention rate)", f"{side} (rate {attn_rate:g})")
+    v.record("side judged (from the attention rate)", f"{side} (rate {basis:g})")
     return True
 
 
-def _judge_side(v: Verdict, side: str | None, attn_rate: float, name: str, value: float, *,
+def _judge_side(v: Verdict, side: str | None, attn_rate: float | str, name: str, value: float, *,
                 pizza: tuple[str, float], clock: tuple[str, float], epoch: int, label: str = "") -> Verdict:
-    """One check on the side the attention rate names: ``pizza`` / ``clock`` = (op, threshold)."""
+    """One check on the side the attention rate (or, for an MLP, the gradient symmetricity) names: ``pizza`` /
+    ``clock`` = (op, threshold)."""
     if not _side(v, side, attn_rate):
         return v
     op, bound = pizza if side == "pizza" else clock
@@ -101,15 +130,17 @@ def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: 
                        pizza=(">=", th["pizza_min"]), clock=("<=", th["clock_max"]), epoch=epoch)
 
 
-def distance_irrelevance(di: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
-    """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit)."""
+def distance_irrelevance(di: float, side: str | None, attn_rate: float | str, epoch: int, th) -> Verdict:
+    """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit). ``attn_rate``: the
+    rate the side was read from, or for an MLP how it was read (:func:`side_of_gs`)."""
     return _judge_side(Verdict(DISTANCE_IRRELEVANCE.id), side, attn_rate, "distance irrelevance of the correct logit",
                        di, pizza=("<=", th["pizza_max"]), clock=(">=", th["clock_min"]), epoch=epoch)
 
 
-def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
+def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float | str, epoch: int, th) -> Verdict:
     """``mode``: :func:`claimlens.metrics.pizza.pizza_mode_test` of the final checkpoint. Pizza: ``m_2k / m_k ≥
-    pizza_min_ratio``; clock: ``m_2k / m_k < clock_max_ratio``."""
+    pizza_min_ratio``; clock: ``m_2k / m_k < clock_max_ratio``. ``attn_rate``: as :func:`distance_irrelevance`'s
+    (the source stated this test for its MLP, whose side comes from its gradient symmetricity)."""
     v = Verdict(DOUBLES_FOURIER_MODE.id)
     if side in ("pizza", "clock"):
         v.record("embedding's top mode k (folded), and 2k mod p (folded)", f"k = {mode['k']}, 2k → {mode['k2']}")
