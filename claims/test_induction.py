@@ -57,6 +57,14 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
     if m.n_layers < 2:
         pytest.skip(f"run {run.name!r} has 1 layer: no second layer to hold an induction head (its control claim "
                     f"is induction_needs_two_layers)")
+    # Recorded, not judged: where the later layers' heads do attend relative to the previous occurrence (d = 1 is
+    # the induction score); a peak at d > 1 is a shifted induction circuit the claim's score does not count.
+    label, d, score = max((m.best_offset(layer) for layer in range(1, m.n_layers)), key=lambda t: t[2])
+    claim.record("largest attention of a later-layer head to the position d after the previous occurrence "
+                 "(final checkpoint; d = 1 is the induction score)", score, label=f"{label}, d = {d}")
+    if d != 1:
+        layer = int(label[1:label.index("H")])
+        claim.verdict.add_series(m.offset_series(layer, d), x_name="step")
     claim.judge(IND.heads_form_at_the_phase_change, training_log["train_loss"], best_induction,
                 m.best(m.previous_token_score, 0), m.n_layers)
 

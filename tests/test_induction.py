@@ -162,6 +162,45 @@ def test_scores_equal_naive_loops(seed, heads):
     assert M.in_context_learning_score(losses, 3, 29) == pytest.approx(float(naive[:, 28].mean() - naive[:, 2].mean()))
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), heads=st.integers(1, 3))
+def test_offset_match_scores_equal_a_naive_loop(seed, heads):
+    gen = torch.Generator().manual_seed(seed)
+    task = RepeatedSubsequence(12, 30, 5, 3)
+    b = task.sample(6, gen)
+    pattern = _causal_patterns(6, heads, 30, gen)
+    out = M.offset_match_scores(pattern, b.starts, 5, 12)
+    for d in range(1, 13):
+        cells = [(i, int(b.starts[i, k]) + j, int(b.starts[i, k - 1]) + j + d) for i in range(6)
+                 for k in range(1, 3) for j in range(5)]
+        cells = [(i, q, key) for i, q, key in cells if key <= q]
+        for h in range(heads):
+            if cells:
+                naive = sum(float(pattern[i, h, q, key]) for i, q, key in cells) / len(cells)
+                assert float(out[h, d - 1]) == pytest.approx(naive, rel=1e-5, abs=1e-7)
+            else:
+                assert math.isnan(float(out[h, d - 1]))
+    torch.testing.assert_close(out[:, 0], M.induction_score(pattern, b.starts, 5))
+
+
+def test_a_shifted_induction_head_peaks_at_its_offset():
+    """A head attending from each later-repeat token to the position 7 after its previous occurrence (where it is
+    not after the query) scores 1 at d = 7 and 0 at d = 1."""
+    task = RepeatedSubsequence(12, 40, 5, 3)
+    b = task.sample(4, torch.Generator().manual_seed(1))
+    pattern = torch.zeros(4, 1, 40, 40)
+    pattern[:, 0, torch.arange(40), torch.arange(40)] = 1.0  # attend to self by default
+    for i in range(4):
+        for k in range(1, 3):
+            for j in range(5):
+                q, key = int(b.starts[i, k]) + j, int(b.starts[i, k - 1]) + j + 7
+                if key <= q:
+                    pattern[i, 0, q] = 0.0
+                    pattern[i, 0, q, key] = 1.0
+    out = M.offset_match_scores(pattern, b.starts, 5, 11)
+    assert float(out[0, 6]) == pytest.approx(1.0) and float(out[0, 0]) == pytest.approx(0.0)
+
+
 def test_perfect_heads_score_one_and_uniform_attention_scores_chance():
     task = RepeatedSubsequence(12, 30, 5, 3)
     b = task.sample(4, torch.Generator().manual_seed(0))

@@ -31,6 +31,23 @@ def induction_score(pattern: torch.Tensor, starts: torch.Tensor, repeat_len: int
     return pattern[b, :, query, key].mean(dim=(0, 1))  # advanced indices first: [batch, n_query, head]
 
 
+def offset_match_scores(pattern: torch.Tensor, starts: torch.Tensor, repeat_len: int, max_offset: int) -> torch.Tensor:
+    """Per head and offset ``[n_heads, max_offset]``: column ``d − 1`` is the mean attention from a token of a later
+    repeat to the position ``d`` after its previous occurrence, over the query/key pairs with the key not after the
+    query (NaN where there is none). ``d = 1`` is :func:`induction_score`. A head matching the current token against
+    a token copied from further back than the previous position (a layer-0 head attending ``d − 1`` back instead of
+    1 back) shows its peak at that ``d``: a shifted induction circuit the ``d = 1`` score does not see."""
+    query, key = induction_positions(starts, repeat_len)  # key: previous occurrence + 1
+    b = torch.arange(pattern.shape[0])[:, None].expand_as(query)
+    out = torch.full((pattern.shape[1], max_offset), float("nan"), dtype=pattern.dtype)
+    for d in range(1, max_offset + 1):
+        k = key + (d - 1)
+        ok = k <= query
+        if bool(ok.any()):
+            out[:, d - 1] = pattern[b[ok], :, query[ok], k[ok]].mean(0)
+    return out
+
+
 def previous_token_score(pattern: torch.Tensor) -> torch.Tensor:
     """Per head ``[n_heads]``: the mean attention from each position ``t ≥ 1`` to ``t − 1`` (a previous-token head
     scores near 1)."""
