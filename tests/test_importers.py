@@ -123,6 +123,18 @@ def test_a_pickle_that_would_run_code_is_refused(tiny_run, tmp_path, monkeypatch
     assert not (tmp_path / "out").exists()
 
 
+def test_a_truncated_safetensors_file_is_named_as_one(tiny_run, tmp_path):
+    """The advice fits the format: a damaged .safetensors file is not told to be re-saved with torch.save."""
+    from safetensors.torch import save_file
+
+    source = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny_run.final().items()}, source)
+    source.write_bytes(source.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"not a readable safetensors file.*safetensors\.torch\.save_file"):
+        import_run(source, tmp_path / "out", progress=False, final_epoch=1)
+    assert not (tmp_path / "out").exists()
+
+
 def test_truncated_file(tiny_run, tmp_path):
     source = full_run_file(tmp_path / "f.pth", tiny_run)
     source.write_bytes(source.read_bytes()[:5000])

@@ -370,6 +370,11 @@ def test_plain_session_pairs_runs_with_the_claims_of_their_task():
     assert refs["default"].judged_by("", "modular_addition")
     named = RunRef(ROOT / "fixtures/induction_2l.toml", "spec", "induction_2l")
     assert named.judged_by("", "modular_addition")  # judged, then skipped with the reason
+    # the same by model kind: the MLP family's claims do not put the default transformer under them
+    assert refs["default"].model_kind() == "transformer" and refs["mlp_sum"].model_kind() == "mlp"
+    assert not refs["default"].judged_by("mlp", "modular_addition", "mlp")
+    assert refs["mlp_sum"].judged_by("mlp", "modular_addition", "mlp")
+    assert RunRef(ROOT / "fixtures/default.toml", "spec", "default").judged_by("mlp", "modular_addition", "mlp")
 
 
 def _tiny_induction_spec(**task):

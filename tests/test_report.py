@@ -101,3 +101,16 @@ def test_importing_the_plugin_is_cheap():
     code = "import sys, claimlens.plugin; print(sorted(m for m in ('torch', 'transformer_lens', 'numpy') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"the pytest plugin imported {out} at import time"
+
+
+def test_chart_ticks_stay_inside_the_picture():
+    """Log-scale decade ticks lie on or inside the frame (they were drawn above and below it), and the last x label
+    ends at the frame's edge instead of being cut by the picture's (30000 read as 3000)."""
+    import re
+
+    svg = svg_chart([{"name": "loss", "epochs": [0, 15000, 30000], "values": [3e-7, 2.0, 40.0]}], log=True)
+    top, bottom = 10, 220 - 28
+    ys = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.-]+)" class="tick" text-anchor="end">1e', svg)]
+    assert ys and all(top <= y <= bottom + 3.5 for y in ys), ys
+    last = re.findall(r'<text x="([\d.]+)" y="[\d.]+" class="tick" text-anchor="(\w+)">30000<', svg)
+    assert last and last[0][1] == "end" and float(last[0][0]) <= 560

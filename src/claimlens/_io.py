@@ -82,7 +82,8 @@ def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
         return load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
-            f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc})"
+            f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc}). Copy or "
+            f"download it again; a run's own checkpoint can be rewritten by training the run again"
         ) from None
 
 

@@ -143,7 +143,9 @@ def _print_info(run) -> None:
                  if task.is_sequences else
                  f"a+b mod {task.p}; {info['n_train']} train / {info['n_test']} test pairs")
     t = spec.train
-    unit = "step" if task.is_sequences else "epoch"  # one optimiser step per "epoch" on the induction toy
+    # what a checkpoint's number counts: optimiser steps on minibatches (the induction toy, a batch_size spec), else
+    # full-batch epochs
+    unit = "step" if task.is_sequences or t.batch_size else "epoch"
     source = info["source"]
     read = source.get("train_read_from_source")
     provenance = ("" if read is None else f"  (from the file: {', '.join(read) if read else 'nothing'}; the rest are "
@@ -186,10 +188,10 @@ def _print_info(run) -> None:
             lines.append(f"grokking   {g['unresolved']}")
         elif g["generalised_epoch"] is None:
             lines.append(f"grokking   not reached (test accuracy never ≥ {g['threshold']}); "
-                         f"train accuracy ≥ {g['threshold']} at epoch {g['memorised_epoch']}")
+                         f"train accuracy ≥ {g['threshold']} at {unit} {g['memorised_epoch']}")
         else:
-            lines.append(f"grokking   train acc ≥ {g['threshold']} at epoch {g['memorised_epoch']}, test acc ≥ "
-                         f"{g['threshold']} at epoch {g['generalised_epoch']} (delay ratio {g['delay_ratio']:.1f}x)")
+            lines.append(f"grokking   train acc ≥ {g['threshold']} at {unit} {g['memorised_epoch']}, test acc ≥ "
+                         f"{g['threshold']} at {unit} {g['generalised_epoch']} (delay ratio {g['delay_ratio']:.1f}x)")
     print("\n".join(lines))
 
 

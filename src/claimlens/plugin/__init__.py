@@ -198,7 +198,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         from claimlens.plugin.claim import spec_of
 
         spec = spec_of(marker, metafunc.definition.nodeid)
-        refs = [ref for ref in refs if ref.judged_by(spec.family, spec.task)]
+        refs = [ref for ref in refs if ref.judged_by(spec.family, spec.task, spec.model)]
     if "epoch" in metafunc.fixturenames:
         pairs = [(ref, epoch) for ref in refs for epoch in ref.epochs()]
         metafunc.parametrize(("run", "epoch"), pairs, indirect=["run"], scope="session",
@@ -299,6 +299,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     except SeriesUnavailable as exc:
         pytest.skip(str(exc.args[0]))
     claim = pyfuncitem.stash.get(CLAIM, None)
+    if claim is not None and "run" in pyfuncitem.funcargs:
+        from claimlens.plugin.claim import unit_of
+
+        claim.verdict.unit = unit_of(pyfuncitem.funcargs["run"])
     if claim is not None and claim.verdict.failures:
         from claimlens.plugin.claim import ClaimFailure
 

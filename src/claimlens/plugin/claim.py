@@ -29,6 +29,15 @@ import pytest
 from claimlens.rules.base import KINDS, ClaimSpec, Threshold, Verdict
 
 
+def unit_of(run) -> str:
+    """``"step"`` for a run whose checkpoints count optimiser steps on minibatches (the induction toy, a spec with
+    ``train.batch_size``), else ``"epoch"`` (full-batch runs, curves-only runs)."""
+    spec = getattr(run, "spec", None)
+    if spec is None or getattr(run, "kind", None) == "curves":
+        return "epoch"
+    return "step" if spec.task.is_sequences or spec.train.batch_size else "epoch"
+
+
 class ClaimFailure(AssertionError):
     """A claim did not hold; the message lists every failed check: what, measured, threshold and where."""
 
@@ -59,7 +68,7 @@ def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
     return ClaimSpec(id=str(kw["id"]), statement=str(kw.get("statement", "")), source=str(kw.get("source", "")),
                      kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")),
                      min_checkpoints=min_checkpoints, family=str(kw.get("family", "")),
-                     task=str(kw.get("task", "modular_addition")))
+                     task=str(kw.get("task", "modular_addition")), model=str(kw.get("model", "any")))
 
 
 class Claim:
@@ -140,7 +149,9 @@ class Claim:
         return {
             "series": [{"name": r.series.name, "label": r.label, "epochs": _plain(r.series.epochs),
                         "values": _plain(r.series.values), "log_scale": r.log,
-                        **({"x_name": r.x_name} if r.x_name != "epoch" else {})} for r in v.series],
+                        **({"x_name": x} if (x := v.unit if r.x_name == "epoch" else r.x_name) != "epoch" else {})}
+                       for r in v.series],
+            **({"x_unit": v.unit} if v.unit != "epoch" else {}),
             "measurements": [_plain(c.to_dict()) for c in v.checks],
             "phases": _plain(v.phases),
             "notes": list(v.notes),

@@ -34,13 +34,17 @@ class RunRef:
     families: frozenset | None = None  # the claim families that judge this run (None: all of them)
     builtin: bool = False  # one of a plain session's built-in runs (DEFAULT_SESSION)
 
-    def judged_by(self, family: str, task: str | None = None) -> bool:
-        """Whether claims of ``family`` (about ``task``) judge this run. A plain session's built-in run is judged
-        only by the claims about its own task; a run named with --run by every claim (the others skip with the
-        reason)."""
+    def judged_by(self, family: str, task: str | None = None, model: str | None = None) -> bool:
+        """Whether claims of ``family`` (about ``task``, on models of kind ``model``) judge this run. A plain
+        session's built-in run is judged only by the claims about its own task and model kind; a run named with
+        --run by every claim (the others skip with the reason)."""
         if self.families is not None and family not in self.families:
             return False
-        return not (self.builtin and task not in (None, "any") and self.task_kind() not in (None, task))
+        if not self.builtin:
+            return True
+        if task not in (None, "any") and self.task_kind() not in (None, task):
+            return False
+        return model in (None, "any") or self.model_kind() in (None, model)
 
     @property
     def is_set(self) -> bool:
@@ -81,6 +85,20 @@ class RunRef:
         from claimlens.config import RunSpec
 
         return RunSpec.from_toml(self.path).task.kind
+
+    def model_kind(self) -> str | None:
+        """The ``model.kind`` of the run, read like :meth:`task_kind` (None: a curves run or a set)."""
+        if self.kind in ("curves", *SET_KINDS):
+            return None
+        if self.kind in ("member", "seed"):
+            return self._member_spec().model.kind
+        if self.kind == "run":
+            from claimlens.runs.manifest import read_manifest
+
+            return read_manifest(self.path)["spec"].get("model", {}).get("kind", "transformer")
+        from claimlens.config import RunSpec
+
+        return RunSpec.from_toml(self.path).model.kind
 
     def describe(self) -> dict:
         """The run as recorded in claims.json (manifest fields if it exists on disk)."""

@@ -67,6 +67,8 @@ def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = N
         x1 = x0 + 1
     if y1 == y0:
         y0, y1 = y0 - 1, y1 + 1
+    if log:  # whole decades, so that every decade tick lies on or inside the frame
+        y0, y1 = math.floor(y0), math.ceil(y1)
     left, right, top, bottom = 58, 10, 10, 28
     W, H = width - left - right, height - top - bottom
 
@@ -85,8 +87,10 @@ def svg_chart(lines: list[dict], *, log: bool, phases: dict[str, Any] | None = N
                    f'<text x="{left - 4}" y="{y + 3:.1f}" class="tick" text-anchor="end">{esc(label)}</text>')
     for t in _ticks(x0, x1, False):
         x = X(t)
-        tick = int(t) if x_name in OVER_TRAINING else f"{t:.3g}"
-        out.append(f'<text x="{x:.1f}" y="{height - 10}" class="tick" text-anchor="middle">{tick}</text>')
+        tick = str(int(t)) if x_name in OVER_TRAINING else f"{t:.3g}"
+        # a label centred on the frame's right edge would be cut by the picture's edge: end it there instead
+        anchor = "end" if x + 3.5 * len(tick) > width else "middle"
+        out.append(f'<text x="{x:.1f}" y="{height - 10}" class="tick" text-anchor="{anchor}">{tick}</text>')
     for name, epoch in (phases or {}).items():
         if isinstance(epoch, (int, float)) and x0 <= epoch <= x1:
             x = X(epoch)
@@ -138,7 +142,7 @@ def clearance(m: dict) -> float | None:
     return v / t if op in (">=", ">") else t / v
 
 
-def _measurement_rows(measurements: list[dict]) -> str:
+def _measurement_rows(measurements: list[dict], unit: str = "epoch") -> str:
     rows = []
     for m in measurements:
         status = m.get("status") or {True: "passed", False: "failed"}.get(m.get("passed"), "recorded")
@@ -160,7 +164,7 @@ def _measurement_rows(measurements: list[dict]) -> str:
             "<th title='how far the check cleared its threshold: ≥ 1 passed, < 1 failed (measured / threshold for "
             "≥ and >, threshold / measured for ≤ and <)'>margin</th><th title=\"the source's own value of the "
             "quantity\">"
-            "source</th><th>epoch</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            f"source</th><th>{esc(unit)}</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
 def kind_badge(kind: str | None) -> str:
@@ -181,7 +185,7 @@ def _record_card(r: dict) -> str:
     message = f'<pre class="msg">{esc(r["message"])}</pre>' if r.get("message") else ""
     return (f'<article class="record {esc(r["outcome"])}"><header><span class="badge {esc(r["outcome"])}">'
             f'{esc(r["outcome"])}</span> <code>{esc(r["nodeid"])}</code> <span class="muted">{r.get("duration", 0):.2f} s'
-            f'</span></header>{message}{charts}{_measurement_rows(r.get("measurements", []))}'
+            f'</span></header>{message}{charts}{_measurement_rows(r.get("measurements", []), r.get("x_unit", "epoch"))}'
             f'{"<ul class=notes>" + notes + "</ul>" if notes else ""}</article>')
 
 

@@ -80,6 +80,9 @@ class ClaimSpec:
     # (the default run). A run named with --run is judged by every claim, whatever its family.
     family: str = ""
     task: str = "modular_addition"
+    # The model kind its runs have ("transformer", "mlp", "attn_only" or "any"): a plain session does not put a
+    # built-in run of another kind under it (a run named with --run still is, and the claim skips it with the reason).
+    model: str = "any"
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -114,9 +117,10 @@ class Check:
             return None
         return v / t
 
-    def describe(self) -> str:
-        """assert_close style: what, measured, threshold, where."""
-        where = ", ".join(x for x in (f"epoch {self.epoch}" if self.epoch is not None else "", self.label) if x)
+    def describe(self, unit: str = "epoch") -> str:
+        """assert_close style: what, measured, threshold, where (``unit``: what the run's checkpoints count, epochs
+        or optimiser steps)."""
+        where = ", ".join(x for x in (f"{unit} {self.epoch}" if self.epoch is not None else "", self.label) if x)
         where = f" ({where})" if where else ""
         name = f"{self.name} [{self.detail}]" if self.detail else self.name
         if self.status == "not judged":
@@ -174,6 +178,9 @@ class Verdict:
         self.phases: dict[str, Any] = {}
         self.notes: list[str] = []
         self.skipped: str | None = None
+        # What the run's checkpoints count: "epoch", or "step" for a run trained on minibatches (the induction toy,
+        # the hackathon's MLP). Set by the plugin from the run; checks' epochs and the series over the run read so.
+        self.unit = "epoch"
 
     # -- checks
 
@@ -257,8 +264,9 @@ class Verdict:
         failed = self.failures
         judged = [c for c in self.checks if c.status in ("passed", "failed")]
         if len(failed) == 1:
-            return failed[0].describe()
-        return f"{len(failed)} of {len(judged)} checks failed:\n" + "\n".join(f"  {c.describe()}" for c in failed)
+            return failed[0].describe(self.unit)
+        return f"{len(failed)} of {len(judged)} checks failed:\n" + "\n".join(f"  {c.describe(self.unit)}"
+                                                                            for c in failed)
 
 
 def _number(x: Any) -> bool:

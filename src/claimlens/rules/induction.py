@@ -167,8 +167,8 @@ def heads_form_at_the_phase_change(loss: Series, induction: Series, previous: Se
     slack = th["slack_fraction"] * span
     lo, hi = window.onset - slack, window.end + slack
     before = induction.window(None, int(lo)) if lo >= int(induction.epochs[0]) else induction.window(None, int(induction.epochs[0]))
-    v.check("best induction score before the window", float(before.values[-1]), "<=", th["before_max"],
-            epoch=int(before.epochs[-1]))
+    v.check("best head's induction score at the last checkpoint before the window", float(before.values[-1]), "<=",
+            th["before_max"], epoch=int(before.epochs[-1]))
     formed = induction.first_crossing(th["induction_min"], "above")
     v.check("best induction score", float(induction.values.max()), ">=", th["induction_min"],
             epoch=int(induction.epochs[int(induction.values.argmax())]))

@@ -56,6 +56,7 @@ SUMMED_EMBEDDINGS_GROK = ClaimSpec(
     validation="passes on the source's printed losses (train loss 0.0503 at epoch 999, test loss first < 0.1 at "
                "16 999: a delay of 16 000 epochs)",
     family="mlp",
+    model="mlp",
 )
 
 
@@ -112,6 +113,7 @@ CONCATENATED_NEVER_GROK = ClaimSpec(
     },
     validation="unvalidated, weak evidence: a single anecdote in the source, with no numbers",
     family="mlp",
+    model="mlp",
 )
 
 
@@ -148,6 +150,7 @@ WEIGHT_NORM_DECLINES = ClaimSpec(
     },
     validation="unvalidated: the source's weights plot is not digitised",
     family="mlp",
+    model="mlp",
 )
 
 
@@ -195,6 +198,7 @@ LONG_TRAINING_SPIKES = ClaimSpec(
     },
     validation="informational: the source shows the spikes in a plot, with no numbers",
     family="mlp",
+    model="mlp",
 )
 
 

@@ -95,6 +95,9 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     if "weights_only" in reason or "Weights only load failed" in reason:
         reason = type(exc).__name__  # torch's advice to load with weights_only=False is not ours to give
     detail = type(exc).__name__ + ("" if reason == type(exc).__name__ else f": {reason[:160]}")
+    if path.suffix == ".safetensors":
+        return CheckpointError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt: {detail}). "
+                               f"Copy or download it again, or re-save it with safetensors.torch.save_file")
     return CheckpointError(f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt: {detail}). Copy "
                            f"or download it again, or re-save it with torch.save")
 
