@@ -74,31 +74,25 @@ class RunRef:
     def task_kind(self) -> str | None:
         """The ``task.kind`` of the run, read from its spec or manifest without training (None: a curves run or a
         set, which say nothing about it here)."""
-        if self.kind in ("curves", *SET_KINDS):
-            return None
-        if self.kind in ("member", "seed"):
-            return self._member_spec().task.kind
-        if self.kind == "run":
-            from claimlens.runs.manifest import read_manifest
-
-            return read_manifest(self.path)["spec"].get("task", {}).get("kind", "modular_addition")
-        from claimlens.config import RunSpec
-
-        return RunSpec.from_toml(self.path).task.kind
+        return self._kind_of("task", "modular_addition")
 
     def model_kind(self) -> str | None:
-        """The ``model.kind`` of the run, read like :meth:`task_kind` (None: a curves run or a set)."""
+        """The ``model.kind`` of the run, read like :meth:`task_kind`."""
+        return self._kind_of("model", "transformer")
+
+    def _kind_of(self, section: str, default: str) -> str | None:
+        """``<section>.kind`` of the run's spec (``default`` where a stored manifest's spec omits it)."""
         if self.kind in ("curves", *SET_KINDS):
             return None
         if self.kind in ("member", "seed"):
-            return self._member_spec().model.kind
+            return getattr(self._member_spec(), section).kind
         if self.kind == "run":
             from claimlens.runs.manifest import read_manifest
 
-            return read_manifest(self.path)["spec"].get("model", {}).get("kind", "transformer")
+            return read_manifest(self.path)["spec"].get(section, {}).get("kind", default)
         from claimlens.config import RunSpec
 
-        return RunSpec.from_toml(self.path).model.kind
+        return getattr(RunSpec.from_toml(self.path), section).kind
 
     def describe(self) -> dict:
         """The run as recorded in claims.json (manifest fields if it exists on disk)."""
