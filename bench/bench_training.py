@@ -70,7 +70,11 @@ def bridge_loop(spec: RunSpec, epochs: int) -> float:
 
 
 def plain_mlp_loop(spec: RunSpec, epochs: int) -> float:
-    """Seconds for ``epochs + 1`` epochs of the straightforward ``torch.nn`` loop over the same MLP."""
+    """Seconds for ``epochs + 1`` epochs of the straightforward ``torch.nn`` loop over the same MLP (full batch, every
+    parameter trained: the work of a full-batch spec without frozen parameters)."""
+    if spec.train.batch_size or frozen_params(spec.model, spec.task.p):
+        raise SystemExit(f"bench_training: {spec.name!r} trains on minibatches or holds parameters frozen; the plain "
+                         f"MLP loop does neither, so the two would not do the same work")
     task = ModularAddition.from_config(spec.task)
     params = init_params(spec.model, spec.task.p, spec.train.seed)
     m = spec.model
@@ -106,6 +110,7 @@ def plain_mlp_loop(spec: RunSpec, epochs: int) -> float:
                  (test_logits.argmax(-1) == y_test).double().mean().item())
         if epoch == epochs:
             break
+        optimizer.param_groups[0]["lr"] = cfg.lr * lr_factor(epoch, cfg.warmup_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
