@@ -98,18 +98,17 @@ DOUBLES_FOURIER_MODE = ClaimSpec(
 def _side(v: Verdict, side: str | None, basis: float | str) -> bool:
     """``basis``: the attention rate the side was read from, or (a model without one) a description of how it was
     read (:func:`side_of_gs`)."""
-    if isinstance(basis, str):
-        if side not in ("pizza", "clock"):
-            v.skip(f"{basis}: between the pizza (≥ {PIZZA_MIN_GS}) and clock (≤ {CLOCK_MAX_GS}) bands, the claim "
-                   f"names no side")
-            return False
-        v.record("side judged", f"{side} ({basis})")
-        return True
+    by_rate = not isinstance(basis, str)
     if side not in ("pizza", "clock"):
-        v.skip(f"attention rate {basis:g}: the claim is stated for rate < {PIZZA_MAX_RATE} (pizza) and "
-               f"≥ {CLOCK_MIN_RATE} (clock), not in between")
+        v.skip(f"attention rate {basis:g}: the claim is stated for rate < {PIZZA_MAX_RATE} (pizza) and ≥ "
+               f"{CLOCK_MIN_RATE} (clock), not in between" if by_rate else
+               f"{basis}: between the pizza (≥ {PIZZA_MIN_GS}) and clock (≤ {CLOCK_MAX_GS}) bands, the claim names "
+               f"no side")
         return False
-    v.record("side judged (from the attention rate)", f"{side} (rate {basis:g})")
+    if by_rate:
+        v.record("side judged (from the attention rate)", f"{side} (rate {basis:g})")
+    else:
+        v.record("side judged", f"{side} ({basis})")
     return True
 
 
