@@ -55,7 +55,8 @@ def assert_same(cfg: ModelConfig, p: int, chains: int, batch: int, seed: int) ->
 TRANSFORMERS = st.builds(
     ModelConfig, kind=st.just("transformer"), d_model=st.sampled_from([8, 16]), n_heads=st.sampled_from([1, 2, 4]),
     d_head=st.sampled_from([4, 8]), d_mlp=st.sampled_from([8, 24]), act_fn=st.sampled_from(["relu", "gelu"]),
-    attn_bias=st.booleans(), unembed_bias=st.booleans())
+    attn_bias=st.booleans(), unembed_bias=st.booleans(), attn_rate=st.sampled_from([1.0, 0.0, 0.6]),
+    equals_token=st.booleans())  # with '=': one query row (the table path); without: p query rows
 MLPS = st.builds(
     ModelConfig, kind=st.just("mlp"), d_embed=st.sampled_from([3, 6]),
     hidden=st.sampled_from([(8,), (12, 5), (4, 4, 4)]), combine=st.sampled_from(["sum", "concat"]),

@@ -103,6 +103,7 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
     table_pos = torch.cat([torch.full((len(u),), j) for j, u in enumerate(used)])  # [R]
     local = torch.stack([torch.searchsorted(used[j], tokens[:, j].contiguous()) + starts[j] for j in range(n_pos)], 1)  # [n, pos]
     q_rows = slice(starts[last], starts[last + 1])  # the table rows of the final position's tokens
+    one_query = starts[last + 1] - starts[last] == 1  # one token at the final position ('='): one query
     scale = 1.0 / math.sqrt(dh)
 
     def loss_and_grad(w: Stacked, rows: torch.Tensor, out: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -123,11 +124,19 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         Qt = torch.baddbmm(w[a + "b_Q"].reshape(C, 1, H * dh), Xq, W_Qf)  # [C, Rq, H·dh]
 
         idx = local[rows]  # [C, B, pos] table rows
-        kv = _gather(KV, idx).view(C, B, n_pos, 2, H, dh)
-        k, v = kv[:, :, :, 0], kv[:, :, :, 1]  # [C, B, pos, H, dh]
         q_idx = idx[:, :, last] - starts[last]  # [C, B]
-        q = _gather(Qt, q_idx).view(C, B, 1, H, dh)
-        scores = (k * q).sum(-1) * scale  # [C, B, pos, H]
+        if one_query:
+            # Every example has the same query (the '=' token): the scores are a property of the table rows,
+            # [C, R, H], gathered per example; only the values are gathered at full width.
+            K_tab = KV.view(C, R, 2, H, dh)[:, :, 0]  # [C, R, H, dh]
+            S_tab = (K_tab * Qt.view(C, 1, H, dh)).sum(-1) * scale  # [C, R, H]
+            scores = _gather(S_tab, idx)  # [C, B, pos, H]
+            v = _gather(KV.view(C, R, 2, H * dh)[:, :, 1].contiguous(), idx).view(C, B, n_pos, H, dh)
+        else:
+            kv = _gather(KV, idx).view(C, B, n_pos, 2, H, dh)
+            k, v = kv[:, :, :, 0], kv[:, :, :, 1]  # [C, B, pos, H, dh]
+            q = _gather(Qt, q_idx).view(C, B, 1, H, dh)
+            scores = (k * q).sum(-1) * scale  # [C, B, pos, H]
         pattern = scores.softmax(dim=2)
         mixed = pattern if alpha == 1 else alpha * pattern + (1 - alpha)  # α·softmax + (1 − α)·J
         z = (mixed.unsqueeze(-1) * v).sum(2)  # [C, B, H, dh]
@@ -157,14 +166,22 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         d_pattern = (dz * v).sum(-1)  # [C, B, pos, H]
         if alpha != 1:
             d_pattern.mul_(alpha)
-        dkv = torch.empty(C, B, n_pos, 2, H, dh)
-        torch.mul(mixed.unsqueeze(-1), dz, out=dkv[:, :, :, 1])  # dv
         d_scores = pattern * (d_pattern - (pattern * d_pattern).sum(2, keepdim=True))
         d_scores.mul_(scale)
-        torch.mul(d_scores.unsqueeze(-1), q, out=dkv[:, :, :, 0])  # dk
-        dq = (d_scores.unsqueeze(-1) * k).sum(2)  # [C, B, H, dh]
-        dKV = _scatter(dkv.view(C, B, n_pos, 2 * H * dh), idx, R)  # [C, R, 2·H·dh]
-        dQt = _scatter(dq.view(C, B, H * dh), q_idx, Xq.shape[1])  # [C, Rq, H·dh]
+        if one_query:
+            dS_tab = _scatter(d_scores, idx, R)  # [C, R, H]
+            dKV = torch.empty(C, R, 2, H, dh)
+            torch.mul(dS_tab.unsqueeze(-1), Qt.view(C, 1, H, dh), out=dKV[:, :, 0])  # dK per table row
+            dKV[:, :, 1] = _scatter(mixed.unsqueeze(-1) * dz, idx, R)  # dV
+            dKV = dKV.view(C, R, 2 * H * dh)
+            dQt = (dS_tab.unsqueeze(-1) * K_tab).sum(1).view(C, 1, H * dh)  # [C, 1, H·dh]
+        else:
+            dkv = torch.empty(C, B, n_pos, 2, H, dh)
+            torch.mul(mixed.unsqueeze(-1), dz, out=dkv[:, :, :, 1])  # dv
+            torch.mul(d_scores.unsqueeze(-1), q, out=dkv[:, :, :, 0])  # dk
+            dq = (d_scores.unsqueeze(-1) * k).sum(2)  # [C, B, H, dh]
+            dKV = _scatter(dkv.view(C, B, n_pos, 2 * H * dh), idx, R)  # [C, R, 2·H·dh]
+            dQt = _scatter(dq.view(C, B, H * dh), q_idx, Xq.shape[1])  # [C, Rq, H·dh]
         dX = torch.bmm(dKV, W_KV.transpose(1, 2))  # [C, R, D]
         dX = dX + _scatter(d_mid, idx[:, :, last], R)
         dX[:, q_rows] += torch.bmm(dQt, W_Qf.transpose(1, 2))
