@@ -156,3 +156,31 @@ def test_cuda_training_matches_cpu_closely(tiny_run, tmp_path):
     gpu = Trainer(tiny_run.spec, tmp_path / "gpu", device="cuda", progress=False).train()
     cpu_log, gpu_log = tiny_run.log(), gpu.log()
     torch.testing.assert_close(gpu_log["train_loss"][:20], cpu_log["train_loss"][:20], rtol=1e-3, atol=1e-5)
+
+
+def _recipe_study():
+    """scripts/paper_recipe_study.py, imported as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("paper_recipe_study", ROOT / "scripts" / "paper_recipe_study.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_study_baseline_is_the_trainer(tiny_run):
+    """The side-by-side study of the paper recipe (issue 15, item 6) changes one thing at a time from the
+    trainer's own loop: its float64 / 113-class variant must reproduce the trainer's log, and each other variant
+    must change the trajectory (so that a difference it reports is the recipe's, not the study's)."""
+    study = _recipe_study()
+    log = tiny_run.log()
+    curves = {name: study.run_variant(tiny_run.spec, name, max_epochs=60, stop_below=-1.0, every=20)["curve"]
+              for name in ("f64-113", "f32-113", "f64-114")}  # on p = 23: 23 or 24 output classes
+    for row in curves["f64-113"]:
+        e = row["epoch"]
+        assert row["train_loss"] == pytest.approx(float(log["train_loss"][e]), rel=1e-9, abs=1e-12)
+        assert row["test_loss"] == pytest.approx(float(log["test_loss"][e]), rel=1e-9, abs=1e-12)
+    for name in ("f32-113", "f64-114"):
+        assert curves[name][-1]["test_loss"] != curves["f64-113"][-1]["test_loss"]
