@@ -1,31 +1,37 @@
 """Side-by-side runs of the paper recipe (issue 15, item 6): which recipe difference makes ``fixtures/paper.toml``
-grok earlier than the source (claims_catalogue, end of Revision 2)?
+grok earlier than the source (claims_catalogue, end of Revision 2)? Findings: docs/paper_recipe.md.
 
-Each variant starts from the same initial weights (``init_params`` of the spec's seed) and trains with the
-trainer's own loop (full-batch AdamW, LambdaLR warm-up, the same split), changing one thing at a time:
+Each variant starts from the same initial weights (``init_params`` of the spec's seed) and runs a copy of the
+trainer's loop (full-batch AdamW, the LambdaLR warm-up, the same split; ``claimlens.training.Trainer``), checked
+against the trainer on a small spec by ``tests/test_training.py::test_recipe_study_baseline_is_the_trainer``. One
+thing changes at a time:
 
-* ``loss``: cross entropy on ``float64`` logits (claimlens's trainer) or ``float32`` (the source's ``helpers.py``:
-  ``F.log_softmax(logits.to(torch.float32))``, whose comment says float64 but whose code casts to float32);
-* ``classes``: 113 output classes (claimlens) or 114 (the source trains on all ``p + 1`` outputs, the ``=`` column
-  of ``W_U`` included; its analysis drops that column). The 114th column is drawn from its own generator, so
-  the first 113 columns start identical in every variant.
+* the loss: cross entropy on ``float64`` logits (claimlens's trainer, ``cross_entropy_f64``) or on ``float32``
+  logits (the source's code, progress-measures-paper ``helpers.py``, commit 23d2c64: its comment says float64 but
+  it calls ``F.log_softmax(logits.to(torch.float32))``);
+* the output classes: ``p`` (claimlens) or ``p + 1`` (the source trains on all outputs, the ``=`` column of
+  ``W_U`` included; its analysis drops that column). The extra column is drawn from its own generator, so the
+  other ``p`` columns start identical in every variant.
 
-Every 100 epochs the test loss is measured on the 113 answer classes in float64 (the analysis's G-CE), and a
-variant stops once its test loss falls below ``--stop-below`` (or at ``--max-epochs``). Printed per variant: the
-peak test loss and its epoch, and the first checkpoint epochs after it with test loss below a tenth of the peak (``t2``
-of :func:`claimlens.series.detect_phases`, which measures the peak from t1), with test loss < 1, and with test
-accuracy ≥ 0.99;
-``--json`` writes the curves. The source's mainline curve (digitised, ``claimlens/reference/nanda2022``) peaks
-at 25.9 near epoch 1 340, is 22.2 at 4 400, falls below a tenth of its peak at about 9 650 and below 1 at about
-9 900.
+Variant names are those of p = 113: ``f64-113`` (claimlens), ``f32-113``, ``f64-114``, ``f32-114`` (the source's
+code). Every ``--every`` epochs the train and test loss are measured on the ``p`` answer classes in float64 (the
+analysis's G-CE, whatever loss the variant trains on), and a variant stops once its test loss falls below
+``--stop-below`` (or at ``--max-epochs``). Printed per variant: the test-loss peak and its epoch; ``t2``, the first
+measured epoch after the peak with test loss below a tenth of it (the rule of
+:func:`claimlens.series.detect_phases`, with the peak of the whole curve in place of the peak after t1); the first
+epoch after the peak with test loss < 1; and the first with test accuracy ≥ 0.99 (none if the variant stopped
+before that). ``--json`` writes the curves. The source's mainline curve (digitised,
+``claimlens/reference/nanda2022``) peaks at 25.9 near epoch 1 340, falls below a tenth of that at about 9 600 and
+below 1 at about 9 900.
 
-    python scripts/paper_recipe_study.py                       # four variants, seed 0 (~30 min on 2 cores)
+    python scripts/paper_recipe_study.py                       # the four variants, seed 0 (~20 min on 2 cores)
     python scripts/paper_recipe_study.py --variants f32-114 --seed 1
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -35,6 +41,8 @@ from pathlib import Path
 import torch
 
 from claimlens.config import RunSpec
+from claimlens.errors import SpecError
+from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward, frozen_params, init_params
 from claimlens.tasks import ModularAddition
 from claimlens.training import lr_factor
@@ -43,12 +51,25 @@ from claimlens.training import lr_factor
 VARIANTS = {"f64-113": ("float64", 0), "f32-113": ("float32", 0), "f64-114": ("float64", 1), "f32-114": ("float32", 1)}
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Mean cross entropy ``[N, C], [N] -> []`` with the log-softmax in ``dtype``: float64 is the trainer's own
+    ``cross_entropy_f64``; float32 is the source's ``cross_entropy_high_precision`` as its code runs."""
+    if dtype == torch.float64:
+        return cross_entropy_f64(logits, labels)
     logprobs = torch.log_softmax(logits.to(dtype), dim=-1)
     return -logprobs.gather(-1, labels[:, None]).mean()
 
 
 def run_variant(spec: RunSpec, name: str, *, max_epochs: int, stop_below: float, every: int) -> dict:
+    """Train ``spec`` as variant ``name`` (a key of ``VARIANTS``) for at most ``max_epochs`` epochs.
+
+    Returns ``variant``, ``loss_dtype``, ``classes`` (output classes trained on), ``seed``, ``seconds`` (wall
+    time), ``curve`` (one row per measured epoch: ``epoch``, ``train_loss`` and ``test_loss`` in nats on the
+    ``p`` answer classes in float64 — not the loss trained on —, ``test_acc``, ``sum_sq`` = Σθ² of the trained
+    parameters) and the :func:`summary` of the curve."""
     loss_dtype, extra_classes = VARIANTS[name]
     dtype = torch.float32 if loss_dtype == "float32" else torch.float64
     p, cfg = spec.task.p, spec.model
@@ -97,6 +118,8 @@ def run_variant(spec: RunSpec, name: str, *, max_epochs: int, stop_below: float,
 
 
 def summary(curve: list[dict]) -> dict:
+    """``peak_test_loss`` and ``peak_epoch``; ``t2``, ``test_loss_below_1`` (first epochs after the peak with test
+    loss below a tenth of it, below 1) and ``test_acc_099``; None where the curve never gets there."""
     peak = max(curve, key=lambda r: r["test_loss"])
 
     def first(pred):
@@ -109,37 +132,55 @@ def summary(curve: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the variants one after the other and print a line for each; exit status 2 on a bad argument."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--spec", default="fixtures/paper.toml")
-    parser.add_argument("--seed", type=int, default=None, help="the spec's train.seed unless given")
+    parser.add_argument("--spec", type=Path, default=ROOT / "fixtures" / "paper.toml",
+                        help="the recipe (default: the project's fixtures/paper.toml)")
+    parser.add_argument("--seed", type=int, default=None, help="train.seed (the initialisation); the spec's unless given")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--max-epochs", type=int, default=12_000)
     parser.add_argument("--stop-below", type=float, default=0.5, help="stop a variant once its test loss is below")
-    parser.add_argument("--every", type=int, default=100, help="epochs between measurements")
+    parser.add_argument("--every", type=int, default=100, help="epochs between measurements (≥ 1)")
     parser.add_argument("--json", type=Path, default=None, help="write every variant's curve here")
     args = parser.parse_args(argv)
-    spec = RunSpec.from_toml(args.spec)
-    if spec.model.kind != "transformer" or spec.train.batch_size or spec.task.is_sequences or spec.train.optimizer != "adamw":
-        parser.error(f"{args.spec}: the study follows the paper's loop (full-batch AdamW, a 1-layer transformer on "
-                     f"modular addition); this spec is not one")
-    if args.seed is not None:
-        spec = _with_seed(spec, args.seed)
+    if args.every < 1 or args.max_epochs < 0:
+        parser.error(f"--every must be ≥ 1 and --max-epochs ≥ 0 (got {args.every}, {args.max_epochs})")
+    if args.seed is not None and not 0 <= args.seed < 2**62:
+        parser.error(f"--seed must be in [0, 2**62) (got {args.seed})")
+    if args.json is not None and not args.json.parent.is_dir():
+        parser.error(f"--json {args.json}: folder {args.json.parent} does not exist")
+    try:
+        spec = RunSpec.from_toml(args.spec)
+        if args.seed is not None:
+            spec = _with_seed(spec, args.seed)
+    except SpecError as exc:
+        parser.error(str(exc))
+    refused = [why for bad, why in (
+        (spec.task.is_sequences, "task.kind is not modular addition"),
+        (spec.model.kind != "transformer", f"model.kind is {spec.model.kind!r}, not 'transformer'"),
+        (not spec.model.equals_token, "model.equals_token is false (the 114-class variants add an '=' output)"),
+        (spec.model.attn_rate != 1, f"model.attn_rate is {spec.model.attn_rate}, not the paper's 1"),
+        (bool(spec.train.batch_size), "train.batch_size is set (the paper trains on the full batch)"),
+        (spec.train.optimizer != "adamw", f"train.optimizer is {spec.train.optimizer!r}, not 'adamw'"),
+    ) if bad]
+    if refused:
+        parser.error(f"{args.spec}: the study follows the paper's recipe and this spec differs: {'; '.join(refused)}")
     results = []
     for name in args.variants:
         results.append(run_variant(spec, name, max_epochs=args.max_epochs, stop_below=args.stop_below,
                                    every=args.every))
         r = results[-1]
         print(f"{name:8s} seed {r['seed']}: peak test loss {r['peak_test_loss']} at {r['peak_epoch']}, "
-              f"t2 (test loss < peak / 10) at {r['t2']}, test loss < 1 at {r['test_loss_below_1']}, test acc ≥ 0.99 at {r['test_acc_099']} "
-              f"({r['seconds']:.0f} s)", flush=True)
+              f"t2 (test loss < peak / 10) at {r['t2']}, test loss < 1 at {r['test_loss_below_1']}, "
+              f"test acc ≥ 0.99 at {r['test_acc_099'] or 'none before it stopped'} ({r['seconds']:.0f} s)",
+              flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     return 0
 
 
 def _with_seed(spec: RunSpec, seed: int) -> RunSpec:
-    import dataclasses
-    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=seed))
+    return dataclasses.replace(spec, train=dataclasses.replace(spec.train, seed=seed)).validate()
 
 
 if __name__ == "__main__":

@@ -124,7 +124,6 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         Qt = torch.baddbmm(w[a + "b_Q"].reshape(C, 1, H * dh), Xq, W_Qf)  # [C, Rq, H·dh]
 
         idx = local[rows]  # [C, B, pos] table rows
-        q_idx = idx[:, :, last] - starts[last]  # [C, B]
         if one_query:
             # Every example has the same query (the '=' token): the scores are a property of the table rows,
             # [C, R, H], gathered per example; only the values are gathered at full width.
@@ -135,6 +134,7 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         else:
             kv = _gather(KV, idx).view(C, B, n_pos, 2, H, dh)
             k, v = kv[:, :, :, 0], kv[:, :, :, 1]  # [C, B, pos, H, dh]
+            q_idx = idx[:, :, last] - starts[last]  # [C, B] query table rows
             q = _gather(Qt, q_idx).view(C, B, 1, H, dh)
             scores = (k * q).sum(-1) * scale  # [C, B, pos, H]
         pattern = scores.softmax(dim=2)
@@ -150,17 +150,17 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         loss, dlogits = _cross_entropy(logits, labels[rows])
 
         # ---- backward (closed form of the forward above)
-        torch.bmm(resid_post.transpose(1, 2), dlogits, out=_target(out, "unembed.W_U", (C, D, W_U.shape[-1])))
+        torch.bmm(resid_post.transpose(1, 2), dlogits, out=_target(out, "unembed.W_U", (C, D, W_U.shape[-1]), dlogits))
         _sum_rows(out, "unembed.b_U", dlogits)
         d_resid = torch.bmm(dlogits, W_U.transpose(1, 2))  # [C, B, D]
-        torch.bmm(post.transpose(1, 2), d_resid, out=_target(out, "blocks.0.mlp.W_out", tuple(W_out.shape)))
+        torch.bmm(post.transpose(1, 2), d_resid, out=_target(out, "blocks.0.mlp.W_out", tuple(W_out.shape), dlogits))
         _sum_rows(out, "blocks.0.mlp.b_out", d_resid)
         d_pre = dact(torch.bmm(d_resid, W_out.transpose(1, 2)), pre)  # [C, B, M]
-        torch.bmm(resid_mid.transpose(1, 2), d_pre, out=_target(out, "blocks.0.mlp.W_in", tuple(W_in.shape)))
+        torch.bmm(resid_mid.transpose(1, 2), d_pre, out=_target(out, "blocks.0.mlp.W_in", tuple(W_in.shape), dlogits))
         _sum_rows(out, "blocks.0.mlp.b_in", d_pre)
         d_mid = torch.baddbmm(d_resid, d_pre, W_in.transpose(1, 2))  # [C, B, D]
         torch.bmm(z.view(C, B, H * dh).transpose(1, 2), d_mid,
-                  out=_target(out, a + "W_O", (C, H * dh, D)))
+                  out=_target(out, a + "W_O", (C, H * dh, D), dlogits))
         _sum_rows(out, a + "b_O", d_mid)
         dz = torch.bmm(d_mid, W_O.reshape(C, H * dh, D).transpose(1, 2)).view(C, B, 1, H, dh)
         d_pattern = (dz * v).sum(-1)  # [C, B, pos, H]
@@ -170,13 +170,13 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
         d_scores.mul_(scale)
         if one_query:
             dS_tab = _scatter(d_scores, idx, R)  # [C, R, H]
-            dKV = torch.empty(C, R, 2, H, dh)
+            dKV = X.new_empty(C, R, 2, H, dh)
             torch.mul(dS_tab.unsqueeze(-1), Qt.view(C, 1, H, dh), out=dKV[:, :, 0])  # dK per table row
             dKV[:, :, 1] = _scatter(mixed.unsqueeze(-1) * dz, idx, R)  # dV
             dKV = dKV.view(C, R, 2 * H * dh)
             dQt = (dS_tab.unsqueeze(-1) * K_tab).sum(1).view(C, 1, H * dh)  # [C, 1, H·dh]
         else:
-            dkv = torch.empty(C, B, n_pos, 2, H, dh)
+            dkv = X.new_empty(C, B, n_pos, 2, H, dh)
             torch.mul(mixed.unsqueeze(-1), dz, out=dkv[:, :, :, 1])  # dv
             torch.mul(d_scores.unsqueeze(-1), q, out=dkv[:, :, :, 0])  # dk
             dq = (d_scores.unsqueeze(-1) * k).sum(2)  # [C, B, H, dh]
@@ -206,11 +206,12 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
     return loss_and_grad
 
 
-def _target(out: Mapping[str, torch.Tensor], name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """Where a matrix product's gradient goes: the caller's buffer (viewed as ``shape``) or a scratch tensor."""
+def _target(out: Mapping[str, torch.Tensor], name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """Where a matrix product's gradient goes: the caller's buffer (viewed as ``shape``) or a scratch tensor of
+    ``like``'s dtype and device."""
     if name in out:
         return out[name].view(shape)
-    return torch.empty(shape)
+    return like.new_empty(shape)
 
 
 def mlp_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: torch.Tensor) -> LossAndGrad:
@@ -234,13 +235,13 @@ def mlp_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: torch.Tens
         loss, dlogits = _cross_entropy(logits, labels[rows])
 
         W_U = w["unembed.W_U"]
-        torch.bmm(h.transpose(1, 2), dlogits, out=_target(out, "unembed.W_U", tuple(W_U.shape)))
+        torch.bmm(h.transpose(1, 2), dlogits, out=_target(out, "unembed.W_U", tuple(W_U.shape), dlogits))
         _sum_rows(out, "unembed.b_U", dlogits)
         dh = torch.bmm(dlogits, W_U.transpose(1, 2))
         for i in reversed(range(depth)):
             W = w[f"mlp.{i}.W"]
             d_pre = dact(dh, pres[i])
-            torch.bmm(inputs[i].transpose(1, 2), d_pre, out=_target(out, f"mlp.{i}.W", tuple(W.shape)))
+            torch.bmm(inputs[i].transpose(1, 2), d_pre, out=_target(out, f"mlp.{i}.W", tuple(W.shape), dlogits))
             _sum_rows(out, f"mlp.{i}.b", d_pre)
             dh = torch.bmm(d_pre, W.transpose(1, 2))
         if "embed.W_E" in out:
