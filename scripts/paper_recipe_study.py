@@ -67,7 +67,8 @@ def run_variant(spec: RunSpec, name: str, *, max_epochs: int, stop_below: float,
     """Train ``spec`` as variant ``name`` (a key of ``VARIANTS``) for at most ``max_epochs`` epochs.
 
     Returns ``variant``, ``loss_dtype``, ``classes`` (output classes trained on), ``seed``, ``seconds`` (wall
-    time), ``curve`` (one row per measured epoch: ``epoch``, ``train_loss`` and ``test_loss`` in nats on the
+    time), the settings (``spec``, ``max_epochs``, ``every``, ``stop_below``), ``stopped`` (``"stop_below"`` or
+    ``"max_epochs"``) and ``last_epoch``, ``curve`` (one row per measured epoch: ``epoch``, ``train_loss`` and ``test_loss`` in nats on the
     ``p`` answer classes in float64 — not the loss trained on —, ``test_acc``, ``sum_sq`` = Σθ² of the trained
     parameters) and the :func:`summary` of the curve."""
     loss_dtype, extra_classes = VARIANTS[name]
@@ -91,11 +92,12 @@ def run_variant(spec: RunSpec, name: str, *, max_epochs: int, stop_below: float,
     optimizer = torch.optim.AdamW(trainable, lr=tc.lr * lr_factor(0, tc.warmup_steps), betas=tuple(tc.betas),
                                   weight_decay=tc.weight_decay)
     curve: list[dict] = []
+    stopped = "max_epochs"
     t0 = time.perf_counter()
     for epoch in range(max_epochs + 1):
         logits = forward(params, x_train, cfg).logits  # [n_train, classes]
         loss = cross_entropy(logits, y_train, dtype)
-        if epoch % every == 0:
+        if epoch % every == 0 or epoch == max_epochs:  # the last epoch is always measured
             with torch.no_grad():
                 test_logits = forward(params, x_test, cfg).logits[:, :p].double()
                 row = {"epoch": epoch, "train_loss": cross_entropy(logits[:, :p], y_train, torch.float64).item(),
@@ -108,12 +110,17 @@ def run_variant(spec: RunSpec, name: str, *, max_epochs: int, stop_below: float,
                       f"acc {row['test_acc']:.3f} Σθ² {row['sum_sq']:.0f} ({time.perf_counter() - t0:.0f} s)",
                       file=sys.stderr, flush=True)
             if row["test_loss"] < stop_below:
+                stopped = "stop_below"
                 break
+        if epoch == max_epochs:
+            break
         optimizer.param_groups[0]["lr"] = tc.lr * lr_factor(epoch, tc.warmup_steps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
     return {"variant": name, "loss_dtype": loss_dtype, "classes": classes, "seed": spec.train.seed,
+            "spec": spec.name, "max_epochs": max_epochs, "every": every, "stop_below": stop_below,
+            "stopped": stopped, "last_epoch": curve[-1]["epoch"],
             "seconds": round(time.perf_counter() - t0, 1), "curve": curve, **summary(curve)}
 
 
@@ -137,8 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", type=Path, default=ROOT / "fixtures" / "paper.toml",
                         help="the recipe (default: the project's fixtures/paper.toml)")
     parser.add_argument("--seed", type=int, default=None, help="train.seed (the initialisation); the spec's unless given")
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--max-epochs", type=int, default=12_000)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="which variants, in this order (default: all four)")
+    parser.add_argument("--max-epochs", type=int, default=12_000, help="the most epochs a variant trains")
     parser.add_argument("--stop-below", type=float, default=0.5, help="stop a variant once its test loss is below")
     parser.add_argument("--every", type=int, default=100, help="epochs between measurements (≥ 1)")
     parser.add_argument("--json", type=Path, default=None, help="write every variant's curve here")
@@ -147,14 +155,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--every must be ≥ 1 and --max-epochs ≥ 0 (got {args.every}, {args.max_epochs})")
     if args.seed is not None and not 0 <= args.seed < 2**62:
         parser.error(f"--seed must be in [0, 2**62) (got {args.seed})")
-    if args.json is not None and not args.json.parent.is_dir():
-        parser.error(f"--json {args.json}: folder {args.json.parent} does not exist")
+    if args.json is not None:
+        try:  # before any training: a run of minutes must not end in a write error
+            with open(args.json, "a"):
+                pass
+        except OSError as exc:
+            parser.error(f"--json {args.json}: cannot write there ({exc.strerror})")
     try:
         spec = RunSpec.from_toml(args.spec)
         if args.seed is not None:
             spec = _with_seed(spec, args.seed)
     except SpecError as exc:
         parser.error(str(exc))
+    if not 0 < args.stop_below < math.log(spec.task.p):  # at or above a uniform guess's loss it would stop at once
+        parser.error(f"--stop-below must be a test loss in (0, ln p = {math.log(spec.task.p):.2f}) nats "
+                     f"(got {args.stop_below})")
     refused = [why for bad, why in (
         (spec.task.is_sequences, "task.kind is not modular addition"),
         (spec.model.kind != "transformer", f"model.kind is {spec.model.kind!r}, not 'transformer'"),
@@ -170,13 +185,18 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_variant(spec, name, max_epochs=args.max_epochs, stop_below=args.stop_below,
                                    every=args.every))
         r = results[-1]
-        print(f"{name:8s} seed {r['seed']}: peak test loss {r['peak_test_loss']} at {r['peak_epoch']}, "
-              f"t2 (test loss < peak / 10) at {r['t2']}, test loss < 1 at {r['test_loss_below_1']}, "
-              f"test acc ≥ 0.99 at {r['test_acc_099'] or 'none before it stopped'} ({r['seconds']:.0f} s)",
-              flush=True)
+        why = "test loss below --stop-below" if r["stopped"] == "stop_below" else "--max-epochs reached"
+        print(f"{name:8s} seed {r['seed']}: stopped at epoch {r['last_epoch']} ({why}); highest test loss "
+              f"{r['peak_test_loss']} at {r['peak_epoch']}; t2 (test loss < peak / 10) {_at(r['t2'])}; "
+              f"test loss < 1 {_at(r['test_loss_below_1'])}; test acc ≥ 0.99 {_at(r['test_acc_099'])} "
+              f"({r['seconds']:.0f} s)", flush=True)
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     return 0
+
+
+def _at(epoch: int | None) -> str:
+    return f"at {epoch}" if epoch is not None else "not reached"
 
 
 def _with_seed(spec: RunSpec, seed: int) -> RunSpec:
