@@ -85,7 +85,9 @@ def transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: to
 
     The tables hold one row per (position, token that occurs there in ``tokens``): for the modular-addition
     task that is ``p`` rows for each of ``a`` and ``b`` and a single row for ``=``, so the key/value projection
-    and its gradient cost ``2p + 1`` rows instead of ``3(p + 1)``.
+    and its gradient cost ``2p + 1`` rows instead of ``3(p + 1)``. When the final position holds one token only
+    (``=``), every example has the same query, so the attention scores are computed per table row and gathered;
+    otherwise (the Clock/Pizza models without ``=``) per example.
     """
     if not cfg.equals_token and tokens.shape[1] == 3:
         tokens = tokens[:, :2]  # the model reads [a, b]
