@@ -79,9 +79,15 @@ def main() -> int:
         "| --- | --- | --- | --- | --- |",
     ]
     for run in runs:
-        what = run.get("provenance") or (run.get("spec") or {}).get("description", "")
+        spec = run.get("spec") or {}
+        what = run.get("provenance") or spec.get("description", "")
+        epochs = (spec.get("train") or {}).get("epochs")
+        if epochs and not run.get("provenance"):
+            # the description is the spec's words when it was trained; the epochs are what was trained (the paper
+            # seeds are the 40k-epoch spec cut at 16 000, and a description does not change a run's cache key)
+            what = f"{what} [trained: {epochs} epochs]"
         lines.append(f"| {run['label']} | {run['kind']} | {run.get('n_checkpoints', '–')} | "
-                     f"`{(run.get('content_hash') or '')[:12]}` | {str(what)[:140]} |")
+                     f"`{(run.get('content_hash') or '')[:12]}` | {str(what)[:170]} |")
     lines += [
         "",
         "## Verdicts",

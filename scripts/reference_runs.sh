@@ -19,7 +19,8 @@ runs=(nanda2022 fixtures/default.toml "$specs/default_s1.toml" "$specs/default_s
 if [ "${PAPER:-0}" = 1 ]; then
     for seed in 0 1 2; do
         sed -e "s/^name = \"paper\"/name = \"paper_s$seed\"/" -e "s/^seed = 0/seed = $seed/" \
-            -e "s/^epochs = 40000/epochs = 16000/" fixtures/paper.toml > "$specs/paper_s$seed.toml"
+            -e "s/^epochs = 40000/epochs = 16000/" -e "s/40k epochs/16k epochs/" fixtures/paper.toml \
+            > "$specs/paper_s$seed.toml"
         runs+=("$specs/paper_s$seed.toml")
     done
 fi

@@ -184,3 +184,47 @@ def test_recipe_study_baseline_is_the_trainer(tiny_run):
         assert row["test_loss"] == float(log["test_loss"][e])
     for name in ("f32-113", "f64-114", "f32-114"):
         assert curves[name][-1]["test_loss"] != curves["f64-113"][-1]["test_loss"]
+
+
+def _spec_search():
+    """scripts/default_spec_search.py, imported as a module."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("default_spec_search", ROOT / "scripts" / "default_spec_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_spec_search_candidate_is_the_default_with_its_changes(tmp_path):
+    """A candidate of the default-spec search (issue 15, item 8; docs/default_run.md) is the default spec with exactly
+    the fields it names changed: with no change but the seed it has the default's cache key, so a candidate that
+    equals a cached sweep member reuses that run instead of training it again."""
+    from claimlens.builtin import FIXTURES
+    from claimlens.config import RunSpec
+
+    search = _spec_search()
+    default = RunSpec.from_toml(FIXTURES / "default.toml")
+    name, changes = search.parse_candidate("lr1e-3:train.lr=1e-3,train.epochs=5000,task.frac_train=0.3")
+    assert (name, changes) == ("lr1e-3", {"train.lr": 1e-3, "train.epochs": 5000, "task.frac_train": 0.3})
+    spec = RunSpec.from_toml(search.make_spec(name, changes, 2, tmp_path))
+    assert (spec.train.lr, spec.train.epochs, spec.task.frac_train, spec.train.seed) == (1e-3, 5000, 0.3, 2)
+    assert spec.model == default.model and spec.train.weight_decay == default.train.weight_decay
+    same = RunSpec.from_toml(search.make_spec("same", {"train.seed": 0}, 0, tmp_path))
+    assert same.hash == default.hash
+    with pytest.raises(SystemExit, match="not a field"):
+        search.make_spec("bad", {"train.learning_rate": 1e-3}, 0, tmp_path)
+    with pytest.raises(SystemExit, match="section.key=value"):
+        search.parse_candidate("bad:lr=1e-3")
+
+
+def test_spec_search_train_loss_settling_epoch():
+    """'train loss settled': the first checkpoint at which the train loss is within 10× of its value at t2."""
+    search = _spec_search()
+    record = {"claim_id": search.TARGETS[0], "phases": {"t1": 20, "t2": 60, "t3": 80},
+              "series": [{"name": "train_loss", "epochs": [0, 20, 40, 60, 80], "values": [4.0, 1e-2, 5e-4, 1e-4, 1e-4]}]}
+    assert search.train_flat_epoch({"records": [record]}) == 40  # 5e-4 ≤ 10 × 1e-4 < 1e-2
+    record["phases"]["t2"] = None
+    assert search.train_flat_epoch({"records": [record]}) is None
