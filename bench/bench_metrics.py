@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from claimlens.analysis.progress import evaluate, final_key_frequencies
+from claimlens.analysis.progress import evaluate, final_checkpoint, final_key_frequencies
 from claimlens.metrics import fourier as fo
 from claimlens.metrics import progress as pm
 from claimlens.metrics.losses import accuracy, cross_entropy_f64
@@ -35,6 +35,10 @@ def arena_style(run, keys: list[int]) -> dict[str, list]:
     bridge = build_bridge(run.spec.model, p)
     cfg = bridge_config(run.spec.model, p)
     basis = fo.fourier_basis(p)
+    candidates = fo.frequencies(p)
+    random_dirs = pm.random_grid_directions(p, 2, seed=0)
+    final_freq = fo.key_frequencies_from_neurons(final_checkpoint(run).activations.mlp_post, p,
+                                                 candidates).details["neuron_freq"]
 
     def with_cache(fn):
         def metric(sd):
@@ -52,8 +56,15 @@ def arena_style(run, keys: list[int]) -> dict[str, list]:
         "test_acc": with_cache(lambda L, c: accuracy(L[te], labels[te])),
         "excluded_loss": with_cache(lambda L, c: pm.excluded_loss(L, labels, tr, keys, p)),
         "excluded_loss_all_keys": with_cache(lambda L, c: pm.excluded_loss_all_keys(L, labels, tr, keys, p)),
-        "restricted_loss": with_cache(lambda L, c: torch.stack([pm.restricted_loss(L, labels, r, keys, p)
-                                                                for r in (None, tr, te)])),
+        "restricted_loss": with_cache(lambda L, c: torch.stack(
+            [pm.restricted_loss(L, labels, r, keys, p) for r in (None, tr, te)]
+            + [pm.class_balanced_loss(pm.restricted_logits(L, keys, p), labels, tr, p)])),
+        "random_direction_control": with_cache(lambda L, c: pm.direction_ablation_ratio(L, labels, tr, random_dirs)),
+        "neuron_key_frequency": with_cache(lambda L, c: torch.tensor(
+            [float(k in fo.key_frequencies_from_neurons(c["blocks.0.mlp.hook_post"][:, -1], p, candidates).keys)
+             for k in candidates])),
+        "quadratic_fraction": with_cache(lambda L, c: pm.quadratic_fraction(c["blocks.0.mlp.hook_post"][:, -1],
+                                                                           final_freq, p)),
         "attention_to_position": with_cache(lambda L, c: pm.attention_to_position(c["pattern", 0][:, :, -1]).flatten()),
         "trig_fraction": with_cache(lambda L, c: torch.stack([
             pm.trig_variance_fraction(x, keys, p) for x in
@@ -87,14 +98,16 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
 
 
 def claimlens_flops(run, n_keys: int) -> float:
-    """Matmul FLOPs of claimlens's evaluation: fast forward + projections + 2D-free weight metrics."""
+    """Matmul FLOPs of claimlens's evaluation: fast forward + projections + weight metrics + the 2D Fourier
+    transform of the neuron activations (float64, counted at the float32 peak: a lower bound)."""
     m, p = run.spec.model, run.spec.task.p
     N, D, M, H, dh = p * p, m.d_model, m.d_mlp, m.n_heads, m.d_head
     V = p + 1
     forward = 2 * (3 * 2 + 1) * V * D * H * dh + N * (2 * 3 * H * dh * 2 + 2 * H * dh * D + 2 * D * M + 2 * M * D + 2 * D * p)
     projections = 2 * (2 * n_keys) * N * (p * (3 + 2 * n_keys) + 2 * M) * 2
     weights = 2 * p * p * D + 2 * M * D * p + 2 * p * p * M
-    return len(run.epochs) * (forward + projections + weights)
+    neurons = 2 * (2 * p ** 3 * M)  # the 2D transform of the neuron activations (G-NFRAC, G-QUAD), one per checkpoint
+    return len(run.epochs) * (forward + projections + weights + neurons)
 
 
 def main(argv=None) -> int:

@@ -125,3 +125,20 @@ def key_neuron_projector(W_L, p, keys):
             for k in keys for r in (2 * k - 1, 2 * k)]
     Q = gram_schmidt(vecs)
     return [[sum(q[a] * q[b] for q in Q) for b in range(M)] for a in range(M)]
+
+
+def neuron_block_shares(column, p, k):
+    """One neuron's activations over the p² inputs (row a·p + b) -> (share of its centred 2D-Fourier power in the
+    3×3 block {0, 2k−1, 2k}² (G-NFRAC), share in the 2×2 block {2k−1, 2k}² (G-QUAD)); k < 1: the 2×2 blocks of
+    every frequency summed."""
+    mean = sum(column) / len(column)
+    T = [[column[a * p + b] - mean for b in range(p)] for a in range(p)]
+    power = [[c * c for c in row] for row in dft2(T, p)]
+    total = sum(sum(row) for row in power)
+    if k >= 1:
+        three = [0, 2 * k - 1, 2 * k]
+        two = [2 * k - 1, 2 * k]
+        return (sum(power[i][j] for i in three for j in three) / total,
+                sum(power[i][j] for i in two for j in two) / total)
+    every = sum(power[i][j] for f in range(1, (p - 1) // 2 + 1) for i in (2 * f - 1, 2 * f) for j in (2 * f - 1, 2 * f))
+    return None, every / total

@@ -53,6 +53,10 @@ def test_values_equal_the_metrics_computed_one_checkpoint_at_a_time_through_tran
         assert rs["attention_to_position"].row("head=2,pos=1").values[j].item() == pytest.approx(attn[2, 1].item(), abs=1e-6)
         ssw = pm.sum_sq_weights(params)["total"]
         assert rs["sum_sq_weights"].values[j].item() == pytest.approx(ssw, rel=1e-9)
+        for name, tensor in params.items():  # each row is its own parameter's, at every checkpoint (the rows once
+            # followed each file's tensor order, which safetensors does not fix)
+            expected_ssw = float(tensor.double().pow(2).sum())
+            assert rs["sum_sq_weights_by_param"].row(name).values[j].item() == pytest.approx(expected_ssw, rel=1e-9)
 
 
 def test_second_evaluation_hits_the_cache(tiny_run, cache_dir):

@@ -215,6 +215,27 @@ def test_quadratic_fraction_of_a_pure_product_neuron():
     assert q[0].item() == pytest.approx(1.0, abs=1e-9) and q[1].item() == pytest.approx(0.0, abs=1e-9)
 
 
+@settings(max_examples=15, deadline=None)
+@given(p=st.sampled_from([5, 7, 11]), seed=st.integers(0, 2**16), n=st.integers(1, 4))
+def test_neuron_block_shares_equal_the_naive_sums(p, seed, n):
+    """G-NFRAC (3×3 blocks per candidate) and G-QUAD (2×2 block of each neuron's frequency, all blocks for −1),
+    vectorised over neurons and sharing one 2D transform, against per-neuron direct sums."""
+    g = torch.Generator().manual_seed(seed)
+    acts = torch.randn(p * p, n, generator=g, dtype=torch.float64)
+    freq = torch.randint(-1, (p - 1) // 2 + 1, (n,), generator=g)
+    freq[freq == 0] = -1
+    candidates = fo.frequencies(p)
+    power = fo.neuron_fourier_power(acts, p)
+    fracs = fo.neuron_frequency_fractions(acts, p, candidates, power=power)
+    quad = pm.quadratic_fraction(acts, freq, p, power=power)
+    torch.testing.assert_close(quad, pm.quadratic_fraction(acts, freq, p))  # the same without the shared transform
+    for m in range(n):
+        column = acts[:, m].tolist()
+        for i, k in enumerate(candidates):
+            assert fracs[i, m].item() == pytest.approx(naive.neuron_block_shares(column, p, k)[0], rel=1e-9)
+        assert quad[m].item() == pytest.approx(naive.neuron_block_shares(column, p, int(freq[m]))[1], rel=1e-9)
+
+
 # ----------------------------------------------------------------------------- ground truth
 
 

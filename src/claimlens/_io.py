@@ -70,7 +70,8 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 
 def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a missing, truncated or corrupt file gives a CheckpointError naming it."""
+    """Load a safetensors file, its tensors in name order; a missing, truncated or corrupt file gives a
+    CheckpointError naming it."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -79,12 +80,13 @@ def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"{what}: file {str(path)!r} does not exist") from None
     try:
-        return load(data)
+        tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc}). Copy or "
             f"download it again; a run's own checkpoint can be rewritten by training the run again"
         ) from None
+    return {name: tensors[name] for name in sorted(tensors)}  # safetensors returns them in no fixed order
 
 
 def sha256_file(path: Path) -> str:

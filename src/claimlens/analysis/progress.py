@@ -51,8 +51,9 @@ from claimlens.metrics.losses import accuracy, cross_entropy_f64
 from claimlens.models import n_ctx
 from claimlens.series import Series, SeriesUnavailable
 
-VERSION = 4  # 2: random-direction control, neuron key frequencies, G-QUAD per neuron; 3: key vote share, balanced trig
-# loss; 4: the per-example log10 losses (the low-rank claims' PCA reads them from the same forward pass)
+VERSION = 5  # 2: random-direction control, neuron key frequencies, G-QUAD per neuron; 3: key vote share, balanced trig
+# loss; 4: the per-example log10 losses (the low-rank claims' PCA reads them from the same forward pass); 5: the
+# rows of sum_sq_weights_by_param by parameter name (they followed each checkpoint's file order, which varies)
 CACHE = AnalysisCache("series", VERSION)
 
 
@@ -182,7 +183,8 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
         names["random_direction_control"].append(pm.direction_ablation_ratio(L, labels, tr, random_dirs))
         names["attention_to_position"].append(pm.attention_to_position(acts.pattern).flatten())
         ssw = pm.sum_sq_weights(params)
-        param_names = [n for n in ssw if n != "total"]
+        if param_names is None:
+            param_names = sorted(n for n in ssw if n != "total")
         names["sum_sq_weights_by_param"].append(torch.tensor([ssw[n] for n in param_names], dtype=torch.float64))
         W_E = params["embed.W_E"].to(torch.float64)
         coef = fo.fft_tokens(W_E[:p], basis)
@@ -193,9 +195,10 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
         names["gini_W_L"].append(pm.gini(fo.fft_tokens(W_L, basis).norm(dim=-1)))
         names["trig_fraction"].append(torch.stack([pm.trig_variance_fraction(x, keys, p)
                                                    for x in (L, acts.mlp_pre, acts.mlp_post)]))
-        own = set(fo.key_frequencies_from_neurons(acts.mlp_post, p, candidates).keys)
+        power = fo.neuron_fourier_power(acts.mlp_post, p)  # shared by the next two
+        own = set(fo.key_frequencies_from_neurons(acts.mlp_post, p, candidates, power=power).keys)
         names["neuron_key_frequency"].append(torch.tensor([float(k in own) for k in candidates], dtype=torch.float64))
-        names["quadratic_fraction"].append(pm.quadratic_fraction(acts.mlp_post, neuron_freq, p))
+        names["quadratic_fraction"].append(pm.quadratic_fraction(acts.mlp_post, neuron_freq, p, power=power))
     ep = torch.tensor(epochs, dtype=torch.int64)
     H = model.n_heads
     labels_of = {

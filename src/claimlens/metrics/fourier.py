@@ -128,35 +128,42 @@ class KeyFrequencies:
     details: dict = field(default_factory=dict, compare=False)
 
 
-def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: list[int]) -> Float[Tensor, "k M"]:
+def neuron_fourier_power(acts: Float[Tensor, "N M"], p: int) -> Float[Tensor, "p p M"]:
+    """``[p, p, M]`` float64: per neuron, the squared 2D-Fourier coefficients of its activations centred over the
+    ``N = p²`` inputs (PMP §4.2 / NCLSS §5.1). The shared first step of :func:`neuron_frequency_fractions`,
+    :func:`key_frequencies_from_neurons` and ``progress.quadratic_fraction``: compute it once and pass it as
+    ``power=`` to all three."""
+    x = acts.to(torch.float64)
+    return fft2d(grid(x - x.mean(0), p), fourier_basis(p, dtype=torch.float64)).pow(2)
+
+
+def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: list[int], *,
+                               power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, "k M"]:
     """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier norm in the 3×3 block
-    ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``."""
-    F = fourier_basis(p, dtype=torch.float64)
-    centred = acts.to(torch.float64) - acts.to(torch.float64).mean(0)
-    coef = fft2d(grid(centred, p), F)  # [p, p, M]
-    sq = coef.pow(2)
+    ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``; ``power``:
+    :func:`neuron_fourier_power` of ``acts``, if already computed."""
+    sq = neuron_fourier_power(acts, p) if power is None else power
     total = sq.sum((0, 1)).clamp_min(1e-300)  # the (0,0) term is 0 after centring
-    fracs = []
-    for k in candidates:
-        idx = torch.tensor([0, 2 * k - 1, 2 * k])
-        fracs.append(sq[idx][:, idx].sum((0, 1)) / total)
-    return torch.stack(fracs)
+    idx = torch.tensor([[0, 2 * k - 1, 2 * k] for k in candidates], dtype=torch.long).reshape(-1, 3)  # [k, 3]
+    return sq[idx[:, :, None], idx[:, None, :]].sum((1, 2)) / total  # [k, 3, 3, M] -> [k, M]
 
 
 def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates: list[int] | None = None, *,
-                                 min_vote_share: float = 0.05) -> KeyFrequencies:
+                                 min_vote_share: float = 0.05,
+                                 power: Float[Tensor, "p p M"] | None = None) -> KeyFrequencies:
     """G-KEY rule 1 with a vote share (catalogue Revision 2): each neuron's frequency is the argmax of its
     3×3 blocks; a frequency is a key when at least ``min_vote_share`` of the live neurons have it as their
     argmax (0 gives the unfiltered rule: every distinct argmax).
 
     Neurons that never vary over the ``N`` inputs (dead or constant) have no frequency: they get
-    frequency −1 and do not vote. ``candidates`` defaults to PMP's ``1 … p//2 − 1``. Why 5%: unfiltered,
+    frequency −1 and do not vote. ``candidates`` defaults to PMP's ``1 … p//2 − 1``; ``power``:
+    :func:`neuron_fourier_power` of ``acts``, if already computed. Why 5%: unfiltered,
     the rule returns 10 keys on the author's wd 0.1 model, 5 of them spurious (1–10 votes each, ablating
     them changes the loss by ≤ 6%), while real keys have 54–209 votes; the paper's smallest cluster is 44
     of 512 neurons (8.6%)."""
     candidates = list(range(1, p // 2)) if candidates is None else list(candidates)
-    fracs = neuron_frequency_fractions(acts, p, candidates)
-    alive = acts.to(torch.float64).std(0) > 0
+    fracs = neuron_frequency_fractions(acts, p, candidates, power=power)
+    alive = acts.amax(0) > acts.amin(0)  # varies over the inputs
     neuron_freq = torch.where(alive, torch.tensor(candidates)[fracs.argmax(0)], torch.tensor(-1))
     live = neuron_freq[alive]
     votes = {int(k): int((live == k).sum()) for k in torch.unique(live).tolist()}

@@ -27,6 +27,7 @@ from claimlens.metrics.fourier import (
     grid,
     ifft2d,
     key_directions,
+    neuron_fourier_power,
     project,
     trig_directions,
 )
@@ -192,20 +193,19 @@ def trig_variance_fraction(X: Float[Tensor, "N d"], keys: list[int], p: int) -> 
     return (kept / total.clamp_min(1e-300)).mean()
 
 
-def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"], p: int) -> Float[Tensor, " M"]:
+def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"], p: int, *,
+                       power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, " M"]:
     """G-QUAD: per neuron, share of the centred 2D-Fourier norm in the 2×2 block ``{2k−1, 2k}²`` of its
-    frequency (``k = −1``: all frequencies' blocks). ``[N, M], [M] -> [M]``."""
-    Xc = acts.to(torch.float64) - acts.to(torch.float64).mean(0)
-    sq = fft2d(grid(Xc, p), fourier_basis(p)).pow(2)  # [p, p, M]
+    frequency (``k = −1``: all frequencies' blocks). ``[N, M], [M] -> [M]``; ``power``:
+    :func:`~claimlens.metrics.fourier.neuron_fourier_power` of ``acts``, if already computed."""
+    sq = neuron_fourier_power(acts, p) if power is None else power  # [p, p, M]
     total = sq.sum((0, 1)).clamp_min(1e-300)
-    out = torch.empty(acts.shape[1], dtype=torch.float64)
-    all_blocks = torch.zeros(acts.shape[1], dtype=torch.float64)
-    for k in range(1, (p - 1) // 2 + 1):
-        all_blocks += sq[2 * k - 1:2 * k + 1, 2 * k - 1:2 * k + 1].sum((0, 1))
-    for n, k in enumerate(neuron_freq.tolist()):
-        block = all_blocks[n] if k < 1 else sq[2 * k - 1:2 * k + 1, 2 * k - 1:2 * k + 1, n].sum()
-        out[n] = block / total[n]
-    return out
+    c = torch.arange(1, (p - 1) // 2 + 1)
+    s = 2 * c  # the sin row of frequency k; its cos row is s − 1
+    blocks = sq[s - 1, s - 1] + sq[s - 1, s] + sq[s, s - 1] + sq[s, s]  # [K, M]
+    freq = torch.as_tensor(neuron_freq, dtype=torch.long)
+    own = blocks.gather(0, (freq.clamp(1, len(c)) - 1)[None]).squeeze(0)
+    return torch.where(freq >= 1, own, blocks.sum(0)) / total
 
 
 def neuron_clusters(neuron_freq: Int[Tensor, " M"], neuron_frac: Float[Tensor, " M"], threshold: float = 0.85
