@@ -8,9 +8,12 @@ chosen spec alone, being the costly part). The rules are never touched: only the
         --candidate "lr1e-3:train.lr=1e-3,train.epochs=5000,train.checkpoint_every=40"
 
 Prints, per candidate and seed, the training time, the phases and the verdict of every target claim (the claims
-that pass on ≥ 2 of 3 paper seeds and failed on the old default), then every claim whose verdict differs from the
-old default's; writes the whole table as JSON (``--json``). Candidates whose training exceeds ``--max-train-s``
-(the issue's 2-minute budget) are marked, not dropped.
+that pass on ≥ 2 of 3 paper seeds and failed on the old default) with its failed checks, then every claim whose
+verdict differs from the old default's; keeps every row in a JSON file (``--json``) and tabulates it as Markdown
+(``--markdown``, with ``--reference`` claims.json files on top: the paper seeds' come from
+``PAPER=1 scripts/reference_runs.sh``). Candidates whose training exceeds ``--max-train-s`` (the issue's 2-minute
+budget) are marked "over budget" in the log, the JSON and the table, not dropped. Every candidate is checked before
+the first one trains.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from claimlens.builtin import FIXTURES, cached_run_path, ensure_run
 from claimlens.config import RunSpec
+from claimlens.errors import ClaimlensError
 from claimlens.runs.store import MANIFEST
 
 TARGETS = (
@@ -39,31 +44,50 @@ TARGETS = (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
 def parse_candidate(text: str) -> tuple[str, dict[str, object]]:
     name, _, body = text.partition(":")
     if not name or not body:
         raise SystemExit(f"--candidate {text!r}: expected NAME:section.key=value,... (e.g. lr1e-3:train.lr=1e-3)")
+    if not NAME.fullmatch(name):
+        raise SystemExit(f"--candidate {text!r}: the name {name!r} may hold only letters, digits, '_', '.' and '-'")
     changes = {}
     for item in body.split(","):
         key, eq, value = item.partition("=")
+        key = key.strip()
         if not eq or "." not in key:
             raise SystemExit(f"--candidate {text!r}: {item!r} is not section.key=value")
-        changes[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        if key == "train.seed":
+            raise SystemExit(f"--candidate {text!r}: give seeds with --seeds, not train.seed")
+        try:
+            changes[key] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            raise SystemExit(f"--candidate {text!r}: {value.strip()!r} is not a TOML value (a number, true/false or "
+                             f"a quoted string)") from None
     return name, changes
 
 
-def make_spec(name: str, changes: dict[str, object], seed: int, out: Path) -> Path:
+def make_spec(name: str, changes: dict[str, object], seed: int, out: Path | None) -> Path | RunSpec:
+    """The default spec with ``changes`` and ``seed``, checked; written to ``out/search_<name>_s<seed>.toml`` (its
+    path returned) or, with ``out=None``, only checked (the spec returned)."""
     data = tomllib.loads((FIXTURES / "default.toml").read_text())
     data.pop("description", None)
     for key, value in {**changes, "train.seed": seed}.items():
         section, field = key.split(".", 1)
         if section not in data or field not in data[section]:
-            raise SystemExit(f"{key}: not a field of fixtures/default.toml")
+            raise SystemExit(f"candidate {name!r}: {key} is not a field of fixtures/default.toml")
         data[section][field] = value
     data["name"] = f"search_{name}_s{seed}"
     data["description"] = f"default-spec search candidate {name} ({changes}), seed {seed}"
-    spec = RunSpec.from_dict(data, source=name).validate()
-    lines = [f'name = "{spec.name}"', f'description = "{data["description"]}"']
+    try:
+        spec = RunSpec.from_dict(data, source=f"candidate {name!r}").validate()
+    except ClaimlensError as exc:
+        raise SystemExit(f"candidate {name!r}: {exc}") from None
+    if out is None:
+        return spec
+    lines = [f'name = "{spec.name}"', f"description = {json.dumps(data['description'])}"]
     for section in ("task", "model", "train", "expect"):
         if section in data:
             lines.append(f"\n[{section}]")
@@ -82,14 +106,21 @@ def judge(spec_path: Path, report: Path) -> dict:
     return json.loads((report / "claims.json").read_text())
 
 
-def margins(doc: dict) -> dict[str, str]:
-    """The tightest judged check of each target claim, as 'name: measured op threshold'."""
+def _number(x) -> str:
+    return f"{x:.3g}" if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
+
+
+def failed_checks(doc: dict) -> dict[str, str]:
+    """Every failed check of each failed target claim, as 'name measured op threshold' (or the claim's message
+    where no check failed, e.g. a phase the run never reached)."""
     out = {}
     for r in doc["records"]:
         if r["claim_id"] in TARGETS and r["outcome"] == "failed":
             failed = [m for m in r["measurements"] if m.get("status") == "failed"]
-            out[r["claim_id"]] = "; ".join(f"{m['name'][:50]} {m['value']:.3g} {m['op']} {m['threshold']:.3g}"
-                                           for m in failed if isinstance(m.get("value"), (int, float)))
+            text = "; ".join(" ".join([m["name"][:50], _number(m.get("value"))]
+                                      + ([m["op"], _number(m.get("threshold"))] if m.get("op") else []))
+                             for m in failed)
+            out[r["claim_id"]] = text or (r.get("message") or "").splitlines()[0][:200]
     return out
 
 
@@ -117,21 +148,24 @@ def summarise(doc: dict, base: dict[str, str]) -> dict:
     v = verdicts(doc)
     phases = next((r["phases"] for r in doc["records"] if r["claim_id"] == "phase_boundaries_mainline"), None)
     return {"phases": phases, "train_flat": train_flat_epoch(doc), "targets": {c: v.get(c, "-") for c in TARGETS},
-            "failed_checks": margins(doc),
+            "failed_checks": failed_checks(doc),
             "moved": {c: f"{base[c]}->{v[c]}" for c in sorted(base) if c in v and v[c] != base[c] and "llc" not in c}}
 
 
-def markdown(rows: list[dict]) -> str:
+def markdown(rows: list[dict], max_train_s: float) -> str:
+    """The rows as a Markdown table: P passed, F failed, S skipped, – not reached or not measured."""
     head = ["run", "changes from the default", "train (s)", "checkpoints", "t1", "t2", "t3",
-            "train loss settled (≤ 10× its t2 value)", "t2 / settled", *[f"`{c}`" for c in TARGETS]]
+            "train loss settled (≤ 10× its t2 value)", "settled − t1", *[f"`{c}`" for c in TARGETS]]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
     for r in rows:
         ph = r.get("phases") or {}
-        flat, t2 = r.get("train_flat"), ph.get("t2")
-        cells = [r["candidate"] + (f" s{r['seed']}" if r["seed"] != "" else ""), ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "–",
-                 "–" if r.get("train_s") is None else f"{r['train_s']:.0f}", str(r.get("checkpoints", "–")),
+        flat, t1 = r.get("train_flat"), ph.get("t1")
+        train_s = r.get("train_s")
+        train = "–" if train_s is None else f"{train_s:.0f}" + (" (over budget)" if train_s > max_train_s else "")
+        cells = [r["candidate"] + (f" s{r['seed']}" if r["seed"] != "" else ""),
+                 ", ".join(f"{k}={v}" for k, v in r["changes"].items()) or "–", train, str(r.get("checkpoints", "–")),
                  *(str(ph.get(k) if ph.get(k) is not None else "–") for k in ("t1", "t2", "t3")),
-                 "–" if flat is None else str(flat), "–" if flat is None or not t2 else f"{t2 / flat:.2g}",
+                 "–" if flat is None else str(flat), "–" if flat is None or t1 is None else f"{flat - t1:+d}",
                  *(r["targets"][c] for c in TARGETS)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -153,9 +187,23 @@ def main() -> int:
     args = ap.parse_args()
     if not args.candidate and not args.markdown:
         ap.error("give --candidate (to measure) or --markdown (to tabulate what --json holds)")
+    if args.markdown and not args.candidate and not (args.json and args.json.is_file()):
+        ap.error(f"--markdown tabulates the rows of --json, and {args.json} does not exist" if args.json else
+                 "--markdown needs --json (the file the measured rows are kept in)")
+    missing = [str(p) for p in args.reference if not p.is_file()]
+    if missing:
+        ap.error(f"--reference: no such file {', '.join(missing)} (the paper seeds' claims.json come from "
+                 f"PAPER=1 scripts/reference_runs.sh)")
     candidates = [parse_candidate(c) for c in args.candidate]
-    args.out.mkdir(parents=True, exist_ok=True)
+    for name, changes in candidates:  # every candidate checked before the first one trains
+        for seed in args.seeds:
+            make_spec(name, changes, seed, None)
+    if candidates:
+        args.out.mkdir(parents=True, exist_ok=True)
     base = verdicts(json.loads(args.baseline.read_text())) if args.baseline.is_file() else {}
+    if candidates and not base:
+        print(f"note: no baseline {args.baseline} (scripts/reference_runs.sh writes it); verdicts that moved against "
+              f"the default are not listed", flush=True)
     results = json.loads(args.json.read_text()) if args.json and args.json.is_file() else []
     for name, changes in candidates:
         for seed in args.seeds:
@@ -173,7 +221,8 @@ def main() -> int:
                 results.remove(old)
                 train_s = train_s if train_s is not None else old.get("train_s")
             row = {"candidate": name, "changes": changes, "seed": seed, "train_s": train_s, "judge_s": judge_s,
-                   "checkpoints": len(run.epochs), **summarise(doc, base)}
+                   "checkpoints": len(run.epochs), "over_budget": bool(train_s and train_s > args.max_train_s),
+                   **summarise(doc, base)}
             results.append(row)
             over = " OVER BUDGET" if train_s and train_s > args.max_train_s else ""
             print(f"{name} s{seed}: train {'cached' if train_s is None else f'{train_s:.0f} s'}{over}, judge "
@@ -193,7 +242,11 @@ def main() -> int:
             n = doc["runs"][0].get("n_checkpoints") if doc.get("runs") else None
             refs.append({"candidate": label, "seed": "", "changes": {}, "train_s": None, "checkpoints": n,
                          **summarise(doc, {})})
-        args.markdown.write_text(markdown(refs + results))
+        first = {}
+        for r in results:
+            first.setdefault(r["candidate"], len(first))
+        rows = sorted(results, key=lambda r: (first[r["candidate"]], r["seed"]))  # a candidate's seeds together
+        args.markdown.write_text(markdown(refs + rows, args.max_train_s))
         print(f"wrote {args.markdown} ({len(refs)} reference runs, {len(results)} candidate runs)")
     return 0
 

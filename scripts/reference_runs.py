@@ -111,15 +111,15 @@ def main() -> int:
             if label in skips[cid]:
                 lines.append(f"  - {label}: {skips[cid][label]}")
     lines += ["", "## The decisive check per claim and run", "",
-              "The check with the tightest margin (the one a change of run would flip first).", ""]
+              "The check with the tightest margin on each run (the one a change of run would flip first); runs whose "
+              "tightest check is the same are listed together.", ""]
     for cid in sorted(by_claim):
-        parts = []
+        by_check: dict[str, list[str]] = {}
         for label in labels:
             margin, name = tightest(by_claim[cid].get(label, []))
             if margin is not None:
-                parts.append(f"{label} ×{margin:.3g}")
-        _, name = tightest([r for rs in by_claim[cid].values() for r in rs])
-        if parts:
+                by_check.setdefault(name, []).append(f"{label} ×{margin:.3g}")
+        for name, parts in by_check.items():
             lines.append(f"- `{cid}` — {name}: " + ", ".join(parts))
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out} ({len(by_claim)} claims × {len(labels)} runs)")

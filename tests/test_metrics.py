@@ -448,3 +448,14 @@ def test_ablated_logits_match_a_transformer_lens_forward_with_hooks(trig_run):
                                atol=1e-4)
     torch.testing.assert_close(ablated_logits(params, acts, cfg, "mlp_skip").float(), skip_off.float(), rtol=1e-4,
                                atol=1e-4)
+
+
+def test_neuron_block_shares_refuse_a_mismatched_power_or_frequency():
+    p = 7
+    acts = torch.randn(p * p, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="power has shape"):
+        pm.quadratic_fraction(acts, torch.tensor([1, 2, 3]), p, power=fo.neuron_fourier_power(acts[:, :2], p))
+    with pytest.raises(ValueError, match="power has shape"):
+        fo.key_frequencies_from_neurons(acts, p, power=fo.neuron_fourier_power(torch.randn(25, 3), 5))
+    with pytest.raises(ValueError, match=r"above \(p − 1\)/2 = 3"):
+        pm.quadratic_fraction(acts, torch.tensor([1, 2, 4]), p)

@@ -214,10 +214,47 @@ def test_spec_search_candidate_is_the_default_with_its_changes(tmp_path):
     assert spec.model == default.model and spec.train.weight_decay == default.train.weight_decay
     same = RunSpec.from_toml(search.make_spec("same", {"train.seed": 0}, 0, tmp_path))
     assert same.hash == default.hash
-    with pytest.raises(SystemExit, match="not a field"):
-        search.make_spec("bad", {"train.learning_rate": 1e-3}, 0, tmp_path)
-    with pytest.raises(SystemExit, match="section.key=value"):
-        search.parse_candidate("bad:lr=1e-3")
+    assert search.make_spec(name, changes, 2, None).hash == spec.hash  # out=None: checked, nothing written
+
+
+@pytest.mark.parametrize(("candidate", "message"), [
+    ("nonsense", "expected NAME:section.key=value"),
+    ("bad:lr=1e-3", "is not section.key=value"),
+    ("bad:train.lr=abc", "is not a TOML value"),
+    ("bad:train.lr=", "is not a TOML value"),
+    ("bad:train.seed=7", "with --seeds"),
+    ("a/b:train.lr=1e-3", "may hold only"),
+    ("bad:train.learning_rate=1e-3", "candidate 'bad': train.learning_rate is not a field"),
+    ("bad:train.epochs=-5", "candidate 'bad': "),
+])
+def test_spec_search_refuses_a_bad_candidate_in_one_line_before_training(candidate, message, tmp_path):
+    search = _spec_search()
+    with pytest.raises(SystemExit, match=message) as info:
+        name, changes = search.parse_candidate(candidate)
+        search.make_spec(name, changes, 0, None)
+    assert "\n" not in str(info.value)
+    assert not list(tmp_path.iterdir())
+
+
+def test_spec_search_table_and_failed_checks():
+    """The Markdown row: over-budget training marked, 'settled − t1' signed, – for what a run never reached; a
+    failed claim without a failed numeric check shows its message (a phase never reached)."""
+    search = _spec_search()
+    row = {"candidate": "x", "seed": 0, "changes": {"train.lr": 0.001}, "train_s": 125.0, "checkpoints": 126,
+           "phases": {"t1": 440, "t2": 2280, "t3": None}, "train_flat": 1040,
+           "targets": dict.fromkeys(search.TARGETS, "F")}
+    line = search.markdown([row], max_train_s=120).splitlines()[2]
+    assert "| x s0 | train.lr=0.001 | 125 (over budget) | 126 | 440 | 2280 | – | 1040 | +600 |" in line
+    doc = {"records": [{"claim_id": search.TARGETS[0], "outcome": "failed", "message": "t2 was not reached\nmore",
+                        "measurements": []},
+                       {"claim_id": search.TARGETS[1], "outcome": "failed", "message": "",
+                        "measurements": [{"name": "reached", "value": False, "op": None, "threshold": None,
+                                          "status": "failed"},
+                                         {"name": "rate", "value": 0.1234, "op": ">=", "threshold": 0.5,
+                                          "status": "failed"}]}]}
+    checks = search.failed_checks(doc)
+    assert checks[search.TARGETS[0]] == "t2 was not reached"
+    assert checks[search.TARGETS[1]] == "reached False; rate 0.123 >= 0.5"
 
 
 def test_spec_search_train_loss_settling_epoch():

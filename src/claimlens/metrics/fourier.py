@@ -137,12 +137,21 @@ def neuron_fourier_power(acts: Float[Tensor, "N M"], p: int) -> Float[Tensor, "p
     return fft2d(grid(x - x.mean(0), p), fourier_basis(p, dtype=torch.float64)).pow(2)
 
 
+def checked_power(power: Tensor, acts: Tensor, p: int) -> Tensor:
+    """``power`` if it has the shape of :func:`neuron_fourier_power` of ``acts`` (``[p, p, M]``), else ValueError."""
+    if tuple(power.shape) != (p, p, acts.shape[-1]):
+        raise ValueError(f"power has shape {tuple(power.shape)}; neuron_fourier_power of activations "
+                         f"{tuple(acts.shape)} at p = {p} has shape {(p, p, acts.shape[-1])}")
+    return power
+
+
 def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: list[int], *,
                                power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, "k M"]:
-    """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier norm in the 3×3 block
-    ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``; ``power``:
-    :func:`neuron_fourier_power` of ``acts``, if already computed."""
-    sq = neuron_fourier_power(acts, p) if power is None else power
+    """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier power (squared norm) in the 3×3
+    block ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``; ``power``:
+    :func:`neuron_fourier_power` of ``acts``, if already computed. Raises ``ValueError`` on a ``power`` of
+    another shape."""
+    sq = neuron_fourier_power(acts, p) if power is None else checked_power(power, acts, p)
     total = sq.sum((0, 1)).clamp_min(1e-300)  # the (0,0) term is 0 after centring
     idx = torch.tensor([[0, 2 * k - 1, 2 * k] for k in candidates], dtype=torch.long).reshape(-1, 3)  # [k, 3]
     return sq[idx[:, :, None], idx[:, None, :]].sum((1, 2)) / total  # [k, 3, 3, M] -> [k, M]

@@ -26,6 +26,7 @@ from claimlens.metrics.fourier import (
     fourier_basis,
     grid,
     ifft2d,
+    checked_power,
     key_directions,
     neuron_fourier_power,
     project,
@@ -195,12 +196,17 @@ def trig_variance_fraction(X: Float[Tensor, "N d"], keys: list[int], p: int) -> 
 
 def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"], p: int, *,
                        power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, " M"]:
-    """G-QUAD: per neuron, share of the centred 2D-Fourier norm in the 2×2 block ``{2k−1, 2k}²`` of its
-    frequency (``k = −1``: all frequencies' blocks). ``[N, M], [M] -> [M]``; ``power``:
-    :func:`~claimlens.metrics.fourier.neuron_fourier_power` of ``acts``, if already computed."""
-    sq = neuron_fourier_power(acts, p) if power is None else power  # [p, p, M]
+    """G-QUAD: per neuron, share of the centred 2D-Fourier power (squared norm) in the 2×2 block ``{2k−1, 2k}²`` of
+    its frequency (``k < 1``, e.g. −1 for a neuron without one: every frequency's block). ``[N, M], [M] -> [M]``;
+    ``power``:
+    :func:`~claimlens.metrics.fourier.neuron_fourier_power` of ``acts``, if already computed. Raises
+    ``ValueError`` on a frequency above ``(p−1)/2`` or a ``power`` of another shape."""
+    sq = neuron_fourier_power(acts, p) if power is None else checked_power(power, acts, p)  # [p, p, M]
     total = sq.sum((0, 1)).clamp_min(1e-300)
     c = torch.arange(1, (p - 1) // 2 + 1)
+    bad = sorted({int(k) for k in torch.as_tensor(neuron_freq).tolist() if k > len(c)})
+    if bad:
+        raise ValueError(f"neuron frequencies {bad[:5]} are above (p − 1)/2 = {len(c)} (p = {p})")
     s = 2 * c  # the sin row of frequency k; its cos row is s − 1
     blocks = sq[s - 1, s - 1] + sq[s - 1, s] + sq[s, s - 1] + sq[s, s]  # [K, M]
     freq = torch.as_tensor(neuron_freq, dtype=torch.long)
