@@ -158,16 +158,20 @@ def test_cuda_training_matches_cpu_closely(tiny_run, tmp_path):
     torch.testing.assert_close(gpu_log["train_loss"][:20], cpu_log["train_loss"][:20], rtol=1e-3, atol=1e-5)
 
 
-def _recipe_study():
-    """scripts/paper_recipe_study.py, imported as a module (it is a script, not part of the package)."""
+def _script(name: str):
+    """scripts/<name>.py, imported as a module (the scripts are not part of the package)."""
     import importlib.util
 
     from conftest import ROOT
 
-    spec = importlib.util.spec_from_file_location("paper_recipe_study", ROOT / "scripts" / "paper_recipe_study.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _recipe_study():
+    return _script("paper_recipe_study")
 
 
 def test_recipe_study_baseline_is_the_trainer(tiny_run):
@@ -187,15 +191,7 @@ def test_recipe_study_baseline_is_the_trainer(tiny_run):
 
 
 def _spec_search():
-    """scripts/default_spec_search.py, imported as a module."""
-    import importlib.util
-
-    from conftest import ROOT
-
-    spec = importlib.util.spec_from_file_location("default_spec_search", ROOT / "scripts" / "default_spec_search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("default_spec_search")
 
 
 def test_spec_search_candidate_is_the_default_with_its_changes(tmp_path):
