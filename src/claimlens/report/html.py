@@ -226,7 +226,7 @@ def _per_checkpoint_card(records: list[dict]) -> str:
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:16px;color:#222}
 h1{margin:.2em 0} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em} h3{margin:.3em 0}
-.muted{color:#777} code{font-size:12px} .badge{padding:1px 7px;border-radius:8px;color:#fff;font-size:12px;white-space:nowrap}
+.muted{color:#777} code{font-size:12px} .badge{display:inline-block;padding:1px 7px;border-radius:8px;color:#fff;font-size:12px}
 .badge.passed{background:#2e7d32}.badge.failed{background:#c62828}.badge.skipped{background:#888}
 .claim{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
 .record{border-top:1px dashed #ddd;padding:6px 0} pre.msg{background:#fff4f4;padding:6px;white-space:pre-wrap;font-size:12px}
