@@ -81,6 +81,22 @@ def test_members_are_trained_once_and_cached(tiny_sweep):
     assert [v for v, _ in first.along("train.weight_decay")] == [0.0, 1.0]
 
 
+def test_a_spec_identical_to_a_cached_member_reuses_it_under_its_own_name(tiny_sweep):
+    """A built-in spec with a sweep member's cache key is that member's run, trained once, but it is called by the
+    spec's own name (skip messages and reports named the member before)."""
+    from dataclasses import replace
+
+    from claimlens.builtin import cached_run_path, ensure_run
+
+    members = ensure_set(SweepSpec.from_toml(tiny_sweep), progress=False)
+    _, member = members.members[0]
+    twin = replace(member.spec, name="twin", description="the same recipe under another name").validate()
+    run = ensure_run(twin, progress=False)
+    assert run.path == member.path == cached_run_path(twin) and run.content_hash == member.content_hash
+    assert run.name == "twin" and run.id.startswith("twin-") and member.name == "wd-weight_decay=0.0"
+    assert not (member.path.parent / f"twin-{twin.hash[:16]}").exists()  # not trained a second time
+
+
 def test_the_source_fraction_sweep_is_a_curves_set():
     s = curves_set("nanda2022_fractions")
     assert s.kind == "curves" and [v for v, _ in s.along("task.frac_train")][:3] == [0.25, 0.28, 0.3]

@@ -54,7 +54,8 @@ def _complete(path: Path) -> bool:
 
 
 def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> Run:
-    """Open the cached run of ``spec``, training (or resuming) it first if needed."""
+    """Open the cached run of ``spec``, training (or resuming) it first if needed. The run carries ``spec``'s name
+    even when the cache holds it under another spec's (a sweep member with the same cache key)."""
     from filelock import FileLock
 
     path = cached_run_path(spec)
@@ -62,10 +63,10 @@ def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> 
     with FileLock(str(path) + ".lock"):
         if (path / MANIFEST).exists():
             try:
-                return Run.open(path)
+                return Run.open(path).named(spec.name)
             except RunError:
                 pass  # incomplete: the trainer resumes it
-        return Trainer(spec, path, device=device, progress=progress).train()
+        return Trainer(spec, path, device=device, progress=progress).train().named(spec.name)
 
 
 def builtin_run(name: str = "default", **kwargs) -> Run:

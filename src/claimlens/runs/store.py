@@ -95,7 +95,15 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.manifest["name"]
+        """The run's name: its manifest's, or the spec's it was opened for (:meth:`named`)."""
+        return getattr(self, "_name", None) or self.manifest["name"]
+
+    def named(self, name: str) -> Run:
+        """This run, called ``name`` in messages and ids: a cached run trained under another spec name with the
+        same weights-determining fields (a sweep member identical to a built-in run) is opened under the name of
+        the spec asked for. Nothing on disk changes."""
+        self._name = name
+        return self
 
     @property
     def epochs(self) -> list[int]:
