@@ -32,6 +32,7 @@ from pathlib import Path
 from claimlens.builtin import FIXTURES, cached_run_path, ensure_run
 from claimlens.config import RunSpec
 from claimlens.errors import ClaimlensError
+from claimlens.runs.manifest import read_manifest
 from claimlens.runs.store import MANIFEST
 
 TARGETS = (
@@ -77,7 +78,8 @@ def make_spec(name: str, changes: dict[str, object], seed: int, out: Path | None
     for key, value in {**changes, "train.seed": seed}.items():
         section, field = key.split(".", 1)
         if section not in data or field not in data[section]:
-            raise SystemExit(f"candidate {name!r}: {key} is not a field of fixtures/default.toml")
+            raise SystemExit(f"candidate {name!r}: {key} is not a field of fixtures/default.toml (a candidate "
+                             f"changes the default spec's own fields)")
         data[section][field] = value
     data["name"] = f"search_{name}_s{seed}"
     data["description"] = f"default-spec search candidate {name} ({changes}), seed {seed}"
@@ -97,9 +99,17 @@ def make_spec(name: str, changes: dict[str, object], seed: int, out: Path | None
     return path
 
 
+def _complete(path: Path) -> bool:
+    """A finished run is in the cache (an interrupted one is resumed, and its time counts as training)."""
+    try:
+        return (path / MANIFEST).exists() and read_manifest(path).get("status") == "complete"
+    except ClaimlensError:
+        return False
+
+
 def judge(spec_path: Path, report: Path) -> dict:
     cmd = [sys.executable, "-m", "pytest", "claims/", "-q", "-p", "no:cacheprovider", "--run", str(spec_path),
-           "--claims-report", str(report), "-k", "not llc"]
+           "--claims-report", str(report), "--ignore", "claims/test_llc.py"]
     proc = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "CI": "1"})
     if proc.returncode not in (0, 1):
         raise SystemExit(f"pytest failed on {spec_path} (exit {proc.returncode}):\n{proc.stdout[-3000:]}")
@@ -198,6 +208,7 @@ def main() -> int:
     for name, changes in candidates:  # every candidate checked before the first one trains
         for seed in args.seeds:
             make_spec(name, changes, seed, None)
+    args.out = args.out.resolve()  # pytest runs from the repository root
     if candidates:
         args.out.mkdir(parents=True, exist_ok=True)
     base = verdicts(json.loads(args.baseline.read_text())) if args.baseline.is_file() else {}
@@ -209,14 +220,19 @@ def main() -> int:
         for seed in args.seeds:
             spec_path = make_spec(name, changes, seed, args.out)
             spec = RunSpec.from_toml(spec_path)
-            trained = (cached_run_path(spec) / MANIFEST).exists()
+            trained = _complete(cached_run_path(spec))
             t0 = time.perf_counter()
             run = ensure_run(spec, progress=False)
             train_s = None if trained else time.perf_counter() - t0
             t0 = time.perf_counter()
             doc = judge(spec_path, args.out / spec.name)
             judge_s = time.perf_counter() - t0
-            old = next((r for r in results if r["candidate"] == name and r["seed"] == seed), None)
+            old = next((r for r in results if (r["candidate"], r["seed"], r["changes"]) == (name, seed, changes)), None)
+            if old is None:  # the same name with other changes: a different candidate, its row replaced
+                old = next((r for r in results if (r["candidate"], r["seed"]) == (name, seed)), None)
+                if old is not None:
+                    results.remove(old)
+                    old = None
             if old is not None:
                 results.remove(old)
                 train_s = train_s if train_s is not None else old.get("train_s")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate docs/reference_runs.md: judge the claims on the source's curves, the default run and two more
-# seeds, and the negative controls (PAPER=1 adds three seeds of the paper recipe cut at 16 000 epochs: about
-# 20 minutes of training each on a 2-core CPU), then build the tables from the claims.json files.
+# seeds, and the negative controls (PAPER=1 adds three seeds of the paper recipe cut at 16 000 epochs: 30–36
+# minutes of training each on a 2-core CPU), then build the tables from the claims.json files.
 #   scripts/reference_runs.sh            # about 30 minutes on a 2-core CPU (training, and the LLC at 16
 #                                        # checkpoints per run), seconds once cached
 #   LLC_ONLY_DEFAULT=1 scripts/reference_runs.sh   # the LLC claims on the default run only (a few minutes)

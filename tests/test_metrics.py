@@ -459,3 +459,6 @@ def test_neuron_block_shares_refuse_a_mismatched_power_or_frequency():
         fo.key_frequencies_from_neurons(acts, p, power=fo.neuron_fourier_power(torch.randn(25, 3), 5))
     with pytest.raises(ValueError, match=r"above \(p − 1\)/2 = 3"):
         pm.quadratic_fraction(acts, torch.tensor([1, 2, 4]), p)
+    for candidates in ([1, 4], [0, 1]):
+        with pytest.raises(ValueError, match=r"outside 1 … \(p − 1\)/2 = 3"):
+            fo.neuron_frequency_fractions(acts, p, candidates)

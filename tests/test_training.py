@@ -227,9 +227,9 @@ def test_spec_search_refuses_a_bad_candidate_in_one_line_before_training(candida
     search = _spec_search()
     with pytest.raises(SystemExit, match=message) as info:
         name, changes = search.parse_candidate(candidate)
-        search.make_spec(name, changes, 0, None)
+        search.make_spec(name, changes, 0, tmp_path)
     assert "\n" not in str(info.value)
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # refused before any spec file is written
 
 
 def test_spec_search_table_and_failed_checks():

@@ -151,7 +151,8 @@ class RunSet:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind, "description": self.description, "axes": list(self.axes),
-                "members": [{"name": self.labels[i] if i < len(self.labels) else run.name, "run": run.name,
+                "members": [{"name": self.labels[i] if i < len(self.labels) else run.name,
+                             "run": getattr(run, "manifest", {}).get("name", run.name),  # the cached run reused
                              "values": values, "content_hash": getattr(run, "content_hash", "")}
                             for i, (values, run) in enumerate(self.members)]}
 

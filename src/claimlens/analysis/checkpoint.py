@@ -37,17 +37,18 @@ class Checkpoint:
         return f"Checkpoint(run={self.run.name!r}, epoch={self.epoch})"
 
 
-_FINAL: dict[tuple[str, str], Checkpoint] = {}
+_FINAL: dict[tuple[str, str, str], Checkpoint] = {}
 
 
 def final_checkpoint(run) -> Checkpoint:
-    """The final checkpoint of ``run``, shared for the session (keyed by the run's path and content hash)."""
+    """The final checkpoint of ``run``, shared for the session (keyed by the run's path, content hash and name: a
+    cached run reused under another spec's name keeps that name in its messages)."""
     if run.spec.task.is_sequences:
         from claimlens.errors import RunError
 
         raise RunError(f"run {run.name!r} learns repeated subsequences: the checkpoint analyses read the "
                        f"modular-addition grid (claimlens.analysis.induction measures this run)")
-    key = (str(run.path), run.content_hash)
+    key = (str(run.path), run.content_hash, run.name)
     if key not in _FINAL:
         _FINAL[key] = Checkpoint(run, run.epochs[-1])
     return _FINAL[key]

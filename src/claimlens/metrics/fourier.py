@@ -149,8 +149,11 @@ def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: l
                                power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, "k M"]:
     """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier power (squared norm) in the 3×3
     block ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``; ``power``:
-    :func:`neuron_fourier_power` of ``acts``, if already computed. Raises ``ValueError`` on a ``power`` of
-    another shape."""
+    :func:`neuron_fourier_power` of ``acts``, if already computed. Raises ``ValueError`` on a candidate outside
+    ``1 … (p−1)/2`` or a ``power`` of another shape."""
+    bad = sorted({int(k) for k in candidates if not 1 <= k <= (p - 1) // 2})
+    if bad:
+        raise ValueError(f"candidate frequencies {bad[:5]} are outside 1 … (p − 1)/2 = {(p - 1) // 2} (p = {p})")
     sq = neuron_fourier_power(acts, p) if power is None else checked_power(power, acts, p)
     total = sq.sum((0, 1)).clamp_min(1e-300)  # the (0,0) term is 0 after centring
     idx = torch.tensor([[0, 2 * k - 1, 2 * k] for k in candidates], dtype=torch.long).reshape(-1, 3)  # [k, 3]
@@ -166,7 +169,8 @@ def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates:
 
     Neurons that never vary over the ``N`` inputs (dead or constant) have no frequency: they get
     frequency −1 and do not vote. ``candidates`` defaults to PMP's ``1 … p//2 − 1``; ``power``:
-    :func:`neuron_fourier_power` of ``acts``, if already computed. Why 5%: unfiltered,
+    :func:`neuron_fourier_power` of ``acts``, if already computed (``ValueError`` as
+    :func:`neuron_frequency_fractions`). Why 5%: unfiltered,
     the rule returns 10 keys on the author's wd 0.1 model, 5 of them spurious (1–10 votes each, ablating
     them changes the loss by ≤ 6%), while real keys have 54–209 votes; the paper's smallest cluster is 44
     of 512 neurons (8.6%)."""

@@ -138,7 +138,11 @@ class RunRef:
         except RunError:
             m = None
         if m is not None:
-            out.update({"run_dir": str(run_dir), "name": m["name"], "content_hash": m["content_hash"],
+            # a spec's run carries the spec's name even when the cache holds it under another (Run.named); "spec"
+            # stays what was trained
+            name = (RunSpec.from_toml(self.path).name if self.kind == "spec"
+                    else self._member_spec().name if self.kind in ("member", "seed") else m["name"])
+            out.update({"run_dir": str(run_dir), "name": name, "content_hash": m["content_hash"],
                         "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
         return out
 

@@ -16,6 +16,7 @@ the sha256 it records. Epochs are data (listed in the manifest), never inferred 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -103,6 +104,7 @@ class Run:
         same weights-determining fields (a sweep member identical to a built-in run) is opened under the name of
         the spec asked for. Nothing on disk changes."""
         self._name = name
+        self.spec = dataclasses.replace(self.spec, name=name)
         return self
 
     @property
