@@ -21,12 +21,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from claimlens.metrics.fourier import (
+    checked_power,
     fft2d,
     fft_tokens,
     fourier_basis,
     grid,
     ifft2d,
-    checked_power,
     key_directions,
     neuron_fourier_power,
     project,
@@ -129,7 +129,7 @@ def key_neuron_directions(W_L: Float[Tensor, "p M"], keys: list[int], p: int) ->
     return U[:, :rank]
 
 
-def singular_values_for(share: float, sv: Float[Tensor, "s *epochs"]) -> Int[Tensor, "*epochs"]:
+def singular_values_for(share: float, sv: Float[Tensor, s *epochs]) -> Int[Tensor, "*epochs"]:
     """How many of the largest singular values hold ``share`` of the squared norm, per column of
     ``sv [r, n]`` (e.g. one column per checkpoint). ``-> [n]`` int."""
     sq = sv.to(torch.float64).pow(2)
@@ -198,18 +198,17 @@ def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"
                        power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, " M"]:
     """G-QUAD: per neuron, share of the centred 2D-Fourier power (squared norm) in the 2×2 block ``{2k−1, 2k}²`` of
     its frequency (``k < 1``, e.g. −1 for a neuron without one: every frequency's block). ``[N, M], [M] -> [M]``;
-    ``power``:
-    :func:`~claimlens.metrics.fourier.neuron_fourier_power` of ``acts``, if already computed. Raises
+    ``power``: :func:`~claimlens.metrics.fourier.neuron_fourier_power` of ``acts``, if already computed. Raises
     ``ValueError`` on a frequency above ``(p−1)/2`` or a ``power`` of another shape."""
     sq = neuron_fourier_power(acts, p) if power is None else checked_power(power, acts, p)  # [p, p, M]
     total = sq.sum((0, 1)).clamp_min(1e-300)
     c = torch.arange(1, (p - 1) // 2 + 1)
-    bad = sorted({int(k) for k in torch.as_tensor(neuron_freq).tolist() if k > len(c)})
-    if bad:
+    freq = torch.as_tensor(neuron_freq, dtype=torch.long)
+    if (freq > len(c)).any():
+        bad = torch.unique(freq[freq > len(c)]).tolist()
         raise ValueError(f"neuron frequencies {bad[:5]} are above (p − 1)/2 = {len(c)} (p = {p})")
     s = 2 * c  # the sin row of frequency k; its cos row is s − 1
     blocks = sq[s - 1, s - 1] + sq[s - 1, s] + sq[s, s - 1] + sq[s, s]  # [K, M]
-    freq = torch.as_tensor(neuron_freq, dtype=torch.long)
     own = blocks.gather(0, (freq.clamp(1, len(c)) - 1)[None]).squeeze(0)
     return torch.where(freq >= 1, own, blocks.sum(0)) / total
 

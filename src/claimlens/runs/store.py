@@ -64,6 +64,7 @@ class Run:
         self.spec = RunSpec.from_dict(manifest["spec"], source=f"{path / MANIFEST} [spec]")
         self.checkpoints = [CheckpointEntry(c["epoch"], c["file"], c["sha256"]) for c in manifest["checkpoints"]]
         self.task = task_of(self.spec.task, manifest["split"])
+        self._name: str | None = None  # set by named()
 
     # -- opening
 
@@ -97,7 +98,7 @@ class Run:
     @property
     def name(self) -> str:
         """The run's name: its manifest's, or the spec's it was opened for (:meth:`named`)."""
-        return getattr(self, "_name", None) or self.manifest["name"]
+        return self._name or self.manifest["name"]
 
     def named(self, name: str) -> Run:
         """This run, called ``name`` in messages and ids: a cached run trained under another spec name with the
