@@ -98,7 +98,7 @@ def matmul_peak_gflops(n: int = 1024, reps: int = 20) -> float:
 
 
 def claimlens_flops(run, n_keys: int) -> float:
-    """Matmul FLOPs of claimlens's evaluation: fast forward + projections + weight metrics + the 2D Fourier
+    """Matmul FLOPs of claimlens's evaluation: fast forward + projections + weight metrics + the Fourier
     transform of the neuron activations (float64, counted at the float32 peak: a lower bound)."""
     m, p = run.spec.model, run.spec.task.p
     N, D, M, H, dh = p * p, m.d_model, m.d_mlp, m.n_heads, m.d_head
@@ -106,7 +106,9 @@ def claimlens_flops(run, n_keys: int) -> float:
     forward = 2 * (3 * 2 + 1) * V * D * H * dh + N * (2 * 3 * H * dh * 2 + 2 * H * dh * D + 2 * D * M + 2 * M * D + 2 * D * p)
     projections = 2 * (2 * n_keys) * N * (p * (3 + 2 * n_keys) + 2 * M) * 2
     weights = 2 * p * p * D + 2 * M * D * p + 2 * p * p * M
-    neurons = 2 * (2 * p ** 3 * M)  # the 2D transform of the neuron activations (G-NFRAC, G-QUAD), one per checkpoint
+    # the neuron activations' transform along a (G-NFRAC, G-QUAD; fourier.neuron_block_power), then the
+    # coefficients the blocks read: row 0 and the 2×2 block of each frequency
+    neurons = 2 * p ** 3 * M + 2 * p * p * M + 2 * (p - 1) * 2 * p * M
     return len(run.epochs) * (forward + projections + weights + neurons)
 
 

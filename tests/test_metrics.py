@@ -236,6 +236,48 @@ def test_neuron_block_shares_equal_the_naive_sums(p, seed, n):
         assert quad[m].item() == pytest.approx(naive.neuron_block_shares(column, p, int(freq[m]))[1], rel=1e-9)
 
 
+@settings(max_examples=15, deadline=None)
+@given(p=st.sampled_from([3, 5, 7, 11, 13]), seed=st.integers(0, 2**16), n=st.integers(1, 4),
+       scale=st.sampled_from([1e-6, 1.0, 1e4]))
+def test_neuron_block_power_equals_the_parts_of_the_full_transform(p, seed, n, scale):
+    """The half transform reads the same coefficients as the full 2D transform, and its total is Parseval's;
+    compared as shares of each neuron's total (what the metrics use), also for a neuron with a large mean and a
+    small spread."""
+    g = torch.Generator().manual_seed(seed)
+    acts = scale * torch.randn(p * p, n, generator=g, dtype=torch.float64) + 3.0 * scale
+    acts[:, 0] = 10 + 1e-2 * acts[:, 0] / scale  # mean 1000× the spread: the total is not Σx² − (Σx)²/N
+    fast = fo.neuron_block_power(acts, p)
+    full = fo.neuron_fourier_power(acts, p)
+    ref = fo.NeuronPower.from_full(full)
+    per = ref.total  # [n]
+
+    def close(a, b):
+        torch.testing.assert_close(a / per, b / per, rtol=1e-9, atol=1e-12)
+
+    for name in ("total", "row0", "col0", "pairs"):
+        close(getattr(fast, name), getattr(ref, name))
+    for k in range(1, (p - 1) // 2 + 1):  # the blocks against direct indexing of the full power
+        idx = torch.tensor([0, 2 * k - 1, 2 * k])
+        close(fast.frequency_blocks()[k - 1], full[idx[:, None], idx[None, :]].sum((0, 1)))
+        close(fast.pair_blocks()[k - 1], full[2 * k - 1:2 * k + 1, 2 * k - 1:2 * k + 1].sum((0, 1)))
+    fracs = fo.neuron_frequency_fractions(acts, p, fo.frequencies(p), power=fast)
+    torch.testing.assert_close(fracs, fo.neuron_frequency_fractions(acts, p, fo.frequencies(p), power=full),
+                               rtol=1e-9, atol=1e-12)
+
+
+def test_a_constant_neuron_has_no_fourier_power():
+    """Centring makes a constant neuron all zeros; the half transform must not report its rounding residue."""
+    p = 7
+    acts = torch.randn(p * p, 3, dtype=torch.float64)
+    acts[:, 1] = 0.7310585786  # constant, not 0: F_i · x is ~1e-16, not exactly 0
+    fast = fo.neuron_block_power(acts, p)
+    for name in ("total", "row0", "col0", "pairs"):
+        assert (getattr(fast, name)[..., 1] == 0).all(), name
+    assert fo.neuron_frequency_fractions(acts, p, fo.frequencies(p), power=fast)[:, 1].eq(0).all()
+    assert pm.quadratic_fraction(acts, torch.tensor([1, 2, 3]), p, power=fast)[1].item() == 0.0
+    assert pm.quadratic_fraction(acts, torch.tensor([1, 2, 3]), p)[1].item() == 0.0
+
+
 # ----------------------------------------------------------------------------- ground truth
 
 

@@ -141,64 +141,84 @@ def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_clus
     return ProgressMeasures(epochs, kf, series, per_example_log_loss=per_example)
 
 
+NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
+         "restricted_loss", "random_direction_control", "attention_to_position", "sum_sq_weights_by_param",
+         "embed_fourier_norms", "embed_singular_values", "gini_W_E", "gini_W_L", "trig_fraction",
+         "neuron_key_frequency", "quadratic_fraction")
+
+
+@torch.no_grad()
+def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torch.Tensor
+             ) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
+    """Every measure at one checkpoint: (name → value, Σθ² per parameter, per-example log10 loss)."""
+    run = ckpt.run
+    p, task = run.spec.task.p, run.task
+    labels, tr, te = task.labels, task.train_idx, task.test_idx
+    basis = fo.fourier_basis(p)
+    candidates = fo.frequencies(p)
+    params, acts = ckpt.params, ckpt.activations
+    L = acts.logits.to(torch.float64)
+    out = {}
+    out["train_loss"] = cross_entropy_f64(L[tr], labels[tr])
+    out["test_loss"] = cross_entropy_f64(L[te], labels[te])
+    out["train_acc"] = accuracy(L[tr], labels[tr])
+    out["test_acc"] = accuracy(L[te], labels[te])
+    out["excluded_loss"] = pm.excluded_loss(L, labels, tr, keys, p)
+    out["excluded_loss_all_keys"] = pm.excluded_loss_all_keys(L, labels, tr, keys, p)
+    restricted = pm.restricted_logits(L, keys, p)
+    out["restricted_loss"] = torch.stack([cross_entropy_f64(restricted, labels),
+                                          cross_entropy_f64(restricted[tr], labels[tr]),
+                                          cross_entropy_f64(restricted[te], labels[te]),
+                                          pm.class_balanced_loss(restricted, labels, tr, p)])
+    out["random_direction_control"] = pm.direction_ablation_ratio(L, labels, tr, random_dirs)
+    out["attention_to_position"] = pm.attention_to_position(acts.pattern).flatten()
+    ssw = pm.sum_sq_weights(params)
+    W_E = params["embed.W_E"].to(torch.float64)
+    coef = fo.fft_tokens(W_E[:p], basis)
+    out["embed_fourier_norms"] = coef.pow(2).sum(-1)
+    out["embed_singular_values"] = torch.linalg.svdvals(W_E[:p])
+    out["gini_W_E"] = pm.gini(coef.norm(dim=-1))
+    W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])
+    out["gini_W_L"] = pm.gini(fo.fft_tokens(W_L, basis).norm(dim=-1))
+    out["trig_fraction"] = torch.stack([pm.trig_variance_fraction(x, keys, p)
+                                        for x in (L, acts.mlp_pre, acts.mlp_post)])
+    power = fo.neuron_block_power(acts.mlp_post, p)  # shared by the next two
+    own = set(fo.key_frequencies_from_neurons(acts.mlp_post, p, candidates, power=power).keys)
+    out["neuron_key_frequency"] = torch.tensor([float(k in own) for k in candidates], dtype=torch.float64)
+    out["quadratic_fraction"] = pm.quadratic_fraction(acts.mlp_post, neuron_freq, p, power=power)
+    return out, ssw, log10_losses(L, labels).float()
+
+
 @torch.no_grad()
 def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
-    p, model, task = run.spec.task.p, run.spec.model, run.task
-    labels = task.labels
-    tr, te = task.train_idx, task.test_idx
-    names = {n: [] for n in ("train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss",
-                             "excluded_loss_all_keys", "restricted_loss", "random_direction_control",
-                             "attention_to_position", "sum_sq_weights_by_param", "embed_fourier_norms",
-                             "embed_singular_values", "gini_W_E", "gini_W_L", "trig_fraction",
-                             "neuron_key_frequency", "quadratic_fraction")}
+    p, model = run.spec.task.p, run.spec.model
+    names = {n: [] for n in NAMES}
     epochs = run.epochs
-    iterator = epochs
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(epochs, desc=f"metrics {run.name}", unit="ckpt")
-    basis = fo.fourier_basis(p)
+        bar = tqdm(total=len(epochs), desc=f"metrics {run.name}", unit="ckpt")
     candidates = fo.frequencies(p)
     final_neurons = fo.key_frequencies_from_neurons(final_checkpoint(run).activations.mlp_post, p, candidates)
     neuron_freq = final_neurons.details["neuron_freq"]  # [d_mlp]: each neuron's frequency in the final model
     random_dirs = pm.random_grid_directions(p, 2, seed=0)
     param_names = None
     per_example = []
-    for epoch in iterator:
-        ckpt = checkpoint(run, epoch)
-        params, acts = ckpt.params, ckpt.activations
-        L = acts.logits.to(torch.float64)
-        per_example.append(log10_losses(L, labels).float())
-        names["train_loss"].append(cross_entropy_f64(L[tr], labels[tr]))
-        names["test_loss"].append(cross_entropy_f64(L[te], labels[te]))
-        names["train_acc"].append(accuracy(L[tr], labels[tr]))
-        names["test_acc"].append(accuracy(L[te], labels[te]))
-        names["excluded_loss"].append(pm.excluded_loss(L, labels, tr, keys, p))
-        names["excluded_loss_all_keys"].append(pm.excluded_loss_all_keys(L, labels, tr, keys, p))
-        restricted = pm.restricted_logits(L, keys, p)
-        names["restricted_loss"].append(torch.stack([cross_entropy_f64(restricted, labels),
-                                                     cross_entropy_f64(restricted[tr], labels[tr]),
-                                                     cross_entropy_f64(restricted[te], labels[te]),
-                                                     pm.class_balanced_loss(restricted, labels, tr, p)]))
-        names["random_direction_control"].append(pm.direction_ablation_ratio(L, labels, tr, random_dirs))
-        names["attention_to_position"].append(pm.attention_to_position(acts.pattern).flatten())
-        ssw = pm.sum_sq_weights(params)
-        if param_names is None:
-            param_names = sorted(n for n in ssw if n != "total")
-        names["sum_sq_weights_by_param"].append(torch.tensor([ssw[n] for n in param_names], dtype=torch.float64))
-        W_E = params["embed.W_E"].to(torch.float64)
-        coef = fo.fft_tokens(W_E[:p], basis)
-        names["embed_fourier_norms"].append(coef.pow(2).sum(-1))
-        names["embed_singular_values"].append(torch.linalg.svdvals(W_E[:p]))
-        names["gini_W_E"].append(pm.gini(coef.norm(dim=-1)))
-        W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])
-        names["gini_W_L"].append(pm.gini(fo.fft_tokens(W_L, basis).norm(dim=-1)))
-        names["trig_fraction"].append(torch.stack([pm.trig_variance_fraction(x, keys, p)
-                                                   for x in (L, acts.mlp_pre, acts.mlp_post)]))
-        power = fo.neuron_fourier_power(acts.mlp_post, p)  # shared by the next two
-        own = set(fo.key_frequencies_from_neurons(acts.mlp_post, p, candidates, power=power).keys)
-        names["neuron_key_frequency"].append(torch.tensor([float(k in own) for k in candidates], dtype=torch.float64))
-        names["quadratic_fraction"].append(pm.quadratic_fraction(acts.mlp_post, neuron_freq, p, power=power))
+    try:
+        for epoch in epochs:
+            values, ssw, losses = _measure(checkpoint(run, epoch), keys, neuron_freq, random_dirs)
+            for name, value in values.items():
+                names[name].append(value)
+            if param_names is None:
+                param_names = sorted(n for n in ssw if n != "total")
+            names["sum_sq_weights_by_param"].append(torch.tensor([ssw[n] for n in param_names], dtype=torch.float64))
+            per_example.append(losses)
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
     ep = torch.tensor(epochs, dtype=torch.int64)
     H = model.n_heads
     labels_of = {

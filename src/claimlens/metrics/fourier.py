@@ -130,46 +130,113 @@ class KeyFrequencies:
 
 def neuron_fourier_power(acts: Float[Tensor, "N M"], p: int) -> Float[Tensor, "p p M"]:
     """``[p, p, M]`` float64: per neuron, the squared 2D-Fourier coefficients of its activations centred over the
-    ``N = p²`` inputs (PMP §4.2 / NCLSS §5.1). The shared first step of :func:`neuron_frequency_fractions`,
-    :func:`key_frequencies_from_neurons` and ``progress.quadratic_fraction``: compute it once and pass it as
-    ``power=`` to all three."""
+    ``N = p²`` inputs (PMP §4.2 / NCLSS §5.1): every coefficient, the reference for :func:`neuron_block_power`."""
     x = acts.to(torch.float64)
     return fft2d(grid(x - x.mean(0), p), fourier_basis(p, dtype=torch.float64)).pow(2)
 
 
-def checked_power(power: Tensor, acts: Tensor, p: int) -> Tensor:
-    """``power`` if it has the shape of :func:`neuron_fourier_power` of ``acts`` (``[p, p, M]``), else ValueError."""
+@dataclass(frozen=True)
+class NeuronPower:
+    """The parts of each neuron's centred 2D-Fourier power (:func:`neuron_fourier_power`, squared coefficients,
+    float64) that the neuron metrics read: G-NFRAC's 3×3 blocks ``{0, 2k−1, 2k}²`` and G-QUAD's 2×2 blocks
+    ``{2k−1, 2k}²`` of every frequency ``k = 1 … K``, ``K = (p−1)/2``, and the total.
+
+    ``total [M]``: the sum over all ``p²`` coefficients (= the centred activations' squared norm: the basis is
+    orthonormal); ``row0 [p, M]``: coefficients ``(0, j)``; ``col0 [p, M]``: ``(i, 0)``; ``pairs [K, 2, 2, M]``:
+    ``(2k−1 + r, 2k−1 + c)``."""
+
+    total: Tensor
+    row0: Tensor
+    col0: Tensor
+    pairs: Tensor
+
+    @classmethod
+    def from_full(cls, power: Float[Tensor, "p p M"]) -> NeuronPower:
+        """The parts of a full ``[p, p, M]`` power."""
+        p, M = power.shape[0], power.shape[-1]
+        K = (p - 1) // 2
+        pairs = power[1:, 1:].reshape(K, 2, K, 2, M).diagonal(dim1=0, dim2=2).permute(3, 0, 1, 2)  # [K, 2, 2, M]
+        return cls(power.sum((0, 1)), power[0], power[:, 0], pairs)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(p, p, M)``: the shape of the full power these parts come from."""
+        p, M = self.row0.shape
+        return (p, p, M)
+
+    def pair_blocks(self) -> Float[Tensor, "K M"]:
+        """``[K, M]``: the power in each frequency's 2×2 block ``{2k−1, 2k}²`` (G-QUAD)."""
+        return self.pairs.sum((1, 2))
+
+    def frequency_blocks(self) -> Float[Tensor, "K M"]:
+        """``[K, M]``: the power in each frequency's 3×3 block ``{0, 2k−1, 2k}²`` (G-NFRAC, G-KEY rule 1)."""
+        edge = self.row0[1:] + self.col0[1:]  # [2K, M]: (0, j) and (i, 0), j, i ≠ 0
+        return self.row0[0] + edge.view(-1, 2, edge.shape[-1]).sum(1) + self.pair_blocks()
+
+
+def neuron_block_power(acts: Float[Tensor, "N M"], p: int) -> NeuronPower:
+    """:class:`NeuronPower` of ``acts [N, M]`` (``N = p²``) without the full transform: one transform along the
+    ``a`` axis (``2p³M`` float64 FLOPs, half of the full 2D transform's), then only the coefficients the blocks
+    read (``O(p²M)``). Centring changes only the constant coefficient ``(0, 0)`` (every other basis row sums to
+    0), so it is set to 0 instead of centring the activations, and the total is the sum of the squares of every
+    other coefficient, ``Σ_{i≥1, b} first[i, b]² + Σ_{j≥1} row0[j]`` (Parseval along ``b``): no difference of
+    large sums, so a neuron with a large mean and a small spread keeps its precision; a constant neuron gets 0
+    everywhere, as centring gives it. Equal to ``NeuronPower.from_full(neuron_fourier_power(acts, p))`` to float64
+    rounding (``tests/test_metrics.py``)."""
+    x = acts.to(torch.float64)
+    M, K = x.shape[1], (p - 1) // 2
+    F = fourier_basis(p, dtype=torch.float64)
+    first = (F @ x.reshape(p, p * M)).view(p, p, M)  # [i, b, M]: transformed along a
+    row0 = (F @ first[0]).pow_(2)  # [j, M]: coefficients (0, j)
+    col0 = first.sum(1).pow_(2).div_(p)  # [i, M]: coefficients (i, 0); F's row 0 is 1/√p everywhere
+    row0[0] = 0.0
+    col0[0] = 0.0
+    rest = first[1:]
+    total = (rest * rest).sum((0, 1)) + row0.sum(0)
+    # (2k−1 + r, 2k−1 + c) for each k: rows r of the first transform against basis rows c, one batched product
+    lhs = F[1:].view(K, 1, 2, p).expand(K, 2, 2, p).reshape(2 * K, 2, p)
+    pairs = torch.bmm(lhs, first[1:].reshape(2 * K, p, M)).pow_(2).view(K, 2, 2, M)
+    flat = x.amax(0) == x.amin(0)  # a constant neuron has no power: not the rounding residue of F_i · 1 ≈ 1e-16
+    if bool(flat.any()):
+        for part in (total, row0, col0, pairs):
+            part[..., flat] = 0.0
+    return NeuronPower(total, row0, col0, pairs)
+
+
+def checked_power(power: NeuronPower | Tensor, acts: Tensor, p: int) -> NeuronPower:
+    """``power`` (a :class:`NeuronPower`, or a full ``[p, p, M]`` power, converted) if it has the shape of the
+    power of ``acts`` at ``p``, else ValueError."""
     if tuple(power.shape) != (p, p, acts.shape[-1]):
         raise ValueError(f"power has shape {tuple(power.shape)}; neuron_fourier_power of activations "
                          f"{tuple(acts.shape)} at p = {p} has shape {(p, p, acts.shape[-1])}")
-    return power
+    return power if isinstance(power, NeuronPower) else NeuronPower.from_full(power)
 
 
 def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: list[int], *,
-                               power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, "k M"]:
+                               power: NeuronPower | Float[Tensor, "p p M"] | None = None) -> Float[Tensor, "k M"]:
     """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier power (squared norm) in the 3×3
     block ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``; ``power``:
-    :func:`neuron_fourier_power` of ``acts``, if already computed. Raises ``ValueError`` on a candidate outside
-    ``1 … (p−1)/2`` or a ``power`` of another shape."""
+    :func:`neuron_block_power` (or :func:`neuron_fourier_power`) of ``acts``, if already computed. Raises
+    ``ValueError`` on a candidate outside ``1 … (p−1)/2`` or a ``power`` of another shape."""
     bad = sorted({int(k) for k in candidates if not 1 <= k <= (p - 1) // 2})
     if bad:
         raise ValueError(f"candidate frequencies {bad[:5]} are outside 1 … (p − 1)/2 = {(p - 1) // 2} (p = {p})")
-    sq = neuron_fourier_power(acts, p) if power is None else checked_power(power, acts, p)
-    total = sq.sum((0, 1)).clamp_min(1e-300)  # the (0,0) term is 0 after centring
-    idx = torch.tensor([[0, 2 * k - 1, 2 * k] for k in candidates], dtype=torch.long).reshape(-1, 3)  # [k, 3]
-    return sq[idx[:, :, None], idx[:, None, :]].sum((1, 2)) / total  # [k, 3, 3, M] -> [k, M]
+    parts = neuron_block_power(acts, p) if power is None else checked_power(power, acts, p)
+    total = parts.total.clamp_min(1e-300)  # the (0,0) term is 0 after centring
+    k = torch.as_tensor(list(candidates), dtype=torch.long).reshape(-1)
+    return parts.frequency_blocks()[k - 1] / total  # [k, M]
 
 
 def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates: list[int] | None = None, *,
                                  min_vote_share: float = 0.05,
-                                 power: Float[Tensor, "p p M"] | None = None) -> KeyFrequencies:
+                                 power: NeuronPower | Float[Tensor, "p p M"] | None = None) -> KeyFrequencies:
     """G-KEY rule 1 with a vote share (catalogue Revision 2): each neuron's frequency is the argmax of its
     3×3 blocks; a frequency is a key when at least ``min_vote_share`` of the live neurons have it as their
     argmax (0 gives the unfiltered rule: every distinct argmax).
 
     Neurons that never vary over the ``N`` inputs (dead or constant) have no frequency: they get
     frequency −1 and do not vote. ``candidates`` defaults to PMP's ``1 … p//2 − 1``; ``power``:
-    :func:`neuron_fourier_power` of ``acts``, if already computed (``ValueError`` as
+    :func:`neuron_block_power` of ``acts``, if already computed (``ValueError`` as
     :func:`neuron_frequency_fractions`). Why 5%: unfiltered,
     the rule returns 10 keys on the author's wd 0.1 model, 5 of them spurious (1–10 votes each, ablating
     them changes the loss by ≤ 6%), while real keys have 54–209 votes; the paper's smallest cluster is 44

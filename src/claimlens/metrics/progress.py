@@ -21,6 +21,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from claimlens.metrics.fourier import (
+    NeuronPower,
     checked_power,
     fft2d,
     fft_tokens,
@@ -28,7 +29,7 @@ from claimlens.metrics.fourier import (
     grid,
     ifft2d,
     key_directions,
-    neuron_fourier_power,
+    neuron_block_power,
     project,
     trig_directions,
 )
@@ -195,22 +196,20 @@ def trig_variance_fraction(X: Float[Tensor, "N d"], keys: list[int], p: int) -> 
 
 
 def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"], p: int, *,
-                       power: Float[Tensor, "p p M"] | None = None) -> Float[Tensor, " M"]:
+                       power: NeuronPower | Float[Tensor, "p p M"] | None = None) -> Float[Tensor, " M"]:
     """G-QUAD: per neuron, share of the centred 2D-Fourier power (squared norm) in the 2×2 block ``{2k−1, 2k}²`` of
     its frequency (``k < 1``, e.g. −1 for a neuron without one: every frequency's block). ``[N, M], [M] -> [M]``;
-    ``power``: :func:`~claimlens.metrics.fourier.neuron_fourier_power` of ``acts``, if already computed. Raises
+    ``power``: :func:`~claimlens.metrics.fourier.neuron_block_power` of ``acts``, if already computed. Raises
     ``ValueError`` on a frequency above ``(p−1)/2`` or a ``power`` of another shape."""
-    sq = neuron_fourier_power(acts, p) if power is None else checked_power(power, acts, p)  # [p, p, M]
-    total = sq.sum((0, 1)).clamp_min(1e-300)
-    c = torch.arange(1, (p - 1) // 2 + 1)
+    parts = neuron_block_power(acts, p) if power is None else checked_power(power, acts, p)
+    K = (p - 1) // 2
     freq = torch.as_tensor(neuron_freq, dtype=torch.long)
-    if (freq > len(c)).any():
-        bad = torch.unique(freq[freq > len(c)]).tolist()
-        raise ValueError(f"neuron frequencies {bad[:5]} are above (p − 1)/2 = {len(c)} (p = {p})")
-    s = 2 * c  # the sin row of frequency k; its cos row is s − 1
-    blocks = sq[s - 1, s - 1] + sq[s - 1, s] + sq[s, s - 1] + sq[s, s]  # [K, M]
-    own = blocks.gather(0, (freq.clamp(1, len(c)) - 1)[None]).squeeze(0)
-    return torch.where(freq >= 1, own, blocks.sum(0)) / total
+    if (freq > K).any():
+        bad = torch.unique(freq[freq > K]).tolist()
+        raise ValueError(f"neuron frequencies {bad[:5]} are above (p − 1)/2 = {K} (p = {p})")
+    blocks = parts.pair_blocks()  # [K, M]
+    own = blocks.gather(0, (freq.clamp(1, K) - 1)[None]).squeeze(0)
+    return torch.where(freq >= 1, own, blocks.sum(0)) / parts.total.clamp_min(1e-300)
 
 
 def neuron_clusters(neuron_freq: Int[Tensor, " M"], neuron_frac: Float[Tensor, " M"], threshold: float = 0.85
