@@ -13,7 +13,9 @@ training set). claimlens advances all chains at once, with the gradient written 
 (:mod:`claimlens.models.stacked`); devinterp runs them one after the other. Printed: both estimates, their
 relative difference, the wall times of claimlens, of its autograd reference engine (``torch.func.vmap``, the
 same draws: its traces agree to float rounding) and of devinterp, the time per gradient pass against the
-matrix-product FLOP bound at this machine's measured matmul rate, and, last, the speed ratio.
+matrix-product FLOP bound at this machine's measured matmul rate, the same checkpoints two at a time as
+``llc_over_run`` samples them (its throughput against one at a time and against devinterp, which has no
+such mode), and, last, the speed ratio of one estimate at a time.
 """
 
 from __future__ import annotations
@@ -113,7 +115,7 @@ def devinterp_llc(run, epoch: int, cfg, n_train: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from claimlens.analysis.llc import default_config, estimate_at, llc_over_run, sampled_epochs
+    from claimlens.analysis.llc import default_config, estimate_at, estimate_many, llc_over_run, sampled_epochs
     from claimlens.builtin import builtin_run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -130,8 +132,9 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'epoch':>6} {'claimlens':>10} {'devinterp':>10} {'rel diff':>9} {'t_cl s':>7} {'t_ref s':>7} "
           f"{'t_dv s':>7} {'ratio':>6}")
-    ratios, diffs, ours_times, ref_times = [], [], [], []
-    for epoch in sampled_epochs(run, args.checkpoints + 2)[1:-1] if args.checkpoints > 1 else [run.epochs[-1]]:
+    ratios, diffs, ours_times, ref_times, dv_times, singles = [], [], [], [], [], []
+    compared = sampled_epochs(run, args.checkpoints + 2)[1:-1] if args.checkpoints > 1 else [run.epochs[-1]]
+    for epoch in compared:
         t0 = time.perf_counter()
         ours = estimate_at(run, epoch, cfg)
         t_ours = time.perf_counter() - t0
@@ -141,6 +144,8 @@ def main() -> None:
         theirs, t_theirs = devinterp_llc(run, epoch, cfg, n_train)
         rel = abs(ours.mean - theirs) / abs(theirs)
         ratios.append(t_theirs / t_ours)
+        dv_times.append(t_theirs)
+        singles.append(ours)
         diffs.append(rel)
         ours_times.append(t_ours)
         ref_times.append(t_ref)
@@ -156,6 +161,19 @@ def main() -> None:
           f"GFLOP/s = {flops / peak * 1e3:.2f} ms bound: {per_pass / (flops / peak):.1f}x the bound")
     print(f"written-out engine against the autograd (vmap) engine: "
           f"{sum(ref_times) / sum(ours_times):.2f}x faster")
+    pairs = len(compared) // 2 * 2  # an even number: with an odd one the last estimate runs alone on one thread
+    if pairs and torch.get_num_threads() > 1:
+        # What llc_over_run (and so `pytest claims/`) does: two checkpoints at once, the threads shared.
+        t0 = time.perf_counter()
+        together = estimate_many(run, compared[:pairs], cfg, workers=2)
+        t_together = time.perf_counter() - t0
+        t_alone, t_dv = sum(ours_times[:pairs]), sum(dv_times[:pairs])
+        same = max(abs(a.mean - b.mean) / abs(b.mean) for a, b in zip(together, singles))
+        print(f"two checkpoints at a time (estimate_many, as llc_over_run; {max(1, torch.get_num_threads() // 2)} "
+              f"thread each): the first {pairs} checkpoints in {t_together:.1f} s against {t_alone:.1f} s one at a "
+              f"time, {t_alone / t_together:.2f}x; devinterp (one at a time, its only mode) over claimlens for these "
+              f"{pairs}: {t_dv / t_together:.1f}x; estimates equal to the one-at-a-time ones within {same:.1e} "
+              f"(relative)")
     print(f"speed ratio devinterp / claimlens: min {min(ratios):.1f}x, mean {sum(ratios) / len(ratios):.1f}x; "
           f"largest relative difference {max(diffs):.1%}")
     if args.all:

@@ -186,6 +186,53 @@ def test_llc_over_a_run_is_cached_and_a_damaged_entry_is_recomputed(tiny_mlp_run
     assert not redone.from_cache and torch.equal(redone.mean, first.mean)
 
 
+def test_checkpoints_sampled_side_by_side_give_the_estimates_of_one_at_a_time(tiny_mlp_run, monkeypatch):
+    """llc_over_run's workers: each estimate keeps its own minibatch and noise generators, so running two
+    checkpoints at once changes nothing but the summation order inside a product; the intra-op thread count is
+    restored, also when an estimate fails."""
+    import claimlens.analysis.llc as llc_mod
+    from claimlens.analysis.llc import llc_over_run
+
+    cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=30, num_burnin=10, batch_size=32, seed=3)
+    threads = torch.get_num_threads()
+    alone = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=1)
+    together = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=2)
+    assert together.epochs == alone.epochs
+    torch.testing.assert_close(together.traces, alone.traces, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(together.mean, alone.mean, rtol=1e-4, atol=1e-6)
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="workers must be ≥ 1"):
+        llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=0)
+
+    real = llc_mod.estimate_at
+
+    def failing(run, epoch, config, **kw):
+        if epoch == alone.epochs[2]:
+            raise RuntimeError("estimate failed")
+        return real(run, epoch, config, **kw)
+
+    monkeypatch.setattr(llc_mod, "estimate_at", failing)
+    with pytest.raises(RuntimeError, match="estimate failed"):
+        llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=2)
+    assert torch.get_num_threads() == threads
+
+
+def test_the_noise_does_not_depend_on_the_thread_count():
+    from claimlens.metrics.llc import _Noise
+
+    threads = torch.get_num_threads()
+    draws = []
+    try:
+        for n in (1, max(threads, 2)):
+            torch.set_num_threads(n)
+            noise = _Noise(1001, seed=7)
+            draws.append(torch.stack([noise.next().clone() for _ in range(3)]))
+            noise.close()
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(draws[0], draws[1])
+
+
 # ----------------------------------------------------------------------------- health (E2-09, E2-10)
 
 

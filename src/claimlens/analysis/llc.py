@@ -134,8 +134,9 @@ def estimate_at(run, epoch: int, config: SGLDConfig, *, engine: str = "stacked")
 
 
 def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int = 32, cache: bool = True,
-                 progress: bool = False) -> LLCEstimates:
-    """λ̂ at up to ``max_checkpoints`` checkpoints of ``run`` with one SGLD configuration."""
+                 progress: bool = False, workers: int | None = None) -> LLCEstimates:
+    """λ̂ at up to ``max_checkpoints`` checkpoints of ``run`` with one SGLD configuration, ``workers`` of them
+    at a time (:func:`estimate_many`)."""
     config = config or default_config(run)
     epochs = sampled_epochs(run, max_checkpoints)
     args = {"config": asdict(config), "epochs": epochs}
@@ -145,13 +146,17 @@ def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int 
             estimates = _from_cache(*loaded, run.name)
             if estimates is not None:
                 return estimates
-    iterator = epochs
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
         label = f"LLC {run.name}" + (" (orthogonal to the gradient)" if config.orth_grad else "")
-        iterator = tqdm(epochs, desc=label, unit="ckpt")
-    results = [estimate_at(run, e, config) for e in iterator]
+        bar = tqdm(total=len(epochs), desc=label, unit="ckpt")
+    try:
+        results = estimate_many(run, epochs, config, workers=workers, bar=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     out = LLCEstimates(
         epochs=list(epochs),
         mean=torch.tensor([r.mean for r in results], dtype=torch.float64),
@@ -168,6 +173,58 @@ def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int 
                    "acceptance": out.acceptance, "traces": out.traces, "epochs": torch.tensor(out.epochs)}
         CACHE.save(run, args, tensors, {"problems": json.dumps(out.problems), "config": json.dumps(out.config)})
     return out
+
+
+def estimate_many(run, epochs: list[int], config: SGLDConfig, *, workers: int | None = None, bar=None
+                  ) -> list[LLCResult]:
+    """:func:`estimate_at` at every epoch of ``epochs``, in that order, ``workers`` checkpoints at a time.
+
+    The workers are threads; the machine's intra-op threads are shared among them
+    (``torch.get_num_threads() // workers`` each, at least 1; the count is restored afterwards, also on an
+    error). ``workers`` defaults to 2 where torch has at least 2 threads, else 1. Each estimate is the one
+    :func:`estimate_at` gives alone (its own minibatch and noise generators); only the summation order inside
+    a matrix product may differ, at float rounding. Why: a step's small matrix products and element-wise
+    passes keep two cores busy at about 1.6× the speed of one, so two checkpoints on one core each get more
+    done per second (``bench/bench_llc.py`` measures both). ``bar``: a tqdm bar advanced per estimate. Raises
+    ``ValueError`` for ``workers < 1``; the first failed estimate's error once the running ones have stopped."""
+    threads = torch.get_num_threads()
+    workers = (2 if threads >= 2 else 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be ≥ 1, got {workers}")
+    workers = min(workers, len(epochs))
+    if workers <= 1:
+        results = []
+        for e in epochs:
+            results.append(estimate_at(run, e, config))
+            if bar is not None:
+                bar.update()
+        return results
+    return _concurrently(run, epochs, config, workers, max(1, threads // workers), bar)
+
+
+def _concurrently(run, epochs: list[int], config: SGLDConfig, workers: int, threads_each: int, bar
+                  ) -> list[LLCResult]:
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    run.task  # noqa: B018 - built once here, not raced by the workers
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads_each)  # read by each new worker thread when it first runs a parallel op
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llc") as pool:
+            futures = {pool.submit(estimate_at, run, e, config): i for i, e in enumerate(epochs)}
+            results: list[LLCResult | None] = [None] * len(epochs)
+            try:
+                for future in as_completed(futures):
+                    results[futures[future]] = future.result()
+                    if bar is not None:
+                        bar.update()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    finally:
+        torch.set_num_threads(before)
+    return results
 
 
 def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], run_name: str) -> LLCEstimates | None:

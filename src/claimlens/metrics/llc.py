@@ -112,25 +112,32 @@ class _Layout:
 class _Noise:
     """The standard-normal draws of the SGLD steps, ``[numel]`` per step. Drawing them is a quarter of a step's
     cost on a CPU and PyTorch's generator is serial, so the buffer is split in two halves, each with a generator
-    of its own (seeded ``seed + NOISE_SEED_OFFSET`` and one more), drawn at once on two threads. The sequence
-    depends only on the seed, never on the timing."""
+    of its own (seeded ``seed + NOISE_SEED_OFFSET`` and one more); with more than one intra-op thread they are
+    drawn at once on two threads, with one (several estimates running side by side) one after the other. The
+    sequence depends only on the seed, never on the timing or the threads."""
 
     def __init__(self, numel: int, seed: int):
         self.buffer = torch.empty(numel)
         half = numel // 2
         self.halves = (self.buffer[:half], self.buffer[half:])
         self.gens = tuple(torch.Generator().manual_seed(seed + NOISE_SEED_OFFSET + i) for i in range(2))
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgld-noise")
+        self.pool = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="sgld-noise")
+                     if torch.get_num_threads() > 1 else None)
 
     def next(self) -> torch.Tensor:
         """This step's draw; valid until the next call."""
+        if self.pool is None:
+            for half, gen in zip(self.halves, self.gens):
+                torch.randn(half.shape, generator=gen, out=half)
+            return self.buffer
         other = self.pool.submit(torch.randn, self.halves[1].shape, generator=self.gens[1], out=self.halves[1])
         torch.randn(self.halves[0].shape, generator=self.gens[0], out=self.halves[0])
         other.result()
         return self.buffer
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
 
 
 def autograd_loss_and_grad(loss: LossFn) -> LossAndGrad:
