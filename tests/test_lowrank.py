@@ -93,7 +93,7 @@ def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):
     from claimlens.analysis.lowrank import _loss_fn, lowrank_over_run
     from claimlens.models import frozen_params
 
-    lr = lowrank_over_run(tiny_run)
+    lr = lowrank_over_run(tiny_run, cache=False)
     frozen = frozen_params(tiny_run.spec.model, tiny_run.spec.task.p)
     loss_fn, per_example = _loss_fn(tiny_run)
     rows, ckpts, losses = [], [], []
@@ -115,6 +115,25 @@ def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):
     # the transformer's losses come from the progress measures' cache (float32 log10): equal to float32 precision
     torch.testing.assert_close(lr.pca.abs(), scores.abs(), atol=1e-3, rtol=1e-3)
     assert lr.n_params == C.shape[1]
+
+
+def test_the_analysis_is_cached_and_a_damaged_entry_is_recomputed(tiny_run, tmp_path, monkeypatch):
+    from claimlens.analysis.lowrank import lowrank_over_run
+
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path))
+    first = lowrank_over_run(tiny_run)
+    again = lowrank_over_run(tiny_run)
+    assert not first.from_cache and again.from_cache
+    for kind in ("gradients", "checkpoints"):
+        for name in ("uncentred", "centred", "null", "null_centred"):
+            assert torch.equal(getattr(getattr(again, kind), name), getattr(getattr(first, kind), name))
+    for name in ("epochs", "pca", "explained", "angles"):
+        assert torch.equal(getattr(again, name), getattr(first, name))
+    assert (again.n_params, again.n_examples) == (first.n_params, first.n_examples)
+    (entry,) = (tmp_path / "lowrank").rglob("*.safetensors")
+    entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    redone = lowrank_over_run(tiny_run)
+    assert not redone.from_cache and torch.equal(redone.pca, first.pca)
 
 
 # ----------------------------------------------------------------------------- the rules

@@ -13,6 +13,9 @@ accumulated over column blocks of it; the checkpoint matrix is read one paramete
   buffers).
 * **Per-example losses** (§3.4, G-PTLPCA): ``log10`` of the cross entropy of every input (all ``p²`` pairs, train and
   test) or, for the induction toy, of every scored token of the probe batch; PCA jointly over the checkpoints.
+
+The result is cached in the analysis cache (keyed by the run's content hash, ``LOWRANK_VERSION``, the null's seed and
+the epochs), so only a run's first session pays for it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from claimlens.analysis.cache import AnalysisCache
 from claimlens.metrics import lowrank as L
 from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward, frozen_params
@@ -31,6 +35,9 @@ from claimlens.series import Series
 
 BLOCK_COLUMNS = 1 << 16  # columns per Gram block: [S, 65 536] float64 is 66 MB at S = 126
 NULL_SEED = 0
+LOWRANK_VERSION = 1
+CACHE = AnalysisCache("lowrank", LOWRANK_VERSION)
+SPECTRA = ("uncentred", "centred", "null", "null_centred")
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,7 @@ class LowRank:
     angles: torch.Tensor
     n_params: int
     n_examples: int
+    from_cache: bool = False
 
     def angle_series(self) -> Series:
         return Series("turning angle of the PC1–PC2 trajectory (degrees)", self.epochs[1:-1], self.angles)
@@ -114,10 +122,42 @@ def _spectrum(blocks, n_rows: int, *, normalise: bool) -> Spectrum:
                     L.singular_values(null.gram), L.singular_values(L.centre(null.gram)))
 
 
-def lowrank_over_run(run, *, progress: bool = False) -> LowRank:
-    """Every measure of :class:`LowRank` over every checkpoint of ``run`` (seconds for the built-in runs). A
-    transformer's per-example losses come from the progress measures (:func:`claimlens.analysis.progress.evaluate`,
-    cached: one forward pass over the grid per checkpoint for the whole session)."""
+def lowrank_over_run(run, *, progress: bool = False, cache: bool = True) -> LowRank:
+    """Every measure of :class:`LowRank` over every checkpoint of ``run`` (seconds for the built-in runs: 13 s for
+    the three of a plain session on 2 cores), read from the analysis cache when it holds them. A transformer's
+    per-example losses come from the progress measures (:func:`claimlens.analysis.progress.evaluate`, cached: one
+    forward pass over the grid per checkpoint)."""
+    args = {"null_seed": NULL_SEED, "epochs": list(run.epochs)}
+    if cache:
+        loaded = CACHE.load(run, args)
+        if loaded is not None:
+            found = _from_cache(*loaded, len(run.epochs))
+            if found is not None:
+                return found
+    out = _compute(run, progress)
+    if cache:
+        tensors = {"epochs": out.epochs, "pca": out.pca, "explained": out.explained, "angles": out.angles}
+        for kind in ("gradients", "checkpoints"):
+            for name in SPECTRA:
+                tensors[f"{kind}.{name}"] = getattr(getattr(out, kind), name)
+        CACHE.save(run, args, tensors, {"n_params": str(out.n_params), "n_examples": str(out.n_examples)})
+    return out
+
+
+def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], S: int) -> LowRank | None:
+    """The cached measures, or None if the entry is damaged or does not fit the run's ``S`` checkpoints."""
+    try:
+        spectra = {kind: Spectrum(*(t[f"{kind}.{name}"] for name in SPECTRA)) for kind in ("gradients", "checkpoints")}
+        out = LowRank(t["epochs"], spectra["gradients"], spectra["checkpoints"], t["pca"], t["explained"], t["angles"],
+                      int(meta["n_params"]), int(meta["n_examples"]), from_cache=True)
+    except (KeyError, ValueError, TypeError):
+        return None
+    shapes_fit = (out.epochs.shape == (S,) and out.pca.shape == (S, 2) and out.angles.shape == (max(S - 2, 0),)
+                  and all(getattr(sp, name).shape == (S,) for sp in spectra.values() for name in SPECTRA))
+    return out if shapes_fit else None
+
+
+def _compute(run, progress: bool) -> LowRank:
     spec, epochs = run.spec, run.epochs
     shared = None
     if spec.model.kind == "transformer":
