@@ -188,33 +188,53 @@ def test_llc_over_a_run_is_cached_and_a_damaged_entry_is_recomputed(tiny_mlp_run
 
 def test_checkpoints_sampled_side_by_side_give_the_estimates_of_one_at_a_time(tiny_mlp_run, monkeypatch):
     """llc_over_run's workers: each estimate keeps its own minibatch and noise generators, so running two
-    checkpoints at once changes nothing but the summation order inside a product; the intra-op thread count is
-    restored, also when an estimate fails."""
+    checkpoints at once changes nothing but the summation order inside a product (plain and orthogonal-gradient
+    chains); the results keep the order of the checkpoints whatever order they finish in; the intra-op thread
+    count (2 here, whatever the machine's) is restored, also when an estimate fails."""
+    import time
+
     import claimlens.analysis.llc as llc_mod
-    from claimlens.analysis.llc import llc_over_run
+    from claimlens.analysis.llc import estimate_many, llc_over_run, sampled_epochs
 
     cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=30, num_burnin=10, batch_size=32, seed=3)
-    threads = torch.get_num_threads()
-    alone = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=1)
-    together = llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=2)
-    assert together.epochs == alone.epochs
-    torch.testing.assert_close(together.traces, alone.traces, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(together.mean, alone.mean, rtol=1e-4, atol=1e-6)
-    assert torch.get_num_threads() == threads
-    with pytest.raises(ValueError, match="workers must be ≥ 1"):
-        llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        plain = None
+        for config in (cfg, dataclasses.replace(cfg, orth_grad=True)):
+            alone = llc_over_run(tiny_mlp_run, config, max_checkpoints=4, cache=False, workers=1)
+            plain = plain or alone
+            together = llc_over_run(tiny_mlp_run, config, max_checkpoints=4, cache=False, workers=2)
+            torch.testing.assert_close(together.traces, alone.traces, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(together.mean, alone.mean, rtol=1e-4, atol=1e-6)
+            assert len(set(alone.mean.tolist())) == 4  # four different checkpoints: the order is checked
+            assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="workers must be ≥ 1"):
+            llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=0)
 
-    real = llc_mod.estimate_at
+        real = llc_mod.estimate_at
+        epochs = sampled_epochs(tiny_mlp_run, 4)
 
-    def failing(run, epoch, config, **kw):
-        if epoch == alone.epochs[2]:
-            raise RuntimeError("estimate failed")
-        return real(run, epoch, config, **kw)
+        def later_first(run, epoch, config, **kw):  # the first checkpoints finish last
+            time.sleep(0.05 * (len(epochs) - epochs.index(epoch)))
+            return real(run, epoch, config, **kw)
 
-    monkeypatch.setattr(llc_mod, "estimate_at", failing)
-    with pytest.raises(RuntimeError, match="estimate failed"):
-        llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=2)
-    assert torch.get_num_threads() == threads
+        monkeypatch.setattr(llc_mod, "estimate_at", later_first)
+        shuffled = estimate_many(tiny_mlp_run, epochs, cfg, workers=2)
+        torch.testing.assert_close(torch.tensor([r.mean for r in shuffled], dtype=torch.float64), plain.mean,
+                                   rtol=1e-4, atol=1e-6)
+
+        def failing(run, epoch, config, **kw):
+            if epoch == epochs[2]:
+                raise RuntimeError("estimate failed")
+            return real(run, epoch, config, **kw)
+
+        monkeypatch.setattr(llc_mod, "estimate_at", failing)
+        with pytest.raises(RuntimeError, match="estimate failed"):
+            llc_over_run(tiny_mlp_run, cfg, max_checkpoints=4, cache=False, workers=2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_the_noise_does_not_depend_on_the_thread_count():

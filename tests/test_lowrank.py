@@ -131,9 +131,25 @@ def test_the_analysis_is_cached_and_a_damaged_entry_is_recomputed(tiny_run, tmp_
         assert torch.equal(getattr(again, name), getattr(first, name))
     assert (again.n_params, again.n_examples) == (first.n_params, first.n_examples)
     (entry,) = (tmp_path / "lowrank").rglob("*.safetensors")
-    entry.write_bytes(entry.read_bytes()[:100])  # truncated
+    good = entry.read_bytes()
+    entry.write_bytes(good[:100])  # truncated
     redone = lowrank_over_run(tiny_run)
     assert not redone.from_cache and torch.equal(redone.pca, first.pca)
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(entry, framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(entry)
+    for change in ({"pca": tensors["pca"][:-1]}, {"angles": tensors["angles"].fill_(float("nan"))},
+                   {"gradients.null": None}):  # well-formed files that do not fit the run
+        broken = {**tensors, **{k: v for k, v in change.items() if v is not None}}
+        broken = {k: v.contiguous() for k, v in broken.items() if change.get(k, 0) is not None}
+        save_file(broken, entry, metadata=meta)
+        again = lowrank_over_run(tiny_run)
+        assert not again.from_cache and torch.equal(again.pca, first.pca), change.keys()
+        tensors = load_file(entry)  # the recomputed entry, for the next case
 
 
 # ----------------------------------------------------------------------------- the rules

@@ -181,12 +181,16 @@ def estimate_many(run, epochs: list[int], config: SGLDConfig, *, workers: int | 
 
     The workers are threads; the machine's intra-op threads are shared among them
     (``torch.get_num_threads() // workers`` each, at least 1; the count is restored afterwards, also on an
-    error). ``workers`` defaults to 2 where torch has at least 2 threads, else 1. Each estimate is the one
-    :func:`estimate_at` gives alone (its own minibatch and noise generators); only the summation order inside
-    a matrix product may differ, at float rounding. Why: a step's small matrix products and element-wise
-    passes keep two cores busy at about 1.6× the speed of one, so two checkpoints on one core each get more
-    done per second (``bench/bench_llc.py`` measures both). ``bar``: a tqdm bar advanced per estimate. Raises
-    ``ValueError`` for ``workers < 1``; the first failed estimate's error once the running ones have stopped."""
+    error or an interrupt). ``workers`` defaults to 2 where torch has at least 2 threads, else 1. Each estimate
+    is the one :func:`estimate_at` gives alone (its own minibatch and noise generators); only the summation
+    order inside a matrix product may differ, at float rounding. Why: on 2 cores a gradient pass runs 1.6× faster
+    on two threads than on one, a whole step (noise, update, small element-wise passes) about 1.3×, so two
+    checkpoints on one core each finish about 1.5× sooner (``bench/bench_llc.py`` measures both). ``bar``: a tqdm
+    bar advanced per estimate. Raises ``ValueError`` for ``workers < 1``, and the first failed estimate's error
+    once the running ones have finished (an interrupt, too, waits for them: up to one estimate per worker).
+
+    The thread count is process-wide: two ``estimate_many`` calls running at once in one process may restore
+    each other's count wrongly."""
     threads = torch.get_num_threads()
     workers = (2 if threads >= 2 else 1) if workers is None else workers
     if workers < 1:
@@ -204,9 +208,9 @@ def estimate_many(run, epochs: list[int], config: SGLDConfig, *, workers: int | 
 
 def _concurrently(run, epochs: list[int], config: SGLDConfig, workers: int, threads_each: int, bar
                   ) -> list[LLCResult]:
+    """:func:`estimate_many`'s threaded path: results in the order of ``epochs``, whatever order they finish in."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    run.task  # noqa: B018 - built once here, not raced by the workers
     before = torch.get_num_threads()
     torch.set_num_threads(threads_each)  # read by each new worker thread when it first runs a parallel op
     try:

@@ -21,7 +21,7 @@ the epochs), so only a run's first session pays for it.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +35,7 @@ from claimlens.series import Series
 
 BLOCK_COLUMNS = 1 << 16  # columns per Gram block: [S, 65 536] float64 is 66 MB at S = 126
 NULL_SEED = 0
-LOWRANK_VERSION = 1
+LOWRANK_VERSION = 1  # 1: first cached version (bump on any change to what lowrank_over_run computes)
 CACHE = AnalysisCache("lowrank", LOWRANK_VERSION)
 SPECTRA = ("uncentred", "centred", "null", "null_centred")
 
@@ -69,7 +69,7 @@ class LowRank:
     angles: torch.Tensor
     n_params: int
     n_examples: int
-    from_cache: bool = False
+    from_cache: bool = field(default=False, compare=False)
 
     def angle_series(self) -> Series:
         return Series("turning angle of the PC1–PC2 trajectory (degrees)", self.epochs[1:-1], self.angles)
@@ -123,11 +123,15 @@ def _spectrum(blocks, n_rows: int, *, normalise: bool) -> Spectrum:
 
 
 def lowrank_over_run(run, *, progress: bool = False, cache: bool = True) -> LowRank:
-    """Every measure of :class:`LowRank` over every checkpoint of ``run`` (seconds for the built-in runs: 13 s for
-    the three of a plain session on 2 cores), read from the analysis cache when it holds them. A transformer's
-    per-example losses come from the progress measures (:func:`claimlens.analysis.progress.evaluate`, cached: one
-    forward pass over the grid per checkpoint)."""
+    """Every measure of :class:`LowRank` over every checkpoint of ``run``, read from the analysis cache when it holds
+    them (computing them took 12.8 s for the three runs of a plain session on 2 cores). A transformer's per-example
+    losses come from the progress measures (:func:`claimlens.analysis.progress.evaluate`, cached: one forward pass
+    over the grid per checkpoint), so the key includes their version. ``cache=False`` computes and stores nothing."""
     args = {"null_seed": NULL_SEED, "epochs": list(run.epochs)}
+    if run.spec.model.kind == "transformer":  # its per-example losses are the progress measures'
+        from claimlens.analysis.progress import VERSION as PROGRESS_VERSION
+
+        args["progress_version"] = PROGRESS_VERSION
     if cache:
         loaded = CACHE.load(run, args)
         if loaded is not None:
@@ -152,9 +156,12 @@ def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], S: int) -> Low
                       int(meta["n_params"]), int(meta["n_examples"]), from_cache=True)
     except (KeyError, ValueError, TypeError):
         return None
-    shapes_fit = (out.epochs.shape == (S,) and out.pca.shape == (S, 2) and out.angles.shape == (max(S - 2, 0),)
+    k = min(2, S)
+    shapes_fit = (out.epochs.shape == (S,) and out.pca.shape == (S, k) and out.angles.shape == (max(S - 2, 0),)
+                  and out.explained.dim() == 1 and out.explained.shape[0] in (k, 2)
                   and all(getattr(sp, name).shape == (S,) for sp in spectra.values() for name in SPECTRA))
-    return out if shapes_fit else None
+    finite = all(bool(torch.isfinite(t).all()) for t in (out.pca, out.explained, out.angles))
+    return out if shapes_fit and finite else None
 
 
 def _compute(run, progress: bool) -> LowRank:

@@ -141,16 +141,17 @@ def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_clus
     return ProgressMeasures(epochs, kf, series, per_example_log_loss=per_example)
 
 
-NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
-         "restricted_loss", "random_direction_control", "attention_to_position", "sum_sq_weights_by_param",
-         "embed_fourier_norms", "embed_singular_values", "gini_W_E", "gini_W_L", "trig_fraction",
-         "neuron_key_frequency", "quadratic_fraction")
+_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
+          "restricted_loss", "random_direction_control", "attention_to_position", "sum_sq_weights_by_param",
+          "embed_fourier_norms", "embed_singular_values", "gini_W_E", "gini_W_L", "trig_fraction",
+          "neuron_key_frequency", "quadratic_fraction")  # the series of _compute (Σθ² per parameter built there)
 
 
 @torch.no_grad()
 def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torch.Tensor
              ) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
-    """Every measure at one checkpoint: (name → value, Σθ² per parameter, per-example log10 loss)."""
+    """Every measure at one checkpoint: (series name → its value there (a scalar or a ``[labels]`` vector, float64),
+    Σθ² per parameter name, per-example log10 loss ``[N]`` float32)."""
     run = ckpt.run
     p, task = run.spec.task.p, run.task
     labels, tr, te = task.labels, task.train_idx, task.test_idx
@@ -192,7 +193,7 @@ def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torc
 @torch.no_grad()
 def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
     p, model = run.spec.task.p, run.spec.model
-    names = {n: [] for n in NAMES}
+    names = {n: [] for n in _NAMES}
     epochs = run.epochs
     bar = None
     if progress:

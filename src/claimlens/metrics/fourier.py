@@ -135,7 +135,7 @@ def neuron_fourier_power(acts: Float[Tensor, "N M"], p: int) -> Float[Tensor, "p
     return fft2d(grid(x - x.mean(0), p), fourier_basis(p, dtype=torch.float64)).pow(2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NeuronPower:
     """The parts of each neuron's centred 2D-Fourier power (:func:`neuron_fourier_power`, squared coefficients,
     float64) that the neuron metrics read: G-NFRAC's 3×3 blocks ``{0, 2k−1, 2k}²`` and G-QUAD's 2×2 blocks
@@ -157,6 +157,19 @@ class NeuronPower:
         K = (p - 1) // 2
         pairs = power[1:, 1:].reshape(K, 2, K, 2, M).diagonal(dim1=0, dim2=2).permute(3, 0, 1, 2)  # [K, 2, 2, M]
         return cls(power.sum((0, 1)), power[0], power[:, 0], pairs)
+
+    def without_constant(self, acts: Tensor) -> NeuronPower:
+        """These parts with every neuron that is constant over ``acts [N, M]`` at 0 everywhere, as exact centring
+        gives it (a computed transform leaves a rounding residue, ~1e-16 of the value, that would make its shares
+        arbitrary), and the constant coefficient ``(0, 0)`` at 0 for all (centring removes it)."""
+        flat = acts.amax(0) == acts.amin(0)
+        parts = [self.total - self.row0[0], *(t.clone() for t in (self.row0, self.col0, self.pairs))]
+        parts[1][0] = 0.0
+        parts[2][0] = 0.0
+        if bool(flat.any()):
+            for t in parts:
+                t[..., flat] = 0.0
+        return NeuronPower(*parts)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -180,8 +193,9 @@ def neuron_block_power(acts: Float[Tensor, "N M"], p: int) -> NeuronPower:
     read (``O(p²M)``). Centring changes only the constant coefficient ``(0, 0)`` (every other basis row sums to
     0), so it is set to 0 instead of centring the activations, and the total is the sum of the squares of every
     other coefficient, ``Σ_{i≥1, b} first[i, b]² + Σ_{j≥1} row0[j]`` (Parseval along ``b``): no difference of
-    large sums, so a neuron with a large mean and a small spread keeps its precision; a constant neuron gets 0
-    everywhere, as centring gives it. Equal to ``NeuronPower.from_full(neuron_fourier_power(acts, p))`` to float64
+    squared sums, so the error grows like (mean / spread) · ε, not its square (2e-10 relative at a ratio of 1e6:
+    far below the float32 rounding of the activations themselves); a constant neuron gets 0 everywhere, as
+    centring gives it. Equal to ``NeuronPower.from_full(neuron_fourier_power(acts, p))`` to float64
     rounding (``tests/test_metrics.py``)."""
     x = acts.to(torch.float64)
     M, K = x.shape[1], (p - 1) // 2
@@ -196,20 +210,17 @@ def neuron_block_power(acts: Float[Tensor, "N M"], p: int) -> NeuronPower:
     # (2k−1 + r, 2k−1 + c) for each k: rows r of the first transform against basis rows c, one batched product
     lhs = F[1:].view(K, 1, 2, p).expand(K, 2, 2, p).reshape(2 * K, 2, p)
     pairs = torch.bmm(lhs, first[1:].reshape(2 * K, p, M)).pow_(2).view(K, 2, 2, M)
-    flat = x.amax(0) == x.amin(0)  # a constant neuron has no power: not the rounding residue of F_i · 1 ≈ 1e-16
-    if bool(flat.any()):
-        for part in (total, row0, col0, pairs):
-            part[..., flat] = 0.0
-    return NeuronPower(total, row0, col0, pairs)
+    return NeuronPower(total, row0, col0, pairs).without_constant(acts)
 
 
 def checked_power(power: NeuronPower | Tensor, acts: Tensor, p: int) -> NeuronPower:
-    """``power`` (a :class:`NeuronPower`, or a full ``[p, p, M]`` power, converted) if it has the shape of the
-    power of ``acts`` at ``p``, else ValueError."""
+    """``power`` (a :class:`NeuronPower`, or a full ``[p, p, M]`` power, converted, its constant neurons and
+    ``(0, 0)`` coefficient at 0 as :func:`neuron_block_power` gives them) if it has the shape of the power of
+    ``acts`` at ``p``, else ValueError."""
     if tuple(power.shape) != (p, p, acts.shape[-1]):
         raise ValueError(f"power has shape {tuple(power.shape)}; neuron_fourier_power of activations "
                          f"{tuple(acts.shape)} at p = {p} has shape {(p, p, acts.shape[-1])}")
-    return power if isinstance(power, NeuronPower) else NeuronPower.from_full(power)
+    return power if isinstance(power, NeuronPower) else NeuronPower.from_full(power).without_constant(acts)
 
 
 def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: list[int], *,

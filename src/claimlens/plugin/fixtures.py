@@ -253,8 +253,8 @@ def induction(run):
 @pytest.fixture(scope="session")
 def lowrank(request: pytest.FixtureRequest, run):
     """The gradient and checkpoint matrices' spectra (with their column-permutation nulls) and the PCA trajectory of
-    the per-example losses over every checkpoint (:class:`claimlens.analysis.lowrank.LowRank`; seconds to half a
-    minute for the built-in runs, not cached)."""
+    the per-example losses over every checkpoint (:class:`claimlens.analysis.lowrank.LowRank`; seconds for the
+    built-in runs, cached on disk after the first session)."""
     needs_weights(run, "the gradient and checkpoint matrices are built from the model's weights")
     from claimlens.analysis.lowrank import lowrank_over_run
 
