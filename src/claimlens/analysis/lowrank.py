@@ -14,8 +14,8 @@ accumulated over column blocks of it; the checkpoint matrix is read one paramete
 * **Per-example losses** (§3.4, G-PTLPCA): ``log10`` of the cross entropy of every input (all ``p²`` pairs, train and
   test) or, for the induction toy, of every scored token of the probe batch; PCA jointly over the checkpoints.
 
-The result is cached in the analysis cache (keyed by the run's content hash, ``LOWRANK_VERSION``, the null's seed and
-the epochs), so only a run's first session pays for it.
+The result is cached in the analysis cache (keyed by the run's content hash, ``LOWRANK_VERSION``, the null's seed, the
+epochs and, for a transformer, the progress measures' version), so only a run's first session pays for it.
 """
 
 from __future__ import annotations
