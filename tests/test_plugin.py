@@ -47,6 +47,21 @@ def test_a_spec_with_a_bad_field_is_a_usage_error_naming_it(pytester, tmp_path):
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+def test_a_first_session_names_the_runs_it_trains_and_a_second_does_not(pytester, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('name = "tiny"\n[task]\np = 23\nfrac_train = 0.5\nsplit_seed = 1\n[model]\nd_model = 32\n'
+                    'n_heads = 4\nd_head = 8\nd_mlp = 64\n[train]\nepochs = 120\ncheckpoint_every = 10\nlr = 3e-3\n')
+    args = ("--run", str(spec), "-k", "grokking_delayed", "--claims-report", str(tmp_path / "rep"))
+    collected = run_claims(pytester, *args, "--collect-only", "-q")
+    assert "first use" not in collected.stdout.str()
+    first = run_claims(pytester, *args)
+    first.stdout.fnmatch_lines(["claimlens: first use of 1 run (tiny): it is trained when a test first needs it*"])
+    second = run_claims(pytester, *args)
+    assert "first use" not in second.stdout.str()
+    assert first.ret == second.ret == 1  # the tiny run does not grok: the claim fails, in both sessions
+
+
 def test_two_runs_give_two_ids(pytester, tiny_run, tiny_mlp_run):
     result = run_claims(pytester, "--run", str(tiny_run.path), "--run", str(tiny_mlp_run.path), "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_grokking_delayed_generalisation?run=tiny]*",

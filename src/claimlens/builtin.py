@@ -19,7 +19,7 @@ from claimlens.errors import RunError
 from claimlens.runs.store import MANIFEST, Run
 from claimlens.training import Trainer
 
-__all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "ensure_run"]
+__all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "ensure_run", "is_cached"]
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -42,6 +42,12 @@ def cached_run_path(spec: RunSpec) -> Path:
         if other.is_dir() and (other / MANIFEST).exists() and _complete(other):
             return other
     return own
+
+
+def is_cached(spec: RunSpec) -> bool:
+    """Whether the cache holds a complete run of ``spec`` (``ensure_run`` would open it without training)."""
+    path = cached_run_path(spec)
+    return (path / MANIFEST).exists() and _complete(path)
 
 
 def _complete(path: Path) -> bool:

@@ -2,7 +2,8 @@
 
 Importing it is cheap (no torch). Layout, as pytest-benchmark's:
 
-* here: the options and the hooks (configure, parametrize over runs, make records, finish, summary);
+* here: the options and the hooks (configure, parametrize over runs, a line naming the runs a first session
+  trains, make records, finish, summary);
 * :mod:`claimlens.plugin.fixtures`: the fixtures claim tests take (``run``, ``run_series``, ``phases``,
   ``final_activations``, ``llc_series``, ``claim``, ``thresholds``, …);
 * :mod:`claimlens.plugin.session`: session state in ``config.stash``, the end of the session (claims.json,
@@ -223,6 +224,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         ref = callspec.params.get("run") if callspec is not None else None
         if isinstance(ref, RunRef):
             item.add_marker(pytest.mark.xdist_group(name=f"run-{ref.label}"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Before the first test, one line naming the runs this session trains first (first use of a spec), so that a
+    long first session says why before its progress bars start. Not in a pytest-xdist worker or with
+    ``--collect-only``."""
+    config = session.config
+    if config.getoption("collectonly") or hasattr(config, "workerinput"):
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None:
+        return
+    refs: dict[str, RunRef] = {}
+    for item in session.items:
+        callspec = getattr(item, "callspec", None)
+        ref = callspec.params.get("run") if callspec is not None else None
+        if isinstance(ref, RunRef):
+            refs.setdefault(ref.label, ref)
+    untrained = [label for label, ref in refs.items() if ref.untrained()]
+    if untrained:
+        from claimlens.builtin import cache_dir
+
+        many = len(untrained) > 1
+        reporter.write_line(
+            f"claimlens: first use of {len(untrained)} run{'s' if many else ''} ({', '.join(untrained)}): "
+            f"{'each is' if many else 'it is'} trained when a test first needs it (a progress bar shows how long), "
+            f"then cached in {cache_dir() / 'runs'}, where later sessions find it")
 
 
 def _validate_thresholds(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -57,6 +57,20 @@ class RunRef:
 
         return next(m.spec for m in SweepSpec.from_toml(self.path).members() if m.label == self.member)
 
+    def untrained(self) -> bool:
+        """Whether opening this run will train it first: a spec, seed variant or sweep member whose run the cache
+        does not hold complete (a run directory, curves or a set: False). Cheap: reads the spec and a manifest."""
+        if self.kind not in ("spec", "seed", "member"):
+            return False
+        from claimlens.builtin import is_cached
+        from claimlens.config import RunSpec
+
+        try:
+            spec = RunSpec.from_toml(self.path) if self.kind == "spec" else self._member_spec()
+            return not is_cached(spec)
+        except Exception:  # noqa: BLE001 - opening the run reports a bad spec properly; this is only a notice
+            return False
+
     def epochs(self) -> list[int]:
         """Checkpoint epochs, known without training: from the manifest, or from the spec (none for curves)."""
         if self.kind in ("curves", *SET_KINDS):
