@@ -50,6 +50,14 @@ class RunRef:
     def is_set(self) -> bool:
         return self.kind in SET_KINDS
 
+    def _spec(self):
+        """The :class:`claimlens.config.RunSpec` of a spec, seed variant or sweep member."""
+        if self.kind == "spec":
+            from claimlens.config import RunSpec
+
+            return RunSpec.from_toml(self.path)
+        return self._member_spec()
+
     def _member_spec(self):
         if self.kind == "seed":
             return seed_variant(self.path, int(self.member))
@@ -63,11 +71,9 @@ class RunRef:
         if self.kind not in ("spec", "seed", "member"):
             return False
         from claimlens.builtin import is_cached
-        from claimlens.config import RunSpec
 
         try:
-            spec = RunSpec.from_toml(self.path) if self.kind == "spec" else self._member_spec()
-            return not is_cached(spec)
+            return not is_cached(self._spec())
         except Exception:  # noqa: BLE001 - opening the run reports a bad spec properly; this is only a notice
             return False
 
@@ -192,14 +198,9 @@ class RunRef:
                 from claimlens.runsets import SweepSpec, ensure_set
 
                 return ensure_set(SweepSpec.from_toml(self.path), device=device)
-            if self.kind in ("member", "seed"):
-                from claimlens.builtin import ensure_run
-
-                return ensure_run(self._member_spec(), device=device)
             from claimlens.builtin import ensure_run
-            from claimlens.config import RunSpec
 
-            return ensure_run(RunSpec.from_toml(self.path), device=device)
+            return ensure_run(self._spec(), device=device)
         except ClaimlensError as exc:
             pytest.fail(f"--run {self.path}: {exc}", pytrace=False)
 
