@@ -130,7 +130,8 @@ def key_neuron_directions(W_L: Float[Tensor, "p M"], keys: list[int], p: int) ->
     return U[:, :rank]
 
 
-def singular_values_for(share: float, sv: Float[Tensor, s *epochs]) -> Int[Tensor, "*epochs"]:
+# The quotes are a jaxtyping shape string, not a forward reference (an automatic UP037 fix once made it s * epochs).
+def singular_values_for(share: float, sv: Float[Tensor, "s *epochs"]) -> Int[Tensor, "*epochs"]:  # noqa: UP037
     """How many of the largest singular values hold ``share`` of the squared norm, per column of
     ``sv [r, n]`` (e.g. one column per checkpoint). ``-> [n]`` int."""
     sq = sv.to(torch.float64).pow(2)
