@@ -81,15 +81,11 @@ class RunRef:
         """Checkpoint epochs, known without training: from the manifest, or from the spec (none for curves)."""
         if self.kind in ("curves", *SET_KINDS):
             return []
-        if self.kind in ("member", "seed"):
-            return self._member_spec().train.checkpoint_epochs
         if self.kind == "run":
             from claimlens.runs.manifest import read_manifest
 
             return [c["epoch"] for c in read_manifest(self.path)["checkpoints"]]
-        from claimlens.config import RunSpec
-
-        return RunSpec.from_toml(self.path).train.checkpoint_epochs
+        return self._spec().train.checkpoint_epochs
 
     def task_kind(self) -> str | None:
         """The ``task.kind`` of the run, read from its spec or manifest without training (None: a curves run or a
@@ -104,15 +100,11 @@ class RunRef:
         """``<section>.kind`` of the run's spec (``default`` where a stored manifest's spec omits it)."""
         if self.kind in ("curves", *SET_KINDS):
             return None
-        if self.kind in ("member", "seed"):
-            return getattr(self._member_spec(), section).kind
         if self.kind == "run":
             from claimlens.runs.manifest import read_manifest
 
             return read_manifest(self.path)["spec"].get(section, {}).get("kind", default)
-        from claimlens.config import RunSpec
-
-        return getattr(RunSpec.from_toml(self.path), section).kind
+        return getattr(self._spec(), section).kind
 
     def describe(self) -> dict:
         """The run as recorded in claims.json (manifest fields if it exists on disk)."""
@@ -140,16 +132,12 @@ class RunRef:
             run = reference.load(self.path)
             out.update({"name": run.name, "content_hash": run.content_hash, "provenance": run.description})
             return out
+        spec = self._spec() if self.kind in ("spec", "member", "seed") else None
         run_dir = self.path
-        if self.kind in ("member", "seed"):
+        if spec is not None:
             from claimlens.builtin import cached_run_path
 
-            run_dir = cached_run_path(self._member_spec())
-        elif self.kind == "spec":
-            from claimlens.builtin import cached_run_path
-            from claimlens.config import RunSpec
-
-            run_dir = cached_run_path(RunSpec.from_toml(self.path))
+            run_dir = cached_run_path(spec)
         from claimlens.errors import RunError
         from claimlens.runs.manifest import read_manifest
 
@@ -160,8 +148,7 @@ class RunRef:
         if m is not None:
             # a spec's run carries the spec's name even when the cache holds it under another (Run.named); "spec"
             # stays what was trained
-            name = (RunSpec.from_toml(self.path).name if self.kind == "spec"
-                    else self._member_spec().name if self.kind in ("member", "seed") else m["name"])
+            name = spec.name if spec is not None else m["name"]
             out.update({"run_dir": str(run_dir), "name": name, "content_hash": m["content_hash"],
                         "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
         return out
