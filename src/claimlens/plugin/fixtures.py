@@ -64,7 +64,14 @@ def _clear_errors(run):
     try:
         yield
     except ClaimlensError as exc:
-        pytest.fail(f"run {run.name!r}: {exc}", pytrace=False)
+        _fail_about(run, exc)
+
+
+def _fail_about(run, exc: Exception):
+    """Fail the test with ``exc``'s message, prefixed with the run's name unless it already names the run first,
+    and without the "During handling of the above exception" chain."""
+    text, prefix = str(exc), f"run {run.name!r}"
+    raise pytest.fail.Exception(text if text.startswith(prefix) else f"{prefix}: {text}", pytrace=False) from None
 
 
 def needs_weights(run, what: str = "this claim needs the model's weights") -> None:
@@ -178,7 +185,7 @@ def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
         with uncaptured(request):
             return llc_over_run(run, config, max_checkpoints=n, progress=True)
     except ClaimlensError as exc:
-        pytest.fail(f"run {run.name!r}: {exc}", pytrace=False)
+        _fail_about(run, exc)
 
 
 @pytest.fixture(scope="session")
