@@ -62,6 +62,31 @@ def test_a_first_session_names_the_runs_it_trains_and_a_second_does_not(pytester
     assert first.ret == second.ret == 1  # the tiny run does not grok: the claim fails, in both sessions
 
 
+def test_a_truncated_checkpoint_makes_its_claims_errors_with_one_message_naming_it(pytester, tiny_run, tmp_path,
+                                                                                  monkeypatch):
+    """The final checkpoint of a user's run is truncated: every claim that reads it ends unjudged ('error', not a
+    'failed' verdict) with one message naming the file and what to do; no traceback, no doubled run name. An empty
+    analysis cache, as on CI, so that nothing computed before hides the bad file."""
+    import json
+    import shutil
+
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_run.path, bad)
+    victim = max((bad / "checkpoints").glob("*.safetensors"))
+    victim.write_bytes(victim.read_bytes()[:100])
+    result = run_claims(pytester, "--run", str(bad), "-k", "final_model_is_symmetric or test_key_frequencies",
+                        "--claims-report", str(tmp_path / "rep"))
+    records = json.loads((tmp_path / "rep" / "claims.json").read_text())["records"]
+    assert records and all(r["outcome"] == "error" for r in records), [(r["nodeid"], r["outcome"]) for r in records]
+    for r in records:
+        assert r["message"].startswith("run 'tiny'") and victim.name in r["message"], r["message"]
+        assert "not a readable safetensors file" in r["message"] and "run 'tiny': run 'tiny'" not in r["message"]
+    out = result.stdout.str()
+    assert "During handling of the above exception" not in out and "Traceback" not in out
+    assert result.ret == 1
+
+
 def test_two_runs_give_two_ids(pytester, tiny_run, tiny_mlp_run):
     result = run_claims(pytester, "--run", str(tiny_run.path), "--run", str(tiny_mlp_run.path), "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_grokking_delayed_generalisation?run=tiny]*",
@@ -76,7 +101,7 @@ def test_claims_json_records_evidence(pytester, tiny_run, tmp_path):
                         "-k", "grokking_delayed or phase_boundaries")
     assert result.ret == 1
     doc = json.loads((tmp_path / "rep" / "claims.json").read_text())
-    assert doc["schema_version"] == 3 and doc["versions"]["claimlens"] and doc["runs"][0]["label"] == "tiny"
+    assert doc["schema_version"] == 4 and doc["versions"]["claimlens"] and doc["runs"][0]["label"] == "tiny"
     assert doc["runs"][0]["content_hash"] == tiny_run.content_hash
     by_claim = {r["claim_id"]: r for r in doc["records"]}
     rec = by_claim["grokking_delayed_generalisation"]

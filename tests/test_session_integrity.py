@@ -1,5 +1,5 @@
 """A session never lies (issue: robust records, merges, CI gates): odd values never cost the report, a test whose
-process dies is a failed record, a claim that is no longer judged counts as a flip, merges do not depend on
+process dies is an error record, a claim that is no longer judged counts as a flip, merges do not depend on
 argument order."""
 
 import itertools
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimlens.report.compare import diff
-from claimlens.report.document import jsonable, merge
+from claimlens.report.document import jsonable, merge, over_seeds
 
 pytest_plugins = ["pytester"]
 
@@ -97,9 +97,9 @@ def test_dies(claim):
 '''
 
 
-def test_a_claim_that_kills_its_worker_is_a_failed_record_and_a_flip(pytester, tmp_path):
-    """The worker running a claim dies: the claim gets a failed record saying so, the session fails, and against a
-    baseline where it passed it counts as a flip even with --claims-fail-on flips."""
+def test_a_claim_that_kills_its_worker_is_an_error_record_and_a_flip(pytester, tmp_path):
+    """The worker running a claim dies: the claim gets an error record (no verdict) saying so, the session fails,
+    and against a baseline where it passed it counts as a flip even with --claims-fail-on flips."""
     pytester.makepyfile(test_crash=CRASHING)
     baseline = tmp_path / "baseline.json"
     doc = {"records": [{"nodeid": "test_crash.py::test_dies", "claim_id": "dies", "outcome": "passed",
@@ -113,9 +113,9 @@ def test_a_claim_that_kills_its_worker_is_a_failed_record_and_a_flip(pytester, t
     assert result.ret == 1
     records = {r["nodeid"]: r for r in json.loads((tmp_path / "r" / "claims.json").read_text())["records"]}
     dead = records["test_crash.py::test_dies"]
-    assert dead["outcome"] == "failed" and "died before it reported" in dead["message"]
+    assert dead["outcome"] == "error" and "died before it reported" in dead["message"]
     assert records["test_crash.py::test_fine"]["outcome"] == "passed"
-    result.stdout.fnmatch_lines(["*FLIP passed -> failed: test_crash.py::test_dies*"])
+    result.stdout.fnmatch_lines(["*FLIP passed -> error: test_crash.py::test_dies*"])
 
 
 def test_fail_on_flips_never_lowers_a_status_it_did_not_judge(pytester, tmp_path):
@@ -143,6 +143,89 @@ def test_plain_failure():
             "--claims-fail-on", "flips"]
     assert pytester.runpytest_subprocess(*args, "-k", "old_failure").ret == 0
     assert pytester.runpytest_subprocess(*args).ret == 1, "a failing non-claim test is never waved through"
+
+
+UNJUDGED_CLAIMS = '''
+import pytest
+
+from claimlens.errors import CheckpointError
+
+
+@pytest.fixture
+def unreadable():
+    raise CheckpointError("checkpoints/epoch_0000010.safetensors is not a readable safetensors file")
+
+
+@pytest.mark.claim(id="setup_error", statement="its fixture meets a bad checkpoint", source="test")
+def test_setup_error(unreadable, claim):
+    claim.check("x", 1, ">=", 0)
+
+
+@pytest.mark.claim(id="body_error", statement="its body meets a bad checkpoint", source="test")
+def test_body_error(claim):
+    raise CheckpointError("run 'r', epoch 10: not a readable safetensors file")
+
+
+@pytest.mark.claim(id="crash", statement="its body has a bug", source="test")
+def test_crash(claim):
+    None + 1
+
+
+@pytest.mark.claim(id="refuted", statement="a check fails", source="test")
+def test_refuted(claim):
+    claim.check("x", 0, ">=", 1)
+
+
+@pytest.mark.claim(id="plain_assert", statement="an assert fails", source="test")
+def test_plain_assert(claim):
+    assert 0 >= 1, "x = 0, threshold >= 1"
+
+
+@pytest.mark.claim(id="holds", statement="a check passes", source="test")
+def test_holds(claim):
+    claim.check("x", 1, ">=", 0)
+'''
+
+
+def test_a_claim_that_could_not_be_judged_is_an_error_not_a_failed_verdict(pytester, tmp_path):
+    """'failed' is a verdict (the claim did not hold); a bad input met in a fixture or in the body, or a crash, is
+    'error' (no verdict), with the message alone, and is counted apart in the summary, the terminal and the HTML."""
+    pytester.makepyfile(test_unjudged=UNJUDGED_CLAIMS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--rootdir", str(pytester.path),
+                                           "--claims-report", str(tmp_path / "r"))
+    assert result.ret == 1
+    doc = json.loads((tmp_path / "r" / "claims.json").read_text())
+    outcome = {r["claim_id"]: r["outcome"] for r in doc["records"]}
+    assert outcome == {"setup_error": "error", "body_error": "error", "crash": "error", "refuted": "failed",
+                       "plain_assert": "failed", "holds": "passed"}
+    assert doc["summary"] == {"passed": 1, "failed": 2, "error": 3, "skipped": 0}
+    message = {r["claim_id"]: r["message"] for r in doc["records"]}
+    assert message["body_error"] == "run 'r', epoch 10: not a readable safetensors file"  # as raised, no prefix
+    assert message["setup_error"].startswith("checkpoints/epoch_0000010.safetensors is not a readable")
+    assert "NoneType" in message["crash"]
+    body = result.stdout.str().split("test_body_error")[1].split("test_crash")[0]
+    assert "raise CheckpointError" not in body and "During handling of the above exception" not in body
+    result.stdout.fnmatch_lines(["claimlens: 6 claim records (1 passed, 2 failed, 3 error) written to*",
+                                 "claimlens: 3 claims could not be judged (error: *"])
+    result.stdout.fnmatch_lines(["ERROR test_unjudged.py::test_body_error*", "ERROR test_unjudged.py::test_crash*",
+                                 "*2 failed, 1 passed, 3 errors*"])
+    page = (tmp_path / "r" / "claims.html").read_text()
+    assert '<span class="badge error">3 error</span>' in page and 'type=checkbox value="error"' in page
+
+
+def test_a_claim_that_passed_and_now_errors_is_a_flip_and_errors_never_make_a_claim_reproduced():
+    old = {"records": [{"nodeid": "a", "outcome": "passed", "measurements": [], "series": []},
+                       {"nodeid": "b", "outcome": "failed", "measurements": [], "series": []}]}
+    new = {"records": [{"nodeid": "a", "outcome": "error", "measurements": [], "series": []},
+                       {"nodeid": "b", "outcome": "error", "measurements": [], "series": []}]}
+    assert [(f["nodeid"], f["from"], f["to"]) for f in diff(old, new)["flips"]] == [("a", "passed", "error")]
+    spec = {"task": {"p": 23}, "model": {}, "train": {}}
+    runs = [{"label": f"s{i}", "kind": "run", "spec": {**spec, "train": {"seed": i}}} for i in range(3)]
+    records = [{"nodeid": f"c[s{i}]", "claim_id": "c", "run": f"s{i}", "outcome": o}
+               for i, o in enumerate(["passed", "error", "error"])]
+    (seeds,) = over_seeds(records, runs)
+    assert (seeds["k"], seeds["n"], seeds["reproduced"]) == (1, 3, False)
+    assert seeds["errors_on"] == ["s1", "s2"] and seeds["fails_on"] == []
 
 
 def test_a_claim_passed_in_the_baseline_and_missing_now_is_a_flip():

@@ -317,15 +317,23 @@ _CHECKPOINT_COUNTS = pytest.StashKey[dict]()
 @pytest.hookimpl(wrapper=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     """After a claim test's body: fail it once, listing every failed check of its verdict. A claim reading a
-    series its run does not have (a curves-only run) is skipped with that reason."""
+    series its run does not have (a curves-only run) is skipped with that reason; one that meets a bad input
+    (:class:`claimlens.errors.ClaimlensError`) ends unjudged with its message."""
     if pyfuncitem.get_closest_marker("claim") is None:
         return (yield)
+    from claimlens.errors import ClaimlensError
     from claimlens.series import SeriesUnavailable
 
     try:
         result = yield
     except SeriesUnavailable as exc:
         pytest.skip(str(exc.args[0]))
+    except ClaimlensError as exc:  # a bad input met in the body: no verdict, one message (no traceback)
+        from claimlens.plugin.claim import ClaimNotJudged, not_judged
+
+        __tracebackhide__ = True
+        run = pyfuncitem.funcargs.get("run")
+        raise (not_judged(run, exc) if hasattr(run, "name") else ClaimNotJudged(str(exc))) from None
     claim = pyfuncitem.stash.get(CLAIM, None)
     if claim is not None and "run" in pyfuncitem.funcargs:
         from claimlens.plugin.claim import unit_of
@@ -346,7 +354,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     marker = item.get_closest_marker("claim")
     if marker is None or not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
         return
-    from claimlens.plugin.claim import spec_of
+    from claimlens.plugin.claim import outcome_of, spec_of
     from claimlens.report.document import build_record
 
     claim = item.stash.get(CLAIM, None)
@@ -359,12 +367,22 @@ def pytest_runtest_makereport(item: pytest.Item, call):
                                    "kind": spec.kind, "validation": spec.validation},
         run=ref.label if isinstance(ref, RunRef) else None,
         parameters={k: (v.label if isinstance(v, RunRef) else v) for k, v in params.items()},
-        outcome=report.outcome, message=_message(report, call), duration=report.duration,
+        outcome=outcome_of(report, call), message=_message(report, call), duration=report.duration,
         evidence=claim.to_dict() if claim is not None else None,
         thresholds=claim.describe_thresholds() if claim is not None else None,
     )
     item.config.hook.pytest_claimlens_record(item=item, record=record)
     report.claimlens_record = _writable(record)  # travels to the xdist controller with the report
+
+
+def pytest_report_teststatus(report, config):
+    """A claim test whose body met a bad input or crashed is reported as an ERROR, as pytest reports one whose
+    setup failed: it reached no verdict (its record's outcome is ``error``), so the terminal does not count it
+    among the failed claims."""
+    record = getattr(report, "claimlens_record", None)
+    if report.when == "call" and record is not None and record.get("outcome") == "error":
+        return "error", "E", "ERROR"
+    return None
 
 
 def _writable(record: dict) -> dict:
@@ -390,8 +408,15 @@ def _message(report, call) -> str | None:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     from claimlens.plugin.claim import ClaimFailure
 
-    if call.excinfo is not None and isinstance(call.excinfo.value, ClaimFailure):
-        return str(call.excinfo.value)  # every failed check, without the exception's class name
+    exc = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(exc, ClaimFailure):
+        return str(exc)  # every failed check, without the exception's class name
+    if isinstance(exc, pytest.fail.Exception):
+        return str(exc.msg)  # pytest.fail / ClaimNotJudged: the message, without "Failed: "
+    from claimlens.errors import ClaimlensError
+
+    if isinstance(exc, ClaimlensError):
+        return str(exc)  # a bad input met in a fixture: its message, which says what to do
     crash = getattr(report.longrepr, "reprcrash", None)
     return crash.message if crash is not None else str(report.longrepr)[-2000:]
 

@@ -42,6 +42,37 @@ class ClaimFailure(AssertionError):
     """A claim did not hold; the message lists every failed check: what, measured, threshold and where."""
 
 
+class ClaimNotJudged(pytest.fail.Exception):
+    """A claim could not be judged (an unreadable or non-finite checkpoint, a run that does not fit): no verdict.
+    Shown as pytest shows ``pytest.fail(msg, pytrace=False)``, one message without a traceback; recorded with the
+    outcome ``error``, never ``failed``."""
+
+    def __init__(self, message: str):
+        super().__init__(message, pytrace=False)
+
+
+def not_judged(run, exc: Exception) -> ClaimNotJudged:
+    """The :class:`ClaimNotJudged` for ``exc`` met on ``run``: its message, prefixed with the run's name unless it
+    already names the run first."""
+    text, prefix = str(exc), f"run {run.name!r}"
+    return ClaimNotJudged(text if text.startswith(prefix) else f"{prefix}: {text}")
+
+
+def outcome_of(report: pytest.TestReport, call: pytest.CallInfo) -> str:
+    """A claim test's outcome in the report: ``passed`` or ``skipped`` as pytest says; ``failed`` only for a verdict
+    (a :class:`ClaimFailure`, an ``assert`` or ``pytest.fail`` in the claim's body); ``error`` for anything that
+    kept the claim from being judged: a failed setup (a fixture met a bad checkpoint), :class:`ClaimNotJudged`,
+    or any other exception in the body (a crash is not a refuted claim)."""
+    if not report.failed:
+        return report.outcome
+    if report.when != "call" or call.excinfo is None:
+        return "error"
+    exc = call.excinfo.value
+    if isinstance(exc, ClaimNotJudged):
+        return "error"
+    return "failed" if isinstance(exc, (AssertionError, pytest.fail.Exception)) else "error"
+
+
 def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
     """The :class:`ClaimSpec` of a ``@pytest.mark.claim(...)`` marker: a spec given positionally, or its fields as
     keywords (``id``, ``statement``, ``source``, ``kind``, ``thresholds``, ``validation``, ``min_checkpoints``,

@@ -13,7 +13,7 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
-from claimlens.plugin.claim import Claim, spec_of
+from claimlens.plugin.claim import Claim, not_judged, spec_of
 from claimlens.plugin.session import CLAIM, THRESHOLDS
 
 
@@ -68,10 +68,10 @@ def _clear_errors(run):
 
 
 def _fail_about(run, exc: Exception):
-    """Fail the test with ``exc``'s message, prefixed with the run's name unless it already names the run first,
-    and without the "During handling of the above exception" chain."""
-    text, prefix = str(exc), f"run {run.name!r}"
-    raise pytest.fail.Exception(text if text.startswith(prefix) else f"{prefix}: {text}", pytrace=False) from None
+    """End the test unjudged (:class:`claimlens.plugin.claim.ClaimNotJudged`, recorded as ``error``) with ``exc``'s
+    message, prefixed with the run's name unless it already names the run first, and without the "During handling
+    of the above exception" chain."""
+    raise not_judged(run, exc) from None
 
 
 def needs_weights(run, what: str = "this claim needs the model's weights") -> None:

@@ -78,8 +78,8 @@ class Collector:
         record = getattr(report, "claimlens_record", None)
         if record is not None:
             self.config.stash[RECORDS].append(record)
-            if record["outcome"] == "failed" and report.when != "call":
-                self.config.stash[UNJUDGED].append(report.nodeid)  # an error in setup: no verdict was reached
+            if record["outcome"] == "error":
+                self.config.stash[UNJUDGED].append(report.nodeid)  # a bad input, a setup error: no verdict reached
             return
         if report.failed:
             self.config.stash[UNJUDGED].append(report.nodeid)
@@ -126,8 +126,13 @@ def finish(session: pytest.Session) -> None:
         config.stash[RECORDS] = []
         return
     config.stash[RECORDS] = []
-    config.stash[SUMMARY_LINES].insert(0, f"claimlens: {len(records)} claim records written to "
+    counts = ", ".join(f"{n} {o}" for o, n in document["summary"].items() if n)
+    config.stash[SUMMARY_LINES].insert(0, f"claimlens: {len(records)} claim records ({counts}) written to "
                                           f"{out / 'claims.json'} and {out / 'claims.html'}")
+    if document["summary"].get("error"):
+        config.stash[SUMMARY_LINES].insert(1, f"claimlens: {document['summary']['error']} claims could not be "
+                                              f"judged (error: a bad input or a crash, no verdict); their messages "
+                                              f"say what to fix")
 
 
 def _path(config: pytest.Config, option: str) -> Path:

@@ -1,7 +1,8 @@
 """Compare two claims reports (baseline gating).
 
 Pure functions over the JSON documents. A *flip* is a test whose outcome changed between passed and
-failed; *moves* are relative changes of measured values (scalars matched by name, label and epoch;
+failed, or that passed in the baseline and now could not be judged (error) or is missing: the gate never goes
+green on what it did not judge; *moves* are relative changes of measured values (scalars matched by name, label and epoch;
 series matched by name and label, compared at their common epochs) beyond a tolerance.
 """
 
@@ -36,7 +37,8 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
     flips, moves = [], []
     for nodeid in sorted(set(old_r) & set(new_r)):
         a, b = old_r[nodeid], new_r[nodeid]
-        if a["outcome"] != b["outcome"] and {a["outcome"], b["outcome"]} == {"passed", "failed"}:
+        if a["outcome"] != b["outcome"] and (
+                {a["outcome"], b["outcome"]} == {"passed", "failed"} or (a["outcome"], b["outcome"]) == ("passed", "error")):
             flips.append({"nodeid": nodeid, "claim_id": b.get("claim_id"), "from": a["outcome"], "to": b["outcome"],
                           "message": b.get("message")})
         moves.extend(_measurement_moves(nodeid, a, b, rtol, tolerances))

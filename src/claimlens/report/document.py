@@ -5,7 +5,8 @@ baseline comparison, the HTML renderer and the command line read documents throu
 Pure Python: no torch (the plugin imports this at session end; ``claimlens merge`` needs no model).
 
 A record (one per claim test) holds: ``nodeid``, ``claim_id``, ``statement``, ``source``, ``run``,
-``parameters``, ``outcome`` (passed, failed, skipped), ``message``, ``duration`` (s), and what the test
+``parameters``, ``outcome`` (passed, failed, error, skipped: *failed* is a verdict, the claim did not hold;
+*error* is none, the claim could not be judged — an unreadable checkpoint, a setup error, a crash), ``message``, ``duration`` (s), and what the test
 was judged on — ``series``, ``measurements``, ``phases``, ``notes`` (see :class:`claimlens.plugin.claim.Claim`).
 The schema is ``report/schema.json``.
 """
@@ -29,8 +30,10 @@ from claimlens.errors import ClaimlensError
 # 2: claim_kind, validation, thresholds per record; status, source_value, margin per check
 # 3: over_seeds (claims judged on several seeds of one recipe); run sets in runs (kind sweep / curves_set, members);
 #    series over a run set's axis (x_name)
-REPORT_SCHEMA_VERSION = 3
-OUTCOMES = ("passed", "failed", "skipped")
+# 4: outcome "error" for a claim that could not be judged (it was "failed", read as a verdict); errors_on over seeds
+REPORT_SCHEMA_VERSION = 4
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
 def empty_evidence() -> dict[str, Any]:
     return {"series": [], "measurements": [], "phases": {}, "notes": []}
 
@@ -106,22 +109,22 @@ def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, paramet
 
 
 def crash_record(nodeid: str, reason: str) -> dict[str, Any]:
-    """A failed record for a test whose process died before it reported (an xdist worker crash)."""
+    """An error record (no verdict) for a test whose process died before it reported (an xdist worker crash)."""
     return {"nodeid": nodeid, "claim_id": None, "claim_kind": "empirical", "validation": "", "statement": None,
-            "source": None, "run": None, "parameters": {}, "outcome": "failed",
+            "source": None, "run": None, "parameters": {}, "outcome": "error",
             "message": f"the process running this test died before it reported: no verdict ({reason.strip()[-300:]})",
             "duration": 0.0, "thresholds": {}, **empty_evidence()}
 
 
 def error_record(nodeid: str, message: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A failed record standing in for one that could not be written; keeps what was plain of the original."""
+    """An error record standing in for one that could not be written; keeps what was plain of the original."""
     record = record or {}
     keep = {k: record.get(k) for k in ("claim_id", "statement", "source", "run") if isinstance(record.get(k), str)}
     return {**crash_record(nodeid, ""), **keep, "message": message}
 
 
 def summary(records: Iterable[dict[str, Any]]) -> dict[str, int]:
-    """Count of records per outcome (passed, failed, skipped)."""
+    """Count of records per outcome (passed, failed, error, skipped)."""
     records = list(records)
     return {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES}
 
@@ -157,8 +160,10 @@ def recipe(run: dict[str, Any]) -> str | None:
 
 def over_seeds(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """For every claim judged on two or more seeds of one recipe: it "holds in k of n" seeds (a seed holds it when
-    every record of the claim on that run passed; a seed where it was skipped is not counted), the 95% Wilson
-    interval of k / n, and whether it is reproduced (k / n ≥ 2/3, catalogue Revision 2)."""
+    every record of the claim on that run passed; a seed where it was skipped is not counted; a seed where it could
+    not be judged (an error, no failure) counts in ``n`` but not in ``k``, so that what was not judged never makes
+    a claim reproduced), the 95% Wilson interval of k / n, and whether it is reproduced (k / n ≥ 2/3, catalogue
+    Revision 2)."""
     groups: dict[str, list[str]] = {}
     seeds: dict[str, set] = {}
     for run in runs:
@@ -175,14 +180,15 @@ def over_seeds(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> lis
             if r.get("run") in labels:
                 by_claim.setdefault(r.get("claim_id"), {}).setdefault(r["run"], []).append(r["outcome"])
         for cid, per_run in sorted(by_claim.items(), key=lambda kv: str(kv[0])):
-            held = [run for run, o in per_run.items() if "failed" not in o and "passed" in o]
+            held = [run for run, o in per_run.items() if "passed" in o and not {"failed", "error"} & set(o)]
             failed = [run for run, o in per_run.items() if "failed" in o]
-            n = len(held) + len(failed)
+            errors = [run for run, o in per_run.items() if "error" in o and "failed" not in o]
+            n = len(held) + len(failed) + len(errors)
             if n == 0:
                 continue
             low, high = wilson_interval(len(held), n)
             out.append({"claim_id": cid, "runs": sorted(labels), "holds_on": sorted(held), "fails_on": sorted(failed),
-                        "k": len(held), "n": n, "interval": [low, high],
+                        "errors_on": sorted(errors), "k": len(held), "n": n, "interval": [low, high],
                         "reproduced": len(held) / n >= REPRODUCED_SHARE - 1e-12})
     return out
 

@@ -214,23 +214,32 @@ def _per_checkpoint_card(records: list[dict]) -> str:
     charts = "".join(svg_chart([{"name": name, "epochs": d["epochs"], "values": d["values"]}], log=False,
                                thresholds=[d["threshold"]] if d["threshold"] is not None else None)
                      for name, d in by_name.items() if d["threshold"] is not None)
-    outcome = "failed" if counts["failed"] else ("passed" if counts["passed"] else "skipped")
+    outcome = overall(counts)
     failing = ", ".join(str(r["parameters"].get("epoch")) for r in worst[:40])
-    first = f'<pre class="msg">{esc(worst[0]["message"])}</pre>' if worst else ""
+    errors = [r for r in records if r["outcome"] == "error"]
+    shown = worst or errors
+    first = f'<pre class="msg">{esc(shown[0]["message"])}</pre>' if shown else ""
     return (f'<article class="record {outcome}"><header><span class="badge {outcome}">{outcome}</span> '
-            f'per checkpoint: {counts["passed"]} passed, {counts["failed"]} failed, {counts["skipped"]} skipped'
+            f'per checkpoint: {counts["passed"]} passed, {counts["failed"]} failed, '
+            f'{counts["error"]} not judged (error), {counts["skipped"]} skipped'
             f'</header>{first}{"<p>failing epochs: " + esc(failing) + ("…" if len(worst) > 40 else "") + "</p>" if worst else ""}'
             f'{charts}</article>')
+
+
+def overall(counts: dict[str, int]) -> str:
+    """One outcome for several records: failed if any failed, else error if any could not be judged, else passed
+    if any passed, else skipped."""
+    return next((o for o in ("failed", "error", "passed") if counts.get(o)), "skipped")
 
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:16px;color:#222}
 h1{margin:.2em 0} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em} h3{margin:.3em 0}
 .muted{color:#777} code{font-size:12px} .badge{display:inline-block;padding:1px 7px;border-radius:8px;color:#fff;font-size:12px}
-.badge.passed{background:#2e7d32}.badge.failed{background:#c62828}.badge.skipped{background:#888}
+.badge.passed{background:#2e7d32}.badge.failed{background:#c62828}.badge.error{background:#e65100}.badge.skipped{background:#888}
 .claim{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
 .record{border-top:1px dashed #ddd;padding:6px 0} pre.msg{background:#fff4f4;padding:6px;white-space:pre-wrap;font-size:12px}
-.record.skipped pre.msg{background:#f4f4f4} .record.passed pre.msg{background:#f3f9f3}
+.record.skipped pre.msg{background:#f4f4f4} .record.passed pre.msg{background:#f3f9f3} .record.error pre.msg{background:#fff3e0}
 table{border-collapse:collapse} td,th{border:1px solid #ddd;padding:2px 6px;font-size:12px} td.num{text-align:right}
 .ok{color:#2e7d32;font-weight:600}.bad{color:#c62828;font-weight:600}
 svg.chart{background:#fff} .frame{fill:none;stroke:#bbb} .grid{stroke:#eee} .tick{font-size:10px;fill:#666}
@@ -246,7 +255,7 @@ JS = """
 function applyFilter(){
   var show={};document.querySelectorAll('.filters input').forEach(function(c){show[c.value]=c.checked});
   document.querySelectorAll('.record').forEach(function(r){
-    var o=['passed','failed','skipped'].filter(function(x){return r.classList.contains(x)})[0];
+    var o=['passed','failed','error','skipped'].filter(function(x){return r.classList.contains(x)})[0];
     r.style.display=show[o]?'':'none';});
   document.querySelectorAll('.claim').forEach(function(c){
     var any=Array.prototype.some.call(c.querySelectorAll('.record'),function(r){return r.style.display!=='none'});
@@ -321,7 +330,7 @@ def render(document: dict[str, Any]) -> str:
         f"<td>{esc((r.get('spec') or {}).get('description', '') or r.get('provenance', ''))}"
         f"{_members(r)}</td>"
         f"{judged(r) if merged else ''}</tr>" for r in document.get("runs", []))
-    runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>passed · failed · skipped</th>"
+    runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>passed · failed · error · skipped</th>"
                   "<th>directory</th><th>content hash</th>"
                   f"<th>checkpoints</th><th>spec</th>{'<th>judged (commit, time, thresholds)</th>' if merged else ''}"
                   f"</tr></thead><tbody>{run_rows}</tbody></table>")
@@ -339,7 +348,7 @@ def render(document: dict[str, Any]) -> str:
         if not rs:
             return "<td class=muted>–</td>"
         c = summary(rs)
-        o = "failed" if c["failed"] else ("passed" if c["passed"] else "skipped")
+        o = overall(c)
         detail = f" {c['passed']}/{len(rs)}" if len(rs) > 1 else ""
         return f'<td><span class="badge {o}">{o}{detail}</span></td>'
 
