@@ -237,6 +237,46 @@ def test_checkpoints_sampled_side_by_side_give_the_estimates_of_one_at_a_time(ti
         torch.set_num_threads(before)
 
 
+def test_a_failed_or_interrupted_batch_of_estimates_stops_the_running_ones(tiny_mlp_run, monkeypatch):
+    """When one estimate of estimate_many fails (or the user interrupts), the estimate running beside it is told
+    to stop and ends within a step (metrics.llc.Stopped), instead of running to its end; a stop event set before
+    the first step stops an estimate before any step."""
+    import threading
+
+    import claimlens.analysis.llc as llc_mod
+    from claimlens.analysis.llc import estimate_at, estimate_many, sampled_epochs
+    from claimlens.metrics.llc import Stopped
+
+    cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=30, num_burnin=10, batch_size=32, seed=3)
+    epochs = sampled_epochs(tiny_mlp_run, 2)
+    stopped = threading.Event()
+    stopped.set()
+    with pytest.raises(Stopped, match="stopped after 0 of 40 steps"):
+        estimate_at(tiny_mlp_run, epochs[0], cfg, stop=stopped)
+
+    seen: dict[int, object] = {}
+    running = threading.Event()
+
+    def fake(run, epoch, config, *, stop=None, **kw):
+        if epoch == epochs[0]:  # the long estimate: runs until it is told to stop
+            running.set()
+            seen["told"] = stop.wait(timeout=30)
+            raise Stopped("stopped")
+        running.wait(timeout=30)
+        raise KeyboardInterrupt  # the user, while the other one runs
+
+    monkeypatch.setattr(llc_mod, "estimate_at", fake)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            estimate_many(tiny_mlp_run, epochs, cfg, workers=2)
+        assert seen["told"] is True, "the running estimate was not told to stop"
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_noise_does_not_depend_on_the_thread_count():
     from claimlens.metrics.llc import _Noise
 

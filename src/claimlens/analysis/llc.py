@@ -116,10 +116,11 @@ def train_loss_and_grad(run, frozen: dict[str, torch.Tensor], chains: int):
     return loss_and_grad
 
 
-def estimate_at(run, epoch: int, config: SGLDConfig, *, engine: str = "stacked") -> LLCResult:
+def estimate_at(run, epoch: int, config: SGLDConfig, *, engine: str = "stacked", stop=None) -> LLCResult:
     """λ̂ at one checkpoint. ``engine``: ``"stacked"`` (the written-out gradient of
     :mod:`claimlens.models.stacked`, the default) or ``"autograd"`` (``torch.func.vmap`` over the plain forward,
-    the reference); at one seed they give the same traces to float rounding."""
+    the reference); at one seed they give the same traces to float rounding. ``stop``: see
+    :func:`claimlens.metrics.llc.estimate_llc`."""
     if engine not in ("stacked", "autograd"):
         raise ValueError(f"unknown LLC engine {engine!r}; use 'stacked' or 'autograd'")
     make, frozen_names, n = train_loss_fn(run)
@@ -128,7 +129,7 @@ def estimate_at(run, epoch: int, config: SGLDConfig, *, engine: str = "stacked")
     sampled = {k: v for k, v in params.items() if k not in frozen_names}
     fast = train_loss_and_grad(run, frozen, config.num_chains) if engine == "stacked" else None
     result = estimate_llc(make(frozen), sampled, n, config, where=f"run {run.name!r} epoch {epoch}",
-                          loss_and_grad=fast)
+                          loss_and_grad=fast, stop=stop)
     result.config["frozen"] = sorted(frozen_names)  # held fixed, not sampled: part of the configuration
     return result
 
@@ -187,7 +188,7 @@ def estimate_many(run, epochs: list[int], config: SGLDConfig, *, workers: int | 
     on two threads than on one, a whole step (noise, update, small element-wise passes) about 1.3×, so two
     checkpoints on one core each finish about 1.5× sooner (``bench/bench_llc.py`` measures both). ``bar``: a tqdm
     bar advanced per estimate. Raises ``ValueError`` for ``workers < 1``, and the first failed estimate's error
-    once the running ones have finished (an interrupt, too, waits for them: up to one estimate per worker).
+    (or the interrupt) once the running ones have stopped: they are told to, and end within one SGLD step.
 
     The thread count is process-wide: two ``estimate_many`` calls running at once in one process may restore
     each other's count wrongly."""
@@ -209,13 +210,15 @@ def estimate_many(run, epochs: list[int], config: SGLDConfig, *, workers: int | 
 def _concurrently(run, epochs: list[int], config: SGLDConfig, workers: int, threads_each: int, bar
                   ) -> list[LLCResult]:
     """:func:`estimate_many`'s threaded path: results in the order of ``epochs``, whatever order they finish in."""
+    import threading
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     before = torch.get_num_threads()
+    stop = threading.Event()
     torch.set_num_threads(threads_each)  # read by each new worker thread when it first runs a parallel op
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llc") as pool:
-            futures = {pool.submit(estimate_at, run, e, config): i for i, e in enumerate(epochs)}
+            futures = {pool.submit(estimate_at, run, e, config, stop=stop): i for i, e in enumerate(epochs)}
             results: list[LLCResult | None] = [None] * len(epochs)
             try:
                 for future in as_completed(futures):
@@ -223,6 +226,7 @@ def _concurrently(run, epochs: list[int], config: SGLDConfig, workers: int, thre
                     if bar is not None:
                         bar.update()
             except BaseException:
+                stop.set()  # the running estimates end within a step; the waiting ones never start
                 for future in futures:
                     future.cancel()
                 raise

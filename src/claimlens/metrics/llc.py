@@ -153,8 +153,13 @@ def autograd_loss_and_grad(loss: LossFn) -> LossAndGrad:
     return loss_and_grad
 
 
+class Stopped(Exception):
+    """An estimate ended early because its ``stop`` event was set (another estimate of the batch failed, or the
+    user interrupted): no result."""
+
+
 def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, config: SGLDConfig = SGLDConfig(),
-                 *, where: str = "checkpoint", loss_and_grad: LossAndGrad | None = None) -> LLCResult:
+                 *, where: str = "checkpoint", loss_and_grad: LossAndGrad | None = None, stop=None) -> LLCResult:
     """LLC at ``params`` for ``loss(params, rows)`` = mean loss over data rows ``rows`` (an index tensor).
 
     ``n`` is the number of data rows. ``where`` names the checkpoint in diagnostic messages.
@@ -162,6 +167,8 @@ def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, confi
     the gradient into ``out[name] [C, *shape]`` (e.g. :func:`claimlens.models.stacked.loss_and_grad_fn`);
     without it the gradient is ``torch.func.vmap(grad_and_value(loss))`` (the reference engine). Both engines
     draw the same minibatches and the same noise: at one seed their traces agree to float rounding.
+    ``stop``: a :class:`threading.Event` read before every step; once it is set the estimate raises
+    :class:`Stopped` (so that a batch of estimates on threads ends within a step of an error or an interrupt).
     """
     C, nbeta, eps, gamma = config.num_chains, config.resolved_nbeta(n), config.epsilon, config.gamma
     gen = torch.Generator().manual_seed(config.seed)
@@ -211,6 +218,8 @@ def estimate_llc(loss: LossFn, params: Mapping[str, torch.Tensor], n: int, confi
     L = gradient(w, rows, g)
     try:
         for t in range(total):
+            if stop is not None and stop.is_set():
+                raise Stopped(f"{where}: stopped after {t} of {total} steps")
             if t >= config.num_burnin:
                 traces[:, t - config.num_burnin] = L.float()
             torch.add(b_w0, noise.next(), alpha=s, out=new)
