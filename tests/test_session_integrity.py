@@ -206,7 +206,8 @@ def test_a_claim_that_could_not_be_judged_is_an_error_not_a_failed_verdict(pytes
     body = result.stdout.str().split("test_body_error")[1].split("test_crash")[0]
     assert "raise CheckpointError" not in body and "During handling of the above exception" not in body
     result.stdout.fnmatch_lines(["claimlens: 6 claim records (1 passed, 2 failed, 3 error) written to*",
-                                 "claimlens: 3 claims could not be judged (error: *"])
+                                 "claimlens: 3 claims could not be judged (error: *what to fix:",
+                                 "  1 × *"])
     result.stdout.fnmatch_lines(["ERROR test_unjudged.py::test_body_error*", "ERROR test_unjudged.py::test_crash*",
                                  "*2 failed, 1 passed, 3 errors*"])
     page = (tmp_path / "r" / "claims.html").read_text()

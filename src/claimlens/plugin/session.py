@@ -130,9 +130,23 @@ def finish(session: pytest.Session) -> None:
     config.stash[SUMMARY_LINES].insert(0, f"claimlens: {len(records)} claim records ({counts}) written to "
                                           f"{out / 'claims.json'} and {out / 'claims.html'}")
     if document["summary"].get("error"):
-        config.stash[SUMMARY_LINES].insert(1, f"claimlens: {document['summary']['error']} claims could not be "
-                                              f"judged (error: a bad input or a crash, no verdict); their messages "
-                                              f"say what to fix")
+        config.stash[SUMMARY_LINES][1:1] = _unjudged_lines(records)
+
+
+def _unjudged_lines(records: list[dict], shown: int = 3) -> list[str]:
+    """The claims that could not be judged, summed up: how many, and their distinct messages with how many claims
+    share each (one unreadable checkpoint errs every claim that reads it: one line, not one per claim)."""
+    from collections import Counter
+
+    messages = Counter((r.get("message") or "no message").strip().splitlines()[0][:400]
+                       for r in records if r["outcome"] == "error")
+    total = sum(messages.values())
+    lines = [f"claimlens: {total} claim{'s' if total > 1 else ''} could not be judged (error: a bad input or a "
+             f"crash, no verdict); what to fix:"]
+    lines += [f"  {n} × {message}" for message, n in messages.most_common(shown)]
+    if len(messages) > shown:
+        lines.append(f"  … and {len(messages) - shown} other messages (claims.json, the records with outcome error)")
+    return lines
 
 
 def _path(config: pytest.Config, option: str) -> Path:
