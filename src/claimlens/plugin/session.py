@@ -138,11 +138,14 @@ def _unjudged_lines(records: list[dict], shown: int = 3) -> list[str]:
     share each (one unreadable checkpoint errs every claim that reads it: one line, not one per claim)."""
     from collections import Counter
 
-    messages = Counter((r.get("message") or "no message").strip().splitlines()[0][:400]
-                       for r in records if r["outcome"] == "error")
+    def first_line(record: dict) -> str:
+        text = (record.get("message") or "").strip()
+        return text.splitlines()[0][:400] if text else "no message"
+
+    messages = Counter(first_line(r) for r in records if r["outcome"] == "error")
     total = sum(messages.values())
-    lines = [f"claimlens: {total} claim{'s' if total > 1 else ''} could not be judged (error: a bad input or a "
-             f"crash, no verdict); what to fix:"]
+    lines = [(f"claimlens: {total} claim{'s' if total > 1 else ''} could not be judged (error: a bad input or a "
+              f"crash, no verdict); what to fix:")]
     lines += [f"  {n} × {message}" for message, n in messages.most_common(shown)]
     if len(messages) > shown:
         lines.append(f"  … and {len(messages) - shown} other messages (claims.json, the records with outcome error)")
