@@ -77,6 +77,48 @@ def test_damaged_cache_entries_are_recomputed(tiny_run, cache_dir):
     assert torch.isfinite(again["test_loss"].values).all()
 
 
+def test_a_cached_analysis_is_never_used_for_checkpoint_files_that_are_not_the_runs(tiny_run, cache_dir, tmp_path):
+    """The analysis cache stands for the run's bytes: once a checkpoint is truncated or replaced by another of the
+    same size, a warm cache is not read (nor written) — CheckpointError names the file; with the file restored it
+    is read again. A spec edited in run.json gets a key of its own (its analyses are never the written run's)."""
+    import json
+    import os
+    import shutil
+
+    from claimlens.errors import CheckpointError
+    from claimlens.runs.store import Run
+
+    path = tmp_path / "copy"
+    shutil.copytree(tiny_run.path, path)
+    run = Run.open(path)
+    assert not evaluate(run).from_cache
+    victim = path / run.checkpoints[5].file
+    good = victim.read_bytes()
+    victim.write_bytes(good[:-7])  # truncated
+    with pytest.raises(CheckpointError, match=rf"epoch {run.checkpoints[5].epoch} .*does not match the sha256"):
+        evaluate(Run.open(path))
+    other = (path / run.checkpoints[6].file).read_bytes()
+    assert len(other) == len(good)
+    victim.write_bytes(other)  # a whole, readable checkpoint of the same size: only its hash tells
+    with pytest.raises(CheckpointError, match="changed after the run was written"):
+        evaluate(Run.open(path))
+    victim.write_bytes(good)
+    assert evaluate(Run.open(path)).from_cache
+    stamps = list((cache_dir / "verified").glob("*.json"))
+    assert len(stamps) == 1 and len(json.loads(stamps[0].read_text())) == len(run.checkpoints)
+    os.utime(victim, ns=(0, 0))  # a stat that differs from the stamp: hashed again, still the run's bytes
+    assert evaluate(Run.open(path)).from_cache
+
+    manifest = json.loads((path / "run.json").read_text())
+    manifest["spec"]["description"] = "edited, same weights"
+    (path / "run.json").write_text(json.dumps(manifest))
+    assert Run.open(path).analysis_key == run.content_hash  # description is not in the spec hash
+    manifest["spec"]["train"]["lr"] = 0.5
+    (path / "run.json").write_text(json.dumps(manifest))
+    edited = Run.open(path)
+    assert edited.analysis_key != run.content_hash and not evaluate(edited).from_cache
+
+
 def test_given_keys_and_rules_are_recorded(tiny_run, cache_dir):
     rs = evaluate(tiny_run, keys=[3, 1])
     assert rs.keys.keys == [1, 3] and rs.keys.rule == "given"

@@ -87,6 +87,31 @@ def test_a_truncated_checkpoint_makes_its_claims_errors_with_one_message_naming_
     assert result.ret == 1
 
 
+def test_a_checkpoint_truncated_after_its_analyses_were_cached_still_makes_its_claims_errors(pytester, tiny_run,
+                                                                                            tmp_path, monkeypatch):
+    """A warm analysis cache does not hide a checkpoint damaged since: the claims that read the analyses are
+    errors naming the file (not the verdicts cached for the intact run), and a baseline gate on flips fails."""
+    import json
+    import shutil
+
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run)
+    args = ("--run", str(run), "-k", "test_key_frequencies or test_trig_loss_all_equals_train",
+            "--claims-baseline", str(tmp_path / "base.json"))
+    run_claims(pytester, *args, "--claims-report", str(tmp_path / "good"))
+    base = json.loads((tmp_path / "base.json").read_text())["records"]
+    assert any(r["outcome"] == "passed" for r in base)
+    victim = sorted((run / "checkpoints").glob("*.safetensors"))[5]
+    victim.write_bytes(victim.read_bytes()[:-100])
+    result = run_claims(pytester, *args, "--claims-fail-on", "flips", "--claims-report", str(tmp_path / "bad"))
+    records = json.loads((tmp_path / "bad" / "claims.json").read_text())["records"]
+    assert {r["outcome"] for r in records} == {"error"}, [(r["nodeid"], r["outcome"]) for r in records]
+    assert all(victim.name in r["message"] and "does not match the sha256" in r["message"] for r in records)
+    result.stdout.fnmatch_lines(["*FLIP passed -> error*"])
+    assert result.ret == 1
+
+
 def test_two_runs_give_two_ids(pytester, tiny_run, tiny_mlp_run):
     result = run_claims(pytester, "--run", str(tiny_run.path), "--run", str(tiny_mlp_run.path), "--collect-only", "-q")
     result.stdout.fnmatch_lines(["*test_grokking_delayed_generalisation?run=tiny]*",

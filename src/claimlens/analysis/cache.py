@@ -2,7 +2,9 @@
 
 An entry of analysis ``kind`` lives at ``<cache dir>/<kind>/<run content hash[:32]>/<digest>.safetensors``,
 where the digest covers the analysis version and its arguments (canonical JSON). A damaged entry is
-recomputed, never trusted; entries are written atomically, so parallel sessions at worst compute twice.
+recomputed, never trusted; entries are written atomically, so parallel sessions at worst compute twice. The
+run's files are checked against its manifest before an entry is read or written (a truncated or replaced
+checkpoint is an error, whatever is cached), and a run whose manifest spec was edited gets a key of its own.
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ class AnalysisCache:
     version: int
 
     def path(self, run, args: dict[str, Any]) -> Path:
+        """Where the entry of ``run`` and ``args`` lives. A run directory's checkpoint files are checked against
+        its manifest first (:meth:`claimlens.runs.store.Run.verify_files`): an analysis cached for a run is never
+        read, nor one written, for files that are not the run's (raises :class:`claimlens.errors.CheckpointError`
+        naming the file)."""
         digest = hashlib.sha256(canonical_json({"v": self.version, **args}).encode()).hexdigest()[:16]
-        return cache_dir() / self.kind / run.content_hash[:32] / f"{digest}.safetensors"
+        verify = getattr(run, "verify_files", None)
+        if verify is not None:
+            verify()
+        key = getattr(run, "analysis_key", run.content_hash)
+        return cache_dir() / self.kind / key[:32] / f"{digest}.safetensors"
 
     def load(self, run, args: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
         """The stored tensors and metadata, or None if absent or damaged."""

@@ -38,6 +38,7 @@ from claimlens.tasks import ModularAddition, RepeatedSubsequence, task_of
 LOG = "log.jsonl"
 RESUME = "resume.safetensors"
 LOG_FIELDS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")
+_VERIFIED: set[tuple] = set()  # (run directory, its checkpoints' stats) whose files Run.verify_files checked
 
 
 # ----------------------------------------------------------------------------- reading a run
@@ -115,6 +116,62 @@ class Run:
     @property
     def content_hash(self) -> str:
         return self.manifest["content_hash"]
+
+    @property
+    def analysis_key(self) -> str:
+        """The key analyses of this run are cached under: its content hash, while the spec in its manifest still
+        hashes to the ``spec_hash`` recorded with it; a hash of both once the spec was edited (the analyses of the
+        run as written are then not reused for the edited one)."""
+        if self.spec.hash == self.manifest.get("spec_hash"):
+            return self.content_hash
+        return hashlib.sha256(f"{self.content_hash}:{self.spec.hash}".encode()).hexdigest()
+
+    def verify_files(self) -> None:
+        """Check that every checkpoint file is the one the manifest's sha256 names (the content hash, and so every
+        cached analysis of the run, stands for those bytes). Raises :class:`CheckpointError` naming the first
+        file that is missing or changed since the run was written (truncated, corrupted, replaced).
+
+        A file is hashed once per machine: its size, modification time and sha256 are then stamped in the cache
+        directory (``verified/``), and a later check only compares the stamp with the file's ``stat`` (as git
+        does for its index); within a process, a run whose files' stats did not change is not checked again."""
+        stats = []
+        for entry in self.checkpoints:
+            try:
+                st = (self.path / entry.file).stat()
+            except OSError:
+                raise CheckpointError(f"run {self.name!r}, epoch {entry.epoch}: its checkpoint {entry.file} is "
+                                      f"missing; copy the run again, or train or import it again") from None
+            stats.append((entry.epoch, entry.file, st.st_size, st.st_mtime_ns, entry.sha256))
+        where = str(self.path.resolve())
+        key = (where, tuple(stats))
+        if key in _VERIFIED:
+            return
+        from claimlens._io import cache_dir
+
+        stamp = cache_dir() / "verified" / f"{hashlib.sha256(where.encode()).hexdigest()[:24]}.json"
+        try:
+            stamps = json.loads(stamp.read_text())
+            stamps = stamps if isinstance(stamps, dict) else {}
+        except (OSError, ValueError):
+            stamps = {}
+        changed = False
+        for epoch, file, size, mtime, sha in stats:
+            if stamps.get(file) == [size, mtime, sha]:
+                continue
+            if sha256_file(self.path / file) != sha:
+                raise CheckpointError(
+                    f"run {self.name!r}, epoch {epoch} ({file}): the file's content does not match the sha256 "
+                    f"recorded in {MANIFEST}: it changed after the run was written (truncated, corrupted or "
+                    f"replaced). Copy the run again, or train or import it again; no claim is judged on it, and "
+                    f"no analysis cached for the run is used")
+            stamps[file] = [size, mtime, sha]
+            changed = True
+        if changed:
+            try:
+                atomic_write_json(stamp, stamps)
+            except OSError:
+                pass  # a read-only cache: the files are hashed again next session
+        _VERIFIED.add(key)
 
     @property
     def id(self) -> str:
