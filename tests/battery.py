@@ -159,6 +159,17 @@ def _nan_checkpoint(path: Path) -> None:
     save_file(tensors, path)
 
 
+def _pickle_as_safetensors(path: Path) -> None:
+    torch.save({"embed.W_E": torch.zeros(2, 2)}, path)
+
+
+def _pt_folder(folder: Path, run) -> Path:
+    dst = folder / "pt_checkpoints"
+    dst.mkdir()
+    torch.save(run.final(), dst / "final.pt")
+    return dst
+
+
 def _pytest(*args: str, run: Callable | None = None, claims: str = str(ROOT / "claims")):
     def build(folder: Path, base) -> list[str]:
         extra = ["--run", str(run(folder, base))] if run else []
@@ -278,7 +289,11 @@ CASES: list[Case] = [
     # pytest claims/ --run and the plugin's options
     Case("corrupt manifest", "pytest --run", _pytest(run=_manifest(lambda t: "{")), 4,
          r"run.json is not a valid manifest"),
-    Case("missing run", "pytest --run", _pytest("--run", "{folder}/nowhere"), 4, r"expected a run directory"),
+    Case("missing run", "pytest --run", _pytest("--run", "{folder}/nowhere"), 4, r"no such file or directory"),
+    Case("a folder of checkpoints, not a run", "pytest --run", _pytest(run=_pt_folder), 4,
+         r"has no run.json.*claimlens import"),
+    Case("pickle under a .safetensors name", "pytest --run",
+         _pytest("-k", "phase_boundaries", run=_checkpoint(_pickle_as_safetensors)), 1, r"PyTorch pickle.*claimlens import"),
     Case("truncated checkpoint", "pytest --run", _pytest("-k", "phase_boundaries", run=_checkpoint(_truncate_file)),
          1, r"truncated or corrupt"),
     Case("NaN-filled checkpoint", "pytest --run", _pytest("-k", "phase_boundaries", run=_checkpoint(_nan_checkpoint)),

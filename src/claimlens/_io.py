@@ -82,6 +82,12 @@ def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
     try:
         tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
+        if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":  # torch.save's zip, or a bare pickle
+            raise CheckpointError(
+                f"{what}: {str(path)!r} is a PyTorch pickle (torch.save), not a safetensors file; claimlens never "
+                f"unpickles a run's checkpoint. Make a run of the original checkpoints with `claimlens import` "
+                f"(it reads torch.save files without running their code)"
+            ) from None
         raise CheckpointError(
             f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc}). Copy or "
             f"download it again; a run's own checkpoint can be rewritten by training the run again"

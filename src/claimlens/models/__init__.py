@@ -166,14 +166,17 @@ def validate_params(params: Params, cfg: ModelConfig, p: int, *, where: str) -> 
     if missing or extra:
         raise CheckpointError(
             f"{where}: parameters do not match a {cfg.kind} with {_config_summary(cfg, p)}: "
-            f"missing {missing or 'none'}, unexpected {extra or 'none'}"
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}. Correct the spec to the model that was "
+            f"trained; checkpoints in another format or naming are made a run with `claimlens import`"
         )
     for name, shape in expected.items():
         tensor = params[name]
         if tuple(tensor.shape) != shape:
             raise CheckpointError(
                 f"{where}: {name} has shape {list(tensor.shape)} but the config "
-                f"({_config_summary(cfg, p)}) needs {list(shape)}"
+                f"({_config_summary(cfg, p)}) needs {list(shape)}. The spec does not describe these weights: "
+                f"correct the spec (in run.json, or the --spec given to `claimlens import`) to the model that "
+                f"was trained"
             )
         if not tensor.is_floating_point():
             raise CheckpointError(f"{where}: {name} has dtype {tensor.dtype}, expected a floating-point tensor")

@@ -219,8 +219,13 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
             from claimlens.runs.manifest import MANIFEST, read_manifest
 
             if not (path / MANIFEST).is_file():
+                weights = [f for pattern in ("*.pt", "*.pth", "*.ckpt", "*.bin", "*.safetensors")
+                           for f in path.glob(pattern)]
+                hint = (f"; it holds {len(weights)} checkpoint files: make a run of them with `claimlens import "
+                        f"{value} --spec SPEC.toml --out RUN`, then --run RUN" if weights else
+                        "; --run takes a run directory (`claimlens train SPEC.toml --out RUN` or `claimlens import`)")
                 raise pytest.UsageError(f"--run {value}: directory has no run.json; it is not a claimlens run "
-                                        f"(nor a curves folder with an index.toml)")
+                                        f"(nor a curves folder with an index.toml){hint}")
             try:
                 name = read_manifest(path)["name"]
             except RunError as exc:
@@ -234,6 +239,9 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
             else:
                 _check_spec(path, value)
                 ref = RunRef(path, "spec", path.stem)
+        elif not path.exists():
+            raise pytest.UsageError(f"--run {value}: no such file or directory (and not a built-in reference: "
+                                    f"{', '.join(sorted([*references, *_curves_sets()]))})")
         else:
             raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a sweep .toml file, "
                                     f"a curves folder or a built-in reference "
