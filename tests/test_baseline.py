@@ -98,6 +98,23 @@ def test_diff_added_removed_and_moves():
         ("measurement", 0.2), ("series", 0.2)}
 
 
+def test_the_terminal_lists_no_unmoved_values_orders_epochs_as_numbers_and_bounds_the_flips():
+    from claimlens.report.compare import FLIPS_SHOWN, format_diff
+
+    same = diff(doc(record("a", "passed", 0.2107)), doc(record("a", "passed", 0.2107)))
+    assert same["largest_moves"] == [] and same["moves_beyond_tolerance"] == []
+    epochs = [5, 100, 1000, 20]
+    old = doc(*[record(f"t[run=r-epoch={e}]", "passed") for e in epochs])
+    new = doc(*[record(f"t[run=r-epoch={e}]", "failed") for e in epochs])
+    assert [f["nodeid"] for f in diff(old, new)["flips"]] == [f"t[run=r-epoch={e}]" for e in sorted(epochs)]
+    many = diff(doc(*[record(f"t{i}", "passed") for i in range(FLIPS_SHOWN + 5)]),
+                doc(*[record(f"t{i}", "error") for i in range(FLIPS_SHOWN + 5)]))
+    lines = format_diff(many)
+    assert sum(line.startswith("  FLIP passed -> error") for line in lines) == FLIPS_SHOWN
+    assert any("… and 5 more flips" in line for line in lines)
+    assert sum("FLIP" in line for line in format_diff(many, flips_shown=None)) == FLIPS_SHOWN + 5
+
+
 def test_merge_and_cli(tmp_path, capsys):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(doc(record("x[run=r1]", "passed", run="r1"), label="r1")))

@@ -217,7 +217,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from claimlens.report.compare import diff, format_diff
 
     d = diff(_load_report(args.old), _load_report(args.new), rtol=args.rtol)
-    print(json.dumps(d, indent=1) if args.json else "\n".join(format_diff(d)))
+    print(json.dumps(d, indent=1) if args.json else "\n".join(format_diff(d, flips_shown=None)))
     return 1 if any(f["to"] != "passed" for f in d["flips"]) else 0
 
 

@@ -9,9 +9,16 @@ series matched by name and label, compared at their common epochs) beyond a tole
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 DEFAULT_RTOL = 0.05
+FLIPS_SHOWN = 30  # in the terminal; claims.json keeps every flip
+
+
+def natural(nodeid: str) -> list:
+    """Sort key of a test id with its numbers as numbers: ``epoch=100`` before ``epoch=1000``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", nodeid)]
 
 
 def _rel(old: float, new: float) -> float:
@@ -35,7 +42,7 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
     old_r = {r["nodeid"]: r for r in old.get("records", [])}
     new_r = {r["nodeid"]: r for r in new.get("records", [])}
     flips, moves = [], []
-    for nodeid in sorted(set(old_r) & set(new_r)):
+    for nodeid in sorted(set(old_r) & set(new_r), key=natural):
         a, b = old_r[nodeid], new_r[nodeid]
         if a["outcome"] != b["outcome"] and (
                 {a["outcome"], b["outcome"]} == {"passed", "failed"} or (a["outcome"], b["outcome"]) == ("passed", "error")):
@@ -45,16 +52,17 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
         moves.extend(_series_moves(nodeid, a, b, rtol, tolerances))
     # A claim that passed in the baseline and was not judged now (its test is gone, or its process died before
     # it reported) is a flip too: the gate must never go green on what it did not judge.
-    for nodeid in sorted(set(old_r) - set(new_r)):
+    for nodeid in sorted(set(old_r) - set(new_r), key=natural):
         if old_r[nodeid]["outcome"] == "passed":
             flips.append({"nodeid": nodeid, "claim_id": old_r[nodeid].get("claim_id"), "from": "passed",
                           "to": "missing", "message": "passed in the baseline; not judged in this session"})
+    moves = [m for m in moves if m["relative_change"] > 0]  # what did not move is no move
     moves.sort(key=lambda m: -m["relative_change"])
     return {
         "threshold_changes": _threshold_changes(old, new),
         "flips": flips,
-        "added": sorted(set(new_r) - set(old_r)),
-        "removed": sorted(set(old_r) - set(new_r)),
+        "added": sorted(set(new_r) - set(old_r), key=natural),
+        "removed": sorted(set(old_r) - set(new_r), key=natural),
         "moves_beyond_tolerance": [m for m in moves if m["beyond_tolerance"]],
         "largest_moves": moves[:top],
         "rtol": rtol,
@@ -119,15 +127,19 @@ def _series_moves(nodeid, a, b, rtol, tolerances):
                "log10": bool(s.get("log_scale")), "tolerance": tol, "beyond_tolerance": worst > tol}
 
 
-def format_diff(d: dict[str, Any]) -> list[str]:
-    """Lines for a terminal: flips, added/removed, the largest moves."""
+def format_diff(d: dict[str, Any], *, flips_shown: int | None = FLIPS_SHOWN) -> list[str]:
+    """Lines for a terminal: flips (the first ``flips_shown``; None: all), added/removed, the largest moves."""
     lines = [f"claims baseline: {len(d['flips'])} flipped, {len(d['added'])} added, {len(d['removed'])} removed, "
              f"{len(d['moves_beyond_tolerance'])} measured values moved beyond tolerance"]
     for t in d.get("threshold_changes", []):
         lines.append(f"  threshold changed: {t['claim_id']}.{t['name']} {t['old']} -> {t['new']} (a flip of this "
                      f"claim may come from the rule, not the model)")
-    for f in d["flips"]:
+    shown = len(d["flips"]) if flips_shown is None else flips_shown
+    for f in d["flips"][:shown]:
         lines.append(f"  FLIP {f['from']} -> {f['to']}: {f['nodeid']}")
+    if len(d["flips"]) > shown:
+        lines.append(f"  … and {len(d['flips']) - shown} more flips (all of them: baseline_diff.flips in "
+                     f"claims.json, or `claimlens diff OLD NEW`)")
     for n in d["added"][:20]:
         lines.append(f"  added:   {n}")
     for n in d["removed"][:20]:
