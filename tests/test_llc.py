@@ -186,6 +186,39 @@ def test_llc_over_a_run_is_cached_and_a_damaged_entry_is_recomputed(tiny_mlp_run
     assert not redone.from_cache and torch.equal(redone.mean, first.mean)
 
 
+def test_a_bad_sampled_checkpoint_is_reported_before_any_sampling(tiny_mlp_run, tmp_path, monkeypatch):
+    """A run written with NaN weights in its final checkpoint (the manifest's sha256 fits the file): llc_over_run
+    names the file before it samples a single checkpoint, not after minutes of sampling the others."""
+    import json
+    import shutil
+
+    import claimlens.analysis.llc as llc_mod
+    from claimlens._io import sha256_file
+    from claimlens.errors import CheckpointError
+    from claimlens.runs.store import Run
+    from safetensors.torch import load_file, save_file
+
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "run"
+    shutil.copytree(tiny_mlp_run.path, path)
+    manifest = json.loads((path / "run.json").read_text())
+    final = path / manifest["checkpoints"][-1]["file"]
+    tensors = load_file(final)
+    name = min(tensors)
+    tensors[name] = torch.full_like(tensors[name], float("nan"))
+    save_file(tensors, final)
+    manifest["checkpoints"][-1]["sha256"] = sha256_file(final)
+    (path / "run.json").write_text(json.dumps(manifest))
+
+    def never(*args, **kwargs):
+        raise AssertionError("sampling started")
+
+    monkeypatch.setattr(llc_mod, "estimate_many", never)
+    cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=10, num_burnin=5, batch_size=32, seed=0)
+    with pytest.raises(CheckpointError, match=rf"epoch {manifest['checkpoints'][-1]['epoch']}.*non-finite"):
+        llc_mod.llc_over_run(Run.open(path), cfg, max_checkpoints=3)
+
+
 def test_checkpoints_sampled_side_by_side_give_the_estimates_of_one_at_a_time(tiny_mlp_run, monkeypatch):
     """llc_over_run's workers: each estimate keeps its own minibatch and noise generators, so running two
     checkpoints at once changes nothing but the summation order inside a product (plain and orthogonal-gradient

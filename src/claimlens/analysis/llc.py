@@ -137,7 +137,8 @@ def estimate_at(run, epoch: int, config: SGLDConfig, *, engine: str = "stacked",
 def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int = 32, cache: bool = True,
                  progress: bool = False, workers: int | None = None) -> LLCEstimates:
     """λ̂ at up to ``max_checkpoints`` checkpoints of ``run`` with one SGLD configuration, ``workers`` of them
-    at a time (:func:`estimate_many`)."""
+    at a time (:func:`estimate_many`). Every sampled checkpoint is read and validated first: a bad one raises
+    :class:`claimlens.errors.CheckpointError` naming it before any sampling."""
     config = config or default_config(run)
     epochs = sampled_epochs(run, max_checkpoints)
     args = {"config": asdict(config), "epochs": epochs}
@@ -147,6 +148,8 @@ def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int 
             estimates = _from_cache(*loaded, run.name)
             if estimates is not None:
                 return estimates
+    for epoch in epochs:  # every sampled checkpoint readable and finite before minutes of sampling, not after
+        run.checkpoint(epoch)
     bar = None
     if progress:
         from tqdm.auto import tqdm
