@@ -192,11 +192,12 @@ def test_a_bad_sampled_checkpoint_is_reported_before_any_sampling(tiny_mlp_run, 
     import json
     import shutil
 
+    from safetensors.torch import load_file, save_file
+
     import claimlens.analysis.llc as llc_mod
     from claimlens._io import sha256_file
     from claimlens.errors import CheckpointError
     from claimlens.runs.store import Run
-    from safetensors.torch import load_file, save_file
 
     monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
     path = tmp_path / "run"
