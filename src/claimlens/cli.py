@@ -55,6 +55,13 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps(_info_dict(run), indent=1))
     else:
         _print_info(run)
+    from claimlens.errors import CheckpointError
+
+    try:  # the files are the ones run.json records (each hashed once per machine): else say which, exit 2
+        run.verify_files()
+    except CheckpointError as exc:
+        print(f"claimlens info: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
