@@ -125,7 +125,7 @@ def failed_checks(doc: dict) -> dict[str, str]:
     where no check failed, e.g. a phase the run never reached)."""
     out = {}
     for r in doc["records"]:
-        if r["claim_id"] in TARGETS and r["outcome"] == "failed":
+        if r["claim_id"] in TARGETS and r["outcome"] in ("failed", "error"):
             failed = [m for m in r["measurements"] if m.get("status") == "failed"]
             text = "; ".join(" ".join([m["name"][:50], _number(m.get("value"))]
                                       + ([m["op"], _number(m.get("threshold"))] if m.get("op") else []))

@@ -38,9 +38,9 @@ def cell(records: list[dict]) -> str:
         counts[r["outcome"]] += 1
     if len(records) > 1 and all("epoch" in r.get("parameters", {}) for r in records):
         return "S" if counts["skipped"] == len(records) else f"{counts['passed']}/{len(records)}"
-    outcome = "F" if counts["failed"] else ("P" if counts["passed"] else "S")
+    outcome = "F" if counts["failed"] else "X" if counts["error"] else ("P" if counts["passed"] else "S")
     margin, _ = tightest(records)
-    return f"{outcome} ×{margin:.3g}" if margin is not None and outcome != "S" else outcome
+    return f"{outcome} ×{margin:.3g}" if margin is not None and outcome in ("F", "P") else outcome
 
 
 def main() -> int:
@@ -92,7 +92,7 @@ def main() -> int:
         "",
         "## Verdicts",
         "",
-        "P passed, F failed, S skipped (the reasons follow the table). ×m is the tightest margin of the claim's "
+        "P passed, F failed, X not judged (an error), S skipped (the reasons follow the table). ×m is the tightest margin of the claim's "
         "judged checks: the factor by which it cleared (≥ 1) or missed (< 1) its threshold. Per-checkpoint claims "
         "give passing / all checkpoints; – means the claim was not run in that session (e.g. the LLC claims, run "
         "only on the default run with `LLC_ONLY_DEFAULT=1`). Kinds: E empirical, I identity, N informational.",
