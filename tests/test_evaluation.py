@@ -95,12 +95,12 @@ def test_a_cached_analysis_is_never_used_for_checkpoint_files_that_are_not_the_r
     victim = path / run.checkpoints[5].file
     good = victim.read_bytes()
     victim.write_bytes(good[:-7])  # truncated
-    with pytest.raises(CheckpointError, match=rf"epoch {run.checkpoints[5].epoch} .*does not match the sha256"):
+    with pytest.raises(CheckpointError, match=rf"epoch {run.checkpoints[5].epoch} .*truncated or corrupt"):
         evaluate(Run.open(path))
     other = (path / run.checkpoints[6].file).read_bytes()
     assert len(other) == len(good)
     victim.write_bytes(other)  # a whole, readable checkpoint of the same size: only its hash tells
-    with pytest.raises(CheckpointError, match="changed after the run was written"):
+    with pytest.raises(CheckpointError, match="does not match the sha256 .* replaced or modified after the run"):
         evaluate(Run.open(path))
     victim.write_bytes(good)
     assert evaluate(Run.open(path)).from_cache
@@ -117,6 +117,11 @@ def test_a_cached_analysis_is_never_used_for_checkpoint_files_that_are_not_the_r
     (path / "run.json").write_text(json.dumps(manifest))
     edited = Run.open(path)
     assert edited.analysis_key != run.content_hash and not evaluate(edited).from_cache
+    manifest["spec"]["train"]["lr"] = json.loads((tiny_run.path / "run.json").read_text())["spec"]["train"]["lr"]
+    manifest["split"]["train"].append(manifest["split"]["test"].pop())  # a split edited by hand
+    (path / "run.json").write_text(json.dumps(manifest))
+    resplit = Run.open(path)
+    assert resplit.analysis_key not in (run.content_hash, edited.analysis_key) and not evaluate(resplit).from_cache
 
 
 def test_given_keys_and_rules_are_recorded(tiny_run, cache_dir):

@@ -62,6 +62,30 @@ def test_every_string_is_escaped():
     assert page.count("<script>") == 1  # only the page's own filter script
 
 
+def test_claims_not_judged_are_summed_up_by_message_and_a_long_flip_list_is_folded():
+    from claimlens.report.compare import FLIPS_SHOWN
+
+    def rec(i, outcome, message=None):
+        return {"nodeid": f"claims/test_g.py::test_c[run=r-epoch={i}]", "claim_id": "c", "statement": "s",
+                "source": "src", "run": "r", "parameters": {"run": "r", "epoch": i}, "outcome": outcome,
+                "message": message, "duration": 0.1, "series": [], "measurements": [], "phases": {}, "notes": []}
+
+    bad = "run 'r', epoch 40 (checkpoints/epoch_0000040.safetensors): not a readable safetensors file"
+    records = [rec(i, "error", bad) for i in range(FLIPS_SHOWN + 4)] + [rec(999, "error", "TypeError: oops"),
+                                                                      rec(1000, "passed")]
+    flips = [{"nodeid": r["nodeid"], "from": "passed", "to": "error"} for r in records[:FLIPS_SHOWN + 4]]
+    page = render({"runs": [{"label": "r", "kind": "run", "path": "r"}], "records": records,
+                   "baseline_diff": {"baseline": "base.json", "flips": flips, "added": [], "removed": [],
+                                     "moves_beyond_tolerance": [], "largest_moves": []}})
+    summary = page[page.index("<h2>Not judged</h2>"):page.index("<h2>Against the baseline</h2>")]
+    assert f"<td class=num>{FLIPS_SHOWN + 4}</td>" in summary and "not a readable safetensors file" in summary
+    assert "<td class=num>1</td>" in summary and "TypeError: oops" in summary
+    baseline = page[page.index("<h2>Against the baseline</h2>"):page.index("<h2>Runs</h2>")]
+    shown, folded = baseline.split("<details>")
+    assert shown.count("→") == FLIPS_SHOWN and folded.count("→") == 4 and "4 more flips" in folded
+    assert f"error 1/{len(records)} passed" in page  # the matrix cell: how many of the checkpoints passed
+
+
 def test_log_scale_falls_back_to_linear_for_nonpositive_values():
     assert "log scale" in svg_chart([{"name": "a", "epochs": [0, 1], "values": [1e-3, 10.0]}], log=True)
     assert "linear scale" in svg_chart([{"name": "a", "epochs": [0, 1], "values": [0.0, 10.0]}], log=True)

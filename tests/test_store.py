@@ -60,6 +60,21 @@ def test_tampered_checkpoint_fails_the_hash_check(run_copy):
         run_copy.checkpoint(30, verify_hash=True)
 
 
+def test_a_checkpoint_replaced_by_another_readable_one_is_refused_wherever_it_is_read(run_copy):
+    """Same size, readable, finite — only the sha256 in run.json tells: checkpoint(), stacked() and verify_files()
+    all refuse it, naming the file; restored, it is read again."""
+    target = run_copy.path / run_copy.checkpoints[-1].file
+    good = target.read_bytes()
+    target.write_bytes((run_copy.path / run_copy.checkpoints[-2].file).read_bytes())
+    final = run_copy.checkpoints[-1].epoch
+    for read in (lambda: run_copy.checkpoint(final), lambda: run_copy.stacked("embed.W_E"), run_copy.verify_files,
+                 lambda: Run.open(run_copy.path).final()):
+        with pytest.raises(CheckpointError, match=rf"epoch {final} .*does not match the sha256 .*replaced"):
+            read()
+    target.write_bytes(good)
+    assert torch.isfinite(run_copy.checkpoint(final)["embed.W_E"]).all()
+
+
 def test_nan_in_a_stored_checkpoint_is_named(run_copy):
     from safetensors.torch import save_file
 

@@ -240,8 +240,11 @@ def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
                 _check_spec(path, value)
                 ref = RunRef(path, "spec", path.stem)
         elif not path.exists():
-            raise pytest.UsageError(f"--run {value}: no such file or directory (and not a built-in reference: "
-                                    f"{', '.join(sorted([*references, *_curves_sets()]))})")
+            raise pytest.UsageError(
+                f"--run {value}: no such file or directory, and not a built-in reference "
+                f"({', '.join(sorted([*references, *_curves_sets()]))}). --run takes a run directory, a spec or sweep "
+                f".toml (trained on first use; the built-in ones are in fixtures/), a curves folder or a reference; "
+                f"make a run with `claimlens train SPEC.toml --out RUN` or `claimlens import CHECKPOINTS --out RUN`")
         else:
             raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a sweep .toml file, "
                                     f"a curves folder or a built-in reference "

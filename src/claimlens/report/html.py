@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from claimlens._io import atomic_write_text
+from claimlens.report.compare import FLIPS_SHOWN
 from claimlens.report.document import OUTCOMES, load, summary
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -268,9 +269,14 @@ document.querySelectorAll('.filters input').forEach(function(c){c.addEventListen
 def _baseline_section(d: dict[str, Any] | None) -> str:
     if not d:
         return ""
-    flips = "".join(f'<tr><td><code>{esc(f["nodeid"])}</code></td><td><span class="badge {esc(f["from"])}">'
-                    f'{esc(f["from"])}</span> → <span class="badge {esc(f["to"])}">{esc(f["to"])}</span></td></tr>'
-                    for f in d.get("flips", []))
+    rows = [f'<tr><td><code>{esc(f["nodeid"])}</code></td><td><span class="badge {esc(f["from"])}">'
+            f'{esc(f["from"])}</span> → <span class="badge {esc(f["to"])}">{esc(f["to"])}</span></td></tr>'
+            for f in d.get("flips", [])]
+    head = "<table><thead><tr><th>test</th><th>flip</th></tr></thead><tbody>"
+    flips = f'{head}{"".join(rows[:FLIPS_SHOWN])}</tbody></table>' if rows else ""
+    if len(rows) > FLIPS_SHOWN:  # the rest folded, so that a run that broke everywhere does not bury the page
+        flips += (f'<details><summary>{len(rows) - FLIPS_SHOWN} more flips</summary>{head}'
+                  f'{"".join(rows[FLIPS_SHOWN:])}</tbody></table></details>')
     moves = "".join(f'<tr><td><code>{esc(m["nodeid"])}</code></td><td>{esc(m["name"])} {esc(m.get("label", ""))}</td>'
                     f'<td class=num>{fmt(m.get("old"))}</td><td class=num>{fmt(m.get("new"))}</td>'
                     f'<td class=num>{fmt(m["relative_change"])}{" (log10)" if m.get("log10") else ""}</td>'
@@ -281,9 +287,26 @@ def _baseline_section(d: dict[str, Any] | None) -> str:
             + "".join(f'<p class=muted>threshold changed: <code>{esc(t["claim_id"])}.{esc(t["name"])}</code> '
                       f'{fmt(t["old"])} → {fmt(t["new"])} (a flip of this claim may come from the rule, not the model)</p>'
                       for t in d.get("threshold_changes", []))
-            + (f"<table><thead><tr><th>test</th><th>flip</th></tr></thead><tbody>{flips}</tbody></table>" if flips else "")
+            + flips
             + ("<h4>largest moves</h4><table><thead><tr><th>test</th><th>value</th><th>baseline</th><th>now</th>"
                f"<th>change</th><th>epoch</th></tr></thead><tbody>{moves}</tbody></table>" if moves else ""))
+
+
+def _unjudged_section(records: list[dict]) -> str:
+    """The claims that could not be judged, by distinct message (one bad checkpoint: one row, not one per claim)."""
+    messages: dict[str, int] = defaultdict(int)
+    for r in records:
+        if r["outcome"] == "error":
+            text = (r.get("message") or "").strip()
+            messages[text.splitlines()[0] if text else "no message"] += 1
+    if not messages:
+        return ""
+    rows = "".join(f"<tr><td class=num>{n}</td><td><pre class=msg>{esc(m)}</pre></td></tr>"
+                   for m, n in sorted(messages.items(), key=lambda kv: -kv[1]))
+    return (f"<h2>Not judged</h2><p class=muted>{sum(messages.values())} claims could not be judged (outcome "
+            "<span class='badge error'>error</span>: a bad input or a crash, no verdict either way). What to fix, "
+            f"with how many claims each message stopped:</p><table><thead><tr><th>claims</th><th>message</th></tr>"
+            f"</thead><tbody>{rows}</tbody></table>")
 
 
 def _overrides_section(overrides: dict[str, Any] | None) -> str:
@@ -349,8 +372,9 @@ def render(document: dict[str, Any]) -> str:
             return "<td class=muted>–</td>"
         c = summary(rs)
         o = overall(c)
-        detail = f" {c['passed']}/{len(rs)}" if len(rs) > 1 else ""
-        return f'<td><span class="badge {o}">{o}{detail}</span></td>'
+        detail = f" {c['passed']}/{len(rs)} passed" if len(rs) > 1 else ""
+        counts = ", ".join(f"{c[x]} {x}" for x in OUTCOMES if c[x])
+        return f'<td><span class="badge {o}" title="{esc(counts)}">{o}{detail}</span></td>'
 
     def family(rs):  # the claims file the claim lives in, e.g. "grokking" for claims/test_grokking.py
         return rs[0]["nodeid"].split("::")[0].rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
@@ -411,7 +435,7 @@ def render(document: dict[str, Any]) -> str:
                         f'<p class=muted>source: {esc(first.get("source"))}</p>{validation}{"".join(body)}</section>')
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>claimlens report</title>"
             f"<style>{CSS}</style></head><body>{head}{_overrides_section(document.get('threshold_overrides'))}"
-            f"{_baseline_section(document.get('baseline_diff'))}"
+            f"{_unjudged_section(records)}{_baseline_section(document.get('baseline_diff'))}"
             f"{runs_table}{matrix}<h2>Claims</h2>{filters}"
             f"{''.join(sections)}<script>{JS}</script></body></html>")
 

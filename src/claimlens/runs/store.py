@@ -38,7 +38,7 @@ from claimlens.tasks import ModularAddition, RepeatedSubsequence, task_of
 LOG = "log.jsonl"
 RESUME = "resume.safetensors"
 LOG_FIELDS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")
-_VERIFIED: set[tuple] = set()  # (run directory, its checkpoints' stats) whose files Run.verify_files checked
+_VERIFIED: set[tuple] = set()  # (checkpoint file, size, mtime, sha256) checked in this process
 
 
 # ----------------------------------------------------------------------------- reading a run
@@ -119,59 +119,75 @@ class Run:
 
     @property
     def analysis_key(self) -> str:
-        """The key analyses of this run are cached under: its content hash, while the spec in its manifest still
-        hashes to the ``spec_hash`` recorded with it; a hash of both once the spec was edited (the analyses of the
-        run as written are then not reused for the edited one)."""
-        if self.spec.hash == self.manifest.get("spec_hash"):
-            return self.content_hash
-        return hashlib.sha256(f"{self.content_hash}:{self.spec.hash}".encode()).hexdigest()
+        """The key analyses of this run are cached under: the content hash of the run as its manifest now
+        describes it (spec, split, checkpoint hashes). It is the recorded ``content_hash`` unless ``run.json`` was
+        edited since the run was written (a corrected spec, another split): then the analyses of the run as
+        written are not reused for the edited one."""
+        computed = content_hash(self.spec.hash, self.manifest["split"], self.manifest["checkpoints"])
+        return self.content_hash if computed == self.content_hash else computed
 
     def verify_files(self) -> None:
         """Check that every checkpoint file is the one the manifest's sha256 names (the content hash, and so every
         cached analysis of the run, stands for those bytes). Raises :class:`CheckpointError` naming the first
-        file that is missing or changed since the run was written (truncated, corrupted, replaced).
+        file that is missing, unreadable or changed since the run was written (truncated, corrupted, replaced).
 
         A file is hashed once per machine: its size, modification time and sha256 are then stamped in the cache
         directory (``verified/``), and a later check only compares the stamp with the file's ``stat`` (as git
-        does for its index); within a process, a run whose files' stats did not change is not checked again."""
-        stats = []
+        does for its index). :meth:`checkpoint` and :meth:`stacked` check the files they read the same way."""
         for entry in self.checkpoints:
-            try:
-                st = (self.path / entry.file).stat()
-            except OSError:
-                raise CheckpointError(f"run {self.name!r}, epoch {entry.epoch}: its checkpoint {entry.file} is "
-                                      f"missing; copy the run again, or train or import it again") from None
-            stats.append((entry.epoch, entry.file, st.st_size, st.st_mtime_ns, entry.sha256))
-        where = str(self.path.resolve())
-        key = (where, tuple(stats))
-        if key in _VERIFIED:
+            self._check_file(entry, save=False)
+        self._save_stamps()
+
+    def _check_file(self, entry: CheckpointEntry, *, save: bool = True, rehash: bool = False) -> None:
+        file = self.path / entry.file
+        where = f"run {self.name!r}, epoch {entry.epoch} ({entry.file})"
+        try:
+            st = file.stat()
+        except OSError:
+            raise CheckpointError(f"{where}: the checkpoint is missing; copy the run again, or train or import it "
+                                  f"again") from None
+        stamp = [st.st_size, st.st_mtime_ns, entry.sha256]
+        key = (str(file.resolve()), *stamp)
+        if not rehash and key in _VERIFIED:
             return
+        stamps = self._stamps()
+        if rehash or stamps.get(entry.file) != stamp:
+            if sha256_file(file) != entry.sha256:
+                # unreadable (truncated, a pickle) or wrong (NaN, shapes): its own, more telling message first
+                validate_params(load_tensors(file, what=where), self.spec.model, self.spec.task.p, where=where)
+                raise CheckpointError(
+                    f"{where}: the file's content does not match the sha256 recorded in {MANIFEST}: it was replaced "
+                    f"or modified after the run was written. Copy the run again, or train or import it again; no "
+                    f"claim is judged on it, and no analysis cached for the run is used")
+            stamps[entry.file] = stamp
+            self._stamps_changed = True
+            if save:
+                self._save_stamps()
+        _VERIFIED.add(key)
+
+    def _stamps(self) -> dict:
+        if getattr(self, "_stamp_cache", None) is None:
+            try:
+                loaded = json.loads(self._stamp_path().read_text())
+            except (OSError, ValueError):
+                loaded = {}
+            self._stamp_cache = loaded if isinstance(loaded, dict) else {}
+            self._stamps_changed = False
+        return self._stamp_cache
+
+    def _stamp_path(self) -> Path:
         from claimlens._io import cache_dir
 
-        stamp = cache_dir() / "verified" / f"{hashlib.sha256(where.encode()).hexdigest()[:24]}.json"
-        try:
-            stamps = json.loads(stamp.read_text())
-            stamps = stamps if isinstance(stamps, dict) else {}
-        except (OSError, ValueError):
-            stamps = {}
-        changed = False
-        for epoch, file, size, mtime, sha in stats:
-            if stamps.get(file) == [size, mtime, sha]:
-                continue
-            if sha256_file(self.path / file) != sha:
-                raise CheckpointError(
-                    f"run {self.name!r}, epoch {epoch} ({file}): the file's content does not match the sha256 "
-                    f"recorded in {MANIFEST}: it changed after the run was written (truncated, corrupted or "
-                    f"replaced). Copy the run again, or train or import it again; no claim is judged on it, and "
-                    f"no analysis cached for the run is used")
-            stamps[file] = [size, mtime, sha]
-            changed = True
-        if changed:
+        where = str(self.path.resolve())
+        return cache_dir() / "verified" / f"{hashlib.sha256(where.encode()).hexdigest()[:24]}.json"
+
+    def _save_stamps(self) -> None:
+        if getattr(self, "_stamps_changed", False):
             try:
-                atomic_write_json(stamp, stamps)
+                atomic_write_json(self._stamp_path(), self._stamp_cache)
             except OSError:
                 pass  # a read-only cache: the files are hashed again next session
-        _VERIFIED.add(key)
+            self._stamps_changed = False
 
     @property
     def id(self) -> str:
@@ -190,12 +206,12 @@ class Run:
         raise KeyError(f"run {self.name!r} has no checkpoint at epoch {epoch}; it has {self.epochs[:5]}…{self.epochs[-3:]}")
 
     def checkpoint(self, epoch: int, *, verify_hash: bool = False) -> dict[str, torch.Tensor]:
-        """All parameters at ``epoch`` (validated: names, shapes, finite values)."""
+        """All parameters at ``epoch`` (validated: names, shapes, finite values). The file is checked against the
+        manifest's sha256 first (see :meth:`verify_files`; ``verify_hash``: hashed even when its stamp fits)."""
         entry = self._entry(epoch)
         file = self.path / entry.file
         where = f"run {self.name!r}, epoch {epoch} ({entry.file})"
-        if verify_hash and sha256_file(file) != entry.sha256:
-            raise CheckpointError(f"{where}: file content does not match the sha256 recorded in {MANIFEST}")
+        self._check_file(entry, rehash=verify_hash)
         params = load_tensors(file, what=where)
         validate_params(params, self.spec.model, self.spec.task.p, where=where)
         return params
@@ -218,6 +234,7 @@ class Run:
         for i, epoch in enumerate(epochs):
             entry = self._entry(epoch)
             where = f"run {self.name!r}, epoch {epoch} ({entry.file})"
+            self._check_file(entry, save=False)
             try:
                 with safe_open(self.path / entry.file, framework="pt") as fh:
                     tensor = fh.get_tensor(name)
@@ -228,6 +245,7 @@ class Run:
             if not torch.isfinite(tensor).all():
                 raise CheckpointError(f"{where}: {name} holds non-finite values")
             out[i] = tensor
+        self._save_stamps()
         return out
 
     # -- training log
