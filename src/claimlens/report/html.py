@@ -372,7 +372,7 @@ def render(document: dict[str, Any]) -> str:
             return "<td class=muted>–</td>"
         c = summary(rs)
         o = overall(c)
-        detail = f" {c['passed']}/{len(rs)} passed" if len(rs) > 1 else ""
+        detail = (f" {c['passed']}/{len(rs)}" + ("" if o == "passed" else " passed")) if len(rs) > 1 else ""
         counts = ", ".join(f"{c[x]} {x}" for x in OUTCOMES if c[x])
         return f'<td><span class="badge {o}" title="{esc(counts)}">{o}{detail}</span></td>'
 
