@@ -135,18 +135,14 @@ def finish(session: pytest.Session) -> None:
 
 def _unjudged_lines(records: list[dict], shown: int = 3) -> list[str]:
     """The claims that could not be judged, summed up: how many, and their distinct messages with how many claims
-    share each (one unreadable checkpoint errs every claim that reads it: one line, not one per claim)."""
-    from collections import Counter
+    share each (:func:`claimlens.report.document.unjudged_messages`)."""
+    from claimlens.report.document import unjudged_messages
 
-    def first_line(record: dict) -> str:
-        text = (record.get("message") or "").strip()
-        return text.splitlines()[0][:400] if text else "no message"
-
-    messages = Counter(first_line(r) for r in records if r["outcome"] == "error")
-    total = sum(messages.values())
+    messages = unjudged_messages(records)
+    total = sum(n for _, n in messages)
     lines = [(f"claimlens: {total} claim{'s' if total > 1 else ''} could not be judged (error: a bad input or a "
               f"crash, no verdict); what to fix:")]
-    lines += [f"  {n} × {message}" for message, n in messages.most_common(shown)]
+    lines += [f"  {n} × {message}" for message, n in messages[:shown]]
     if len(messages) > shown:
         lines.append(f"  … and {len(messages) - shown} other messages (claims.json, the records with outcome error)")
     return lines

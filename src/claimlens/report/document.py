@@ -129,6 +129,18 @@ def summary(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     return {o: sum(r["outcome"] == o for r in records) for o in OUTCOMES}
 
 
+def unjudged_messages(records: Iterable[dict[str, Any]]) -> list[tuple[str, int]]:
+    """The distinct first lines of the messages of the records that could not be judged (outcome ``error``), each
+    with how many records share it, most shared first: one unreadable checkpoint is one entry, not one per claim."""
+    from collections import Counter
+
+    def first_line(record: dict[str, Any]) -> str:
+        text = (record.get("message") or "").strip()
+        return text.splitlines()[0][:400] if text else "no message"
+
+    return Counter(first_line(r) for r in records if r["outcome"] == "error").most_common()
+
+
 # catalogue Revision 2: "a claim that holds in ≥ 2 of 3 seeds of the source recipe is 'reproduced'"
 REPRODUCED_SHARE = 2 / 3
 _SEEDLESS = {"train": ("seed",)}

@@ -15,7 +15,7 @@ from typing import Any
 
 from claimlens._io import atomic_write_text
 from claimlens.report.compare import FLIPS_SHOWN
-from claimlens.report.document import OUTCOMES, load, summary
+from claimlens.report.document import OUTCOMES, load, summary, unjudged_messages
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
@@ -294,16 +294,11 @@ def _baseline_section(d: dict[str, Any] | None) -> str:
 
 def _unjudged_section(records: list[dict]) -> str:
     """The claims that could not be judged, by distinct message (one bad checkpoint: one row, not one per claim)."""
-    messages: dict[str, int] = defaultdict(int)
-    for r in records:
-        if r["outcome"] == "error":
-            text = (r.get("message") or "").strip()
-            messages[text.splitlines()[0] if text else "no message"] += 1
+    messages = unjudged_messages(records)
     if not messages:
         return ""
-    rows = "".join(f"<tr><td class=num>{n}</td><td><pre class=msg>{esc(m)}</pre></td></tr>"
-                   for m, n in sorted(messages.items(), key=lambda kv: -kv[1]))
-    return (f"<h2>Not judged</h2><p class=muted>{sum(messages.values())} claims could not be judged (outcome "
+    rows = "".join(f"<tr><td class=num>{n}</td><td><pre class=msg>{esc(m)}</pre></td></tr>" for m, n in messages)
+    return (f"<h2>Not judged</h2><p class=muted>{sum(n for _, n in messages)} claims could not be judged (outcome "
             "<span class='badge error'>error</span>: a bad input or a crash, no verdict either way). What to fix, "
             f"with how many claims each message stopped:</p><table><thead><tr><th>claims</th><th>message</th></tr>"
             f"</thead><tbody>{rows}</tbody></table>")

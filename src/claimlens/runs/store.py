@@ -66,6 +66,8 @@ class Run:
         self.checkpoints = [CheckpointEntry(c["epoch"], c["file"], c["sha256"]) for c in manifest["checkpoints"]]
         self.task = task_of(self.spec.task, manifest["split"])
         self._name: str | None = None  # set by named()
+        self._stamp_cache: dict | None = None  # the verified/ stamps of this run's files, read on first use
+        self._stamps_changed = False
 
     # -- opening
 
@@ -166,13 +168,12 @@ class Run:
         _VERIFIED.add(key)
 
     def _stamps(self) -> dict:
-        if getattr(self, "_stamp_cache", None) is None:
+        if self._stamp_cache is None:
             try:
                 loaded = json.loads(self._stamp_path().read_text())
             except (OSError, ValueError):
                 loaded = {}
             self._stamp_cache = loaded if isinstance(loaded, dict) else {}
-            self._stamps_changed = False
         return self._stamp_cache
 
     def _stamp_path(self) -> Path:
@@ -182,7 +183,7 @@ class Run:
         return cache_dir() / "verified" / f"{hashlib.sha256(where.encode()).hexdigest()[:24]}.json"
 
     def _save_stamps(self) -> None:
-        if getattr(self, "_stamps_changed", False):
+        if self._stamps_changed:
             try:
                 atomic_write_json(self._stamp_path(), self._stamp_cache)
             except OSError:
