@@ -115,8 +115,8 @@ def devinterp_llc(run, epoch: int, cfg, n_train: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from claimlens.analysis.llc import default_config, estimate_at, estimate_many, llc_over_run, sampled_epochs
     from claimlens.builtin import builtin_run
+    from claimlens.families.llc.analysis import default_config, estimate_at, estimate_many, llc_over_run, sampled_epochs
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default="default", help="built-in run name (default: default)")

@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from claimlens.analysis.progress import evaluate, final_checkpoint, final_key_frequencies
-from claimlens.metrics import fourier as fo
-from claimlens.metrics import progress as pm
-from claimlens.metrics.losses import accuracy, cross_entropy_f64
+from claimlens.core import fourier as fo
+from claimlens.core.losses import accuracy, cross_entropy_f64
+from claimlens.families.grokking import metrics as pm
+from claimlens.families.grokking.analysis import evaluate, final_checkpoint, final_key_frequencies
 from claimlens.models import bridge_config, build_bridge
 
 

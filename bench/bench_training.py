@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from claimlens.config import RunSpec
-from claimlens.metrics.losses import cross_entropy_f64
+from claimlens.core.losses import cross_entropy_f64
 from claimlens.models import build_bridge, frozen_params, init_params
 from claimlens.tasks import ModularAddition
 from claimlens.training import Trainer, lr_factor

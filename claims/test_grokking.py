@@ -1,17 +1,30 @@
-"""Grokking and its phases (Nanda, Chan, Lieberum, Smith, Steinhardt 2023; ARENA): catalogue §3.1.
+"""The grokking family's claims (catalogue §3.1): grokking and its phases, the algorithm of the grokked model and the
+trajectory of its parts, and commutativity (Nanda, Chan, Lieberum, Smith, Steinhardt 2023 §4–5, App. A, C; ARENA
+'Analysis during training', 'Development of commutativity').
 
 Each test fetches what its claim reads from the run and hands it to the claim's rule
-(:mod:`claimlens.rules.grokking`: the statement, the thresholds with the source's own values, and the pure
-rule, which also judges the source's digitised curves: ``pytest claims/ --run nanda2022``). Phase
-boundaries are detected from the run (shape mode): ``t1`` memorisation end, ``t2`` circuit-formation end,
-``t3`` cleanup end (:func:`claimlens.series.detect_phases`).
+(:mod:`claimlens.families.grokking.rules`: the statement, the thresholds with the source's own values, and the pure
+rule, which also judges the source's digitised curves: ``pytest claims/ --run nanda2022``). Measurements come from
+:mod:`claimlens.families.grokking.metrics` (the final model: its one shared forward pass) and the run's progress
+measures (trajectories). Phase boundaries are detected from the run (shape mode): ``t1`` memorisation end, ``t2``
+circuit-formation end, ``t3`` cleanup end (:func:`claimlens.core.series.detect_phases`).
 """
 
 import math
 
 import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from claimlens.rules import grokking as G
+from claimlens.core import fourier as fo
+from claimlens.core.losses import cross_entropy_f64
+from claimlens.families.grokking import metrics as M
+from claimlens.families.grokking import rules as G
+from claimlens.models import ablated_logits
+from claimlens.plugin.fixtures import needs_equals_token
+
+# ---- grokking and its phases
 
 
 @pytest.mark.claim(G.DELAYED_GENERALISATION)
@@ -58,3 +71,142 @@ def test_weight_norm_falls_in_phases(run_series, phases, claim):
 @pytest.mark.claim(G.GINI_JUMPS)
 def test_gini_jumps_in_cleanup(run_series, phases, claim):
     claim.judge(G.gini_jumps, run_series, phases)
+
+
+# ---- the algorithm of the grokked model and the trajectory of its parts
+
+
+def n_heads(run) -> int:
+    """Attention heads of a transformer run (0 for a curves-only run: its rule then skips, lacking attention)."""
+    return 0 if getattr(run, "kind", None) == "curves" else run.spec.model.n_heads
+
+
+def _W_L(params):
+    return M.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])
+
+
+@pytest.mark.claim(G.EMBEDDING_SPARSE)
+def test_embedding_sparse(run_series, phases, claim):
+    claim.judge(G.embedding_sparse, run_series, phases, run_series.keys.keys)
+
+
+@pytest.mark.claim(G.KEYS_STABLE)
+def test_key_frequencies_stable(run_series, phases, claim):
+    claim.judge(G.keys_stable, run_series["neuron_key_frequency"], run_series.keys.keys, phases)
+
+
+@pytest.mark.claim(G.KEY_FREQUENCIES)
+def test_key_frequencies(run, run_series, final_model, claim):
+    p = run.spec.task.p
+    rule3 = fo.key_frequencies_by_norm(fo.fft_tokens(_W_L(final_model.params), fo.fourier_basis(p)), p,
+                                       "neuron_logit_map").keys
+    claim.judge(G.key_frequencies, run_series.keys.keys, rule3)
+
+
+@pytest.mark.claim(G.NEURONS_CLUSTER)
+def test_neurons_cluster(run, run_series, final_model, claim):
+    clusters = M.neuron_clusters(final_model.activations.mlp_post, _W_L(final_model.params),
+                                   run.spec.task.p, claim.thresholds["neuron_fve"])
+    claim.judge(G.neurons_cluster, clusters, final_model.epoch)
+
+
+@pytest.mark.claim(G.NEURON_LOGIT_MAP_RANK)
+def test_neuron_logit_map_is_rank_10(run, run_series, final_model, claim):
+    keys = run_series.keys.keys
+    residual = M.neuron_logit_map_residual(_W_L(final_model.params), keys, run.spec.task.p)
+    claim.judge(G.neuron_logit_map_rank, residual, keys, final_model.epoch)
+
+
+@pytest.mark.claim(G.LOGITS_COS_SUM)
+def test_logits_sum_of_cosines(run, run_series, final_model, claim):
+    summary = M.cos_sum_summary(final_model.activations.logits, run.task.labels, run_series.keys.keys,
+                                  run.spec.task.p)
+    claim.judge(G.logits_cos_sum, summary, final_model.epoch)
+
+
+@pytest.mark.claim(G.FOURIER_ABLATIONS)
+def test_fourier_ablations(run, run_series, final_model, claim):
+    keys, p, acts = run_series.keys.keys, run.spec.task.p, final_model.activations
+    ablations = M.fourier_ablations(acts.logits, run.task.labels, acts.mlp_post, _W_L(final_model.params),
+                                      keys, p)
+    excluded = run_series["excluded_loss"]
+    per_key = M.per_key_excluded_over_train({k: float(excluded.row(f"k={k}").values[-1]) for k in keys},
+                                              float(run_series["train_loss"].values[-1]))
+    claim.judge(G.fourier_ablations, ablations, per_key, p, final_model.epoch)
+
+
+@pytest.mark.claim(G.SKIP_AND_ATTENTION_ABLATIONS)
+def test_skip_and_attention_ablations(run, run_series, final_model, claim):
+    needs_equals_token(run, "the attention ablation keeps the '=' token's embedding at the query position")
+    params, acts, labels, model = final_model.params, final_model.activations, run.task.labels, run.spec.model
+    loss = cross_entropy_f64(acts.logits, labels).item()
+    mlp_skip = cross_entropy_f64(ablated_logits(params, acts, model, "mlp_skip"), labels).item()
+    attention = cross_entropy_f64(ablated_logits(params, acts, model, "attention"), labels).item()
+    claim.judge(G.skip_and_attention_ablations, loss, mlp_skip, attention, run.spec.task.p, final_model.epoch)
+
+
+@pytest.mark.claim(G.ATTENTION_HEADS_FIT)
+def test_attention_heads_single_frequency_fit(run, run_series, final_model, claim):
+    fits = M.attention_head_fits(final_model.activations.pattern, run.spec.task.p)
+    claim.judge(G.attention_heads_fit, fits, final_model.epoch)
+
+
+@pytest.mark.claim(G.TRIG_FRACTION)
+def test_trig_fraction(run, run_series, phases, final_checkpoint, claim):
+    p = run.spec.task.p
+    kf = fo.key_frequencies_from_neurons(final_checkpoint.activations.mlp_post, p, fo.frequencies(p))
+    assigned = M.clusters_from_frequencies(kf.details["neuron_freq"], kf.details["neuron_frac"],
+                                  claim.thresholds["neuron_fve"]) >= 1
+    claim.judge(G.trig_fraction, run_series, phases, assigned)
+
+
+@pytest.mark.claim(G.LATE_PHASE_CHANGE)
+def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
+    needs_equals_token(run, "the claim is about attention from '=' to itself")
+    claim.judge(G.late_phase_change, run_series, phases, n_heads(run))
+
+
+# ---- commutativity
+
+
+@pytest.mark.claim(G.COMMUTATIVITY_ATTENTION)
+def test_attention_becomes_symmetric(run, run_series, phases, claim):
+    needs_equals_token(run, "the claim includes attention from '=' to itself")
+    n_heads = 0 if getattr(run, "kind", None) == "curves" else run.spec.model.n_heads  # curves: no attention
+    claim.judge(G.commutativity_attention, run_series, phases, n_heads)
+
+
+@pytest.mark.claim(G.SYMMETRIC_WEIGHTS)
+def test_final_model_is_symmetric(run, final_model, claim):
+    if run.spec.model.kind != "transformer":
+        pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}: no attention or position embeddings")
+    claim.judge(G.symmetric_weights, M.position_cosine(final_model.params["pos_embed.W_pos"]),
+                M.neuron_swap_asymmetry(final_model.activations.mlp_post, run.spec.task.p),
+                final_model.epoch)
+
+
+@pytest.mark.claim(G.SWAP_INVARIANT)
+def test_output_invariant_under_swapping_inputs(run, final_model, claim):
+    """A property of the model, checked on inputs drawn by Hypothesis; the worst pair drawn is recorded."""
+    from claimlens.models import forward
+
+    params, p, model = final_model.params, run.spec.task.p, run.spec.model
+    worst = {"cmp": 0.0, "pair": None}
+    limit = claim.thresholds["max_logit_asymmetry"]
+
+    @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(a=st.integers(0, p - 1), b=st.integers(0, p - 1))
+    def swap_invariant(a, b):
+        logits = forward(params, torch.tensor([[a, b, p], [b, a, p]]), model).logits
+        value = M.compare(logits[0], logits[1])
+        if value > worst["cmp"]:
+            worst.update(cmp=value, pair=(a, b))
+        assert int(logits[0].argmax()) == int(logits[1].argmax()), (
+            f"f({a}, {b}) predicts {int(logits[0].argmax())} but f({b}, {a}) predicts {int(logits[1].argmax())}")
+        assert value <= limit, f"G-CMP(logits({a},{b}), logits({b},{a})) = {value:.4g}, threshold ≤ {limit:g}"
+
+    try:
+        swap_invariant()
+    finally:
+        claim.check("worst G-CMP(logits(a,b), logits(b,a)) over drawn pairs", worst["cmp"], "<=", limit,
+                    epoch=final_model.epoch, label=f"pair {worst['pair']}")

@@ -3,13 +3,13 @@ the training-dynamics post's induction toy).
 
 Judged on runs of the repeated-subsequence task — in a plain session the built-in ``induction_2l`` (2 layers,
 where the phase change should happen) and ``induction_1l`` (its 1-layer control) — and on the source's own digitised
-loss curves (``--run nanda2022``). Rules, statements and thresholds: :mod:`claimlens.rules.induction`.
+loss curves (``--run nanda2022``). Rules, statements and thresholds: :mod:`claimlens.families.induction.rules`.
 """
 
 import pytest
 
-from claimlens.rules import induction as IND
-from claimlens.series import Series
+from claimlens.core.series import Series
+from claimlens.families.induction import rules as IND
 
 
 def _is_curves(run):

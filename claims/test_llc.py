@@ -1,17 +1,17 @@
 """The local learning coefficient over training (catalogue §3.2: TDI grokking example, NV hackathon).
 
 λ̂ is estimated by SGLD at ``--claims-llc-checkpoints`` checkpoints spread evenly over the run, on the training
-pairs only, with one SGLD configuration per model kind (``claimlens.analysis.llc.DEFAULT_CONFIGS``; the
+pairs only, with one SGLD configuration per model kind (``claimlens.families.llc.analysis.DEFAULT_CONFIGS``; the
 configuration is recorded with the evidence). ``llc_sampling_is_healthy`` is the gate: when any sampled
 checkpoint fails a sampling check, the other LLC claims are skipped with that reason, because a curve of
-untrustworthy estimates can neither confirm nor refute them. Rules and thresholds: :mod:`claimlens.rules.llc`.
+untrustworthy estimates can neither confirm nor refute them. Rules and thresholds: :mod:`claimlens.families.llc.rules`.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from claimlens.rules import llc as L
+from claimlens.families.llc import rules as L
 
 
 def _record(claim, llc, name: str = "llc"):
@@ -60,3 +60,28 @@ def test_llc_sensitive_to_grokking_transition(llc_series, llc_series_orth, train
     orth = _record(claim, llc_series_orth, "llc (orthogonal to gradient)")
     _gate(llc_series, llc_series_orth)
     claim.judge(L.sensitive_to_transition, llc, orth, training_log["test_loss"])
+
+# ---- over a set of runs (the ``run_set`` fixture: a sweep named with --run, or the built-in sweeps with
+# --claims-sweeps; skipped, saying the cost, without one)
+
+
+@pytest.mark.run_set_axis("task.p")
+@pytest.mark.claim(L.LINEAR_IN_P)
+def test_llc_linear_in_p(run_set, claim):
+    if not run_set.varies("task.p"):
+        pytest.skip(f"run set {run_set.name!r} does not vary task.p (its axes: {list(run_set.axes)})")
+    from claimlens.families.llc.analysis import estimate_at
+
+    members, problems = [], {}
+    for p, run in run_set.along("task.p"):
+        if getattr(run, "kind", None) == "curves":
+            pytest.skip(f"run set {run_set.name!r} has curves only: λ̂ is sampled around the weights")
+        if run.spec.model.kind != "mlp":
+            pytest.skip(f"run set {run_set.name!r} sweeps a {run.spec.model.kind}: the claim is about the "
+                        f"hackathon's MLP")
+        final = run.epochs[-1]
+        config = L.linear_in_p_config(len(run.task.train_idx))
+        estimate = estimate_at(run, final, config)
+        members.append((int(p), estimate.mean, float(run.log()["test_acc"][-1])))
+        problems[int(p)] = estimate.problems
+    claim.judge(L.linear_in_p, members, problems=problems)

@@ -3,12 +3,12 @@ comments; Olsson et al. 2022's per-token-loss PCA).
 
 Judged on every run with weights and ≥ 10 checkpoints — in a plain session the default run and the induction models
 (whose 1-layer control has no phase change to turn at). Rules, statements and thresholds:
-:mod:`claimlens.rules.lowrank`.
+:mod:`claimlens.families.lowrank.rules`.
 """
 
 import pytest
 
-from claimlens.rules import lowrank as LR
+from claimlens.families.lowrank import rules as LR
 
 
 @pytest.mark.claim(LR.GRADIENT_UPDATES_ARE_LOW_RANK)
@@ -24,11 +24,11 @@ def test_checkpoint_matrix_is_low_rank(run, lowrank, claim):
 
 @pytest.mark.claim(LR.PCA_TURNS_AT_PHASE_CHANGE)
 def test_per_example_loss_pca_turns_at_phase_change(request, run, lowrank, training_log, claim):
-    from claimlens.analysis.lowrank import shuffled_turns
+    from claimlens.families.lowrank.analysis import shuffled_turns
 
     unresolved = None
     if run.spec.task.is_sequences:
-        from claimlens.rules.induction import drop_window
+        from claimlens.core.series import drop_window
 
         window = drop_window(training_log["train_loss"])
         if isinstance(window, str):

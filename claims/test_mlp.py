@@ -4,13 +4,13 @@ never do, the weight norm falls between memorisation and grokking, and long trai
 Judged on MLP runs of the modular-addition task; in a plain session on the built-in ``mlp_sum`` and ``mlp_concat``
 (the source's recipe, 30 000 epochs each). Each claim names the model it is about (``model.combine``) and skips
 the other with the reason; each rule judged on the other model is its negative control (``tests/test_mlp.py``).
-Rules, statements and thresholds: :mod:`claimlens.rules.mlp`.
+Rules, statements and thresholds: :mod:`claimlens.families.mlp.rules`.
 """
 
 import pytest
 
+from claimlens.families.mlp import rules as MLP
 from claimlens.plugin.fixtures import needs_mlp
-from claimlens.rules import mlp as MLP
 
 ABOUT = "the claim is about the MLP of 'Grokking with weight decay'"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from battery import CASES, run_case, table  # noqa: E402
+from battery import CASES, run_case, table
 
-from claimlens.training import Trainer  # noqa: E402
-from conftest import tiny_spec  # noqa: E402
+from claimlens.training import Trainer
+from conftest import tiny_spec
 
 
 def main() -> int:

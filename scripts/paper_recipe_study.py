@@ -18,7 +18,7 @@ code). Every ``--every`` epochs the train and test loss are measured on the ``p`
 analysis's G-CE, whatever loss the variant trains on), and a variant stops once its test loss falls below
 ``--stop-below`` (or at ``--max-epochs``). Printed per variant: the test-loss peak and its epoch; ``t2``, the first
 measured epoch after the peak with test loss below a tenth of it (the rule of
-:func:`claimlens.series.detect_phases`, with the peak of the whole curve in place of the peak after t1); the first
+:func:`claimlens.core.series.detect_phases`, with the peak of the whole curve in place of the peak after t1); the first
 epoch after the peak with test loss < 1; and the first with test accuracy ≥ 0.99 (none if the variant stopped
 before that). ``--json`` writes the curves. The source's mainline curve (digitised,
 ``claimlens/reference/nanda2022``) peaks at 25.9 near epoch 1 340, falls below a tenth of that at about 9 600 and
@@ -41,8 +41,8 @@ from pathlib import Path
 import torch
 
 from claimlens.config import RunSpec
+from claimlens.core.losses import cross_entropy_f64
 from claimlens.errors import SpecError
-from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward, frozen_params, init_params
 from claimlens.tasks import ModularAddition
 from claimlens.training import lr_factor

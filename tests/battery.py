@@ -180,7 +180,7 @@ def _pytest(*args: str, run: Callable | None = None, claims: str = str(ROOT / "c
 
 HOSTILE = '''
 import pytest
-from claimlens.rules import Threshold
+from claimlens.core.verdicts import Threshold
 
 NAME = "<script>alert('x')</script> & </svg><img src=x onerror=alert(1)>"
 
@@ -342,7 +342,7 @@ def run_case(case: Case, folder: Path, run) -> Outcome:
     if case.entry == "pytest (report)" and case.exit == 0:
         html = (folder / "report" / "claims.html").read_text() if (folder / "report" / "claims.html").exists() else ""
         lost += ["unescaped HTML"] if "<script>alert" in html or "<img src=x" in html else []
-    return Outcome(case, proc.returncode, bool(re.search(case.message, output, re.S)), traceback, lost, output)
+    return Outcome(case, proc.returncode, bool(re.search(case.message, output, re.DOTALL)), traceback, lost, output)
 
 
 def table(outcomes: list[Outcome]) -> str:

@@ -1,6 +1,6 @@
 """Independent, deliberately naive reference implementations (explicit loops, direct sums, Python floats).
 
-They share no code with ``claimlens.metrics``: each is written from the definition in
+They share no code with ``claimlens.families.grokking.metrics``: each is written from the definition in
 shared/claims_catalogue.md §2, for small p only.
 """
 

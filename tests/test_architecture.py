@@ -15,32 +15,45 @@ PACKAGE = ROOT / "src" / "claimlens"
 
 # Lowest first. A module may import only from layers strictly below its own (and from its own package):
 # no upward imports (the store importing the trainer) and no sideways ones (the report taking a helper from
-# the plugin). Lazy imports inside functions count too.
+# the plugin). Lazy imports inside functions count too. A family's fixtures (``families/<family>/fixtures.py``)
+# sit above the plugin, whose helpers they use; the plugin registers them by name.
 LAYERS = [
     "claimlens.errors",
     "claimlens._io",
     "claimlens.config",
     "claimlens.tasks",
-    "claimlens.metrics",
-    "claimlens.series",
-    "claimlens.rules",
-    "claimlens.thresholds",
     "claimlens.models",
+    "claimlens.core",
     "claimlens.runs",
     "claimlens.reference",
     "claimlens.training",
     "claimlens.builtin",
     "claimlens.runsets",
-    "claimlens.analysis",
+    "claimlens.families",
+    "claimlens.thresholds",
     "claimlens.report",
     "claimlens.plugin",
+    "claimlens.families.*.fixtures",
     "claimlens.cli",
 ]
+FAMILIES_DIR = PACKAGE / "families"
+# The core modules that are pure functions and data (no files, no models, no pytest): what a family's metrics and
+# rules may build on.
+PURE_CORE = {"claimlens.core.fourier", "claimlens.core.losses", "claimlens.core.weights", "claimlens.core.series",
+             "claimlens.core.verdicts", "claimlens.core.sources", "claimlens.core.sampling"}
+
+
+def _family(module: str) -> str | None:
+    """``claimlens.families.pizza.rules`` → ``pizza``."""
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["claimlens", "families"] else None
 
 
 def _unit(module: str) -> str:
-    """The layer a module belongs to (``claimlens.metrics.fourier`` → ``claimlens.metrics``)."""
-    for layer in LAYERS:
+    """The layer a module belongs to (``claimlens.core.fourier`` → ``claimlens.core``)."""
+    if _family(module) and module.endswith(".fixtures"):
+        return "claimlens.families.*.fixtures"
+    for layer in sorted(LAYERS, key=len, reverse=True):
         if module == layer or module.startswith(layer + "."):
             return layer
     return module
@@ -56,6 +69,9 @@ def _modules() -> dict[str, Path]:
 
 
 def _imports(path: Path, module: str) -> set[str]:
+    """The claimlens modules ``path`` imports: ``from claimlens.core import fourier`` names claimlens.core.fourier,
+    ``from claimlens.core.series import Series`` claimlens.core.series."""
+    modules = _modules()
     tree = ast.parse(path.read_text())
     found = set()
     for node in ast.walk(tree):
@@ -67,7 +83,7 @@ def _imports(path: Path, module: str) -> set[str]:
                 found.add(f"{base}.{node.module}" if node.module else base)
             elif node.module:
                 found.add(node.module)
-                found |= {f"{node.module}.{a.name}" for a in node.names if node.module == "claimlens"}
+                found |= {f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules}
     return {m for m in found if m.startswith("claimlens.") and m != "claimlens.__version__"}
 
 
@@ -85,13 +101,64 @@ def test_imports_only_point_down_the_layers():
         here = _unit(module)
         for target in _imports(path, module):
             there = _unit(target)
-            if there != here and rank.get(there, -1) >= rank[here]:
+            same_family = _family(module) is not None and _family(module) == _family(target)
+            if there != here and not same_family and rank.get(there, -1) >= rank[here]:
                 bad.append(f"{module} imports {target} ({there} is not below {here})")
     assert not bad, "imports against the layering:\n" + "\n".join(sorted(bad))
 
 
+def test_every_family_has_its_folder_its_claims_file_and_its_name_on_its_specs():
+    from claimlens.core.verdicts import ClaimSpec
+    from claimlens.families import FAMILIES, rules_of
+
+    folders = sorted(p.name for p in FAMILIES_DIR.iterdir() if (p / "__init__.py").is_file())
+    assert folders == sorted(FAMILIES)
+    for family in FAMILIES:
+        assert (ROOT / "claims" / f"test_{family}.py").is_file(), f"family {family} has no claims/test_{family}.py"
+        specs = [s for s in vars(rules_of(family)).values() if isinstance(s, ClaimSpec)]
+        assert specs, f"family {family} declares no claim"
+        assert {s.family for s in specs} == {family}, f"{family}: specs carry {sorted({s.family for s in specs})}"
+
+
+def test_no_family_imports_another_and_metrics_and_rules_stay_pure():
+    """A family builds on the core only; its metrics are pure tensor functions (the pure core, its own metrics),
+    its rules pure functions of numbers and series (the pure core, its own metrics' result types)."""
+    bad = []
+    for module, path in _modules().items():
+        family = _family(module)
+        if family is None:
+            continue
+        role = module.rsplit(".", 1)[-1]
+        for target in _imports(path, module):
+            other = _family(target)
+            if other is not None and other != family:
+                bad.append(f"{module} imports another family: {target}")
+            if role in ("metrics", "rules"):
+                allowed = PURE_CORE | {f"claimlens.families.{family}.metrics", "claimlens.core", "claimlens.families",
+                                       f"claimlens.families.{family}"}
+                if target not in allowed and not target.startswith(tuple(m + "." for m in PURE_CORE)):
+                    bad.append(f"{module} ({role}: pure) imports {target}")
+    for module, path in _modules().items():
+        if module in PURE_CORE:
+            bad += [f"{module} (pure core) imports {t}" for t in _imports(path, module)
+                    if t not in PURE_CORE and t not in ("claimlens.core", "claimlens.errors")]
+    assert not bad, "\n".join(sorted(bad))
+
+
+def test_claims_files_import_only_their_family_the_core_and_the_plugin():
+    bad = []
+    for path in sorted((ROOT / "claims").glob("test_*.py")):
+        family = path.stem.removeprefix("test_")
+        for target in _imports(path, f"claims.{path.stem}"):
+            other = _family(target)
+            if other is not None and other != family:
+                bad.append(f"claims/{path.name} imports another family: {target}")
+    assert not bad, "\n".join(bad)
+
+
 def test_importing_the_plugin_or_reading_a_manifest_imports_no_torch():
-    code = ("import sys, claimlens.plugin, claimlens.runs.manifest, claimlens.report.document; "
+    code = ("import sys, claimlens.plugin, claimlens.runs.manifest, claimlens.report.document, claimlens.families; "
+            "[claimlens.families.fixtures_of(f) for f in claimlens.families.FAMILIES]; "
             "print(sorted(m for m in ('torch', 'transformer_lens', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", f"imported {out}"

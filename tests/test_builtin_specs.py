@@ -3,7 +3,7 @@
 import pytest
 
 from claimlens.builtin import builtin_run
-from claimlens.series import grokking_summary
+from claimlens.core.series import grokking_summary
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,8 @@ def test_pizza_and_clock_models_generalise_and_their_metrics_settle(name, rate):
     """Models A and B (fixtures/pizza.toml, clock.toml): test accuracy ≥ 0.99 well before the end, and gradient
     symmetricity changing by < 0.02 over the last 300 epochs (the 'stable metrics' the short schedule was chosen
     for)."""
-    from claimlens.analysis.checkpoint import checkpoint
-    from claimlens.analysis.pizza import measure_checkpoint
+    from claimlens.core.checkpoint import checkpoint
+    from claimlens.families.pizza.analysis import measure_checkpoint
 
     run = builtin_run(name, progress=False)
     assert run.spec.model.attn_rate == rate and not run.spec.model.equals_token

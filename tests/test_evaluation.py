@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from claimlens.analysis.progress import evaluate, final_key_frequencies
-from claimlens.metrics import progress as pm
-from claimlens.metrics.losses import cross_entropy_f64
+from claimlens.core.losses import cross_entropy_f64
+from claimlens.families.grokking import metrics as pm
+from claimlens.families.grokking.analysis import evaluate, final_key_frequencies
 from claimlens.models import bridge_activations, build_bridge
 
 STABLE_NAMES = {"train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",

@@ -4,8 +4,8 @@ evidence: logged losses recomputed, a split found by the sources' rules, the opt
 
 import dataclasses
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -453,7 +453,7 @@ def test_a_single_checkpoint_run_skips_trajectory_claims_and_info_invents_no_epo
     assert main(["info", str(run.path)]) == 0
     assert "grokking   1 checkpoint: claimlens cannot tell" in capsys.readouterr().out
     records = _claims_session(run.path, tmp_path / "rep")
-    from claimlens.rules import CLAIMS
+    from claimlens.families import CLAIMS
 
     assert records
     for r in records:

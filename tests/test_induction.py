@@ -13,15 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimlens.config import ModelConfig, RunSpec, TaskConfig, TrainConfig
+from claimlens.core.series import Series
 from claimlens.errors import SpecError
-from claimlens.metrics import induction as M
-from claimlens.rules import induction as IND
-from claimlens.series import Series
+from claimlens.families.induction import metrics as M
+from claimlens.families.induction import rules as IND
 from claimlens.tasks import RepeatedSubsequence
 
 
 def _bounds(spec):
-    from claimlens.rules.base import Bound
+    from claimlens.core.verdicts import Bound
 
     return {k: Bound(t.value, k, t.source) for k, t in spec.thresholds.items()}
 
@@ -305,8 +305,8 @@ def test_needs_two_layers_rule_fails_when_one_layer_learns_induction():
 @pytest.fixture(scope="module")
 def trained():
     """The built-in induction_2l and induction_1l, trained on first use (about 2.5 and 1.5 minutes) and cached."""
-    from claimlens.analysis.induction import induction_over_run
     from claimlens.builtin import builtin_run
+    from claimlens.families.induction.analysis import induction_over_run
 
     out = {}
     for name in ("induction_2l", "induction_1l"):
@@ -357,17 +357,18 @@ def test_measures_on_the_trained_runs(trained):
 def test_plain_session_pairs_runs_with_the_claims_of_their_task():
     """A plain session's built-in runs are judged only by the claims about their task; a run named with --run by
     every claim (the others skip it with the reason, in pytest_runtest_setup)."""
-    from claimlens.plugin.runs import DEFAULT_SESSION, RunRef
+    from claimlens.config import FIXTURES
+    from claimlens.plugin.runs import RunRef, default_session
     from conftest import ROOT
 
-    refs = {Path(p).stem: RunRef(ROOT / p, "spec", Path(p).stem, families=f, builtin=True)
-            for p, f in DEFAULT_SESSION.items()}
+    refs = {Path(p).stem: RunRef(FIXTURES / p, "spec", Path(p).stem, families=f, builtin=True)
+            for p, f in default_session().items()}
     assert refs["induction_2l"].task_kind() == "repeated_subsequence"
     assert refs["default"].task_kind() == "modular_addition"
     assert refs["induction_2l"].judged_by("induction", "repeated_subsequence")
-    assert not refs["induction_2l"].judged_by("", "modular_addition")
+    assert not refs["induction_2l"].judged_by("grokking", "modular_addition")
     assert not refs["default"].judged_by("induction", "repeated_subsequence")
-    assert refs["default"].judged_by("", "modular_addition")
+    assert refs["default"].judged_by("grokking", "modular_addition")
     named = RunRef(ROOT / "fixtures/induction_2l.toml", "spec", "induction_2l")
     assert named.judged_by("", "modular_addition")  # judged, then skipped with the reason
     # the same by model kind: the MLP family's claims do not put the default transformer under them

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from claimlens.metrics.llc import LLCResult, SGLDConfig, diagnose, estimate_llc
+from claimlens.families.llc.metrics import LLCResult, SGLDConfig, diagnose, estimate_llc
 
 
 def linear_regression(d=10, n=2000, seed=0):
@@ -135,7 +135,7 @@ def ar1(phi: float, shape: tuple[int, int], seed: int, drift: float = 0.0) -> to
 
 
 def test_integrated_autocorrelation_time_of_an_ar1_process():
-    from claimlens.metrics.llc import integrated_autocorr_time
+    from claimlens.families.llc.metrics import integrated_autocorr_time
 
     for phi in (0.0, 0.5, 0.9):
         tau = integrated_autocorr_time(ar1(phi, (1, 20000), seed=3)[0])
@@ -143,7 +143,7 @@ def test_integrated_autocorrelation_time_of_an_ar1_process():
 
 
 def _result_with(traces: torch.Tensor):
-    from claimlens.metrics.llc import LLCResult
+    from claimlens.families.llc.metrics import LLCResult
 
     traces = traces + 10.0  # well above the checkpoint's loss of 0
     per_chain = traces.mean(1)
@@ -155,7 +155,7 @@ def _result_with(traces: torch.Tensor):
 def test_a_stationary_but_autocorrelated_trace_counts_as_flat():
     """SGLD draws wander slowly (τ ≈ 19 draws here, 28 on the default run): a line through the last 20% of
     a stationary trace often moves by half its spread. Only a significant move is a failure to flatten."""
-    from claimlens.metrics.llc import diagnose
+    from claimlens.families.llc.metrics import diagnose
 
     flagged = sum(any("not flattened" in p for p in diagnose(_result_with(ar1(0.9, (4, 400), seed=s))))
                   for s in range(40))
@@ -163,7 +163,7 @@ def test_a_stationary_but_autocorrelated_trace_counts_as_flat():
 
 
 def test_a_trace_still_climbing_is_not_flat():
-    from claimlens.metrics.llc import diagnose
+    from claimlens.families.llc.metrics import diagnose
 
     flagged = sum(any("not flattened" in p for p in diagnose(_result_with(ar1(0.5, (4, 400), seed=s, drift=0.03))))
                   for s in range(20))
@@ -171,7 +171,7 @@ def test_a_trace_still_climbing_is_not_flat():
 
 
 def test_llc_over_a_run_is_cached_and_a_damaged_entry_is_recomputed(tiny_mlp_run, tmp_path, monkeypatch):
-    from claimlens.analysis.llc import llc_over_run
+    from claimlens.families.llc.analysis import llc_over_run
 
     monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path))
     cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=40, num_burnin=20, batch_size=32, seed=0)
@@ -194,7 +194,7 @@ def test_a_bad_sampled_checkpoint_is_reported_before_any_sampling(tiny_mlp_run, 
 
     from safetensors.torch import load_file, save_file
 
-    import claimlens.analysis.llc as llc_mod
+    import claimlens.families.llc.analysis as llc_mod
     from claimlens._io import sha256_file
     from claimlens.errors import CheckpointError
     from claimlens.runs.store import Run
@@ -227,8 +227,8 @@ def test_checkpoints_sampled_side_by_side_give_the_estimates_of_one_at_a_time(ti
     count (2 here, whatever the machine's) is restored, also when an estimate fails."""
     import time
 
-    import claimlens.analysis.llc as llc_mod
-    from claimlens.analysis.llc import estimate_many, llc_over_run, sampled_epochs
+    import claimlens.families.llc.analysis as llc_mod
+    from claimlens.families.llc.analysis import estimate_many, llc_over_run, sampled_epochs
 
     cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=30, num_burnin=10, batch_size=32, seed=3)
     before = torch.get_num_threads()
@@ -277,9 +277,9 @@ def test_a_failed_or_interrupted_batch_of_estimates_stops_the_running_ones(tiny_
     the first step stops an estimate before any step."""
     import threading
 
-    import claimlens.analysis.llc as llc_mod
-    from claimlens.analysis.llc import estimate_at, estimate_many, sampled_epochs
-    from claimlens.metrics.llc import Stopped
+    import claimlens.families.llc.analysis as llc_mod
+    from claimlens.families.llc.analysis import estimate_at, estimate_many, sampled_epochs
+    from claimlens.families.llc.metrics import Stopped
 
     cfg = SGLDConfig(epsilon=1e-3, gamma=100.0, num_chains=2, num_draws=30, num_burnin=10, batch_size=32, seed=3)
     epochs = sampled_epochs(tiny_mlp_run, 2)
@@ -312,7 +312,7 @@ def test_a_failed_or_interrupted_batch_of_estimates_stops_the_running_ones(tiny_
 
 
 def test_the_noise_does_not_depend_on_the_thread_count():
-    from claimlens.metrics.llc import _Noise
+    from claimlens.families.llc.metrics import _Noise
 
     threads = torch.get_num_threads()
     draws = []
@@ -343,7 +343,7 @@ def test_a_nan_acceptance_is_a_divergence_not_a_healthy_chain():
 
 
 def test_a_non_finite_energy_gives_a_nan_acceptance():
-    from claimlens.metrics.llc import _mala_acceptance
+    from claimlens.families.llc.metrics import _mala_acceptance
 
     w = {"x": torch.zeros(2, 3)}
     new = {"x": torch.ones(2, 3)}
@@ -366,7 +366,7 @@ def test_nbeta_follows_the_batch_actually_drawn():
 def test_frozen_parameters_are_held_by_training_and_left_out_of_the_llc(tmp_path):
     """E2-09: a spec that freezes the MLP biases (as the TransformerLens demo does): training keeps them at their
     initial zeros, and the LLC samples only the rest and records the frozen set."""
-    from claimlens.analysis.llc import estimate_at
+    from claimlens.families.llc.analysis import estimate_at
     from claimlens.training import Trainer
     from conftest import tiny_spec
 
@@ -398,14 +398,14 @@ def test_an_unknown_frozen_name_is_refused():
 
 
 def _linear_th():
-    from claimlens.rules import llc as LLC
-    from claimlens.rules.base import Bound
+    from claimlens.core.verdicts import Bound
+    from claimlens.families.llc import rules as LLC
 
     return {k: Bound(t.value, k, t.source) for k, t in LLC.LINEAR_IN_P.thresholds.items()}
 
 
 def test_linear_in_p_fits_a_line_and_leaves_out_the_members_that_did_not_generalise():
-    from claimlens.rules import llc as LLC
+    from claimlens.families.llc import rules as LLC
 
     line = [(p, 2.0 * p + 5.0, 1.0) for p in (23, 31, 41, 53)] + [(61, 500.0, 0.3)]
     v = LLC.linear_in_p(line, _linear_th())
@@ -418,7 +418,7 @@ def test_linear_in_p_fits_a_line_and_leaves_out_the_members_that_did_not_general
 
 
 def test_linear_in_p_fails_on_values_that_do_not_follow_p_and_skips_too_few_members():
-    from claimlens.rules import llc as LLC
+    from claimlens.families.llc import rules as LLC
 
     zigzag = [(23, 10.0, 1.0), (31, 30.0, 1.0), (41, 12.0, 1.0), (53, 28.0, 1.0), (61, 11.0, 1.0)]
     v = LLC.linear_in_p(zigzag, _linear_th())
@@ -427,7 +427,7 @@ def test_linear_in_p_fails_on_values_that_do_not_follow_p_and_skips_too_few_memb
 
 
 def test_linear_in_p_config_is_the_hackathons():
-    from claimlens.rules import llc as LLC
+    from claimlens.families.llc import rules as LLC
 
     c = LLC.linear_in_p_config(1124)
     assert (c.epsilon, c.gamma, c.batch_size, c.orth_grad) == (1e-3, 5.0, 64, True)

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from claimlens.metrics import lowrank as L
-from claimlens.rules import lowrank as LR
+from claimlens.families.lowrank import metrics as L
+from claimlens.families.lowrank import rules as LR
 
 
 def _bounds(spec):
-    from claimlens.rules.base import Bound
+    from claimlens.core.verdicts import Bound
 
     return {k: Bound(t.value, k, t.source) for k, t in spec.thresholds.items()}
 
@@ -90,7 +89,7 @@ def test_pca_trajectory_matches_svd():
 def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):
     """The streamed spectra equal the SVD of the matrices built whole (names in a fixed order: a checkpoint's dict
     order is not)."""
-    from claimlens.analysis.lowrank import _loss_fn, lowrank_over_run
+    from claimlens.families.lowrank.analysis import _loss_fn, lowrank_over_run
     from claimlens.models import frozen_params
 
     lr = lowrank_over_run(tiny_run, cache=False)
@@ -118,7 +117,7 @@ def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):
 
 
 def test_the_analysis_is_cached_and_a_damaged_entry_is_recomputed(tiny_run, tmp_path, monkeypatch):
-    from claimlens.analysis.lowrank import lowrank_over_run
+    from claimlens.families.lowrank.analysis import lowrank_over_run
 
     monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path))
     first = lowrank_over_run(tiny_run)
@@ -157,7 +156,7 @@ def test_the_analysis_is_cached_and_a_damaged_entry_is_recomputed(tiny_run, tmp_
 
 class _Spectrum:
     def __init__(self, X):
-        from claimlens.analysis.lowrank import Spectrum
+        from claimlens.families.lowrank.analysis import Spectrum
 
         def sv(m):
             return L.singular_values(m @ m.T)

@@ -9,9 +9,9 @@ from groundtruth import trig_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from claimlens.metrics import fourier as fo
-from claimlens.metrics import progress as pm
-from claimlens.metrics.losses import cross_entropy_f64
+from claimlens.core import fourier as fo
+from claimlens.core.losses import cross_entropy_f64
+from claimlens.families.grokking import metrics as pm
 from claimlens.models import forward
 from claimlens.tasks import grid_labels, grid_tokens, nanda_split
 
@@ -439,7 +439,7 @@ def test_direction_ablation_ratio_matches_a_naive_projection():
 
 
 def test_neuron_logit_map_residual_is_zero_in_the_key_rows_and_matches_least_squares():
-    from claimlens.metrics import algorithm as alg
+    from claimlens.families.grokking import metrics as alg
 
     p, keys = 11, [2, 3]
     F = fo.fourier_basis(p)
@@ -454,7 +454,7 @@ def test_neuron_logit_map_residual_is_zero_in_the_key_rows_and_matches_least_squ
 
 
 def test_attention_head_fit_recovers_the_frequency_of_a_synthetic_head():
-    from claimlens.metrics import algorithm as alg
+    from claimlens.families.grokking import metrics as alg
 
     p, k = 13, 4
     a = torch.arange(p, dtype=torch.float64).repeat_interleave(p)

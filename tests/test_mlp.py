@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from claimlens import models
 from claimlens.config import ModelConfig
-from claimlens.rules import mlp as MLP
-from claimlens.rules.base import Bound, ClaimSpec
-from claimlens.series import Series
+from claimlens.core.series import Series
+from claimlens.core.verdicts import Bound, ClaimSpec
+from claimlens.families.mlp import rules as MLP
 from claimlens.tasks import grid_tokens
 
 
@@ -128,7 +128,7 @@ def test_mlp_forward_equals_the_per_example_product(combine, hidden, act, seed):
 
 
 def test_weight_norms_equal_a_naive_sum(tiny_mlp_run):
-    from claimlens.analysis.weights import weight_norms
+    from claimlens.families.mlp.analysis import weight_norms
 
     sq, ab = weight_norms(tiny_mlp_run)
     assert sq.epochs.tolist() == list(tiny_mlp_run.epochs)
@@ -147,8 +147,8 @@ def test_weight_norms_equal_a_naive_sum(tiny_mlp_run):
 def built_in():
     """fixtures/mlp_sum.toml and mlp_concat.toml: the source's recipe, 30 000 epochs each (about a minute each on
     two cores, trained on first use and cached)."""
-    from claimlens.analysis.weights import weight_norms
     from claimlens.builtin import builtin_run
+    from claimlens.families.mlp.analysis import weight_norms
 
     out = {}
     for name in ("mlp_sum", "mlp_concat"):

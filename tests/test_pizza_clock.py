@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimlens import models
-from claimlens.analysis.pizza import embedding_gradients, measure
 from claimlens.config import ModelConfig
-from claimlens.metrics import pizza as pz
-from claimlens.rules import pizza as PZ
-from claimlens.rules.base import ClaimSpec
+from claimlens.core.verdicts import ClaimSpec
+from claimlens.families.pizza import metrics as pz
+from claimlens.families.pizza import rules as PZ
+from claimlens.families.pizza.analysis import embedding_gradients, measure
 from claimlens.tasks import grid_labels, grid_tokens
 
 ODD_P = st.sampled_from([5, 7, 11, 13])
@@ -127,7 +127,7 @@ def test_side_of_follows_the_sweep_bins():
 
 
 def _thresholds(spec: ClaimSpec):
-    from claimlens.rules.base import Bound
+    from claimlens.core.verdicts import Bound
 
     return {k: Bound(t.value, k, t.source) for k, t in spec.thresholds.items()}
 
@@ -135,8 +135,8 @@ def _thresholds(spec: ClaimSpec):
 @pytest.fixture(scope="module")
 def trained():
     """The built-in Models A (rate 0) and B (rate 1), trained on first use (about 45 s each) and cached."""
-    from claimlens.analysis.pizza import pizza_clock_over_run
     from claimlens.builtin import builtin_run
+    from claimlens.families.pizza.analysis import pizza_clock_over_run
 
     return {name: pizza_clock_over_run(builtin_run(name), max_checkpoints=2) for name in ("pizza", "clock")}
 
@@ -165,8 +165,8 @@ def test_gradient_symmetricity_separates_the_built_in_models(trained):
 def test_every_progress_measure_works_on_a_model_without_the_equals_token():
     """A run judged with every claim (--run fixtures/pizza.toml): the per-checkpoint measures of a model reading
     [a, b] have two attention positions, not three (this crashed every trajectory claim)."""
-    from claimlens.analysis import evaluate
     from claimlens.builtin import builtin_run
+    from claimlens.families.grokking.analysis import evaluate
 
     measures = evaluate(builtin_run("pizza"), cache=False)
     attention = measures["attention_to_position"]
@@ -312,7 +312,7 @@ def test_one_circle_is_kept_and_its_frequency_found():
 
 
 def _fits(values):
-    from claimlens.analysis.pizza import CircleFit
+    from claimlens.families.pizza.analysis import CircleFit
 
     return [CircleFit((2 * i, 2 * i + 1), k, pizza, clock) for i, (k, pizza, clock) in enumerate(values)]
 
@@ -329,8 +329,8 @@ def test_formula_rule_passes_on_the_sources_numbers_and_skips_a_clock_model():
 def test_formula_rule_fails_on_the_clock_model():
     """The negative control on a real trained model: the pizza rule judged on the built-in clock model's circles
     fails (and passes or fails on the pizza model: that is the finding the claim reports)."""
-    from claimlens.analysis.pizza import formula_fits
     from claimlens.builtin import builtin_run
+    from claimlens.families.pizza.analysis import formula_fits
 
     th = _thresholds(PZ.LOGITS_FIT_PIZZA_FORMULA)
     run = builtin_run("clock")
@@ -352,8 +352,8 @@ def test_side_of_gs_follows_the_gradient_symmetricity_bands():
 def test_the_hackathon_mlp_is_judged_on_the_side_its_gradient_symmetricity_names():
     """fixtures/nv_mlp.toml (the MLP the mode test was first stated for): its side comes from its final gradient
     symmetricity; the other side's rules fail on it (its negative control)."""
-    from claimlens.analysis.pizza import pizza_clock_over_run
     from claimlens.builtin import builtin_run
+    from claimlens.families.pizza.analysis import pizza_clock_over_run
 
     m = pizza_clock_over_run(builtin_run("nv_mlp", progress=False), max_checkpoints=2)
     gs = float(m.gs[-1])

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claimlens.rules import Bound, ClaimSpec, Threshold, Verdict
+from claimlens.core.verdicts import Bound, ClaimSpec, Threshold, Verdict
 
 
 def test_every_check_is_kept_and_every_failure_listed():

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claimlens.series import (
+from claimlens.core.series import (
     Series,
     checkpoint_gap,
     detect_phases,

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from claimlens import reference
-from claimlens.rules import grokking as G
-from claimlens.series import detect_phases
+from claimlens.core.series import detect_phases
+from claimlens.families.grokking import rules as G
 from claimlens.thresholds import Thresholds
 
 
@@ -101,7 +101,7 @@ def test_the_trig_loss_identitys_raw_gap_on_the_source_curves(source):
 
 def test_rules_fail_on_curves_without_the_phenomenon(source):
     """The same rules on a curve that never groks (the source's test loss held at its peak): they fail."""
-    from claimlens.series import Series
+    from claimlens.core.series import Series
 
     _, s, _ = source
     flat = dict(s)
@@ -137,7 +137,7 @@ def fraction_sweep():
 
 
 def test_the_fraction_rule_passes_on_the_source_sweep_with_its_delay_ratios(fraction_sweep):
-    from claimlens.rules import sets as S
+    from claimlens.families.sets import rules as S
 
     v = S.data_fraction_needed(fraction_sweep, th(S.WEIGHT_DECAY_AND_DATA))
     assert v.passed and not [c for c in v.checks if c.status == "not judged"]
@@ -151,8 +151,8 @@ def test_the_fraction_rule_passes_on_the_source_sweep_with_its_delay_ratios(frac
 def test_the_fraction_rule_fails_on_sweeps_without_the_phenomenon(fraction_sweep):
     """Controls: the same curves with the fractions reversed (the delay grows with data), and a sweep in which no
     run generalises (every R infinite)."""
-    from claimlens.rules import sets as S
-    from claimlens.series import Series
+    from claimlens.core.series import Series
+    from claimlens.families.sets import rules as S
 
     fracs = [f for f, _, _ in fraction_sweep]
     reversed_sweep = [(f, tr, te) for f, (_, tr, te) in zip(fracs[::-1], fraction_sweep)]
@@ -165,8 +165,8 @@ def test_the_fraction_rule_fails_on_sweeps_without_the_phenomenon(fraction_sweep
 
 
 def test_the_weight_decay_rule_on_synthetic_sweeps():
-    from claimlens.rules import sets as S
-    from claimlens.series import Series
+    from claimlens.core.series import Series
+    from claimlens.families.sets import rules as S
 
     epochs = list(range(0, 1000, 10))
     train = Series.of("train_loss", epochs, [1.0 if e < 50 else 1e-4 for e in epochs])

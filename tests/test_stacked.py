@@ -11,7 +11,7 @@ from torch.func import grad_and_value, vmap
 
 from claimlens import models
 from claimlens.config import ModelConfig
-from claimlens.metrics.llc import SGLDConfig, estimate_llc
+from claimlens.families.llc.metrics import SGLDConfig, estimate_llc
 from claimlens.models.stacked import loss_and_grad_fn
 
 

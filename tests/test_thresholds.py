@@ -50,7 +50,7 @@ def _claim_specs_and_threshold_names() -> dict[str, set[str]]:
 
 
 def test_rules_use_exactly_the_declared_thresholds():
-    from claimlens.rules import CLAIMS
+    from claimlens.families import CLAIMS
 
     used = _claim_specs_and_threshold_names()
     claims_dir_reads = {"trig_fraction_rises_logits_before_neurons": {"neuron_fve"},  # read by the claim tests
@@ -62,7 +62,7 @@ def test_rules_use_exactly_the_declared_thresholds():
 
 
 def test_every_claim_test_names_a_spec_and_every_spec_has_a_test():
-    from claimlens.rules import CLAIMS
+    from claimlens.families import CLAIMS
 
     marked = set()
     for path in sorted((ROOT / "claims").glob("test_*.py")):

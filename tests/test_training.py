@@ -39,7 +39,7 @@ def test_checkpoints_and_log_cover_the_run(tiny_run):
     assert log["epoch"].tolist() == list(range(spec.epochs + 1))
     assert tiny_run.manifest["status"] == "complete" and not (tiny_run.path / "resume.safetensors").exists()
     # The log row of a checkpoint epoch describes exactly the checkpointed weights.
-    from claimlens.metrics.losses import cross_entropy_f64
+    from claimlens.core.losses import cross_entropy_f64
     from claimlens.models import forward
 
     task, epoch = tiny_run.task, tiny_run.epochs[5]

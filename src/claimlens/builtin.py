@@ -14,14 +14,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from claimlens._io import cache_dir
-from claimlens.config import RunSpec
+from claimlens.config import FIXTURES, RunSpec
 from claimlens.errors import RunError
 from claimlens.runs.store import MANIFEST, Run
 from claimlens.training import Trainer
 
 __all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "ensure_run", "is_cached"]
 
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
 def builtin_spec_path(name: str) -> Path:

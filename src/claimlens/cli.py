@@ -95,7 +95,7 @@ def _shown(path: Path) -> str:
 def _info_dict(run) -> dict:
     import torch
 
-    from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, grokking_summary
+    from claimlens.core.series import MIN_TRAJECTORY_CHECKPOINTS, grokking_summary
 
     log = run.log()
     info = {

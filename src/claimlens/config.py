@@ -30,6 +30,10 @@ from claimlens.errors import SpecError
 
 SPEC_SCHEMA_VERSION = 1
 
+# The built-in specs (the default run, the families' built-in runs, negative controls, sweeps): the one place
+# claimlens looks for them.
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+
 
 @dataclass(frozen=True)
 class TaskConfig:

@@ -1,6 +1,6 @@
 """Claim thresholds as a rule reads them, and the user's overrides.
 
-Every claim's thresholds are declared with its rule (:mod:`claimlens.rules`: value, where it comes from, and the
+Every claim's thresholds are declared with its rule (:mod:`claimlens.families` (each family's ``rules``): value, where it comes from, and the
 source's own value of the quantity) and travel on the claim's marker. A claim's rule reads them through
 :class:`Thresholds` (``th["delay_ratio"]``), so a user can judge a run by stricter or looser rules without
 editing the claims — in ``pyproject.toml`` next to the tests::
@@ -24,16 +24,16 @@ import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from claimlens.core.verdicts import Bound, Threshold
 from claimlens.errors import ClaimlensError
-from claimlens.rules.base import Bound, Threshold
 
 __all__ = ["Bound", "Threshold", "ThresholdError", "Thresholds", "defaults", "from_options", "from_pyproject",
            "merge", "table", "validate"]
 
 
 def defaults() -> dict[str, dict[str, Threshold]]:
-    """claim id → threshold name → :class:`Threshold`, for every built-in claim (:data:`claimlens.rules.CLAIMS`)."""
-    from claimlens.rules import CLAIMS
+    """claim id → threshold name → :class:`Threshold`, for every built-in claim (:data:`claimlens.families.CLAIMS`)."""
+    from claimlens.families import CLAIMS
 
     return {cid: dict(spec.thresholds) for cid, spec in CLAIMS.items() if spec.thresholds}
 

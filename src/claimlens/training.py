@@ -21,8 +21,8 @@ import torch
 from claimlens import __version__
 from claimlens._io import load_tensors, save_tensors
 from claimlens.config import RunSpec
+from claimlens.core.losses import cross_entropy_f64
 from claimlens.errors import RunError
-from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import forward, frozen_params, init_params
 from claimlens.runs.manifest import MANIFEST
 from claimlens.runs.store import RESUME, Run, RunWriter

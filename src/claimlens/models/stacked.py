@@ -1,6 +1,6 @@
 """Loss and gradient of many parameter sets at once, written out by hand: the inner loop of the LLC sampler.
 
-The SGLD sampler of :mod:`claimlens.metrics.llc` advances ``C`` chains, each a full copy of the model's
+The SGLD sampler of :mod:`claimlens.families.llc.metrics` advances ``C`` chains, each a full copy of the model's
 parameters, on a minibatch of its own at every step. :func:`loss_and_grad` gives the mean cross entropy of every
 chain on its rows and the gradient of it with respect to every parameter, as batched matrix products over the
 leading chain axis — no autograd graph, no ``vmap``, no per-chain loop. The forward is the one of

@@ -130,7 +130,7 @@ def pytest_configure(config: pytest.Config) -> None:
     given = config.getoption("claimlens_runs")
     # Explicit --run values are checked now, so that a typo is a usage error before collection;
     # the default run is resolved lazily, only if a test asks for a run.
-    config.stash[RUN_REFS] = resolve_refs(given, rootdir=Path(str(config.rootpath))) if given else None
+    config.stash[RUN_REFS] = resolve_refs(given) if given else None
     config.stash[RECORDS] = []
     config.stash[SUMMARY_LINES] = []
     config.stash[UNJUDGED] = []
@@ -166,9 +166,14 @@ def pytest_configure(config: pytest.Config) -> None:
                 load(path)
             except ReportError as exc:
                 raise pytest.UsageError(f"--claims-baseline: {exc}") from None
+    from claimlens.families import FAMILIES, fixtures_of
     from claimlens.plugin import fixtures
 
     config.pluginmanager.register(fixtures, "claimlens-fixtures")
+    for family in FAMILIES:  # each family's own fixtures (families/<family>/fixtures.py)
+        module = fixtures_of(family)
+        if module is not None:
+            config.pluginmanager.register(module, f"claimlens-fixtures-{family}")
     config.pluginmanager.register(session.Collector(config), "claimlens-collector")
 
 
@@ -321,8 +326,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     (:class:`claimlens.errors.ClaimlensError`) ends unjudged with its message."""
     if pyfuncitem.get_closest_marker("claim") is None:
         return (yield)
+    from claimlens.core.series import SeriesUnavailable
     from claimlens.errors import ClaimlensError
-    from claimlens.series import SeriesUnavailable
 
     try:
         result = yield

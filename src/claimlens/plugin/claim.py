@@ -1,6 +1,6 @@
 """The ``claim`` fixture: the one way a claim test states its checks and records what it was judged on.
 
-A claim test either hands over the :class:`~claimlens.rules.Verdict` of a rule::
+A claim test either hands over the :class:`~claimlens.core.verdicts.Verdict` of a rule::
 
     @pytest.mark.claim(rules.grokking.EXCLUDED_LOSS_RISES)
     def test_excluded_loss_rises(run_series, phases, claim):
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from claimlens.rules.base import KINDS, ClaimSpec, Threshold, Verdict
+from claimlens.core.verdicts import KINDS, ClaimSpec, Threshold, Verdict
 
 
 def unit_of(run) -> str:
@@ -92,7 +92,7 @@ def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
     thresholds = kw.get("thresholds") or {}
     bad = [n for n, t in thresholds.items() if not isinstance(t, Threshold)]
     if bad:
-        raise pytest.UsageError(f"{where}: thresholds {bad} must be claimlens.rules.Threshold(value, why, source=…)")
+        raise pytest.UsageError(f"{where}: thresholds {bad} must be claimlens.core.verdicts.Threshold(value, why, source=…)")
     min_checkpoints = kw.get("min_checkpoints", 1)
     if not isinstance(min_checkpoints, int) or isinstance(min_checkpoints, bool) or min_checkpoints < 1:
         raise pytest.UsageError(f"{where}: min_checkpoints must be a positive integer, got {min_checkpoints!r}")
@@ -126,7 +126,7 @@ class Claim:
         ``claim.judge(rule, *args)`` calls the rule (with ``claim.thresholds`` as its last argument) and skips the
         test, with the reason, when the run lacks a series the rule reads (a curves-only run, say)."""
         if callable(verdict):
-            from claimlens.series import SeriesUnavailable
+            from claimlens.core.series import SeriesUnavailable
 
             try:
                 verdict = verdict(*args, self.thresholds, **kwargs)
@@ -154,7 +154,7 @@ class Claim:
     # -- what the test read
 
     def series(self, name: str, epochs: Any, values: Any, *, label: str = "", log: bool = False) -> None:
-        from claimlens.series import Series
+        from claimlens.core.series import Series
 
         self.verdict.add_series(Series.of(name, _plain(epochs), _plain(values)), label=label, log=log)
 

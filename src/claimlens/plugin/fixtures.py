@@ -1,10 +1,11 @@
-"""The fixtures claim tests take. Importing this module imports no torch; each fixture imports what it needs.
+"""The fixtures every family's claim tests share, and the skip helpers of the families' own fixtures. Importing this
+module imports no torch; each fixture imports what it needs.
 
-``run`` (parametrized by the plugin over ``--run``), ``run_series`` (the
-progress measures of the run, cached), ``final_checkpoint`` / ``final_activations`` (the final checkpoint and
-its forward pass, shared; ``final_model`` the same for a run that generalised), ``phases``, ``llc_series`` / ``llc_series_orth`` (the learning coefficient),
-``induction`` / ``two_layer_partner`` (the induction toy's scores; the 2-layer run of a 1-layer control's recipe),
-``claim`` (checks and the record; ``evidence`` is its earlier name) and ``thresholds``.
+``run`` (parametrized by the plugin over ``--run``), ``run_set`` (a set of runs), ``training_log``,
+``final_checkpoint`` / ``final_activations`` (the final checkpoint and its forward pass, shared; ``final_model`` the
+same for a run that generalised), ``claim`` (checks and the record; ``evidence`` is its earlier name) and
+``thresholds``. Each family's own fixtures (``run_series`` and ``phases``, ``llc_series``, ``pizza_clock``,
+``induction``, ``lowrank``, ``weight_norms``, …) are in ``claimlens/families/<family>/fixtures.py``.
 """
 
 from __future__ import annotations
@@ -43,11 +44,10 @@ def run_set(request: pytest.FixtureRequest):
 
 
 def no_set_reason(config: pytest.Config) -> str:
-    from pathlib import Path
 
     from claimlens.plugin.runs import builtin_sweeps, member_refs
 
-    sweeps = builtin_sweeps(Path(str(config.rootpath)))
+    sweeps = builtin_sweeps()
     members = sum(len(member_refs(r)) for r in sweeps)
     return (f"no run set in this session: the built-in sweeps are opt-in (`pytest claims/ --claims-sweeps` trains "
             f"{members} runs of {len(sweeps)} sweeps on first use, about a minute each on 2 CPU cores, cached after; "
@@ -56,7 +56,7 @@ def no_set_reason(config: pytest.Config) -> str:
 
 
 @contextmanager
-def _clear_errors(run):
+def clear_errors(run):
     """A bad input met while analysing a run (an unreadable or non-finite checkpoint) fails the claim with the
     one-line message that names it, not a traceback."""
     from claimlens.errors import ClaimlensError
@@ -64,10 +64,10 @@ def _clear_errors(run):
     try:
         yield
     except ClaimlensError as exc:
-        _fail_about(run, exc)
+        fail_about(run, exc)
 
 
-def _fail_about(run, exc: Exception):
+def fail_about(run, exc: Exception):
     """End the test unjudged (:class:`claimlens.plugin.claim.ClaimNotJudged`, recorded as ``error``) with ``exc``'s
     message, prefixed with the run's name unless it already names the run first, and without the "During handling
     of the above exception" chain."""
@@ -93,28 +93,10 @@ def needs_transformer(run) -> None:
 
 
 @pytest.fixture(scope="session")
-def run_series(run):
-    """Every progress measure of ``run`` over its checkpoints (:class:`claimlens.analysis.ProgressMeasures`:
-    ``run_series["test_loss"]`` is a :class:`claimlens.series.Series`); on a curves-only run, the curves it has
-    (a claim reading one it lacks skips with the reason).
-
-    Skips the test, with the reason, for runs that are not 1-layer transformers."""
-    if getattr(run, "kind", None) == "curves":
-        from claimlens.analysis.progress import CurveMeasures
-
-        return CurveMeasures(run)
-    from claimlens.analysis.progress import evaluate
-
-    needs_transformer(run)
-    with _clear_errors(run):
-        return evaluate(run)
-
-
-@pytest.fixture(scope="session")
 def training_log(run):
     """The run's per-epoch training log as series (``train_loss``, ``test_loss``, ``train_acc``, ``test_acc``):
     from its ``log.jsonl``, or a curves-only run's curves."""
-    from claimlens.series import Series
+    from claimlens.core.series import Series
 
     if getattr(run, "kind", None) == "curves":
         return {n: run.series[n] for n in ("train_loss", "test_loss", "train_acc", "test_acc") if n in run.series}
@@ -124,11 +106,11 @@ def training_log(run):
 
 @pytest.fixture(scope="session")
 def final_checkpoint(run):
-    """The final checkpoint of ``run`` (:class:`claimlens.analysis.Checkpoint`), shared with the analyses."""
-    from claimlens.analysis.checkpoint import final_checkpoint as final
+    """The final checkpoint of ``run`` (:class:`claimlens.core.checkpoint.Checkpoint`), shared with the analyses."""
+    from claimlens.core.checkpoint import final_checkpoint as final
 
     needs_weights(run)
-    with _clear_errors(run):
+    with clear_errors(run):
         checkpoint = final(run)
         checkpoint.activations  # noqa: B018 (read now: a bad checkpoint fails here, with its name)
     return checkpoint
@@ -157,72 +139,6 @@ def final_activations(final_checkpoint):
     return final_checkpoint.activations
 
 
-@pytest.fixture(scope="session")
-def phases(run_series):
-    """Phase boundaries ``t1, t2, t3`` of the run by the catalogue's rules (:func:`claimlens.series.detect_phases`);
-    on a run with fewer than ``MIN_TRAJECTORY_CHECKPOINTS`` checkpoints, none, with ``unresolved`` saying why."""
-    from claimlens.series import MIN_TRAJECTORY_CHECKPOINTS, Phases, detect_phases
-
-    s = run_series
-    n = len(s["test_loss"])
-    if n < MIN_TRAJECTORY_CHECKPOINTS:
-        return Phases(None, None, None, None, unresolved=(
-            f"needs ≥ {MIN_TRAJECTORY_CHECKPOINTS} checkpoints to locate phases; the run has {n}"))
-    return detect_phases(s["excluded_loss_all_keys"], s["test_loss"], s["test_acc"])
-
-
-def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
-    from dataclasses import replace
-
-    from claimlens.analysis.llc import default_config, llc_over_run
-    from claimlens.errors import ClaimlensError
-
-    needs_weights(run, "the learning coefficient is sampled around the model's weights")
-    config = replace(default_config(run), orth_grad=orth_grad)
-    n = request.config.getoption("claimlens_llc_checkpoints")
-    try:
-        # The estimate takes minutes on first use: let its progress bar through pytest's capture.
-        with uncaptured(request):
-            return llc_over_run(run, config, max_checkpoints=n, progress=True)
-    except ClaimlensError as exc:
-        _fail_about(run, exc)
-
-
-@pytest.fixture(scope="session")
-def llc_series(request: pytest.FixtureRequest, run):
-    """The local learning coefficient of ``run`` at ``--claims-llc-checkpoints`` checkpoints
-    (:class:`claimlens.analysis.LLCEstimates`, the run kind's default SGLD configuration, cached on disk)."""
-    return _llc(request, run, orth_grad=False)
-
-
-@pytest.fixture(scope="session")
-def llc_series_orth(request: pytest.FixtureRequest, run):
-    """As ``llc_series``, with the chains restricted to the hyperplane orthogonal to the gradient at the checkpoint."""
-    return _llc(request, run, orth_grad=True)
-
-
-@pytest.fixture(scope="session")
-def pizza_clock(run, final_model):
-    """Gradient symmetricity, distance irrelevance and the Fourier-mode test of a generalised transformer or MLP
-    (:class:`claimlens.analysis.pizza.PizzaClockMeasures`, at up to 16 checkpoints; the final one's spectra in
-    ``.final``)."""
-    needs_weights(run)
-    if run.spec.model.kind not in ("transformer", "mlp"):
-        pytest.skip(f"run {run.name!r} is a {run.spec.model.kind} model: the claim is about modular addition")
-    from claimlens.analysis.pizza import pizza_clock_over_run
-
-    return pizza_clock_over_run(run)
-
-
-@pytest.fixture(scope="session")
-def pizza_formula_fits(run, final_model):
-    """The source's Logit FVE of each embedding circle of a generalised transformer's final checkpoint, by the
-    pizza and the clock formula (:func:`claimlens.analysis.pizza.formula_fits`; a few forward passes)."""
-    needs_transformer(run)
-    from claimlens.analysis.pizza import formula_fits
-
-    return formula_fits(final_model.params, run.spec.model, run.spec.task.p)
-
 def needs_mlp(run, what: str) -> None:
     """Skip, with the reason, a run that is not an MLP of the modular-addition task (or a curves-only run)."""
     needs_weights(run, what)
@@ -230,62 +146,11 @@ def needs_mlp(run, what: str) -> None:
         pytest.skip(f"run {run.name!r} is a {run.spec.model.kind.replace('_', '-')} model: {what}")
 
 
-@pytest.fixture(scope="session")
-def weight_norms(run):
-    """``(Σθ², Σ|θ|)`` of an MLP run at every checkpoint (:func:`claimlens.analysis.weights.weight_norms`)."""
-    needs_mlp(run, "the claim is about the MLP of 'Grokking with weight decay'")
-    from claimlens.analysis.weights import weight_norms as norms
-
-    return norms(run)
-
-
 def needs_sequences(run, what: str) -> None:
     """Skip, with the reason, a run that is not of the repeated-subsequence task (or a curves-only run)."""
     needs_weights(run, what)
     if not run.spec.task.is_sequences:
         pytest.skip(f"run {run.name!r} learns {run.spec.task.kind.replace('_', ' ')}: {what}")
-
-
-@pytest.fixture(scope="session")
-def induction(run):
-    """Induction and previous-token scores per head, the loss of each repeat and the in-context-learning score at
-    every checkpoint of a run of the induction toy (:class:`claimlens.analysis.induction.InductionMeasures`)."""
-    needs_sequences(run, "the induction scores are measured on the model's attention patterns")
-    from claimlens.analysis.induction import induction_over_run
-
-    with _clear_errors(run):
-        return induction_over_run(run)
-
-
-@pytest.fixture(scope="session")
-def lowrank(request: pytest.FixtureRequest, run):
-    """The gradient and checkpoint matrices' spectra (with their column-permutation nulls) and the PCA trajectory of
-    the per-example losses over every checkpoint (:class:`claimlens.analysis.lowrank.LowRank`; seconds for the
-    built-in runs, cached on disk after the first session)."""
-    needs_weights(run, "the gradient and checkpoint matrices are built from the model's weights")
-    from claimlens.analysis.lowrank import lowrank_over_run
-
-    with uncaptured(request), _clear_errors(run):
-        return lowrank_over_run(run, progress=True)
-
-
-@pytest.fixture(scope="session")
-def two_layer_partner(request: pytest.FixtureRequest, run):
-    """The 2-layer run of the same recipe as a 1-layer induction run (``model.n_layers = 2``, all else equal),
-    trained on first use and cached — in a plain session, the built-in ``induction_2l``."""
-    import dataclasses
-
-    from claimlens.builtin import ensure_run
-
-    needs_sequences(run, "the control is compared with a 2-layer run of the same recipe")
-    spec = run.spec
-    if spec.task.n_sequences:
-        pytest.skip(f"run {run.name!r} trains on a finite set of sequences: the 1-layer control is judged against "
-                    f"a fresh-data 2-layer run (not trained here: it would take {spec.train.epochs} steps)")
-    partner = dataclasses.replace(spec, name=f"{spec.name}_2layer" if spec.model.n_layers == 1 else spec.name,
-                                  model=dataclasses.replace(spec.model, n_layers=2)).validate()
-    with uncaptured(request), _clear_errors(run):
-        return ensure_run(partner, device=request.config.getoption("claimlens_device"))
 
 
 @pytest.fixture

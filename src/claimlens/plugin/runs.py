@@ -8,16 +8,22 @@ from pathlib import Path
 
 import pytest
 
-DEFAULT_SPEC = "fixtures/default.toml"
-# A plain `pytest claims/` (no --run): each family's built-in runs, with the claim families they judge (None: every
-# family). The default run is judged by every claim about modular addition; the pizza and clock models and the
-# hackathon's MLP (whose side is read from its gradient symmetricity) only by their family's claims; the induction models by the induction and low-rank claims; the two MLPs of
-# "Grokking with weight decay" by the MLP family's.
-DEFAULT_SESSION = {DEFAULT_SPEC: None, "fixtures/pizza.toml": frozenset({"pizza_clock"}),
-                   "fixtures/clock.toml": frozenset({"pizza_clock"}), "fixtures/nv_mlp.toml": frozenset({"pizza_clock"}),
-                   "fixtures/induction_2l.toml": frozenset({"induction", "lowrank"}),
-                   "fixtures/induction_1l.toml": frozenset({"induction", "lowrank"}),
-                   "fixtures/mlp_sum.toml": frozenset({"mlp"}), "fixtures/mlp_concat.toml": frozenset({"mlp"})}
+DEFAULT_SPEC = "default.toml"
+
+
+def default_session() -> dict[str, frozenset | None]:
+    """A plain `pytest claims/` (no --run): the built-in specs (file names in ``claimlens.config.FIXTURES``) with the
+    claim families that judge them (None: every family). The default run is judged by every claim about modular
+    addition; each family's ``BUILTIN_RUNS`` (in ``families/<family>/fixtures.py``: the pizza and clock models and
+    the hackathon's MLP, the induction models, the MLPs of "Grokking with weight decay") only by that family's
+    claims."""
+    from claimlens.families import FAMILIES, fixtures_of
+
+    out: dict[str, frozenset | None] = {DEFAULT_SPEC: None}
+    for family in FAMILIES:
+        for spec in getattr(fixtures_of(family), "BUILTIN_RUNS", ()):
+            out[spec] = (out.get(spec) or frozenset()) | {family}
+    return out
 
 
 @dataclass(frozen=True)
@@ -192,13 +198,14 @@ class RunRef:
             pytest.fail(f"--run {self.path}: {exc}", pytrace=False)
 
 
-def resolve_refs(values: list[str], rootdir: Path) -> list[RunRef]:
+def resolve_refs(values: list[str]) -> list[RunRef]:
+    from claimlens.config import FIXTURES
+
     if not values:
-        default = rootdir / DEFAULT_SPEC
-        if not default.is_file():
-            raise pytest.UsageError(f"no --run given and the built-in default spec {DEFAULT_SPEC} is not under {rootdir}")
-        return [RunRef(rootdir / spec, "spec", Path(spec).stem, families=families, builtin=True)
-                for spec, families in DEFAULT_SESSION.items() if (rootdir / spec).is_file()]
+        if not (FIXTURES / DEFAULT_SPEC).is_file():
+            raise pytest.UsageError(f"no --run given and the built-in default spec {DEFAULT_SPEC} is not in {FIXTURES}")
+        return [RunRef(FIXTURES / spec, "spec", Path(spec).stem, families=families, builtin=True)
+                for spec, families in default_session().items() if (FIXTURES / spec).is_file()]
     refs, seen = [], set()
     for value in values:
         path = Path(value)
@@ -311,9 +318,11 @@ def member_refs(ref: RunRef) -> list[RunRef]:
     return [RunRef(ref.path, "member", m.label, m.label) for m in SweepSpec.from_toml(ref.path).members()]
 
 
-def builtin_sweeps(rootdir: Path) -> list[RunRef]:
+def builtin_sweeps() -> list[RunRef]:
     """The built-in sweeps (``fixtures/sweeps/*.toml``, the full-size ``*_full.toml`` left out)."""
-    folder = rootdir / "fixtures" / "sweeps"
+    from claimlens.config import FIXTURES
+
+    folder = FIXTURES / "sweeps"
     return [_sweep_ref(p, str(p)) for p in sorted(folder.glob("*.toml")) if not p.stem.endswith("_full")] \
         if folder.is_dir() else []
 

@@ -27,7 +27,7 @@ def all_refs(config: pytest.Config) -> list:
 
     found = config.stash[RUN_REFS]
     if found is None:
-        found = resolve_refs(config.getoption("claimlens_runs"), rootdir=Path(str(config.rootpath)))
+        found = resolve_refs(config.getoption("claimlens_runs"))
         config.stash[RUN_REFS] = found
     return found
 
@@ -64,7 +64,7 @@ def set_refs(config: pytest.Config) -> list:
         named = [ref for ref in named if ref.kind != "sweep"]
     if config.getoption("claimlens_sweeps"):
         names = {ref.path.resolve() for ref in named}
-        named += [ref for ref in builtin_sweeps(Path(str(config.rootpath))) if ref.path.resolve() not in names]
+        named += [ref for ref in builtin_sweeps() if ref.path.resolve() not in names]
     return named
 
 

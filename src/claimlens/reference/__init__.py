@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from claimlens.core.series import Series
 from claimlens.errors import RunError
-from claimlens.series import Series
 
 ROOT = Path(__file__).resolve().parent
 INDEX = "index.toml"

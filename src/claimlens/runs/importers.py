@@ -37,8 +37,8 @@ import torch
 
 from claimlens._io import atomic_write_bytes, load_tensors
 from claimlens.config import RunSpec
+from claimlens.core.losses import cross_entropy_f64
 from claimlens.errors import CheckpointError, RunError, SpecError, UnsafeCheckpointError
-from claimlens.metrics.losses import cross_entropy_f64
 from claimlens.models import fingerprint, forward, frozen_params, validate_params
 from claimlens.runs import evidence, safe_load
 from claimlens.runs.layouts import (

@@ -1,0 +1,288 @@
+"""What a pass rule is made of: thresholds with the source's own values, checks, and the verdict they add up to.
+
+A rule is a pure function of series and scalars (no pytest, no files, no model) that returns a
+:class:`Verdict`: every check it made, with the measured value, the threshold and its direction, the epoch
+(or label) it was read at, and the source's own value of the same quantity where the source shows it. So the
+same rule judges a trained run, an imported loss log or the digitised curves of the source's run
+(``claimlens.reference``), and a claim test only fetches the data and hands the verdict over.
+
+Kinds of claim (catalogue Revision 2): ``empirical`` (can fail on a real model), ``identity`` (holds for
+every model by construction: a failure means the metric is computed wrong), ``informational`` (reports
+numbers, no pass rule).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover  (no torch at import: thresholds and the plugin read this module)
+    from claimlens.core.series import Series
+
+Kind = Literal["empirical", "identity", "informational"]
+KINDS = ("empirical", "identity", "informational")
+KIND_NOTES = {
+    "empirical": "can fail on a real model: a failure is a finding about the run",
+    "identity": "holds for every model by construction; a failure means the metric is computed wrong",
+    "informational": "reports numbers; no pass rule",
+}
+OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One pass threshold: its ``value``, ``why`` (the source's wording or data it comes from), the ``source``'s
+    own value of the same quantity where known (shown in reports as "source: 2.3"), and for overrides whether it
+    is a count (``integer``) or must be ``positive`` (it divides, or selects at least one)."""
+
+    value: float
+    why: str
+    source: float | None = None
+    integer: bool = False
+    positive: bool = False
+
+
+class Bound(float):
+    """A threshold value as a rule reads it (``th["min_rise"]``): a float that remembers its name and the
+    source's own value, so that a check made with it records both."""
+
+    key: str
+    source: float | None
+
+    def __new__(cls, value: float, key: str, source: float | None = None) -> Bound:
+        obj = super().__new__(cls, value)
+        obj.key, obj.source = key, source
+        return obj
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    """A published claim: ``id`` (catalogue), ``statement``, ``source`` (paper, section), ``kind`` and its
+    ``thresholds``. ``validation`` says what the rule was checked against (e.g. "source curves", or
+    "unvalidated: no digitised Gini curve"). ``min_checkpoints``: a run with fewer checkpoints cannot show the
+    claim (a trajectory claim needs :data:`claimlens.core.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
+    that reason, before any analysis. ``family``: which built-in runs of a plain session it judges
+    (:data:`claimlens.plugin.runs.DEFAULT_SESSION`). ``task``: the task its runs learn (``task.kind`` of a spec:
+    ``"modular_addition"``, ``"repeated_subsequence"`` or ``"any"``); a run of another task is skipped with that
+    reason."""
+
+    id: str
+    statement: str
+    source: str
+    kind: Kind = "empirical"
+    thresholds: Mapping[str, Threshold] = field(default_factory=dict)
+    validation: str = ""
+    min_checkpoints: int = 1
+    # The claim family whose built-in runs judge it in a plain session (e.g. "pizza_clock"); "" for the main family
+    # (the default run). A run named with --run is judged by every claim, whatever its family.
+    family: str = ""
+    task: str = "modular_addition"
+    # The model kind its runs have ("transformer", "mlp", "attn_only" or "any"): a plain session does not put a
+    # built-in run of another kind under it (a run named with --run still is, and the claim skips it with the reason).
+    model: str = "any"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"claim {self.id!r}: kind {self.kind!r} is not one of {KINDS}")
+        if not isinstance(self.min_checkpoints, int) or self.min_checkpoints < 1:
+            raise ValueError(f"claim {self.id!r}: min_checkpoints must be a positive integer, got "
+                             f"{self.min_checkpoints!r}")
+
+
+@dataclass
+class Check:
+    """One check of a rule. ``status``: ``passed``, ``failed``, ``not judged`` (the data cannot show it; ``reason``
+    says why) or ``recorded`` (a value reported without a pass rule)."""
+
+    name: str
+    value: Any
+    op: str | None = None
+    threshold: float | None = None
+    epoch: int | None = None
+    label: str = ""
+    source_value: float | None = None
+    threshold_name: str | None = None
+    status: str = "recorded"
+    reason: str = ""
+    detail: str = ""  # what varies from run to run (the keys, the epochs of events): the name stays stable
+
+    @property
+    def margin(self) -> float | None:
+        """``value / threshold`` (how close the verdict was: 1 is on the threshold), where both are non-zero."""
+        v, t = self.value, self.threshold
+        if not _number(v) or not _number(t) or t == 0 or not math.isfinite(v) or not math.isfinite(t):
+            return None
+        return v / t
+
+    def describe(self, unit: str = "epoch") -> str:
+        """assert_close style: what, measured, threshold, where (``unit``: what the run's checkpoints count, epochs
+        or optimiser steps)."""
+        where = ", ".join(x for x in (f"{unit} {self.epoch}" if self.epoch is not None else "", self.label) if x)
+        where = f" ({where})" if where else ""
+        name = f"{self.name} [{self.detail}]" if self.detail else self.name
+        if self.status == "not judged":
+            return f"{name}: not judged ({self.reason})"
+        if self.value is None or self.op is None and self.status == "failed":
+            return f"{name}: {self.reason or 'not reached'}{where}"
+        if self.op is None:
+            return f"{name}: {_fmt(self.value)}{where}"
+        return f"{name}: measured {_fmt(self.value)}, threshold {self.op} {_fmt(self.threshold)}{where}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "threshold": self.threshold, "op": self.op,
+                "epoch": self.epoch, "label": self.label,
+                "passed": {"passed": True, "failed": False}.get(self.status), "status": self.status,
+                "source_value": self.source_value, "threshold_name": self.threshold_name, "margin": self.margin,
+                "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class SeriesRecord:
+    """A series a verdict was judged on, as it goes into the report. ``x_name`` is ``"epoch"`` for a series over
+    a run, or the axis of a run set (``"task.frac_train"``) for :class:`Points` over the members of a set."""
+
+    series: Any  # Series, or Points
+    label: str = ""
+    log: bool = False
+    x_name: str = "epoch"
+
+
+@dataclass(frozen=True)
+class Points:
+    """Values over the members of a run set: ``epochs`` holds the axis values (the report's x), ``values`` the
+    measurement (``None`` where a member has none)."""
+
+    name: str
+    epochs: list[float]
+    values: list[float | None]
+
+
+class Verdict:
+    """What a rule found: its checks (every one kept, failed or not), the series and phase lines it read, notes,
+    and whether it could be judged at all (``skipped``: the reason it cannot).
+
+    >>> v = Verdict("my_claim")
+    >>> v.check("rise (log10)", 1.6, ">=", 1.0, epoch=9400)
+    True
+    >>> v.passed
+    True
+    """
+
+    def __init__(self, claim_id: str | None = None):
+        self.claim_id = claim_id
+        self.checks: list[Check] = []
+        self.series: list[SeriesRecord] = []
+        self.phases: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.skipped: str | None = None
+        # What the run's checkpoints count: "epoch", or "step" for a run trained on minibatches (the induction toy,
+        # the hackathon's MLP). Set by the plugin from the run; checks' epochs and the series over the run read so.
+        self.unit = "epoch"
+
+    # -- checks
+
+    def check(self, name: str, value: Any, op: str, threshold: float, *, epoch: int | None = None,
+              label: str = "", source: float | None = None, missing: str = "", detail: str = "") -> bool:
+        """Judge ``value op threshold`` and keep the check. A ``value`` of None (an event that never happened)
+        fails, with ``missing`` as the reason. ``source`` defaults to the threshold's own (a :class:`Bound`)."""
+        if op not in OPS:
+            raise ValueError(f"check {name!r}: op {op!r} is not one of {sorted(OPS)}")
+        if source is None:
+            source = getattr(threshold, "source", None)
+        value = _plain(value)
+        ok = value is not None and _number(value) and not math.isnan(value) and bool(OPS[op](value, threshold))
+        self.checks.append(Check(name, value, op, float(threshold), epoch, label, source,
+                                 getattr(threshold, "key", None), "passed" if ok else "failed",
+                                 "" if value is not None else (missing or "not reached"), detail))
+        return ok
+
+    def require(self, ok: bool, name: str, reason: str, *, detail: str = "") -> bool:
+        """A condition without a number (an event happened, an epoch lies in a window); fails with ``reason``."""
+        self.checks.append(Check(name, None if not ok else True, status="passed" if ok else "failed",
+                                 reason="" if ok else reason, detail=detail))
+        return ok
+
+    def record(self, name: str, value: Any, *, epoch: int | None = None, label: str = "",
+               source: float | None = None, detail: str = "") -> None:
+        """A value reported with the verdict, not judged."""
+        self.checks.append(Check(name, _plain(value), epoch=epoch, label=label, source_value=source, detail=detail))
+
+    def not_judged(self, name: str, reason: str) -> None:
+        """A part of the rule the data cannot show (e.g. it needs weights); the verdict rests on the other parts."""
+        self.checks.append(Check(name, None, status="not judged", reason=reason))
+
+    def skip(self, reason: str) -> Verdict:
+        """The rule cannot be judged on this data at all (the claim is skipped with ``reason``)."""
+        self.skipped = reason
+        return self
+
+    # -- what it read
+
+    def add_series(self, s: Series, *, log: bool = False, label: str = "", x_name: str = "epoch") -> Series:
+        """A series the verdict read, charted over its epochs (``x_name = "step"`` for a run whose epochs are
+        optimiser steps on minibatches, as the induction toy's)."""
+        self.series.append(SeriesRecord(s, label, log, x_name))
+        return s
+
+    def add_points(self, name: str, x_name: str, xs: list[float], ys: list[float | None], *, log: bool = False,
+                   label: str = "") -> Points:
+        """A measurement over the members of a run set, charted against the set's axis ``x_name``."""
+        points = Points(name, [float(x) for x in xs], [None if y is None else float(y) for y in ys])
+        self.series.append(SeriesRecord(points, label, log, x_name))
+        return points
+
+    def phase_lines(self, phases: Mapping[str, Any]) -> None:
+        self.phases.update({k: v for k, v in phases.items() if v is not None})
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def extend(self, other: Verdict) -> Verdict:
+        """Add the checks, series, phases and notes of another verdict (a sub-rule) to this one."""
+        self.checks += other.checks
+        self.series += other.series
+        self.phases.update(other.phases)
+        self.notes += other.notes
+        self.skipped = self.skipped or other.skipped
+        return self
+
+    # -- outcome
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "failed"]
+
+    @property
+    def passed(self) -> bool:
+        return self.skipped is None and not self.failures
+
+    def failure_message(self) -> str:
+        """Every failed check, one per line, in the style of ``torch.testing.assert_close``."""
+        failed = self.failures
+        judged = [c for c in self.checks if c.status in ("passed", "failed")]
+        if len(failed) == 1:
+            return failed[0].describe(self.unit)
+        return f"{len(failed)} of {len(judged)} checks failed:\n" + "\n".join(f"  {c.describe(self.unit)}"
+                                                                            for c in failed)
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _plain(x: Any) -> Any:
+    """Python numbers from tensors and numpy scalars; lists stay lists."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if isinstance(x, tuple):
+        x = list(x)
+    return x
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
+    return f"{x:.4g}" if _number(x) else repr(x)

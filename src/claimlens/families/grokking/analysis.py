@@ -1,0 +1,254 @@
+"""Every progress measure over every checkpoint of a run, as per-epoch series, cached on disk.
+
+One forward pass per checkpoint (:class:`claimlens.core.checkpoint.Checkpoint`, the fast path over all
+``p²`` inputs) is shared by every metric that needs activations; the final checkpoint's pass is also shared
+with the key-frequency rule and the claims about the final model. Key frequencies are fixed from the final
+checkpoint (G-KEY rule 1 by default) and reused for all epochs. Results are cached per (run content hash,
+analysis version, arguments) in the analysis cache, so a second evaluation of the same run recomputes
+nothing. The metrics themselves are the pure functions of :mod:`claimlens.families.grokking.metrics`.
+
+Series names (stable; used by claims, reports and baselines):
+
+=============================  ===============================================  ===========================
+name                           what                                             labels
+=============================  ===============================================  ===========================
+``train_loss`` ``test_loss``   float64 CE of the analysis logits                –
+``train_acc`` ``test_acc``     accuracy                                         –
+``excluded_loss``              train loss without one key frequency (per key)   ``k=14`` per key
+``excluded_loss_all_keys``     train loss without all key frequencies at once   –
+``restricted_loss``            loss of key-frequency-only logits (train:        ``all`` ``train`` ``test``
+                               classes as sampled; train_balanced: each class   ``train_balanced``
+                               weighted equally, NaN if a class has no pair)
+``trig_loss_all``              = restricted loss on all pairs (Colab name)      –
+``trig_loss_train``            = restricted loss on the train pairs             –
+``random_direction_control``   train loss without two random grid directions    –
+                               (seeded), over the train loss
+``attention_to_position``      mean attention of ``=`` to each position         ``head=h,pos=j``
+``sum_sq_weights``             Σθ² over all parameters                          –
+``sum_sq_weights_by_param``    Σθ² per parameter                                parameter name
+``embed_fourier_norms``        squared norms of the rows of ``F @ W_E``         basis names
+``embed_singular_values``      singular values of ``W_E[:p]``                   ``sv0`` …
+``gini_W_E`` ``gini_W_L``      Gini of the Fourier row norms                    –
+``trig_fraction``              G-TRIGFRAC of logits and MLP activations         ``logits`` ``mlp_pre`` ``mlp_post``
+``neuron_key_frequency``       1 where ``k`` is a key by G-KEY rule 1 at that   ``k=1`` … ``k=(p−1)/2``
+                               checkpoint's own neurons, else 0
+``quadratic_fraction``         G-QUAD of each neuron for its final frequency    ``neuron=i``
+=============================  ===============================================  ===========================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from claimlens.core import fourier as fo
+from claimlens.core.cache import AnalysisCache
+from claimlens.core.checkpoint import checkpoint, final_checkpoint
+from claimlens.core.losses import accuracy, cross_entropy_f64
+from claimlens.core.series import Series, SeriesUnavailable
+from claimlens.families.grokking import metrics as pm
+from claimlens.models import n_ctx
+
+VERSION = 5  # 2: random-direction control, neuron key frequencies, G-QUAD per neuron; 3: key vote share, balanced trig
+# loss; 4: the per-example log10 losses (the low-rank claims' PCA reads them from the same forward pass); 5: the
+# rows of sum_sq_weights_by_param by parameter name (they followed each checkpoint's file order, which varies)
+CACHE = AnalysisCache("series", VERSION)
+
+
+@dataclass
+class ProgressMeasures:
+    """All progress-measure series of one run (``measures["test_loss"]`` is a :class:`Series`), with the key
+    frequencies they depend on and how those were found."""
+
+    epochs: torch.Tensor  # [n_epochs] int64
+    keys: fo.KeyFrequencies
+    series: dict[str, Series]
+    from_cache: bool = False
+    # [n_epochs, p²] float32: log10 of each grid row's cross entropy at each checkpoint (catalogue §3.4, G-PTLPCA)
+    per_example_log_loss: torch.Tensor | None = None
+    version: ClassVar[int] = VERSION  # of what :func:`evaluate` computes (analyses that reuse it key their caches on it)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.series
+
+    def __getitem__(self, name: str) -> Series:
+        if name not in self.series:
+            raise SeriesUnavailable(f"no series {name!r}; known: {sorted(self.series)}")
+        return self.series[name]
+
+
+class CurveMeasures:
+    """The series of a curves-only run (:class:`claimlens.reference.CurvesRun`) under the progress measures'
+    names; a series the run lacks raises :class:`claimlens.core.series.SeriesUnavailable` with the reason."""
+
+    def __init__(self, run):
+        self.run = run
+        self.series = run.series
+        first = next(iter(run.series.values()))
+        self.epochs = first.epochs
+        self.keys = fo.KeyFrequencies(list(run.keys), "given by the source", [])
+        self.from_cache = False
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.series
+
+    def __getitem__(self, name: str) -> Series:
+        if name not in self.series:
+            raise SeriesUnavailable(f"run {self.run.name!r} is a curves-only run without a {name!r} curve "
+                                    f"(it has {sorted(self.series)}); this claim needs it")
+        return self.series[name]
+
+
+def final_key_frequencies(run, rule: str = "neuron_cluster_argmax") -> fo.KeyFrequencies:
+    """Key frequencies of the final checkpoint (rule 1 on MLP post-activations by default)."""
+    p, final = run.spec.task.p, final_checkpoint(run)
+    if rule == "neuron_cluster_argmax":
+        return fo.key_frequencies_from_neurons(final.activations.mlp_post, p, fo.frequencies(p))
+    if rule == "embedding_norm":
+        W_E = final.params["embed.W_E"][:p].double()
+        return fo.key_frequencies_by_norm(fo.fft_tokens(W_E, fo.fourier_basis(p)), p, rule)
+    raise ValueError(f"unknown key-frequency rule {rule!r}; use 'neuron_cluster_argmax' or 'embedding_norm'")
+
+
+def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_cluster_argmax", cache: bool = True,
+             progress: bool = False) -> ProgressMeasures:
+    """Series of every progress measure over every checkpoint of ``run`` (a transformer run).
+
+    Raises ``ValueError`` for a run that is not a transformer; a checkpoint that cannot be read raises
+    :class:`claimlens.errors.CheckpointError` naming it."""
+    if run.spec.model.kind != "transformer":
+        raise ValueError(f"run {run.name!r} is a {run.spec.model.kind}; the progress measures need the transformer")
+    kf = final_key_frequencies(run, key_rule) if keys is None else fo.KeyFrequencies(sorted(keys), "given", [])
+    args = {"args": {"keys": kf.keys, "rule": kf.rule}}
+    if cache:
+        loaded = CACHE.load(run, args)
+        if loaded is not None:
+            tensors, meta = loaded
+            try:
+                labels = json.loads(meta["labels"])
+                epochs = tensors["__epochs__"]
+                series = {name: Series(name, epochs, tensors[name], tuple(labels[name])) for name in labels}
+                return ProgressMeasures(epochs, kf, series, from_cache=True,
+                                        per_example_log_loss=tensors["__per_example_log_loss__"])
+            except (KeyError, ValueError):
+                pass  # damaged: recomputed
+    epochs, series, per_example = _compute(run, kf.keys, progress)
+    if cache:
+        tensors = {"__epochs__": epochs, "__per_example_log_loss__": per_example,
+                   **{name: s.data.clone() for name, s in series.items()}}
+        CACHE.save(run, args, tensors, {"labels": json.dumps({name: list(s.labels) for name, s in series.items()})})
+    return ProgressMeasures(epochs, kf, series, per_example_log_loss=per_example)
+
+
+_NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
+          "restricted_loss", "random_direction_control", "attention_to_position", "sum_sq_weights_by_param",
+          "embed_fourier_norms", "embed_singular_values", "gini_W_E", "gini_W_L", "trig_fraction",
+          "neuron_key_frequency", "quadratic_fraction")  # the series of _compute (Σθ² per parameter built there)
+
+
+@torch.no_grad()
+def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torch.Tensor
+             ) -> tuple[dict[str, torch.Tensor], dict[str, float], torch.Tensor]:
+    """Every measure at one checkpoint: (series name → its value there (a scalar or a ``[labels]`` vector, float64),
+    Σθ² per parameter name, per-example log10 loss ``[N]`` float32)."""
+    run = ckpt.run
+    p, task = run.spec.task.p, run.task
+    labels, tr, te = task.labels, task.train_idx, task.test_idx
+    basis = fo.fourier_basis(p)
+    candidates = fo.frequencies(p)
+    params, acts = ckpt.params, ckpt.activations
+    L = acts.logits.to(torch.float64)
+    out = {}
+    out["train_loss"] = cross_entropy_f64(L[tr], labels[tr])
+    out["test_loss"] = cross_entropy_f64(L[te], labels[te])
+    out["train_acc"] = accuracy(L[tr], labels[tr])
+    out["test_acc"] = accuracy(L[te], labels[te])
+    out["excluded_loss"] = pm.excluded_loss(L, labels, tr, keys, p)
+    out["excluded_loss_all_keys"] = pm.excluded_loss_all_keys(L, labels, tr, keys, p)
+    restricted = pm.restricted_logits(L, keys, p)
+    out["restricted_loss"] = torch.stack([cross_entropy_f64(restricted, labels),
+                                          cross_entropy_f64(restricted[tr], labels[tr]),
+                                          cross_entropy_f64(restricted[te], labels[te]),
+                                          pm.class_balanced_loss(restricted, labels, tr, p)])
+    out["random_direction_control"] = pm.direction_ablation_ratio(L, labels, tr, random_dirs)
+    out["attention_to_position"] = pm.attention_to_position(acts.pattern).flatten()
+    ssw = pm.sum_sq_weights(params)
+    W_E = params["embed.W_E"].to(torch.float64)
+    coef = fo.fft_tokens(W_E[:p], basis)
+    out["embed_fourier_norms"] = coef.pow(2).sum(-1)
+    out["embed_singular_values"] = torch.linalg.svdvals(W_E[:p])
+    out["gini_W_E"] = pm.gini(coef.norm(dim=-1))
+    W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])
+    out["gini_W_L"] = pm.gini(fo.fft_tokens(W_L, basis).norm(dim=-1))
+    out["trig_fraction"] = torch.stack([pm.trig_variance_fraction(x, keys, p)
+                                        for x in (L, acts.mlp_pre, acts.mlp_post)])
+    power = fo.neuron_block_power(acts.mlp_post, p)  # shared by the next two
+    own = set(fo.key_frequencies_from_neurons(acts.mlp_post, p, candidates, power=power).keys)
+    out["neuron_key_frequency"] = torch.tensor([float(k in own) for k in candidates], dtype=torch.float64)
+    out["quadratic_fraction"] = pm.quadratic_fraction(acts.mlp_post, neuron_freq, p, power=power)
+    return out, ssw, log10_losses(L, labels).float()
+
+
+@torch.no_grad()
+def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
+    p, model = run.spec.task.p, run.spec.model
+    names = {n: [] for n in _NAMES}
+    epochs = run.epochs
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(epochs), desc=f"metrics {run.name}", unit="ckpt")
+    candidates = fo.frequencies(p)
+    final_neurons = fo.key_frequencies_from_neurons(final_checkpoint(run).activations.mlp_post, p, candidates)
+    neuron_freq = final_neurons.details["neuron_freq"]  # [d_mlp]: each neuron's frequency in the final model
+    random_dirs = pm.random_grid_directions(p, 2, seed=0)
+    param_names = None
+    per_example = []
+    try:
+        for epoch in epochs:
+            values, ssw, losses = _measure(checkpoint(run, epoch), keys, neuron_freq, random_dirs)
+            for name, value in values.items():
+                names[name].append(value)
+            if param_names is None:
+                param_names = sorted(n for n in ssw if n != "total")
+            names["sum_sq_weights_by_param"].append(torch.tensor([ssw[n] for n in param_names], dtype=torch.float64))
+            per_example.append(losses)
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    ep = torch.tensor(epochs, dtype=torch.int64)
+    H = model.n_heads
+    labels_of = {
+        "excluded_loss": [f"k={k}" for k in keys],
+        "restricted_loss": ["all", "train", "test", "train_balanced"],
+        "attention_to_position": [f"head={h},pos={j}" for h in range(H) for j in range(n_ctx(model))],
+        "sum_sq_weights_by_param": param_names,
+        "embed_fourier_norms": fo.basis_names(p),
+        "embed_singular_values": [f"sv{i}" for i in range(min(p, model.d_model))],
+        "trig_fraction": ["logits", "mlp_pre", "mlp_post"],
+        "neuron_key_frequency": [f"k={k}" for k in candidates],
+        "quadratic_fraction": [f"neuron={i}" for i in range(model.d_mlp)],
+    }
+    series: dict[str, Series] = {}
+    for name, cols in names.items():
+        values = torch.stack([torch.as_tensor(c, dtype=torch.float64).reshape(-1) for c in cols], dim=1)
+        series[name] = Series(name, ep, values, tuple(labels_of.get(name, [""])))
+    rl = series["restricted_loss"]
+    series["trig_loss_all"] = Series("trig_loss_all", ep, rl.data[0:1])
+    series["trig_loss_train"] = Series("trig_loss_train", ep, rl.data[1:2])
+    ssw = series["sum_sq_weights_by_param"]
+    series["sum_sq_weights"] = Series("sum_sq_weights", ep, ssw.data.sum(0, keepdim=True))
+    return ep, series, torch.stack(per_example)
+
+
+def log10_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[N]`` log10 of each example's cross entropy (float64 logits ``[N, C]``), floored at 1e-12 (catalogue §3.4:
+    the losses span 1e-8 … 30)."""
+    losses = -logits.log_softmax(-1).gather(1, labels[:, None]).squeeze(1)
+    return losses.clamp_min(1e-12).log10()

@@ -1,0 +1,1 @@
+"""The llc family: the local learning coefficient over training (catalogue §3.2)."""

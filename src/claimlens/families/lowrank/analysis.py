@@ -1,0 +1,236 @@
+"""Low rank of a run's trajectory (claims_catalogue §3.4, §3.7): the gradient matrix and the checkpoint matrix with
+their singular values (uncentred and centred) against a column-permutation null, and the PCA trajectory of the
+per-example losses with its turning angles.
+
+Memory stays bounded: gradients are written row by row to a temporary memory-mapped file and the Gram matrices are
+accumulated over column blocks of it; the checkpoint matrix is read one parameter at a time
+(:meth:`claimlens.runs.Run.stacked`). No ``[S, n_params]`` tensor is ever held.
+
+* **Gradient matrix** (§3.7): the gradient of the training loss at each stored checkpoint (full-batch runs: on the
+  whole training split, recomputed offline; the induction toy, trained on minibatches: on its fixed probe batch),
+  over the trainable parameters, each row normalised to unit norm.
+* **Checkpoint matrix** (§3.4, G-CKSVD): every parameter of every checkpoint, flattened (the run format has no
+  buffers).
+* **Per-example losses** (§3.4, G-PTLPCA): ``log10`` of the cross entropy of every input (all ``p²`` pairs, train and
+  test) or, for the induction toy, of every scored token of the probe batch; PCA jointly over the checkpoints.
+
+The result is cached in the analysis cache (keyed by the run's content hash, ``LOWRANK_VERSION``, the null's seed, the
+epochs and, for a transformer, the progress measures' version), so only a run's first session pays for it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from claimlens.core.cache import AnalysisCache
+from claimlens.core.losses import cross_entropy_f64
+from claimlens.core.series import Series
+from claimlens.families.lowrank import metrics as L
+from claimlens.models import forward, frozen_params
+
+BLOCK_COLUMNS = 1 << 16  # columns per Gram block: [S, 65 536] float64 is 66 MB at S = 126
+NULL_SEED = 0
+LOWRANK_VERSION = 1  # 1: first cached version (bump on any change to what lowrank_over_run computes)
+CACHE = AnalysisCache("lowrank", LOWRANK_VERSION)
+SPECTRA = ("uncentred", "centred", "null", "null_centred")
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """Singular values of one matrix, largest first: ``uncentred``, ``centred`` and the null's (``null``,
+    ``null_centred``), each ``[S]``."""
+
+    uncentred: torch.Tensor
+    centred: torch.Tensor
+    null: torch.Tensor
+    null_centred: torch.Tensor
+
+    def counts(self, fraction: float) -> dict[str, int]:
+        return {k: L.count_above(getattr(self, k), fraction)
+                for k in ("uncentred", "centred", "null", "null_centred")}
+
+
+@dataclass(frozen=True)
+class LowRank:
+    """The low-rank measures of one run over ``epochs [S]``: ``gradients`` and ``checkpoints`` spectra, the PCA
+    trajectory of the per-example log-losses ``pca [S, 2]`` with its explained variance ``explained [2]`` and
+    turning angles ``angles [S − 2]`` (degrees; entry ``i`` at ``epochs[i + 1]``), and the sizes involved."""
+
+    epochs: torch.Tensor
+    gradients: Spectrum
+    checkpoints: Spectrum
+    pca: torch.Tensor
+    explained: torch.Tensor
+    angles: torch.Tensor
+    n_params: int
+    n_examples: int
+    from_cache: bool = field(default=False, compare=False)
+
+    def angle_series(self) -> Series:
+        return Series("turning angle of the PC1–PC2 trajectory (degrees)", self.epochs[1:-1], self.angles)
+
+
+def _loss_fn(run):
+    """``params → loss`` on the gradient matrix's data, and ``params → per-example losses [N]``."""
+    spec = run.spec
+    if spec.task.is_sequences:
+        from claimlens.core.losses import token_losses
+        from claimlens.models.attn_only import forward as attn_forward
+        from claimlens.tasks import RepeatedSubsequence
+
+        task = RepeatedSubsequence.from_config(spec.task)
+        probe = task.probe()
+        scored = task.scored(probe)
+
+        def per_example(params):
+            return token_losses(attn_forward(params, probe.tokens, spec.model), probe.tokens)[scored]
+
+        return (lambda params: per_example(params).mean()), per_example
+    tokens, labels = run.task.tokens, run.task.labels
+    train = run.task.train_idx
+
+    def train_loss(params):
+        return cross_entropy_f64(forward(params, tokens[train], spec.model).logits, labels[train])
+
+    def per_example(params):
+        logits = forward(params, tokens, spec.model).logits.double()
+        return -logits.log_softmax(-1).gather(1, labels[:, None]).squeeze(1)
+
+    return train_loss, per_example
+
+
+def _spectrum(blocks, n_rows: int, *, normalise: bool) -> Spectrum:
+    """Two passes over ``blocks()`` (an iterator of ``[S, c]`` column blocks): the Gram matrix, then the null's (with
+    the rows scaled by the first pass's norms when ``normalise``)."""
+    first = L.GramAccumulator(n_rows)
+    for block in blocks():
+        first.add(block)
+    gram = L.normalise_rows(first.gram) if normalise else first.gram
+    scale = None
+    if normalise:
+        n = L.row_norms(first.gram)
+        scale = torch.where(n > 0, 1 / n, torch.zeros_like(n))
+    null = L.GramAccumulator(n_rows, null=True, seed=NULL_SEED, row_scale=scale)
+    for block in blocks():
+        null.add(block)
+    return Spectrum(L.singular_values(gram), L.singular_values(L.centre(gram)),
+                    L.singular_values(null.gram), L.singular_values(L.centre(null.gram)))
+
+
+def lowrank_over_run(run, *, per_example_log_loss: torch.Tensor | None = None, per_example_version: int | None = None,
+                     progress: bool = False, cache: bool = True) -> LowRank:
+    """Every measure of :class:`LowRank` over every checkpoint of ``run``, read from the analysis cache when it holds
+    them (computing them took 12.8 s for the three runs of a plain session on 2 cores).
+
+    ``per_example_log_loss [n_ckpt, p²]`` (log10 of each grid row's cross entropy at each checkpoint) and its
+    producer's ``per_example_version``: a transformer's per-example losses as another analysis already computed them
+    (the ``lowrank`` fixture passes the progress measures', one forward pass over the grid per checkpoint); the
+    cache key includes that version. Without them, the losses are computed here. ``cache=False`` computes and
+    stores nothing."""
+    args = {"null_seed": NULL_SEED, "epochs": list(run.epochs)}
+    transformer = run.spec.model.kind == "transformer"
+    if transformer and per_example_log_loss is not None:
+        args["progress_version"] = per_example_version
+    elif transformer:
+        args["per_example"] = "own forward pass"
+    if cache:
+        loaded = CACHE.load(run, args)
+        if loaded is not None:
+            found = _from_cache(*loaded, len(run.epochs))
+            if found is not None:
+                return found
+    out = _compute(run, progress, per_example_log_loss if transformer else None)
+    if cache:
+        tensors = {"epochs": out.epochs, "pca": out.pca, "explained": out.explained, "angles": out.angles}
+        for kind in ("gradients", "checkpoints"):
+            for name in SPECTRA:
+                tensors[f"{kind}.{name}"] = getattr(getattr(out, kind), name)
+        CACHE.save(run, args, tensors, {"n_params": str(out.n_params), "n_examples": str(out.n_examples)})
+    return out
+
+
+def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], S: int) -> LowRank | None:
+    """The cached measures, or None if the entry is damaged or does not fit the run's ``S`` checkpoints."""
+    try:
+        spectra = {kind: Spectrum(*(t[f"{kind}.{name}"] for name in SPECTRA)) for kind in ("gradients", "checkpoints")}
+        out = LowRank(t["epochs"], spectra["gradients"], spectra["checkpoints"], t["pca"], t["explained"], t["angles"],
+                      int(meta["n_params"]), int(meta["n_examples"]), from_cache=True)
+    except (KeyError, ValueError, TypeError):
+        return None
+    k = min(2, S)
+    shapes_fit = (out.epochs.shape == (S,) and out.pca.shape == (S, k) and out.angles.shape == (max(S - 2, 0),)
+                  and out.explained.dim() == 1 and out.explained.shape[0] in (k, 2)
+                  and all(getattr(sp, name).shape == (S,) for sp in spectra.values() for name in SPECTRA))
+    finite = all(bool(torch.isfinite(t).all()) for t in (out.pca, out.explained, out.angles))
+    return out if shapes_fit and finite else None
+
+
+def _compute(run, progress: bool, shared: torch.Tensor | None) -> LowRank:
+    spec, epochs = run.spec, run.epochs
+    S = len(epochs)
+    frozen = frozen_params(spec.model, spec.task.p)
+    loss_fn, per_example = _loss_fn(run)
+    bar = _bar(S, f"low rank {run.name}", progress)
+    with tempfile.TemporaryDirectory(prefix="claimlens-lowrank-") as tmp:
+        grads = None
+        losses = []
+        for i, epoch in enumerate(epochs):
+            params = {k: v.requires_grad_(k not in frozen) for k, v in run.checkpoint(epoch).items()}
+            names = sorted(k for k in params if k not in frozen)  # a checkpoint's dict order is not fixed
+            grad = torch.autograd.grad(loss_fn(params), [params[k] for k in names])
+            flat = torch.cat([g.flatten() for g in grad]).float().numpy()
+            if grads is None:
+                grads = np.lib.format.open_memmap(Path(tmp) / "gradients.npy", mode="w+", dtype=np.float32,
+                                                  shape=(S, flat.size))
+            grads[i] = flat
+            if shared is None:
+                with torch.no_grad():
+                    losses.append(L.log_loss(per_example(params).detach()))
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        grads.flush()
+        n_grad = grads.shape[1]
+
+        def gradient_blocks():
+            for start in range(0, n_grad, BLOCK_COLUMNS):
+                yield torch.from_numpy(np.asarray(grads[:, start:start + BLOCK_COLUMNS]))
+
+        gradients = _spectrum(gradient_blocks, S, normalise=True)
+        del grads
+
+    shapes = run.checkpoint(epochs[0])
+    n_params = sum(v.numel() for v in shapes.values())
+
+    def checkpoint_blocks():
+        for name in sorted(shapes):
+            yield run.stacked(name).reshape(S, -1)
+
+    checkpoints = _spectrum(checkpoint_blocks, S, normalise=False)
+    matrix = shared.double() if shared is not None else torch.stack(losses)  # [S, N]: small next to the parameters
+    pca, explained = L.pca_trajectory(matrix)
+    return LowRank(torch.tensor(epochs), gradients, checkpoints, pca, explained, L.turning_angles(pca),
+                   n_params, matrix.shape[1])
+
+
+def shuffled_turns(pca: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The null of the turning-angle rule: the same PC1–PC2 points visited in a random order (its angles)."""
+    order = torch.randperm(pca.shape[0], generator=torch.Generator().manual_seed(seed))
+    return L.turning_angles(pca[order])
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="checkpoint", dynamic_ncols=True)
+
+
+__all__ = ["LowRank", "Spectrum", "lowrank_over_run", "shuffled_turns"]

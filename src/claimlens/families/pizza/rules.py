@@ -1,0 +1,247 @@
+"""Pizza or clock (catalogue §3.3): which modular-addition algorithm a transformer learned, judged by the
+measures of :mod:`claimlens.families.pizza.metrics`. Pure functions of measured numbers; no model, no pytest.
+
+Each claim has two sides, stated by the source for the two ends of the attention-rate axis (Zhong et al. 2023,
+§5): a model with attention rate 0 (constant attention) learns the pizza, one with rate 1 (softmax attention)
+the clock. A run is judged on the side of its own attention rate (:func:`side_of`); an MLP, which has none, on the side its
+gradient symmetricity names (:func:`side_of_gs`; the gradient-symmetricity claim itself then skips it, as that
+would be circular). Each side's rule judged on
+the other model is the claim's negative control (``tests/test_pizza_clock.py``).
+"""
+
+from __future__ import annotations
+
+from claimlens.core.verdicts import ClaimSpec, Verdict
+from claimlens.core.verdicts import Threshold as T
+
+FAMILY = "pizza"  # the folder's name: carried on every record, used by the HTML and the built-in runs' map
+
+CP = 'Zhong, Liu, Tegmark & Andreas (2023), "The Clock and the Pizza"'
+NV = "Panickssery & Vaintrob, devinterp hackathon 'Investigating the learning coefficient of modular addition'"
+CAT = "catalogue §3.3"
+SWEEP = "released 1-layer sweep table (result/1l_fixedwidth.csv), runs with validation accuracy ≥ 0.99, circularity ≥ 0.9"
+FINAL = "final-model claim: the source's numbers are in the catalogue (no curve to check against)"
+
+PIZZA_MAX_RATE = 0.05  # the sweep-table bins the catalogue's percentiles come from: rate < 0.05 …
+CLOCK_MIN_RATE = 0.95  # … and rate ≥ 0.95
+
+
+# An MLP has no attention rate: its side is read from its gradient symmetricity, the Clock/Pizza paper's primary
+# discriminator, with the bands of the gradient-symmetricity claim (the released sweep: rate < 0.05 has GS ≥ 0.969
+# in 90% of runs, rate ≥ 0.95 has GS ≤ 0.687 in 90%).
+PIZZA_MIN_GS = 0.95
+CLOCK_MAX_GS = 0.7
+
+
+def side_of_gs(gs: float) -> str | None:
+    """``"pizza"`` for gradient symmetricity ≥ 0.95, ``"clock"`` for ≤ 0.7, else None (a model without an attention
+    rate: the hackathon's MLP)."""
+    if gs >= PIZZA_MIN_GS:
+        return "pizza"
+    if gs <= CLOCK_MAX_GS:
+        return "clock"
+    return None
+
+
+def side_of(attn_rate: float) -> str | None:
+    """``"pizza"`` for attention rate < 0.05, ``"clock"`` for ≥ 0.95 (the bins of the catalogue's sweep
+    percentiles), else None: the claims state nothing about rates in between."""
+    if attn_rate < PIZZA_MAX_RATE:
+        return "pizza"
+    if attn_rate >= CLOCK_MIN_RATE:
+        return "clock"
+    return None
+
+
+GRADIENT_SYMMETRICITY = ClaimSpec(
+    family=FAMILY,
+    id="pizza_clock_gradient_symmetricity",
+    statement="Gradient symmetricity separates the algorithms: ≈ 0.99 for the pizza (attention rate 0), ≈ 0.33 for "
+              "the clock (attention rate 1).",
+    source=f"{CP}, §4, Def. 4.1; eval-main.ipynb saved output for Model A",
+    thresholds={
+        "pizza_min": T(0.95, f"{CAT} (proposed): {SWEEP}: rate < 0.05 has GS 10th/50th/90th percentiles "
+                             f"0.969 / 0.993 / 0.997", source=0.99367),
+        "clock_max": T(0.7, f"{CAT} (proposed): {SWEEP}: rate ≥ 0.95 has GS percentiles 0.240 / 0.462 / 0.687",
+                       source=0.3336),
+    },
+    validation=FINAL,
+    )
+
+DISTANCE_IRRELEVANCE = ClaimSpec(
+    family=FAMILY,
+    id="pizza_clock_distance_irrelevance",
+    statement="Distance irrelevance (on the correct logit) separates the algorithms: ≈ 0.17 for the pizza, ≈ 0.85 "
+              "for the clock.",
+    source=f"{CP}, Def. 4.2; eval-main.ipynb saved output for Model A",
+    thresholds={
+        "pizza_max": T(0.4, f"{CAT} (proposed; the paper's band pizza ∈ [0, 0.4]); {SWEEP}: rate < 0.05 has DI "
+                            f"percentiles 0.169 / 0.420 / 0.891 — the pizza side is broad", source=0.17174),
+        "clock_min": T(0.6, f"{CAT} (proposed); {SWEEP}: rate ≥ 0.95 has DI percentiles 0.736 / 0.869 / 0.967",
+                       source=0.85),
+    },
+    validation=FINAL,
+    )
+
+DOUBLES_FOURIER_MODE = ClaimSpec(
+    family=FAMILY,
+    id="pizza_doubles_fourier_mode",
+    statement="If the embedding has a large Fourier mode k, the activations before the unembedding (a fixed, "
+              "b = 0 … p − 1) show a large mode at 2k mod p for the pizza and only at k for the clock.",
+    source=f"{NV}, README and pizza_vs_clock_exp.py (a = 17)",
+    thresholds={
+        "pizza_min_ratio": T(1.0, f"{CAT} (proposed): pizza m[2k mod p] ≥ m[k] (modes folded m → min(m, p − m))"),
+        "clock_max_ratio": T(1.0, f"{CAT} (proposed): clock the reverse, m[2k mod p] < m[k]"),
+    },
+    validation="unvalidated: the source states it for its MLP and gives no numbers",
+    )
+
+
+def _side(v: Verdict, side: str | None, basis: float | str) -> bool:
+    """``basis``: the attention rate the side was read from, or (a model without one) a description of how it was
+    read (:func:`side_of_gs`)."""
+    by_rate = not isinstance(basis, str)
+    if side not in ("pizza", "clock"):
+        v.skip(f"attention rate {basis:g}: the claim is stated for rate < {PIZZA_MAX_RATE} (pizza) and ≥ "
+               f"{CLOCK_MIN_RATE} (clock), not in between" if by_rate else
+               f"{basis}: between the pizza (≥ {PIZZA_MIN_GS}) and clock (≤ {CLOCK_MAX_GS}) bands, the claim names "
+               f"no side")
+        return False
+    if by_rate:
+        v.record("side judged (from the attention rate)", f"{side} (rate {basis:g})")
+    else:
+        v.record("side judged", f"{side} ({basis})")
+    return True
+
+
+def _judge_side(v: Verdict, side: str | None, attn_rate: float | str, name: str, value: float, *,
+                pizza: tuple[str, float], clock: tuple[str, float], epoch: int, label: str = "") -> Verdict:
+    """One check on the side the attention rate (or, for an MLP, the gradient symmetricity) names: ``pizza`` /
+    ``clock`` = (op, threshold)."""
+    if not _side(v, side, attn_rate):
+        return v
+    op, bound = pizza if side == "pizza" else clock
+    v.check(f"{name} ({side} side)", value, op, bound, epoch=epoch, label=label)
+    return v
+
+
+def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
+    """Pizza: GS ≥ ``pizza_min``; clock: GS ≤ ``clock_max`` (final checkpoint)."""
+    return _judge_side(Verdict(GRADIENT_SYMMETRICITY.id), side, attn_rate, "gradient symmetricity", gs,
+                       pizza=(">=", th["pizza_min"]), clock=("<=", th["clock_max"]), epoch=epoch)
+
+
+def distance_irrelevance(di: float, side: str | None, attn_rate: float | str, epoch: int, th) -> Verdict:
+    """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit). ``attn_rate``: the
+    rate the side was read from, or for an MLP how it was read (:func:`side_of_gs`)."""
+    return _judge_side(Verdict(DISTANCE_IRRELEVANCE.id), side, attn_rate, "distance irrelevance of the correct logit",
+                       di, pizza=("<=", th["pizza_max"]), clock=(">=", th["clock_min"]), epoch=epoch)
+
+
+def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float | str, epoch: int, th) -> Verdict:
+    """``mode``: :func:`claimlens.families.pizza.metrics.pizza_mode_test` of the final checkpoint. Pizza: ``m_2k / m_k ≥
+    pizza_min_ratio``; clock: ``m_2k / m_k < clock_max_ratio``. ``attn_rate``: as :func:`distance_irrelevance`'s
+    (the source stated this test for its MLP, whose side comes from its gradient symmetricity)."""
+    v = Verdict(DOUBLES_FOURIER_MODE.id)
+    if side in ("pizza", "clock"):
+        v.record("embedding's top mode k (folded), and 2k mod p (folded)", f"k = {mode['k']}, 2k → {mode['k2']}")
+    label = f"k={mode['k']}, 2k→{mode['k2']}; m_k {mode['m_k']:.4g}, m_2k {mode['m_2k']:.4g}"
+    return _judge_side(v, side, attn_rate, "pre-unembed mode magnitude at 2k over that at k", mode["ratio"],
+                       pizza=(">=", th["pizza_min_ratio"]), clock=("<", th["clock_max_ratio"]), epoch=epoch,
+                       label=label)
+
+
+# eval-main.ipynb (commit b78c0e6), cell "Logit FVE", Model A: (clock, pizza) per circle, and the accompanying
+# circles' fits (cell "Accompanying Pizza Logit FVE").
+SOURCE_CIRCLE_FVE = ((0.7541, 0.9831), (0.7562, 0.9831), (0.7538, 0.9841))
+SOURCE_ACCOMPANYING_FVE = (0.9756, 0.9723, 0.9769)
+
+LOGITS_FIT_PIZZA_FORMULA = ClaimSpec(
+    family=FAMILY,
+    id="pizza_logits_fit_pizza_formula",
+    statement="In a pizza model each embedding circle, isolated by keeping two principal components of the "
+              "embedding, gives logits explained 98.3–98.4% by the pizza formula and only ~75.4–75.6% by the clock "
+              "formula cos(w(a + b − c)).",
+    source=f"{CP}, §4 and Appendix; eval-main.ipynb (commit b78c0e6) saved outputs 'Logit FVE' for Model A",
+    thresholds={
+        "min_pizza_minus_clock": T(0.15, f"{CAT} (proposed): pizza FVE − clock FVE ≥ 0.15 for each circle",
+                                   source=min(pz - ck for ck, pz in SOURCE_CIRCLE_FVE)),
+    },
+    validation="passes on the source's saved numbers (three circles: pizza − clock = 0.229, 0.227, 0.230); the "
+               "model's weights are not in the source release we can read, so the procedure is checked on "
+               "synthetic circles (tests/test_pizza_clock.py)",
+    )
+
+
+def logits_fit_pizza_formula(fits: list, attn_rate: float, epoch: int, th) -> Verdict:
+    """``fits``: :func:`claimlens.families.pizza.analysis.formula_fits` of the final checkpoint (objects with
+    ``components``, ``k``, ``pizza``, ``clock``, ``accompanies``). Stated for pizza models only: for each circle
+    (``accompanies`` None) pizza FVE − clock FVE ≥ ``min_pizza_minus_clock``; the FVEs and the accompanying
+    circles' fits are recorded next to the source's. A run at another attention rate is skipped."""
+    v = Verdict(LOGITS_FIT_PIZZA_FORMULA.id)
+    if side_of(attn_rate) != "pizza":
+        return v.skip(f"attention rate {attn_rate:g}: the claim is stated for pizza models (rate < "
+                      f"{PIZZA_MAX_RATE}); judged on a clock model it is the claim's negative control "
+                      f"(tests/test_pizza_clock.py)")
+    circles = [f for f in fits if f.accompanies is None]
+    for i, f in enumerate(circles):
+        label = f"circle {i + 1}: PCs {f.components[0]}, {f.components[1]}; k = {f.k}"
+        source = SOURCE_CIRCLE_FVE[i] if i < len(SOURCE_CIRCLE_FVE) else (None, None)
+        v.record(f"Logit FVE by the pizza formula, {label}", f.pizza, source=source[1])
+        v.record(f"Logit FVE by the clock formula, {label}", f.clock, source=source[0])
+        v.check("pizza FVE − clock FVE", f.pizza - f.clock, ">=", th["min_pizza_minus_clock"], epoch=epoch,
+                label=label, source=round(source[1] - source[0], 4) if source[0] is not None else None)
+    main_k = [f.k for f in circles]
+    for f in fits:
+        if f.accompanies is not None:
+            i = main_k.index(f.accompanies)  # the source's accompanying circle #4 goes with #1, #5 with #2, …
+            v.record(f"Logit FVE by the accompanying-pizza formula, PCs {f.components[0]}, {f.components[1]} "
+                     f"(frequency {f.k} ≡ ±2 × {f.accompanies} mod p; accompanies circle {i + 1})", f.pizza,
+                     source=SOURCE_ACCOMPANYING_FVE[i] if i < len(SOURCE_ACCOMPANYING_FVE) else None)
+    return v
+
+
+ATTENTION_RATE_SELECTS = ClaimSpec(
+    family=FAMILY,
+    id="attention_rate_selects_algorithm",
+    statement="Over a sweep of the attention rate, constant attention (rate 0) gives the pizza and softmax attention "
+              "(rate 1) the clock: gradient symmetricity falls as the rate rises.",
+    source=f"{CP}, §5, result/1l_*.svg",
+    thresholds={
+        "max_spearman": T(-0.6, f"{CAT} (proposed): GS decreases monotonically in the attention rate "
+                                f"(Spearman ≤ −0.6); {SWEEP}: median GS 0.993 for rate in [0, 0.6), 0.785 in "
+                                f"[0.6, 0.8), 0.583 in [0.8, 0.95), 0.462 at ≥ 0.95"),
+        "min_members": T(3, "ours: a rank correlation over fewer than three attention rates says nothing",
+                         integer=True, positive=True),
+    },
+    validation="unvalidated: the released sweep table is summarised in the catalogue (medians per rate bin), not "
+               "digitised per run",
+    )
+
+# The catalogue's rate bins of the released sweep's median GS (for the record next to ours).
+SWEEP_MEDIANS = ((0.0, 0.6, 0.993), (0.6, 0.8, 0.785), (0.8, 0.95, 0.583), (0.95, 1.0001, 0.462))
+
+
+def attention_rate_selects(members: list[tuple[float, float]], th) -> Verdict:
+    """``members``: ``(attention rate, final GS)`` per run of a sweep over ``model.attn_rate``. Spearman(rate, GS)
+    ≤ ``max_spearman``; the GS against the rate is charted and the median GS per rate bin of the source's sweep
+    recorded with the source's median."""
+    v = Verdict(ATTENTION_RATE_SELECTS.id)
+    members = sorted(members)
+    rates, gs = [r for r, _ in members], [g for _, g in members]
+    v.add_points("gradient symmetricity of the final checkpoint", "model.attn_rate", rates, gs)
+    n_rates = len(set(rates))
+    if n_rates < int(th["min_members"]):
+        return v.skip(f"the set has {n_rates} distinct attention rate(s); the rule needs ≥ {int(th['min_members'])}")
+    from claimlens.core.series import spearman
+
+    for lo, hi, source in SWEEP_MEDIANS:
+        inside = sorted(g for r, g in members if lo <= r < hi)
+        if inside:
+            median = inside[len(inside) // 2] if len(inside) % 2 else (inside[len(inside) // 2 - 1]
+                                                                         + inside[len(inside) // 2]) / 2
+            v.record(f"median GS for attention rate in [{lo:g}, {min(hi, 1):g}{']' if hi > 1 else ')'}", median,
+                     source=source, detail=f"{len(inside)} run(s)")
+    v.check("Spearman correlation of attention rate and gradient symmetricity", spearman(rates, gs), "<=",
+            th["max_spearman"], detail=f"{len(members)} runs")
+    return v
