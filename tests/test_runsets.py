@@ -1,4 +1,4 @@
-"""Run sets: sweep specs, their members trained once and cached, the set claims of ``claims/test_sweeps.py`` (on
+"""Run sets: sweep specs, their members trained once and cached, the set claims of ``claims/test_sets.py`` (and of ``test_llc.py``, ``test_pizza.py``) (on
 the source's own fraction sweep and on a tiny trained sweep), multi-seed verdicts ("holds in k of n") and the same
 report under xdist."""
 

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("grokking", "llc", "pizza", "induction", "lowrank", "mlp", "sets")
+
+
+def _discover() -> tuple[str, ...]:
+    """Every sub-package of this package, by name: adding a family is adding its folder."""
+    import pkgutil
+
+    return tuple(sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg))
+
+
+FAMILIES = _discover()  # ("grokking", "induction", "llc", "lowrank", "mlp", "pizza", "sets")
 
 __all__ = ["CLAIMS", "FAMILIES", "fixtures_of", "rules_of"]
 

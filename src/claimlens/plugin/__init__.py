@@ -369,7 +369,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     ref = params.get("run", params.get("run_set"))
     record = build_record(
         nodeid=item.nodeid, claim={"id": spec.id, "statement": spec.statement, "source": spec.source,
-                                   "kind": spec.kind, "validation": spec.validation},
+                                   "kind": spec.kind, "validation": spec.validation, "family": spec.family},
         run=ref.label if isinstance(ref, RunRef) else None,
         parameters={k: (v.label if isinstance(v, RunRef) else v) for k, v in params.items()},
         outcome=outcome_of(report, call), message=_message(report, call), duration=report.duration,

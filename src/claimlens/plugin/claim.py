@@ -98,8 +98,14 @@ def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
         raise pytest.UsageError(f"{where}: min_checkpoints must be a positive integer, got {min_checkpoints!r}")
     return ClaimSpec(id=str(kw["id"]), statement=str(kw.get("statement", "")), source=str(kw.get("source", "")),
                      kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")),
-                     min_checkpoints=min_checkpoints, family=str(kw.get("family", "")),
+                     min_checkpoints=min_checkpoints, family=str(kw.get("family") or _file_family(where)),
                      task=str(kw.get("task", "modular_addition")), model=str(kw.get("model", "any")))
+
+
+def _file_family(nodeid: str) -> str:
+    """The family of a claim stated with keywords and no ``family``: its claims file's, ``my`` for
+    ``claims/test_my.py::test_x``."""
+    return nodeid.split("::")[0].rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
 
 
 class Claim:

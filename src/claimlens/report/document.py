@@ -89,11 +89,12 @@ def jsonable(x: Any) -> Any:
 def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, parameters: dict[str, Any], outcome: str,
                  message: str | None, duration: float, evidence: dict[str, Any] | None,
                  thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One record: the test, its claim (``id``, ``statement``, ``source``, ``kind``, ``validation``), the outcome,
-    the evidence it was judged on and the thresholds it was judged by (value, default, source's value, why)."""
+    """One record: the test, its claim (``id``, ``family``, ``statement``, ``source``, ``kind``, ``validation``), the
+    outcome, the evidence it was judged on and the thresholds it was judged by (value, default, source's value, why)."""
     return jsonable({
         "nodeid": nodeid,
         "claim_id": claim.get("id"),
+        "family": claim.get("family") or "",
         "claim_kind": claim.get("kind") or "empirical",
         "validation": claim.get("validation") or "",
         "statement": claim.get("statement"),

@@ -371,8 +371,9 @@ def render(document: dict[str, Any]) -> str:
         counts = ", ".join(f"{c[x]} {x}" for x in OUTCOMES if c[x])
         return f'<td><span class="badge {o}" title="{esc(counts)}">{o}{detail}</span></td>'
 
-    def family(rs):  # the claims file the claim lives in, e.g. "grokking" for claims/test_grokking.py
-        return rs[0]["nodeid"].split("::")[0].rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
+    def family(rs):  # the claim's family (its folder under claimlens/families); a report without it: the claims file
+        return rs[0].get("family") or rs[0]["nodeid"].split("::")[0].rsplit("/", 1)[-1].removeprefix(
+            "test_").removesuffix(".py")
 
     seeds = document.get("over_seeds") or []
     groups = sorted({tuple(s["runs"]) for s in seeds})
