@@ -30,7 +30,7 @@ from claimlens.plugin.fixtures import needs_equals_token
 @pytest.mark.claim(G.DELAYED_GENERALISATION)
 def test_grokking_delayed_generalisation(run, training_log, claim, request):
     # The t1 part needs the transformer's excluded loss; on other runs it is recorded as not judged.
-    transformer = getattr(run, "kind", None) == "curves" or run.spec.model.kind == "transformer"
+    transformer = not run.has_weights or run.spec.model.kind == "transformer"
     phases = request.getfixturevalue("phases") if transformer else None
     claim.judge(G.delayed_generalisation, training_log["train_acc"], training_log["test_acc"], phases)
 
@@ -78,7 +78,7 @@ def test_gini_jumps_in_cleanup(run_series, phases, claim):
 
 def n_heads(run) -> int:
     """Attention heads of a transformer run (0 for a curves-only run: its rule then skips, lacking attention)."""
-    return 0 if getattr(run, "kind", None) == "curves" else run.spec.model.n_heads
+    return 0 if not run.has_weights else run.spec.model.n_heads
 
 
 def _W_L(params):
@@ -172,7 +172,7 @@ def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
 @pytest.mark.claim(G.COMMUTATIVITY_ATTENTION)
 def test_attention_becomes_symmetric(run, run_series, phases, claim):
     needs_equals_token(run, "the claim includes attention from '=' to itself")
-    n_heads = 0 if getattr(run, "kind", None) == "curves" else run.spec.model.n_heads  # curves: no attention
+    n_heads = 0 if not run.has_weights else run.spec.model.n_heads  # curves: no attention
     claim.judge(G.commutativity_attention, run_series, phases, n_heads)
 
 

@@ -13,7 +13,7 @@ from claimlens.families.induction import rules as IND
 
 
 def _is_curves(run):
-    return getattr(run, "kind", None) == "curves"
+    return not run.has_weights
 
 
 def _curve(run, name, what):

@@ -74,7 +74,7 @@ def test_llc_linear_in_p(run_set, claim):
 
     members, problems = [], {}
     for p, run in run_set.along("task.p"):
-        if getattr(run, "kind", None) == "curves":
+        if not run.has_weights:
             pytest.skip(f"run set {run_set.name!r} has curves only: λ̂ is sampled around the weights")
         if run.spec.model.kind != "mlp":
             pytest.skip(f"run set {run_set.name!r} sweeps a {run.spec.model.kind}: the claim is about the "

@@ -16,7 +16,7 @@ def _losses(run_set, axis):
     curves runs: their curves)."""
     out = []
     for value, run in run_set.along(axis):
-        if getattr(run, "kind", None) == "curves":
+        if not run.has_weights:
             out.append((value, run.series["train_loss"], run.series["test_loss"]))
         else:
             from claimlens.core.series import Series

@@ -156,6 +156,52 @@ def test_claims_files_import_only_their_family_the_core_and_the_plugin():
     assert not bad, "\n".join(bad)
 
 
+# What a run input or an opened run is: its class (claimlens.plugin.runs, Run, CurvesRun) and ``has_weights`` say it.
+# ``kind`` stays as the string claims.json records; nothing may branch on it. (Model and task kinds,
+# ``spec.model.kind == "transformer"``, are another matter and allowed here.)
+RUN_KINDS = {"run", "spec", "curves", "member", "seed", "sweep", "curves_set", "no_set"}
+
+
+def _run_kind_comparisons(tree: ast.AST) -> list[int]:
+    """Lines comparing ``x.kind`` or ``getattr(x, "kind", …)`` with one of :data:`RUN_KINDS` (==, !=, in, not in)."""
+    def is_kind(node: ast.AST) -> bool:
+        if isinstance(node, ast.Attribute):
+            return node.attr == "kind"
+        return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant) and node.args[1].value == "kind")
+
+    def names_run_kind(node: ast.AST) -> bool:
+        if isinstance(node, ast.Constant):
+            return node.value in RUN_KINDS
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(names_run_kind(e) for e in node.elts)
+        return False
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(is_kind(a) for a in sides) and any(names_run_kind(b) for b in sides):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_nothing_branches_on_a_run_kind_string():
+    bad = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "claims").rglob("*.py")]):
+        for line in _run_kind_comparisons(ast.parse(path.read_text(), str(path))):
+            bad.append(f"{path.relative_to(ROOT)}:{line} compares a run's kind with a run-kind string (use its class "
+                       f"or has_weights)")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_run_kind_check_finds_what_it_forbids():
+    found = _run_kind_comparisons(ast.parse(
+        'a = ref.kind == "sweep"\nb = getattr(run, "kind", None) != "curves"\nc = x.kind in ("spec", "seed")\n'
+        'd = spec.model.kind == "transformer"\ne = cfg.kind == "attn_only"\n'))
+    assert found == [1, 2, 3]
+
+
 def test_importing_the_plugin_or_reading_a_manifest_imports_no_torch():
     code = ("import sys, claimlens.plugin, claimlens.runs.manifest, claimlens.report.document, claimlens.families; "
             "[claimlens.families.fixtures_of(f) for f in claimlens.families.FAMILIES]; "

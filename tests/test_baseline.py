@@ -134,9 +134,11 @@ def test_merge_and_cli(tmp_path, capsys):
 
 
 def test_a_changed_threshold_is_named_next_to_the_flips():
-    def doc(overrides):
+    def doc(overrides):  # each record states the thresholds it was judged by and their defaults (schema ≥ 2)
+        value = (overrides or {}).get("grokking_delayed_generalisation", {}).get("delay_ratio", 5)
         record = {"nodeid": "t::a", "claim_id": "grokking_delayed_generalisation", "outcome": "passed",
-                  "measurements": [], "series": []}
+                  "measurements": [], "series": [],
+                  "thresholds": {"delay_ratio": {"value": value, "default": 5, "source": 5, "why": ""}}}
         return {"records": [record], **({"threshold_overrides": overrides} if overrides else {})}
 
     d = diff(doc(None), doc({"grokking_delayed_generalisation": {"delay_ratio": 10}}))
@@ -148,3 +150,23 @@ def test_a_changed_threshold_is_named_next_to_the_flips():
                for line in format_diff(d))
     same = {"grokking_delayed_generalisation": {"delay_ratio": 5}}  # an override equal to the default
     assert diff(doc(None), doc(same))["threshold_changes"] == []
+
+
+def test_reports_compare_from_what_they_hold_without_the_claims_code(monkeypatch):
+    """The defaults come from the documents (threshold_defaults, the records' thresholds), not from the rules of the
+    claimlens at hand; a report that records no default reads it as None."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "claimlens.thresholds" or m.startswith("claimlens.families")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "claimlens.families", None)  # importing any rule now fails
+    monkeypatch.setitem(sys.modules, "claimlens.thresholds", None)
+    record = {"nodeid": "t::a", "claim_id": "c", "outcome": "failed", "measurements": [], "series": []}
+    old = {"records": [{**record, "outcome": "passed"}]}
+    new = {"records": [record], "threshold_overrides": {"c": {"x": 0.1, "y": 2.0}},
+           "threshold_defaults": {"c": {"x": 0.5, "y": 2.0}}}
+    d = diff(old, new)
+    assert d["threshold_changes"] == [{"claim_id": "c", "name": "x", "old": 0.5, "new": 0.1}]  # y: its default
+    assert [f["to"] for f in d["flips"]] == ["failed"]
+    older = {"records": [record], "threshold_overrides": {"c": {"x": 0.1}}}  # no defaults recorded anywhere
+    assert diff(old, older)["threshold_changes"] == [{"claim_id": "c", "name": "x", "old": None, "new": 0.1}]

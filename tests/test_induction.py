@@ -358,10 +358,10 @@ def test_plain_session_pairs_runs_with_the_claims_of_their_task():
     """A plain session's built-in runs are judged only by the claims about their task; a run named with --run by
     every claim (the others skip it with the reason, in pytest_runtest_setup)."""
     from claimlens.config import FIXTURES
-    from claimlens.plugin.runs import RunRef, default_session
+    from claimlens.plugin.runs import SpecRun, default_session
     from conftest import ROOT
 
-    refs = {Path(p).stem: RunRef(FIXTURES / p, "spec", Path(p).stem, families=f, builtin=True)
+    refs = {Path(p).stem: SpecRun(FIXTURES / p, Path(p).stem, families=f, builtin=True)
             for p, f in default_session().items()}
     assert refs["induction_2l"].task_kind() == "repeated_subsequence"
     assert refs["default"].task_kind() == "modular_addition"
@@ -369,13 +369,13 @@ def test_plain_session_pairs_runs_with_the_claims_of_their_task():
     assert not refs["induction_2l"].judged_by("grokking", "modular_addition")
     assert not refs["default"].judged_by("induction", "repeated_subsequence")
     assert refs["default"].judged_by("grokking", "modular_addition")
-    named = RunRef(ROOT / "fixtures/induction_2l.toml", "spec", "induction_2l")
+    named = SpecRun(ROOT / "fixtures/induction_2l.toml", "induction_2l")
     assert named.judged_by("", "modular_addition")  # judged, then skipped with the reason
     # the same by model kind: the MLP family's claims do not put the default transformer under them
     assert refs["default"].model_kind() == "transformer" and refs["mlp_sum"].model_kind() == "mlp"
     assert not refs["default"].judged_by("mlp", "modular_addition", "mlp")
     assert refs["mlp_sum"].judged_by("mlp", "modular_addition", "mlp")
-    assert RunRef(ROOT / "fixtures/default.toml", "spec", "default").judged_by("mlp", "modular_addition", "mlp")
+    assert SpecRun(ROOT / "fixtures/default.toml", "default").judged_by("mlp", "modular_addition", "mlp")
 
 
 def _tiny_induction_spec(**task):

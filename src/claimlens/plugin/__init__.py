@@ -6,8 +6,8 @@ Importing it is cheap (no torch). Layout, as pytest-benchmark's:
   trains, make records, finish, summary);
 * :mod:`claimlens.plugin.fixtures`: the fixtures claim tests take (``run``, ``run_series``, ``phases``,
   ``final_activations``, ``llc_series``, ``claim``, ``thresholds``, …);
-* :mod:`claimlens.plugin.session`: session state in ``config.stash``, the end of the session (claims.json,
-  HTML) and the baseline gate;
+* :mod:`claimlens.plugin.session`: the session's state (one :class:`~claimlens.plugin.session.ClaimSession` in
+  ``config.stash``), the end of the session (claims.json, HTML) and the baseline gate;
 * :mod:`claimlens.plugin.hookspec`: hooks other plugins can implement (``pytest_claimlens_record``,
   ``pytest_claimlens_update_document``);
 * :mod:`claimlens.plugin.runs`: what ``--run`` values mean; :mod:`claimlens.plugin.claim`: the ``claim``
@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from claimlens.plugin import session
-from claimlens.plugin.runs import RunRef, resolve_refs
-from claimlens.plugin.session import CLAIM, RECORDS, RUN_REFS, SUMMARY_LINES, THRESHOLDS, UNJUDGED
+from claimlens.plugin.runs import NoSet, RunInput, resolve_refs
+from claimlens.plugin.session import CLAIM, SESSION, ClaimSession
 
 DEPRECATED_OPTIONS = {"--llc-checkpoints": "--claims-llc-checkpoints"}
 
@@ -130,16 +130,14 @@ def pytest_configure(config: pytest.Config) -> None:
     given = config.getoption("claimlens_runs")
     # Explicit --run values are checked now, so that a typo is a usage error before collection;
     # the default run is resolved lazily, only if a test asks for a run.
-    config.stash[RUN_REFS] = resolve_refs(given) if given else None
-    config.stash[RECORDS] = []
-    config.stash[SUMMARY_LINES] = []
-    config.stash[UNJUDGED] = []
+    state = ClaimSession(config, resolve_refs(given) if given else None)
+    config.stash[SESSION] = state
     _resolve_deprecated(config)
     from claimlens import thresholds as th
 
     # Values are checked now (numbers); names once the claims are collected, against their markers' thresholds.
     try:
-        config.stash[THRESHOLDS] = th.merge(th.from_pyproject(Path(str(config.rootpath)) / "pyproject.toml", None),
+        state.thresholds = th.merge(th.from_pyproject(Path(str(config.rootpath)) / "pyproject.toml", None),
                                             th.from_options(config.getoption("claimlens_thresholds"), None))
     except th.ThresholdError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -174,7 +172,7 @@ def pytest_configure(config: pytest.Config) -> None:
         module = fixtures_of(family)
         if module is not None:
             config.pluginmanager.register(module, f"claimlens-fixtures-{family}")
-    config.pluginmanager.register(session.Collector(config), "claimlens-collector")
+    config.pluginmanager.register(session.Collector(state), "claimlens-collector")
 
 
 def _resolve_deprecated(config: pytest.Config) -> None:
@@ -194,11 +192,11 @@ def _resolve_deprecated(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "run_set" in metafunc.fixturenames:
-        sets = session.set_refs(metafunc.config) or [RunRef(Path("."), "no_set", "none")]
+        sets = session.of(metafunc.config).sets() or [NoSet()]
         metafunc.parametrize("run_set", sets, ids=[f"set={r.label}" for r in sets], indirect=True, scope="session")
     if "run" not in metafunc.fixturenames:
         return
-    refs = session.refs(metafunc.config)
+    refs = session.of(metafunc.config).runs()
     marker = metafunc.definition.get_closest_marker("claim")
     if marker is not None:  # a plain session's built-in runs are judged by their own family's claims only
         from claimlens.plugin.claim import spec_of
@@ -220,14 +218,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _validate_thresholds(config, items)
     if config.getoption("claimlens_members"):  # a member's process: the set claims run in the set's own session
         unset = [i for i in items if getattr(getattr(i, "callspec", None), "params", {}).get("run_set") is not None
-                 and i.callspec.params["run_set"].kind == "no_set"]
+                 and isinstance(i.callspec.params["run_set"], NoSet)]
         if unset:
             config.hook.pytest_deselected(items=unset)
             items[:] = [i for i in items if i not in unset]
     for item in items:
         callspec = getattr(item, "callspec", None)
         ref = callspec.params.get("run") if callspec is not None else None
-        if isinstance(ref, RunRef):
+        if isinstance(ref, RunInput):
             item.add_marker(pytest.mark.xdist_group(name=f"run-{ref.label}"))
 
 
@@ -241,11 +239,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is None:
         return
-    refs: dict[str, RunRef] = {}
+    refs: dict[str, RunInput] = {}
     for item in session.items:
         callspec = getattr(item, "callspec", None)
         ref = callspec.params.get("run") if callspec is not None else None
-        if isinstance(ref, RunRef):
+        if isinstance(ref, RunInput):
             refs.setdefault(ref.label, ref)
     untrained = [label for label, ref in refs.items() if ref.untrained()]
     if untrained:
@@ -259,7 +257,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def _validate_thresholds(config: pytest.Config, items: list[pytest.Item]) -> None:
-    overrides = config.stash[THRESHOLDS]
+    overrides = session.of(config).thresholds
     if not overrides:
         return
     from claimlens import thresholds as th
@@ -287,12 +285,12 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     callspec = getattr(item, "callspec", None)
     set_ref = callspec.params.get("run_set") if callspec is not None else None
     axis = item.get_closest_marker("run_set_axis")
-    if axis is not None and isinstance(set_ref, RunRef) and set_ref.is_set:
+    if axis is not None and isinstance(set_ref, RunInput) and set_ref.is_set:
         axes = set_ref.axes()
         if axes is not None and axis.args[0] not in axes:  # known from the spec: nothing trained to find out
             pytest.skip(f"run set {set_ref.label!r} does not vary {axis.args[0]} (its axes: {list(axes)})")
     ref = callspec.params.get("run") if callspec is not None else None
-    if marker is None or not isinstance(ref, RunRef) or ref.kind == "curves":
+    if marker is None or not isinstance(ref, RunInput) or not ref.has_weights:
         return
     from claimlens.plugin.claim import spec_of
 
@@ -303,20 +301,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
                     f"{task.replace('_', ' ')}")
     need = spec.min_checkpoints
     if need > 1:
-        have = _n_checkpoints(item.config, ref)
+        have = len(ref.epochs())  # from the spec or manifest the input read once
         if have < need:
             pytest.skip(f"needs ≥ {need} checkpoints (the claim is about the course of training); run {ref.label!r} "
                         f"has {have}")
-
-
-def _n_checkpoints(config: pytest.Config, ref: RunRef) -> int:
-    counts = config.stash.setdefault(_CHECKPOINT_COUNTS, {})
-    if ref not in counts:
-        counts[ref] = len(ref.epochs())
-    return counts[ref]
-
-
-_CHECKPOINT_COUNTS = pytest.StashKey[dict]()
 
 
 @pytest.hookimpl(wrapper=True)
@@ -370,8 +358,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     record = build_record(
         nodeid=item.nodeid, claim={"id": spec.id, "statement": spec.statement, "source": spec.source,
                                    "kind": spec.kind, "validation": spec.validation, "family": spec.family},
-        run=ref.label if isinstance(ref, RunRef) else None,
-        parameters={k: (v.label if isinstance(v, RunRef) else v) for k, v in params.items()},
+        run=ref.label if isinstance(ref, RunInput) else None,
+        parameters={k: (v.label if isinstance(v, RunInput) else v) for k, v in params.items()},
         outcome=outcome_of(report, call), message=_message(report, call), duration=report.duration,
         evidence=claim.to_dict() if claim is not None else None,
         thresholds=claim.describe_thresholds() if claim is not None else None,
@@ -427,11 +415,15 @@ def _message(report, call) -> str | None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    if hasattr(session.config, "workerinput"):
-        return  # xdist worker: the controller writes the report
     from claimlens.plugin import session as claims_session
 
-    claims_session.finish(session)
+    state = session.config.stash.get(SESSION, None)
+    try:
+        if not hasattr(session.config, "workerinput"):  # an xdist worker: the controller writes the report
+            claims_session.finish(session)
+    finally:
+        if state is not None:
+            state.close()
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

@@ -33,7 +33,7 @@ def unit_of(run) -> str:
     """``"step"`` for a run whose checkpoints count optimiser steps on minibatches (the induction toy, a spec with
     ``train.batch_size``), else ``"epoch"`` (full-batch runs, curves-only runs)."""
     spec = getattr(run, "spec", None)
-    if spec is None or getattr(run, "kind", None) == "curves":
+    if spec is None or not getattr(run, "has_weights", True):
         return "epoch"
     return "step" if spec.task.is_sequences or spec.train.batch_size else "epoch"
 

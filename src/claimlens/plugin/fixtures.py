@@ -2,7 +2,7 @@
 module imports no torch; each fixture imports what it needs.
 
 ``run`` (parametrized by the plugin over ``--run``), ``run_set`` (a set of runs), ``training_log``,
-``final_checkpoint`` / ``final_activations`` (the final checkpoint and its forward pass, shared; ``final_model`` the
+``final_checkpoints`` (the session's kept final checkpoints), ``final_checkpoint`` / ``final_activations`` (the final checkpoint and its forward pass, shared; ``final_model`` the
 same for a run that generalised), ``claim`` (checks and the record; ``evidence`` is its earlier name) and
 ``thresholds``. Each family's own fixtures (``run_series`` and ``phases``, ``llc_series``, ``pizza_clock``,
 ``induction``, ``lowrank``, ``weight_norms``, …) are in ``claimlens/families/<family>/fixtures.py``.
@@ -14,8 +14,9 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
+from claimlens.plugin import session
 from claimlens.plugin.claim import Claim, not_judged, spec_of
-from claimlens.plugin.session import CLAIM, THRESHOLDS
+from claimlens.plugin.session import CLAIM
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +37,10 @@ def run_set(request: pytest.FixtureRequest):
     """The :class:`claimlens.runsets.RunSet` under test (a sweep's runs, trained on first use and cached; or a
     built-in curves set). Parametrized over ``--run SWEEP.toml`` / ``--run nanda2022_fractions`` and, with
     ``--claims-sweeps``, the built-in sweeps; without any, the test is skipped with the command that runs it."""
+    from claimlens.plugin.runs import NoSet
+
     ref = request.param
-    if ref.kind == "no_set":
+    if isinstance(ref, NoSet):
         pytest.skip(no_set_reason(request.config))
     with uncaptured(request):
         return ref.open(device=request.config.getoption("claimlens_device"))
@@ -76,13 +79,13 @@ def fail_about(run, exc: Exception):
 
 def needs_weights(run, what: str = "this claim needs the model's weights") -> None:
     """Skip, with the reason, on a curves-only run (digitised or logged curves, no checkpoints)."""
-    if getattr(run, "kind", None) == "curves":
+    if not run.has_weights:
         pytest.skip(f"run {run.name!r} is a curves-only run ({run.description or 'no weights'}): {what}")
 
 
 def needs_equals_token(run, what: str) -> None:
     """Skip, with the reason, a transformer that reads [a, b] without '=' (Clock/Pizza): ``what`` is about '='."""
-    if getattr(run, "kind", None) != "curves" and not run.spec.model.equals_token:
+    if run.has_weights and not run.spec.model.equals_token:
         pytest.skip(f"run {run.name!r} reads [a, b] without an '=' token (equals_token = false): {what}")
 
 
@@ -98,20 +101,28 @@ def training_log(run):
     from its ``log.jsonl``, or a curves-only run's curves."""
     from claimlens.core.series import Series
 
-    if getattr(run, "kind", None) == "curves":
+    if not run.has_weights:
         return {n: run.series[n] for n in ("train_loss", "test_loss", "train_acc", "test_acc") if n in run.series}
     log = run.log()
     return {n: Series.of(n, log["epoch"], log[n]) for n in ("train_loss", "test_loss", "train_acc", "test_acc")}
 
 
 @pytest.fixture(scope="session")
-def final_checkpoint(run):
+def final_checkpoints(request: pytest.FixtureRequest):
+    """The final checkpoints the session keeps with their activations
+    (:class:`claimlens.core.checkpoint.FinalCheckpoints`, emptied at the session's end): analyses given it share
+    each run's final forward pass with the claims about the final model."""
+    return session.of(request.config).checkpoints
+
+
+@pytest.fixture(scope="session")
+def final_checkpoint(run, final_checkpoints):
     """The final checkpoint of ``run`` (:class:`claimlens.core.checkpoint.Checkpoint`), shared with the analyses."""
     from claimlens.core.checkpoint import final_checkpoint as final
 
     needs_weights(run)
     with clear_errors(run):
-        checkpoint = final(run)
+        checkpoint = final(run, final_checkpoints)
         checkpoint.activations  # noqa: B018 (read now: a bad checkpoint fails here, with its name)
     return checkpoint
 
@@ -168,7 +179,7 @@ def claim(request: pytest.FixtureRequest) -> Claim:
     if marker is None:
         raise pytest.UsageError(f"{request.node.nodeid}: the claim fixture needs @pytest.mark.claim(...)")
     spec = spec_of(marker, request.node.nodeid)
-    c = Claim(spec, Thresholds(spec.id, request.config.stash[THRESHOLDS].get(spec.id), specs=spec.thresholds))
+    c = Claim(spec, Thresholds(spec.id, session.of(request.config).thresholds.get(spec.id), specs=spec.thresholds))
     request.node.stash[CLAIM] = c
     return c
 

@@ -1,10 +1,17 @@
 """What ``--run`` values mean: a run directory, a spec TOML to train (once) and cache, a curves folder, a sweep
-spec (a run set, trained member by member on first use) or a built-in curves set (``nanda2022_fractions``)."""
+spec (a run set, trained member by member on first use) or a built-in curves set (``nanda2022_fractions``).
+
+Each kind of input is a class behind :class:`RunInput` (frozen, hashable: the plugin's pytest params): runs
+(:class:`RunDir`, :class:`SpecRun`, :class:`SeedVariant`, :class:`SweepMember`, :class:`CurvesRun`), run sets
+(:class:`Sweep`, :class:`CurvesSet`) and :class:`NoSet` (no set in the session). Each reads its spec, sweep spec or
+manifest at most once (memoised on the object, which the session keeps). Nothing here imports torch."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -27,18 +34,31 @@ def default_session() -> dict[str, frozenset | None]:
 
 
 @dataclass(frozen=True)
-class RunRef:
-    """A run named on the command line, resolved to a label cheaply (without training or torch)."""
+class RunInput:
+    """A ``--run`` value resolved to a label cheaply (without training or torch). Subclasses say what it is; the
+    ``kind`` class attribute is the string recorded in claims.json (``runs[].kind``) and nothing branches on it."""
 
     path: Path
-    # "run" (a run directory), "spec" (a TOML spec, trained and cached on first use), "curves", "member" (one run
-    # of a sweep: path is the sweep spec, member its label), "seed" (a spec with train.seed = member, from
-    # --claims-seeds); run sets: "sweep" (a sweep spec), "curves_set"
-    kind: str
     label: str
-    member: str = ""
     families: frozenset | None = None  # the claim families that judge this run (None: all of them)
-    builtin: bool = False  # one of a plain session's built-in runs (DEFAULT_SESSION)
+    builtin: bool = False  # one of a plain session's built-in runs (default_session)
+    # what was read once (spec, sweep spec, manifest): not part of the identity
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    kind: ClassVar[str] = ""
+    is_set: ClassVar[bool] = False  # a set of runs (judged by the set claims through the run_set fixture)
+    has_weights: ClassVar[bool] = True  # opens to something with checkpoints (False: curves only)
+
+    def _once(self, key: str, read):
+        if key not in self._memo:
+            self._memo[key] = read()
+        return self._memo[key]
+
+    def relabelled(self, label: str) -> RunInput:
+        """The same input under another label (two --run values with one name: ``name#2``)."""
+        out = dataclasses.replace(self, label=label)
+        out._memo.update(self._memo)
+        return out
 
     def judged_by(self, family: str, task: str | None = None, model: str | None = None) -> bool:
         """Whether claims of ``family`` (about ``task``, on models of kind ``model``) judge this run. A plain
@@ -52,175 +72,297 @@ class RunRef:
             return False
         return model in (None, "any") or self.model_kind() in (None, model)
 
-    @property
-    def is_set(self) -> bool:
-        return self.kind in SET_KINDS
-
-    def _spec(self):
-        """The :class:`claimlens.config.RunSpec` of a spec, seed variant or sweep member."""
-        if self.kind == "spec":
-            from claimlens.config import RunSpec
-
-            return RunSpec.from_toml(self.path)
-        return self._member_spec()
-
-    def _member_spec(self):
-        if self.kind == "seed":
-            return seed_variant(self.path, int(self.member))
-        from claimlens.runsets import SweepSpec
-
-        return next(m.spec for m in SweepSpec.from_toml(self.path).members() if m.label == self.member)
-
     def untrained(self) -> bool:
-        """Whether opening this run will train it first: a spec, seed variant or sweep member whose run the cache
-        does not hold complete (a run directory, curves or a set: False). Cheap: reads the spec and a manifest."""
-        if self.kind not in ("spec", "seed", "member"):
-            return False
-        from claimlens.builtin import is_cached
-
-        try:
-            return not is_cached(self._spec())
-        except Exception:  # noqa: BLE001 - opening the run reports a bad spec properly; this is only a notice
-            return False
+        """Whether opening this input will train it first (only a spec whose run the cache lacks)."""
+        return False
 
     def epochs(self) -> list[int]:
-        """Checkpoint epochs, known without training: from the manifest, or from the spec (none for curves)."""
-        if self.kind in ("curves", *SET_KINDS):
-            return []
-        if self.kind == "run":
-            from claimlens.runs.manifest import read_manifest
-
-            return [c["epoch"] for c in read_manifest(self.path)["checkpoints"]]
-        return self._spec().train.checkpoint_epochs
+        """Checkpoint epochs, known without training (none: curves or a set)."""
+        return []
 
     def task_kind(self) -> str | None:
         """The ``task.kind`` of the run, read from its spec or manifest without training (None: a curves run or a
         set, which say nothing about it here)."""
-        return self._kind_of("task", "modular_addition")
+        return None
 
     def model_kind(self) -> str | None:
         """The ``model.kind`` of the run, read like :meth:`task_kind`."""
-        return self._kind_of("model", "transformer")
-
-    def _kind_of(self, section: str, default: str) -> str | None:
-        """``<section>.kind`` of the run's spec (``default`` where a stored manifest's spec omits it)."""
-        if self.kind in ("curves", *SET_KINDS):
-            return None
-        if self.kind == "run":
-            from claimlens.runs.manifest import read_manifest
-
-            return read_manifest(self.path)["spec"].get(section, {}).get("kind", default)
-        return getattr(self._spec(), section).kind
-
-    def describe(self) -> dict:
-        """The run as recorded in claims.json (manifest fields if it exists on disk)."""
-        out = {"label": self.label, "kind": self.kind, "path": str(self.path)}
-        if self.kind == "sweep":
-            from claimlens.builtin import cached_run_path
-            from claimlens.runsets import SweepSpec
-
-            sweep = SweepSpec.from_toml(self.path)
-            out.update({"name": sweep.name, "provenance": sweep.description, "axes": list(sweep.axes),
-                        "members": [{"label": m.label, "values": m.values, "run_dir": str(cached_run_path(m.spec)),
-                                     "spec_hash": m.spec.hash} for m in sweep.members()]})
-            return out
-        if self.kind == "curves_set":
-            from claimlens.runsets import curves_set
-
-            found = curves_set(self.path if self.path.is_dir() else self.label).describe()
-            out.update({"name": found["name"], "provenance": found["description"], "axes": found["axes"],
-                        "members": [{"label": m["name"], "values": m["values"], "content_hash": m["content_hash"]}
-                                    for m in found["members"]]})
-            return out
-        if self.kind == "curves":
-            from claimlens import reference
-
-            run = reference.load(self.path)
-            out.update({"name": run.name, "content_hash": run.content_hash, "provenance": run.description})
-            return out
-        spec = self._spec() if self.kind in ("spec", "member", "seed") else None
-        run_dir = self.path
-        if spec is not None:
-            from claimlens.builtin import cached_run_path
-
-            run_dir = cached_run_path(spec)
-        from claimlens.errors import RunError
-        from claimlens.runs.manifest import read_manifest
-
-        try:
-            m = read_manifest(run_dir)
-        except RunError:
-            m = None
-        if m is not None:
-            # a spec's run carries the spec's name even when the cache holds it under another (Run.named); "spec"
-            # stays what was trained
-            name = spec.name if spec is not None else m["name"]
-            out.update({"run_dir": str(run_dir), "name": name, "content_hash": m["content_hash"],
-                        "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
-        return out
+        return None
 
     def axes(self) -> tuple[str, ...] | None:
         """The axes a run set varies, read from its spec without training (None when not a set)."""
-        if self.kind == "sweep":
-            from claimlens.runsets import SweepSpec
-
-            return tuple(SweepSpec.from_toml(self.path).axes)
-        if self.kind == "curves_set":
-            from claimlens.runsets import curves_set
-
-            return tuple(curves_set(self.path if self.path.is_dir() else self.label).axes)
         return None
 
+    def describe(self) -> dict:
+        """The input as recorded in claims.json (``runs[]``): label, kind, path and what is known of it."""
+        return {"label": self.label, "kind": self.kind, "path": str(self.path)}
+
     def open(self, device: str = "cpu"):
+        """The run or run set (trained on first use where it is a spec); a bad input fails the test with
+        ``--run PATH: message``."""
         from claimlens.errors import ClaimlensError
 
         try:
-            if self.kind == "curves":
-                from claimlens import reference
-
-                return reference.load(self.path)
-            if self.kind == "run":
-                from claimlens.runs.store import Run
-
-                return Run.open(self.path)
-            if self.kind == "curves_set":
-                from claimlens.runsets import curves_set
-
-                return curves_set(self.path if self.path.is_dir() else self.label)
-            if self.kind == "sweep":
-                from claimlens.runsets import SweepSpec, ensure_set
-
-                return ensure_set(SweepSpec.from_toml(self.path), device=device)
-            from claimlens.builtin import ensure_run
-
-            return ensure_run(self._spec(), device=device)
+            return self._open(device)
         except ClaimlensError as exc:
             pytest.fail(f"--run {self.path}: {exc}", pytrace=False)
 
+    def _open(self, device: str):
+        raise NotImplementedError
 
-def resolve_refs(values: list[str]) -> list[RunRef]:
+
+def _describe_run_dir(out: dict, run_dir: Path, spec) -> dict:
+    """``out`` with the manifest fields of the run in ``run_dir`` if there is one (a spec's run carries the spec's
+    name even when the cache holds it under another, Run.named; "spec" stays what was trained)."""
+    from claimlens.errors import RunError
+    from claimlens.runs.manifest import read_manifest
+
+    try:
+        m = read_manifest(run_dir)
+    except RunError:
+        m = None
+    if m is not None:
+        name = spec.name if spec is not None else m["name"]
+        out.update({"run_dir": str(run_dir), "name": name, "content_hash": m["content_hash"],
+                    "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
+    return out
+
+
+@dataclass(frozen=True)
+class RunDir(RunInput):
+    """A run directory (``run.json`` and its checkpoints)."""
+
+    kind: ClassVar[str] = "run"
+
+    def manifest(self) -> dict:
+        from claimlens.runs.manifest import read_manifest
+
+        return self._once("manifest", lambda: read_manifest(self.path))
+
+    def epochs(self) -> list[int]:
+        return [c["epoch"] for c in self.manifest()["checkpoints"]]
+
+    def task_kind(self) -> str | None:
+        return self.manifest()["spec"].get("task", {}).get("kind", "modular_addition")
+
+    def model_kind(self) -> str | None:
+        return self.manifest()["spec"].get("model", {}).get("kind", "transformer")
+
+    def describe(self) -> dict:
+        return _describe_run_dir(super().describe(), self.path, None)
+
+    def _open(self, device: str):
+        from claimlens.runs.store import Run
+
+        return Run.open(self.path)
+
+
+@dataclass(frozen=True)
+class _Trained(RunInput):
+    """A run made from a spec (trained and cached on first use): subclasses say where the spec comes from."""
+
+    def spec(self):
+        """The :class:`claimlens.config.RunSpec` (read once)."""
+        return self._once("spec", self._read_spec)
+
+    def _read_spec(self):
+        raise NotImplementedError
+
+    def untrained(self) -> bool:
+        """Whether the cache lacks this spec's run complete. Cheap: reads the spec and a manifest."""
+        from claimlens.builtin import is_cached
+
+        try:
+            return not is_cached(self.spec())
+        except Exception:  # noqa: BLE001 - opening the run reports a bad spec properly; this is only a notice
+            return False
+
+    def epochs(self) -> list[int]:
+        return self.spec().train.checkpoint_epochs
+
+    def task_kind(self) -> str | None:
+        return self.spec().task.kind
+
+    def model_kind(self) -> str | None:
+        return self.spec().model.kind
+
+    def describe(self) -> dict:
+        from claimlens.builtin import cached_run_path
+
+        spec = self.spec()
+        return _describe_run_dir(super().describe(), cached_run_path(spec), spec)
+
+    def _open(self, device: str):
+        from claimlens.builtin import ensure_run
+
+        return ensure_run(self.spec(), device=device)
+
+
+@dataclass(frozen=True)
+class SpecRun(_Trained):
+    """A spec TOML (``path``), trained and cached on first use."""
+
+    kind: ClassVar[str] = "spec"
+
+    def _read_spec(self):
+        from claimlens.config import RunSpec
+
+        return RunSpec.from_toml(self.path)
+
+
+@dataclass(frozen=True)
+class SeedVariant(_Trained):
+    """The spec at ``path`` with ``train.seed = seed`` (from --claims-seeds)."""
+
+    seed: int = 0
+    kind: ClassVar[str] = "seed"
+
+    def _read_spec(self):
+        return seed_variant(self.path, self.seed)
+
+
+@dataclass(frozen=True)
+class SweepMember(_Trained):
+    """One run of the sweep spec at ``path``: the member labelled ``member``."""
+
+    member: str = ""
+    kind: ClassVar[str] = "member"
+
+    def _read_spec(self):
+        from claimlens.runsets import SweepSpec
+
+        return next(m.spec for m in SweepSpec.from_toml(self.path).members() if m.label == self.member)
+
+
+@dataclass(frozen=True)
+class CurvesRun(RunInput):
+    """A curves folder (``index.toml`` and digitised or logged curves; no weights)."""
+
+    kind: ClassVar[str] = "curves"
+    has_weights: ClassVar[bool] = False
+
+    def describe(self) -> dict:
+        from claimlens import reference
+
+        out = super().describe()
+        run = reference.load(self.path)
+        out.update({"name": run.name, "content_hash": run.content_hash, "provenance": run.description})
+        return out
+
+    def _open(self, device: str):
+        from claimlens import reference
+
+        return reference.load(self.path)
+
+
+@dataclass(frozen=True)
+class Sweep(RunInput):
+    """A sweep spec TOML: a run set, its members trained on first use."""
+
+    kind: ClassVar[str] = "sweep"
+    is_set: ClassVar[bool] = True
+
+    def sweep(self):
+        """The :class:`claimlens.runsets.SweepSpec` (read once)."""
+        from claimlens.runsets import SweepSpec
+
+        return self._once("sweep", lambda: SweepSpec.from_toml(self.path))
+
+    def members(self) -> list[SweepMember]:
+        """Its runs, as inputs judged by the per-run claims (each with its spec already read)."""
+        out = []
+        for m in self.sweep().members():
+            member = SweepMember(self.path, m.label, member=m.label)
+            member._memo["spec"] = m.spec
+            out.append(member)
+        return out
+
+    def axes(self) -> tuple[str, ...] | None:
+        return tuple(self.sweep().axes)
+
+    def describe(self) -> dict:
+        from claimlens.builtin import cached_run_path
+
+        out, sweep = super().describe(), self.sweep()
+        out.update({"name": sweep.name, "provenance": sweep.description, "axes": list(sweep.axes),
+                    "members": [{"label": m.label, "values": m.values, "run_dir": str(cached_run_path(m.spec)),
+                                 "spec_hash": m.spec.hash} for m in sweep.members()]})
+        return out
+
+    def _open(self, device: str):
+        from claimlens.runsets import ensure_set
+
+        return ensure_set(self.sweep(), device=device)
+
+
+@dataclass(frozen=True)
+class CurvesSet(RunInput):
+    """A set of curves runs: a curves folder whose index names an axis, or a built-in one by name."""
+
+    kind: ClassVar[str] = "curves_set"
+    is_set: ClassVar[bool] = True
+    has_weights: ClassVar[bool] = False
+
+    def _set(self):
+        """The :class:`claimlens.runsets.RunSet` (loaded once)."""
+        from claimlens.runsets import curves_set
+
+        return self._once("set", lambda: curves_set(self.path if self.path.is_dir() else self.label))
+
+    def axes(self) -> tuple[str, ...] | None:
+        return tuple(self._set().axes)
+
+    def describe(self) -> dict:
+        out = super().describe()
+        found = self._set().describe()
+        out.update({"name": found["name"], "provenance": found["description"], "axes": found["axes"],
+                    "members": [{"label": m["name"], "values": m["values"], "content_hash": m["content_hash"]}
+                                for m in found["members"]]})
+        return out
+
+    def _open(self, device: str):
+        return self._set()
+
+
+@dataclass(frozen=True)
+class NoSet(RunInput):
+    """The ``run_set`` parameter of a session without run sets: the test skips, saying how to get one."""
+
+    path: Path = Path(".")
+    label: str = "none"
+    kind: ClassVar[str] = "no_set"
+    has_weights: ClassVar[bool] = False
+
+    def _open(self, device: str):
+        raise NotImplementedError("no run set in this session")
+
+
+def resolve_refs(values: list[str]) -> list[RunInput]:
+    """The inputs ``--run`` names (``values``: paths or built-in names), in order, labels made unique (``name#2``);
+    none: the built-in runs of a plain session. A bad value raises :class:`pytest.UsageError` saying what --run
+    takes."""
     from claimlens.config import FIXTURES
 
     if not values:
         if not (FIXTURES / DEFAULT_SPEC).is_file():
             raise pytest.UsageError(f"no --run given and the built-in default spec {DEFAULT_SPEC} is not in {FIXTURES}")
-        return [RunRef(FIXTURES / spec, "spec", Path(spec).stem, families=families, builtin=True)
+        return [SpecRun(FIXTURES / spec, Path(spec).stem, families=families, builtin=True)
                 for spec, families in default_session().items() if (FIXTURES / spec).is_file()]
     refs, seen = [], set()
     for value in values:
         path = Path(value)
         references = _references()
         if not path.exists() and value in _curves_sets():
-            refs.append(RunRef(Path(value), "curves_set", value))
+            refs.append(CurvesSet(Path(value), value))
             seen.add(value)
             continue
         if not path.exists() and value in references:
             path = references[value]  # a built-in reference by name: --run nanda2022
         if path.is_dir() and not (path / "run.json").is_file() and _is_set_dir(path):
-            ref = RunRef(path, "curves_set", path.name)
+            ref = CurvesSet(path, path.name)
         elif path.is_dir() and not (path / "run.json").is_file() and (
                 (path / "index.toml").is_file() or path.name in references):
-            ref = RunRef(path, "curves", path.name)
+            ref = CurvesRun(path, path.name)
         elif path.is_dir():
             from claimlens.errors import RunError
             from claimlens.runs.manifest import MANIFEST, read_manifest
@@ -234,18 +376,19 @@ def resolve_refs(values: list[str]) -> list[RunRef]:
                 raise pytest.UsageError(f"--run {value}: directory has no run.json; it is not a claimlens run "
                                         f"(nor a curves folder with an index.toml){hint}")
             try:
-                name = read_manifest(path)["name"]
+                manifest = read_manifest(path)
             except RunError as exc:
                 raise pytest.UsageError(f"--run {value}: run.json is not a valid manifest ({exc})") from None
-            ref = RunRef(path, "run", str(name))
+            ref = RunDir(path, str(manifest["name"]))
+            ref._memo["manifest"] = manifest
         elif path.is_file() and path.suffix == ".toml":
             from claimlens.runsets import is_sweep_toml
 
             if is_sweep_toml(path):
                 ref = _sweep_ref(path, value)
             else:
-                _check_spec(path, value)
-                ref = RunRef(path, "spec", path.stem)
+                ref = SpecRun(path, path.stem)
+                ref._memo["spec"] = _check_spec(path, value)
         elif not path.exists():
             raise pytest.UsageError(
                 f"--run {value}: no such file or directory, and not a built-in reference "
@@ -261,21 +404,20 @@ def resolve_refs(values: list[str]) -> list[RunRef]:
         while label in seen:
             label, n = f"{ref.label}#{n}", n + 1
         seen.add(label)
-        refs.append(RunRef(ref.path, ref.kind, label, ref.member, ref.families))
+        if label != ref.label:
+            ref = ref.relabelled(label)
+        refs.append(ref)
     return refs
 
 
-SET_KINDS = ("sweep", "curves_set")
-
-
-def _check_spec(path: Path, value: str) -> None:
-    """A spec named with --run is read now: a bad field is a usage error (one line, exit 4), not a collection
+def _check_spec(path: Path, value: str):
+    """The spec named with --run, read now: a bad field is a usage error (one line, exit 4), not a collection
     traceback."""
     from claimlens.config import RunSpec
     from claimlens.errors import ClaimlensError
 
     try:
-        RunSpec.from_toml(path)
+        return RunSpec.from_toml(path)
     except ClaimlensError as exc:
         raise pytest.UsageError(f"--run {value}: {exc}") from None
 
@@ -291,16 +433,14 @@ def seed_variant(spec_path: Path, seed: int):
                                train=dataclasses.replace(spec.train, seed=seed)).validate()
 
 
-def seed_refs(ref: RunRef, n: int) -> list[RunRef]:
-    """Seeds 1 … n−1 of a spec run (seed 0 is ``ref`` itself when its spec says seed 0)."""
-    from claimlens.config import RunSpec
-
-    base = RunSpec.from_toml(ref.path)
+def seed_refs(ref: SpecRun, n: int) -> list[SeedVariant]:
+    """Seeds 0 … n−1 of a spec run but its own (``n − 1`` variants; ``ref`` is the seed its spec says)."""
+    base = ref.spec()
     seeds = [s for s in range(n) if s != base.train.seed][: max(n - 1, 0)]
-    return [RunRef(ref.path, "seed", f"{base.name}_s{s}", str(s), ref.families, builtin=ref.builtin) for s in seeds]
+    return [SeedVariant(ref.path, f"{base.name}_s{s}", ref.families, builtin=ref.builtin, seed=s) for s in seeds]
 
 
-def _sweep_ref(path: Path, value: str) -> RunRef:
+def _sweep_ref(path: Path, value: str) -> Sweep:
     from claimlens.errors import SpecError
     from claimlens.runsets import SweepSpec
 
@@ -308,17 +448,17 @@ def _sweep_ref(path: Path, value: str) -> RunRef:
         sweep = SweepSpec.from_toml(path)
     except SpecError as exc:
         raise pytest.UsageError(f"--run {value}: {exc}") from None
-    return RunRef(path, "sweep", sweep.name)
+    ref = Sweep(path, sweep.name)
+    ref._memo["sweep"] = sweep
+    return ref
 
 
-def member_refs(ref: RunRef) -> list[RunRef]:
-    """The runs of a sweep, as refs judged by the per-run claims."""
-    from claimlens.runsets import SweepSpec
-
-    return [RunRef(ref.path, "member", m.label, m.label) for m in SweepSpec.from_toml(ref.path).members()]
+def member_refs(ref: Sweep) -> list[SweepMember]:
+    """The runs of a sweep, as inputs judged by the per-run claims."""
+    return ref.members()
 
 
-def builtin_sweeps() -> list[RunRef]:
+def builtin_sweeps() -> list[Sweep]:
     """The built-in sweeps (``fixtures/sweeps/*.toml``, the full-size ``*_full.toml`` left out)."""
     from claimlens.config import FIXTURES
 

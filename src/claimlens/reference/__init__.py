@@ -42,7 +42,8 @@ class CurvesRun:
     p: int | None = None
     content_hash: str = ""
 
-    kind = "curves"
+    kind = "curves"  # recorded in claims.json; nothing branches on it (has_weights says what a run can do)
+    has_weights = False  # curves only: no checkpoints to analyse (claimlens.runs.store.Run: True)
     epochs: tuple = ()  # no checkpoints
 
     def __repr__(self) -> str:

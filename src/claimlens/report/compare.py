@@ -1,6 +1,7 @@
 """Compare two claims reports (baseline gating).
 
-Pure functions over the JSON documents. A *flip* is a test whose outcome changed between passed and
+Pure functions over the JSON documents: everything compared, thresholds and their defaults included, is read from
+the two documents (no claim, rule or threshold of this claimlens is imported). A *flip* is a test whose outcome changed between passed and
 failed, or that passed in the baseline and now could not be judged (error) or is missing: the gate never goes
 green on what it did not judge; *moves* are relative changes of measured values (scalars matched by name, label and epoch;
 series matched by name and label, compared at their common epochs) beyond a tolerance.
@@ -72,20 +73,32 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
 
 def _threshold_changes(old: dict, new: dict) -> list[dict[str, Any]]:
     """Thresholds judged by differently in the two reports (their ``threshold_overrides`` against the defaults),
-    so that a flip caused by a changed rule is not read as a changed model."""
-    from claimlens.thresholds import defaults
-
-    DEFAULTS = defaults()
-
+    so that a flip caused by a changed rule is not read as a changed model. The defaults are the reports' own
+    (:func:`recorded_defaults`); a default neither report records reads as None."""
     a, b = old.get("threshold_overrides") or {}, new.get("threshold_overrides") or {}
+    defaults_a, defaults_b = recorded_defaults(old), recorded_defaults(new)
     out = []
     for cid in sorted(set(a) | set(b)):
         for name in sorted(set(a.get(cid, {})) | set(b.get(cid, {}))):
-            default = DEFAULTS.get(cid, {}).get(name)
-            default = default.value if default is not None else None
-            was, now = a.get(cid, {}).get(name, default), b.get(cid, {}).get(name, default)
+            da, db = defaults_a.get(cid, {}).get(name), defaults_b.get(cid, {}).get(name)
+            was = a.get(cid, {}).get(name, da if da is not None else db)
+            now = b.get(cid, {}).get(name, db if db is not None else da)
             if was != now:
                 out.append({"claim_id": cid, "name": name, "old": was, "new": now})
+    return out
+
+
+def recorded_defaults(document: dict) -> dict[str, dict[str, float]]:
+    """claim id → threshold name → default value, as ``document`` records them: its ``threshold_defaults`` (the
+    overridden claims', written with them) and each record's ``thresholds[name]["default"]`` (written
+    since schema 2). Older reports record none: ``{}``."""
+    out: dict[str, dict[str, float]] = {}
+    for r in document.get("records", []):
+        for name, t in (r.get("thresholds") or {}).items():
+            if isinstance(t, dict) and t.get("default") is not None:
+                out.setdefault(r.get("claim_id"), {}).setdefault(name, t["default"])
+    for cid, names in (document.get("threshold_defaults") or {}).items():
+        out.setdefault(cid, {}).update({n: v for n, v in names.items() if v is not None})
     return out
 
 

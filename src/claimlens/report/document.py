@@ -207,9 +207,12 @@ def over_seeds(records: list[dict[str, Any]], runs: list[dict[str, Any]]) -> lis
 
 
 def build_document(records: list[dict[str, Any]], *, runs: list[dict[str, Any]], rootdir: Path,
-                   threshold_overrides: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+                   threshold_overrides: dict[str, dict[str, float]] | None = None,
+                   threshold_defaults: dict[str, dict[str, float | None]] | None = None) -> dict[str, Any]:
     """The session's document: provenance, the runs judged, the records (sorted by node id), their summary and,
-    where several seeds of one recipe were judged, each claim's verdict over the seeds (``over_seeds``)."""
+    where several seeds of one recipe were judged, each claim's verdict over the seeds (``over_seeds``). With
+    ``threshold_overrides`` (claim id → name → value judged by), ``threshold_defaults`` records their defaults
+    (claim id → name → default, None where unknown), so that two reports compare from what they hold."""
     records = sorted(records, key=lambda r: r["nodeid"])
     document = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -223,6 +226,8 @@ def build_document(records: list[dict[str, Any]], *, runs: list[dict[str, Any]],
         document["over_seeds"] = seeds
     if threshold_overrides:
         document["threshold_overrides"] = threshold_overrides
+        if threshold_defaults:
+            document["threshold_defaults"] = threshold_defaults
     return document
 
 
@@ -291,6 +296,12 @@ def merge(documents: list[dict]) -> dict[str, Any]:
         merged["over_seeds"] = seeds
     if len(set(overrides)) == 1 and documents[0].get("threshold_overrides"):
         merged["threshold_overrides"] = documents[0]["threshold_overrides"]
+    defaults: dict[str, dict] = {}
+    for doc in documents:  # the defaults each input recorded with its overrides
+        for cid, names in (doc.get("threshold_defaults") or {}).items():
+            defaults.setdefault(cid, {}).update(names)
+    if defaults:
+        merged["threshold_defaults"] = defaults
     if conflicts:
         merged["threshold_conflicts"] = conflicts
     return merged

@@ -59,6 +59,8 @@ class Run:
     >>> W_E = run.stacked("embed.W_E")            # [n_checkpoints, d_vocab, d_model]  # doctest: +SKIP
     """
 
+    has_weights = True  # checkpoints to analyse (a curves-only run, claimlens.reference.CurvesRun: False)
+
     def __init__(self, path: Path, manifest: dict[str, Any]):
         self.path = path
         self.manifest = manifest

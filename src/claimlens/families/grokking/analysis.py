@@ -46,7 +46,7 @@ import torch
 
 from claimlens.core import fourier as fo
 from claimlens.core.cache import AnalysisCache
-from claimlens.core.checkpoint import checkpoint, final_checkpoint
+from claimlens.core.checkpoint import FinalCheckpoints, checkpoint, final_checkpoint
 from claimlens.core.losses import accuracy, cross_entropy_f64
 from claimlens.core.series import Series, SeriesUnavailable
 from claimlens.families.grokking import metrics as pm
@@ -102,9 +102,11 @@ class CurveMeasures:
         return self.series[name]
 
 
-def final_key_frequencies(run, rule: str = "neuron_cluster_argmax") -> fo.KeyFrequencies:
-    """Key frequencies of the final checkpoint (rule 1 on MLP post-activations by default)."""
-    p, final = run.spec.task.p, final_checkpoint(run)
+def final_key_frequencies(run, rule: str = "neuron_cluster_argmax",
+                          checkpoints: FinalCheckpoints | None = None) -> fo.KeyFrequencies:
+    """Key frequencies of the final checkpoint (rule 1 on MLP post-activations by default; the final checkpoint
+    kept in ``checkpoints`` if given)."""
+    p, final = run.spec.task.p, final_checkpoint(run, checkpoints)
     if rule == "neuron_cluster_argmax":
         return fo.key_frequencies_from_neurons(final.activations.mlp_post, p, fo.frequencies(p))
     if rule == "embedding_norm":
@@ -114,14 +116,16 @@ def final_key_frequencies(run, rule: str = "neuron_cluster_argmax") -> fo.KeyFre
 
 
 def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_cluster_argmax", cache: bool = True,
-             progress: bool = False) -> ProgressMeasures:
-    """Series of every progress measure over every checkpoint of ``run`` (a transformer run).
+             progress: bool = False, checkpoints: FinalCheckpoints | None = None) -> ProgressMeasures:
+    """Series of every progress measure over every checkpoint of ``run`` (a transformer run). The final checkpoint
+    is the one ``checkpoints`` keeps (the session's), else one read for this call.
 
     Raises ``ValueError`` for a run that is not a transformer; a checkpoint that cannot be read raises
     :class:`claimlens.errors.CheckpointError` naming it."""
     if run.spec.model.kind != "transformer":
         raise ValueError(f"run {run.name!r} is a {run.spec.model.kind}; the progress measures need the transformer")
-    kf = final_key_frequencies(run, key_rule) if keys is None else fo.KeyFrequencies(sorted(keys), "given", [])
+    checkpoints = FinalCheckpoints() if checkpoints is None else checkpoints  # the final one read once a call
+    kf = final_key_frequencies(run, key_rule, checkpoints) if keys is None else fo.KeyFrequencies(sorted(keys), "given", [])
     args = {"args": {"keys": kf.keys, "rule": kf.rule}}
     if cache:
         loaded = CACHE.load(run, args)
@@ -135,7 +139,7 @@ def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_clus
                                         per_example_log_loss=tensors["__per_example_log_loss__"])
             except (KeyError, ValueError):
                 pass  # damaged: recomputed
-    epochs, series, per_example = _compute(run, kf.keys, progress)
+    epochs, series, per_example = _compute(run, kf.keys, progress, checkpoints)
     if cache:
         tensors = {"__epochs__": epochs, "__per_example_log_loss__": per_example,
                    **{name: s.data.clone() for name, s in series.items()}}
@@ -193,7 +197,8 @@ def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torc
 
 
 @torch.no_grad()
-def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
+def _compute(run, keys: list[int], progress: bool,
+             checkpoints: FinalCheckpoints) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
     p, model = run.spec.task.p, run.spec.model
     names = {n: [] for n in _NAMES}
     epochs = run.epochs
@@ -203,14 +208,15 @@ def _compute(run, keys: list[int], progress: bool) -> tuple[torch.Tensor, dict[s
 
         bar = tqdm(total=len(epochs), desc=f"metrics {run.name}", unit="ckpt")
     candidates = fo.frequencies(p)
-    final_neurons = fo.key_frequencies_from_neurons(final_checkpoint(run).activations.mlp_post, p, candidates)
+    final_neurons = fo.key_frequencies_from_neurons(final_checkpoint(run, checkpoints).activations.mlp_post, p,
+                                                     candidates)
     neuron_freq = final_neurons.details["neuron_freq"]  # [d_mlp]: each neuron's frequency in the final model
     random_dirs = pm.random_grid_directions(p, 2, seed=0)
     param_names = None
     per_example = []
     try:
         for epoch in epochs:
-            values, ssw, losses = _measure(checkpoint(run, epoch), keys, neuron_freq, random_dirs)
+            values, ssw, losses = _measure(checkpoint(run, epoch, checkpoints), keys, neuron_freq, random_dirs)
             for name, value in values.items():
                 names[name].append(value)
             if param_names is None:

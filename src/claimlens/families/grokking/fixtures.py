@@ -17,13 +17,13 @@ BUILTIN_RUNS = ()
 
 
 @pytest.fixture(scope="session")
-def run_series(run):
+def run_series(run, final_checkpoints):
     """Every progress measure of ``run`` over its checkpoints (:class:`claimlens.families.grokking.analysis.ProgressMeasures`:
     ``run_series["test_loss"]`` is a :class:`claimlens.core.series.Series`); on a curves-only run, the curves it has
     (a claim reading one it lacks skips with the reason).
 
     Skips the test, with the reason, for runs that are not 1-layer transformers."""
-    if getattr(run, "kind", None) == "curves":
+    if not run.has_weights:
         from claimlens.families.grokking.analysis import CurveMeasures
 
         return CurveMeasures(run)
@@ -31,7 +31,7 @@ def run_series(run):
 
     needs_transformer(run)
     with clear_errors(run):
-        return evaluate(run)
+        return evaluate(run, checkpoints=final_checkpoints)
 
 
 @pytest.fixture(scope="session")

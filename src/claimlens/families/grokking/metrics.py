@@ -1,6 +1,8 @@
-"""Progress measures of Nanda et al. 2023 and the ARENA material (claims_catalogue §2). Pure functions.
+"""Progress measures of Nanda et al. 2023 and the ARENA material (claims_catalogue §2), and the measurements of the
+Fourier multiplication algorithm in one (final) model (Nanda et al. 2023 §4, App. A, C). Pure functions (no files, no
+pytest); the final model's measurements return plain numbers or small dataclasses of them.
 
-Dimensions (one vocabulary across :mod:`claimlens.families.grokking.metrics`): ``N = p²`` inputs in grid order (row ``a·p + b``),
+Dimensions (one vocabulary in this module): ``N = p²`` inputs in grid order (row ``a·p + b``),
 ``p`` output classes (the modulus), ``V`` input tokens, ``D`` d_model, ``M`` MLP neurons, ``H`` heads, ``K`` key
 frequencies, ``n_train`` training rows.
 

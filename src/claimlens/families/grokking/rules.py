@@ -1,4 +1,7 @@
-"""The trajectory rules of Nanda et al. 2023 (catalogue §3.1, Revision 2): pure functions of per-epoch series.
+"""The grokking family's rules (catalogue §3.1, Revision 2): the trajectory rules of Nanda et al. 2023, pure functions
+of per-epoch series, and the rules about the algorithm the final model implements and the trajectory of its parts
+(key frequencies, the embedding, neurons, logits, ablations, attention, commutativity), pure functions of the
+measured numbers of :mod:`claimlens.families.grokking.metrics`; no model, no pytest.
 
 Each rule takes the series it reads (``s["test_loss"]`` … as :class:`claimlens.core.series.Series`, from a run's
 analysis or from the source's digitised curves alike), the phase boundaries (:class:`claimlens.core.series.Phases`)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from claimlens.core.checkpoint import checkpoint
+from claimlens.core.checkpoint import FinalCheckpoints, checkpoint
 from claimlens.core.sampling import sampled_epochs
 from claimlens.core.series import Series
 from claimlens.families.pizza import metrics as pz
@@ -101,11 +101,12 @@ class PizzaClockMeasures:
         return Series.of(name, self.epochs, values)
 
 
-def pizza_clock_over_run(run, max_checkpoints: int = 16) -> PizzaClockMeasures:
+def pizza_clock_over_run(run, max_checkpoints: int = 16, checkpoints: FinalCheckpoints | None = None) \
+        -> PizzaClockMeasures:
     """The measures at up to ``max_checkpoints`` checkpoints spread evenly over ``run`` (first and last
-    included)."""
+    included; the final one the one ``checkpoints`` keeps, the session's, if given)."""
     epochs = sampled_epochs(run, max_checkpoints)
-    rows = [measure_checkpoint(checkpoint(run, e)) for e in epochs]  # the final one is the session's shared one
+    rows = [measure_checkpoint(checkpoint(run, e, checkpoints)) for e in epochs]
     return PizzaClockMeasures(
         epochs=list(epochs),
         gs=torch.tensor([r["gs"] for r in rows], dtype=torch.float64),

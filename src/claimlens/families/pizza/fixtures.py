@@ -17,7 +17,7 @@ BUILTIN_RUNS = ("pizza.toml", "clock.toml", "nv_mlp.toml")
 
 
 @pytest.fixture(scope="session")
-def pizza_clock(run, final_model):
+def pizza_clock(run, final_model, final_checkpoints):
     """Gradient symmetricity, distance irrelevance and the Fourier-mode test of a generalised transformer or MLP
     (:class:`claimlens.families.pizza.analysis.PizzaClockMeasures`, at up to 16 checkpoints; the final one's spectra in
     ``.final``)."""
@@ -26,7 +26,7 @@ def pizza_clock(run, final_model):
         pytest.skip(f"run {run.name!r} is a {run.spec.model.kind} model: the claim is about modular addition")
     from claimlens.families.pizza.analysis import pizza_clock_over_run
 
-    return pizza_clock_over_run(run)
+    return pizza_clock_over_run(run, checkpoints=final_checkpoints)
 
 
 @pytest.fixture(scope="session")
