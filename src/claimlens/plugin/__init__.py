@@ -218,7 +218,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _validate_thresholds(config, items)
     if config.getoption("claimlens_members"):  # a member's process: the set claims run in the set's own session
         unset = [i for i in items if getattr(getattr(i, "callspec", None), "params", {}).get("run_set") is not None
-                 and isinstance(i.callspec.params["run_set"], NoSet)]
+                 and not i.callspec.params["run_set"].present]
         if unset:
             config.hook.pytest_deselected(items=unset)
             items[:] = [i for i in items if i not in unset]

@@ -37,10 +37,8 @@ def run_set(request: pytest.FixtureRequest):
     """The :class:`claimlens.runsets.RunSet` under test (a sweep's runs, trained on first use and cached; or a
     built-in curves set). Parametrized over ``--run SWEEP.toml`` / ``--run nanda2022_fractions`` and, with
     ``--claims-sweeps``, the built-in sweeps; without any, the test is skipped with the command that runs it."""
-    from claimlens.plugin.runs import NoSet
-
     ref = request.param
-    if isinstance(ref, NoSet):
+    if not ref.present:
         pytest.skip(no_set_reason(request.config))
     with uncaptured(request):
         return ref.open(device=request.config.getoption("claimlens_device"))

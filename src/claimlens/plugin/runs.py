@@ -48,6 +48,17 @@ class RunInput:
     kind: ClassVar[str] = ""
     is_set: ClassVar[bool] = False  # a set of runs (judged by the set claims through the run_set fixture)
     has_weights: ClassVar[bool] = True  # opens to something with checkpoints (False: curves only)
+    present: ClassVar[bool] = True  # False: the placeholder of a session without run sets (NoSet)
+
+    def judged_runs(self, seeds: int = 1, only: frozenset = frozenset()) -> list[RunInput]:
+        """The runs the per-run claims judge for this input: itself (a run), none (a set), its members (a sweep, only
+        those labelled in ``only`` when given), or itself and its other seeds (a spec, ``seeds`` > 1)."""
+        return [] if self.is_set else [self]
+
+    def judged_as_set(self, members_only: bool) -> bool:
+        """Whether the set claims judge this input (a run set), ``members_only`` when this process judges the
+        members of named sweeps (--claims-member), not the sweeps as sets."""
+        return self.is_set
 
     def _once(self, key: str, read):
         if key not in self._memo:
@@ -209,6 +220,9 @@ class SpecRun(_Trained):
 
         return RunSpec.from_toml(self.path)
 
+    def judged_runs(self, seeds: int = 1, only: frozenset = frozenset()) -> list[RunInput]:
+        return [self, *seed_refs(self, seeds)] if seeds > 1 else [self]
+
 
 @dataclass(frozen=True)
 class SeedVariant(_Trained):
@@ -277,6 +291,19 @@ class Sweep(RunInput):
             out.append(member)
         return out
 
+    def judged_runs(self, seeds: int = 1, only: frozenset = frozenset()) -> list[RunInput]:
+        """Its members (those labelled in ``only`` when given). Raises :class:`pytest.UsageError` for a label in
+        ``only`` that is not a member."""
+        members = self.members()
+        unknown = only - {m.label for m in members}
+        if unknown:
+            raise pytest.UsageError(f"--claims-member {sorted(unknown)}: not members of the sweep {self.label!r} "
+                                    f"({[m.label for m in members]})")
+        return [m for m in members if not only or m.label in only]
+
+    def judged_as_set(self, members_only: bool) -> bool:
+        return not members_only
+
     def axes(self) -> tuple[str, ...] | None:
         return tuple(self.sweep().axes)
 
@@ -332,6 +359,7 @@ class NoSet(RunInput):
     label: str = "none"
     kind: ClassVar[str] = "no_set"
     has_weights: ClassVar[bool] = False
+    present: ClassVar[bool] = False
 
     def _open(self, device: str):
         raise NotImplementedError("no run set in this session")

@@ -60,35 +60,19 @@ class ClaimSession:
         (only those of ``--claims-member``) and, with ``--claims-seeds N``, the other seeds of every spec run.
         Resolved once; raises :class:`pytest.UsageError` for a --claims-member no sweep has."""
         if self._runs is None:
-            from claimlens.plugin.runs import SpecRun, Sweep, seed_refs
-
-            out = []
             seeds = self.config.getoption("claimlens_seeds") or 1
-            only = set(self.config.getoption("claimlens_members") or [])
-            for ref in self.named():
-                if isinstance(ref, Sweep):
-                    members = ref.members()
-                    unknown = only - {m.label for m in members} if only else set()
-                    if unknown:
-                        raise pytest.UsageError(f"--claims-member {sorted(unknown)}: not members of the sweep "
-                                                f"{ref.label!r} ({[m.label for m in members]})")
-                    out.extend(m for m in members if not only or m.label in only)
-                elif not ref.is_set:
-                    out.append(ref)
-                    if isinstance(ref, SpecRun) and seeds > 1:
-                        out.extend(seed_refs(ref, seeds))
-            self._runs = out
+            only = frozenset(self.config.getoption("claimlens_members") or [])
+            self._runs = [run for ref in self.named() for run in ref.judged_runs(seeds, only)]
         return self._runs
 
     def sets(self) -> list:
         """The run sets the set claims judge: those named with ``--run`` (not the sweeps whose members this process
         judges, with ``--claims-member``) and, with ``--claims-sweeps``, the built-in sweeps. Resolved once."""
         if self._sets is None:
-            from claimlens.plugin.runs import Sweep, builtin_sweeps
+            from claimlens.plugin.runs import builtin_sweeps
 
-            named = [ref for ref in self.named() if ref.is_set]
-            if self.config.getoption("claimlens_members"):  # members of the named sweeps are judged, not the sets
-                named = [ref for ref in named if not isinstance(ref, Sweep)]
+            members_only = bool(self.config.getoption("claimlens_members"))
+            named = [ref for ref in self.named() if ref.judged_as_set(members_only)]
             if self.config.getoption("claimlens_sweeps"):
                 names = {ref.path.resolve() for ref in named}
                 named += [ref for ref in builtin_sweeps() if ref.path.resolve() not in names]
