@@ -107,6 +107,17 @@ def test_imports_only_point_down_the_layers():
     assert not bad, "imports against the layering:\n" + "\n".join(sorted(bad))
 
 
+def test_only_the_bridge_module_imports_transformer_lens():
+    importers = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == "transformer_lens" or n.startswith("transformer_lens.") for n in names):
+                importers.append(module)
+    assert sorted(set(importers)) == ["claimlens.models.bridge"]
+
+
 def test_every_family_has_its_folder_its_claims_file_and_its_name_on_its_specs():
     from claimlens.core.verdicts import ClaimSpec
     from claimlens.families import FAMILIES, rules_of

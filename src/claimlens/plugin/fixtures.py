@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
+from claimlens.config import TransformerConfig
 from claimlens.plugin.claim import Claim, not_judged, spec_of
 from claimlens.plugin.session import CLAIM, THRESHOLDS
 
@@ -82,7 +83,8 @@ def needs_weights(run, what: str = "this claim needs the model's weights") -> No
 
 def needs_equals_token(run, what: str) -> None:
     """Skip, with the reason, a transformer that reads [a, b] without '=' (Clock/Pizza): ``what`` is about '='."""
-    if getattr(run, "kind", None) != "curves" and not run.spec.model.equals_token:
+    model = None if getattr(run, "kind", None) == "curves" else run.spec.model
+    if isinstance(model, TransformerConfig) and not model.equals_token:
         pytest.skip(f"run {run.name!r} reads [a, b] without an '=' token (equals_token = false): {what}")
 
 
