@@ -101,7 +101,6 @@ class RepeatedSubsequenceTask:
                "must be 0 (fresh sequences every step) or the size of a finite training set", self.n_sequences)
 
 
-TaskConfig = ModularAdditionTask | RepeatedSubsequenceTask
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,6 @@ class AttnOnlyConfig:
         _check(isinstance(self.layer_norm, bool), "model.layer_norm", "must be true or false", self.layer_norm)
 
 
-ModelConfig = TransformerConfig | MLPConfig | AttnOnlyConfig
 
 TASK_KINDS: dict[str, type] = {"modular_addition": ModularAdditionTask, "repeated_subsequence": RepeatedSubsequenceTask}
 MODEL_KINDS: dict[str, type] = {"transformer": TransformerConfig, "mlp": MLPConfig, "attn_only": AttnOnlyConfig}
@@ -245,6 +243,20 @@ def _layout_defaults(kinds: dict[str, type], layout: tuple[str, ...]) -> dict[st
 
 _TASK_DEFAULTS = _layout_defaults(TASK_KINDS, _TASK_LAYOUT)
 _MODEL_DEFAULTS = _layout_defaults(MODEL_KINDS, _MODEL_LAYOUT)
+
+
+class _Tagged:
+    """A union of config kinds that builds its members by tag (``ModelConfig(kind="mlp", ...)``, as callers wrote
+    before the kinds were split) and answers ``isinstance`` for any of them."""
+
+    def __init__(self, name: str, build, kinds: dict[str, type]):
+        self.__name__, self._build, self.kinds = name, build, tuple(kinds.values())
+
+    def __call__(self, **values: Any):
+        return self._build(**values)
+
+    def __instancecheck__(self, obj: Any) -> bool:
+        return isinstance(obj, self.kinds)
 
 
 def _validate_common(cfg: ModelConfig) -> None:
@@ -491,3 +503,7 @@ def _build(cls: type, values: Any, source: str) -> Any:
             raise SpecError(f"{source}: {key} must be a string, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+TaskConfig = _Tagged("TaskConfig", task_config, TASK_KINDS)  # ModularAdditionTask | RepeatedSubsequenceTask
+ModelConfig = _Tagged("ModelConfig", model_config, MODEL_KINDS)  # TransformerConfig | MLPConfig | AttnOnlyConfig
