@@ -1,4 +1,4 @@
-"""Run sets: sweep specs, their members trained once and cached, the set claims of ``claims/test_sweeps.py`` (on
+"""Run sets: sweep specs, their members trained once and cached, the set claims of ``claims/test_sets.py`` (on
 the source's own fraction sweep and on a tiny trained sweep), multi-seed verdicts ("holds in k of n") and the same
 report under xdist."""
 
@@ -188,7 +188,7 @@ def _session(tmp_path, *args, workers=None, tx=None):
 
 
 def test_set_claims_skip_with_the_cost_when_no_set_is_given(tmp_path):
-    doc = _session(tmp_path, "-k", "sweeps", "--run", "nanda2022")
+    doc = _session(tmp_path, "-k", "test_sets", "--run", "nanda2022")
     messages = [r["message"] for r in doc["records"] if r["claim_id"] == "weight_decay_and_data_fraction_needed"]
     assert messages and all("--claims-sweeps" in m and "runs of" in m for m in messages)
 

@@ -23,12 +23,12 @@ def test_every_threshold_has_a_reason_and_a_finite_value():
 
 
 def _claim_specs_and_threshold_names() -> dict[str, set[str]]:
-    """claim id -> names a rule reads through ``th[...]`` (by parsing the rule modules)."""
-    from claimlens import rules
+    """claim id -> names a rule reads through ``th[...]`` (by parsing the families' rule modules)."""
+    from claimlens.families import FAMILIES
 
     found: dict[str, set[str]] = {}
-    for module in rules.RULE_MODULES:
-        path = ROOT / "src" / "claimlens" / "rules" / f"{module}.py"
+    for family in FAMILIES:
+        path = ROOT / "src" / "claimlens" / "families" / family / "rules.py"
         tree = ast.parse(path.read_text())
         specs = {}  # constant name -> claim id
         for node in tree.body:
@@ -71,10 +71,10 @@ def test_every_claim_test_names_a_spec_and_every_spec_has_a_test():
                 for d in fn.decorator_list:
                     if isinstance(d, ast.Call) and getattr(d.func, "attr", None) == "claim" and d.args:
                         marked.add(d.args[0].attr)
-    from claimlens import rules
+    from claimlens.core.verdicts import ClaimSpec
+    from claimlens.families import FAMILIES, rules_of
 
-    names = {name for module in rules.RULE_MODULES for name, v in vars(getattr(rules, module)).items()
-             if isinstance(v, rules.ClaimSpec)}
+    names = {name for family in FAMILIES for name, v in vars(rules_of(family)).items() if isinstance(v, ClaimSpec)}
     assert marked == names, sorted(marked ^ names)
     assert len(CLAIMS) == len(names)
 
