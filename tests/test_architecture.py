@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -202,7 +203,8 @@ def test_a_claims_session_runs_each_checkpoints_forward_once(tiny_run, tmp_path)
     full-grid forward pass of each checkpoint runs exactly once, the final checkpoint's included."""
     (tmp_path / "forward_counter.py").write_text(COUNTER)
     counts = tmp_path / "counts.json"
-    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path), "FORWARD_COUNTS": str(counts),
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])  # keep the code under test
+    env = {**os.environ, "PYTHONPATH": path, "FORWARD_COUNTS": str(counts),
            "CLAIMLENS_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "claims"), "--run", str(tiny_run.path), "-q",
                            "-k", "not llc", "-p", "forward_counter", "-p", "no:cacheprovider", "--rootdir", str(ROOT),

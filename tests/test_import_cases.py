@@ -17,8 +17,7 @@ import torch
 import claimlens
 from claimlens.config import RunSpec
 from claimlens.errors import CheckpointError, UnsafeCheckpointError
-from claimlens.runs import safe_load
-from claimlens.runs.importers import epoch_from_name, import_run
+from claimlens.runs.importers import epoch_from_name, import_run, safe_load
 
 CASES = Path(os.environ.get("CLAIMLENS_CASES", Path(__file__).resolve().parents[2] / "shared" / "cases"))
 TINY = dict(d_model=32, n_heads=4, d_head=8, d_mlp=64)
