@@ -17,6 +17,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from claimlens.config import TransformerConfig
 from claimlens.core import fourier as fo
 from claimlens.core.losses import cross_entropy_f64
 from claimlens.families.grokking import metrics as M
@@ -77,8 +78,10 @@ def test_gini_jumps_in_cleanup(run_series, phases, claim):
 
 
 def n_heads(run) -> int:
-    """Attention heads of a transformer run (0 for a curves-only run: its rule then skips, lacking attention)."""
-    return 0 if not run.has_weights else run.spec.model.n_heads
+    """Attention heads of a transformer run (0 for a curves-only run or a model of another kind: its rule then
+    skips, lacking attention)."""
+    model = run.spec.model if run.has_weights else None
+    return model.n_heads if isinstance(model, TransformerConfig) else 0
 
 
 def _W_L(params):
@@ -172,8 +175,7 @@ def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
 @pytest.mark.claim(G.COMMUTATIVITY_ATTENTION)
 def test_attention_becomes_symmetric(run, run_series, phases, claim):
     needs_equals_token(run, "the claim includes attention from '=' to itself")
-    n_heads = 0 if not run.has_weights else run.spec.model.n_heads  # curves: no attention
-    claim.judge(G.commutativity_attention, run_series, phases, n_heads)
+    claim.judge(G.commutativity_attention, run_series, phases, n_heads(run))
 
 
 @pytest.mark.claim(G.SYMMETRIC_WEIGHTS)

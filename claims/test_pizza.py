@@ -8,18 +8,20 @@ Rules, statements and thresholds: :mod:`claimlens.families.pizza.rules`.
 
 import pytest
 
+from claimlens.config import TransformerConfig
 from claimlens.families.pizza import rules as PZ
 
 
 def _side(run, measures):
     """``(side, basis)``: a transformer's side from its attention rate; an MLP's (the hackathon's, where the
     mode test was first stated) from its final gradient symmetricity."""
-    if run.spec.model.kind == "mlp":
-        gs = float(measures.gs[-1])
-        return PZ.side_of_gs(gs), (f"gradient symmetricity {gs:.3f} (an MLP has no attention rate: its side is read "
-                                   f"from its gradient symmetricity)")
-    rate = float(run.spec.model.attn_rate)
-    return PZ.side_of(rate), rate
+    model = run.spec.model
+    if isinstance(model, TransformerConfig):
+        rate = float(model.attn_rate)
+        return PZ.side_of(rate), rate
+    gs = float(measures.gs[-1])
+    return PZ.side_of_gs(gs), (f"gradient symmetricity {gs:.3f} (an MLP has no attention rate: its side is read "
+                               f"from its gradient symmetricity)")
 
 
 def _record(claim, m, *names):

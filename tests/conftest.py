@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from claimlens.config import ModelConfig, RunSpec, TaskConfig, TrainConfig
+from claimlens.config import MLPConfig, ModularAdditionTask, RunSpec, TrainConfig, TransformerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,8 +16,8 @@ def tiny_spec(name: str = "tiny", **train) -> RunSpec:
     """A transformer small enough to train in about a second (p=23)."""
     return RunSpec(
         name=name,
-        task=TaskConfig(p=23, frac_train=0.5, split_seed=1),
-        model=ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64),
+        task=ModularAdditionTask(p=23, frac_train=0.5, split_seed=1),
+        model=TransformerConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64),
         train=TrainConfig(**{"epochs": 120, "checkpoint_every": 10, "lr": 3e-3, "seed": 7, **train}),
     ).validate()
 
@@ -25,8 +25,8 @@ def tiny_spec(name: str = "tiny", **train) -> RunSpec:
 def tiny_mlp_spec(name: str = "tiny-mlp", combine: str = "sum") -> RunSpec:
     return RunSpec(
         name=name,
-        task=TaskConfig(p=23, frac_train=0.5),
-        model=ModelConfig(kind="mlp", d_embed=16, hidden=(32, 32), combine=combine),
+        task=ModularAdditionTask(p=23, frac_train=0.5),
+        model=MLPConfig(d_embed=16, hidden=(32, 32), combine=combine),
         train=TrainConfig(epochs=60, checkpoint_every=20, lr=3e-3),
     ).validate()
 

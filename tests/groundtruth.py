@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from claimlens.config import ModelConfig
+from claimlens.config import TransformerConfig
 
 
 def square_knots(h: float, t_max: float) -> list[tuple[float, float]]:
@@ -26,12 +26,12 @@ def square_knots(h: float, t_max: float) -> list[tuple[float, float]]:
     return [(0.0, h)] + [(j * h, 2 * h) for j in range(1, n)]
 
 
-def trig_model(p: int, keys: list[int], *, scale: float = 4.0, h: float = 0.125) -> tuple[ModelConfig, dict]:
+def trig_model(p: int, keys: list[int], *, scale: float = 4.0, h: float = 0.125) -> tuple[TransformerConfig, dict]:
     knots = square_knots(h, 2 * math.sqrt(2))
     per_square = 2 * len(knots)
     d_mlp = len(keys) * 4 * per_square
     d_model = 6 * len(keys)
-    cfg = ModelConfig(d_model=d_model, n_heads=1, d_head=d_model, d_mlp=d_mlp)
+    cfg = TransformerConfig(d_model=d_model, n_heads=1, d_head=d_model, d_mlp=d_mlp)
     P = {n: torch.zeros(s) for n, s in _shapes(cfg, p).items()}
     x = torch.arange(p, dtype=torch.float64)
     c = torch.arange(p, dtype=torch.float64)

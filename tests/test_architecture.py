@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -105,6 +106,17 @@ def test_imports_only_point_down_the_layers():
             if there != here and not same_family and rank.get(there, -1) >= rank[here]:
                 bad.append(f"{module} imports {target} ({there} is not below {here})")
     assert not bad, "imports against the layering:\n" + "\n".join(sorted(bad))
+
+
+def test_only_the_bridge_module_imports_transformer_lens():
+    importers = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(n == "transformer_lens" or n.startswith("transformer_lens.") for n in names):
+                importers.append(module)
+    assert sorted(set(importers)) == ["claimlens.models.bridge"]
 
 
 def test_every_family_has_its_folder_its_claims_file_and_its_name_on_its_specs():
@@ -237,7 +249,8 @@ def test_a_claims_session_runs_each_checkpoints_forward_once(tiny_run, tmp_path)
     full-grid forward pass of each checkpoint runs exactly once, the final checkpoint's included."""
     (tmp_path / "forward_counter.py").write_text(COUNTER)
     counts = tmp_path / "counts.json"
-    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path), "FORWARD_COUNTS": str(counts),
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])  # keep the code under test
+    env = {**os.environ, "PYTHONPATH": path, "FORWARD_COUNTS": str(counts),
            "CLAIMLENS_CACHE_DIR": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "claims"), "--run", str(tiny_run.path), "-q",
                            "-k", "not llc", "-p", "forward_counter", "-p", "no:cacheprovider", "--rootdir", str(ROOT),

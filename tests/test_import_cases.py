@@ -17,8 +17,7 @@ import torch
 import claimlens
 from claimlens.config import RunSpec
 from claimlens.errors import CheckpointError, UnsafeCheckpointError
-from claimlens.runs import safe_load
-from claimlens.runs.importers import epoch_from_name, import_run
+from claimlens.runs.importers import epoch_from_name, import_run, safe_load
 
 CASES = Path(os.environ.get("CLAIMLENS_CASES", Path(__file__).resolve().parents[2] / "shared" / "cases"))
 TINY = dict(d_model=32, n_heads=4, d_head=8, d_mlp=64)
@@ -35,10 +34,10 @@ def generate(case: str, out: Path) -> Path:
 
 
 def random_property_params(seed):
-    from claimlens.config import ModelConfig
+    from claimlens.config import TransformerConfig
     from claimlens.models import init_params
 
-    return init_params(ModelConfig(**TINY), 23, seed)
+    return init_params(TransformerConfig(**TINY), 23, seed)
 
 
 # ----------------------------------------------------------------------------- E2-01
@@ -499,21 +498,21 @@ def test_a_final_2022_layout_model_with_its_training_state_imports_and_its_final
 def test_e2_08_the_clock_pizza_layout_with_softmax_attention_is_the_source_forward(tmp_path):
     """The layout half of E2-08: with α = 1 the Clock/Pizza forward (2022 layout, no causal mask) and claimlens's
     forward of the converted weights give the same logits at '=', as the refusal note says."""
-    from claimlens.config import ModelConfig
+    from claimlens.config import TransformerConfig
     from claimlens.models import forward
     from claimlens.runs.layouts import to_property_format
     from claimlens.tasks import grid_tokens
 
     src = generate("E2-08", tmp_path / "src")
     sd = torch.load(src / "eqn_sign1" / "model_p99zdpze5l.pt", weights_only=True)
-    model = ModelConfig(d_model=128, n_heads=4, d_head=32, d_mlp=512)
+    model = TransformerConfig(d_model=128, n_heads=4, d_head=32, d_mlp=512)
     params, notes = to_property_format(sd, model, 59, where="E2-08")
     reference = torch.load(src / "reference_logits.pt", weights_only=True)
     ours = forward(params, grid_tokens(59), model).logits
     torch.testing.assert_close(ours, reference["coeff1"][:, :59], rtol=1e-4, atol=1e-4)
     assert not torch.allclose(ours, reference["coeff0"][:, :59], atol=1e-2), "α = 0 is another function"
     # … and the attention-rate variant is that other function: α = 0 gives the source's constant-attention logits
-    pizza = ModelConfig(d_model=128, n_heads=4, d_head=32, d_mlp=512, attn_rate=0.0, causal=False)
+    pizza = TransformerConfig(d_model=128, n_heads=4, d_head=32, d_mlp=512, attn_rate=0.0, causal=False)
     torch.testing.assert_close(forward(params, grid_tokens(59), pizza).logits, reference["coeff0"][:, :59],
                                rtol=1e-4, atol=1e-4)
     assert any("progress-measures-paper layout" in n for n in notes)

@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from claimlens.config import ModelConfig, RunSpec, TaskConfig, TrainConfig
+from claimlens.config import AttnOnlyConfig, RepeatedSubsequenceTask, RunSpec, TrainConfig, TransformerConfig
 from claimlens.core.series import Series
 from claimlens.errors import SpecError
 from claimlens.families.induction import metrics as M
@@ -72,9 +72,9 @@ def test_inner_gaps_spread_the_repeat_distance():
 
 
 def test_spec_refuses_mismatched_task_and_model():
-    seq = TaskConfig(kind="repeated_subsequence")
+    seq = RepeatedSubsequenceTask()
     with pytest.raises(SpecError, match="task.kind 'repeated_subsequence' needs model.kind 'attn_only'"):
-        RunSpec("x", task=seq, model=ModelConfig(), train=TrainConfig(batch_size=8)).validate()
+        RunSpec("x", task=seq, model=TransformerConfig(), train=TrainConfig(batch_size=8)).validate()
     with pytest.raises(SpecError, match="batch_size"):
         RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence"}, "model": {"kind": "attn_only"}})
     with pytest.raises(SpecError, match="model.n_layers"):
@@ -105,7 +105,7 @@ def test_forward_equals_the_transformerlens_bridge(n_layers, layer_norm, biases)
     from claimlens.models import bridge_config, init_params
     from claimlens.models.attn_only import forward
 
-    cfg = ModelConfig(kind="attn_only", d_model=24, n_heads=3, d_head=8, n_layers=n_layers, layer_norm=layer_norm,
+    cfg = AttnOnlyConfig(d_model=24, n_heads=3, d_head=8, n_layers=n_layers, layer_norm=layer_norm,
                       d_vocab=20, n_ctx=30, attn_bias=biases, unembed_bias=biases)
     cfg.validate()
     gen = torch.Generator().manual_seed(1)
@@ -381,8 +381,8 @@ def test_plain_session_pairs_runs_with_the_claims_of_their_task():
 def _tiny_induction_spec(**task):
     return RunSpec(
         name="tiny-induction",
-        task=TaskConfig(kind="repeated_subsequence", d_vocab=16, seq_len=20, repeat_len=4, n_repeats=3, **task),
-        model=ModelConfig(kind="attn_only", n_layers=2, d_model=16, n_heads=2, d_head=8, layer_norm=True,
+        task=RepeatedSubsequenceTask(d_vocab=16, seq_len=20, repeat_len=4, n_repeats=3, **task),
+        model=AttnOnlyConfig(n_layers=2, d_model=16, n_heads=2, d_head=8, layer_norm=True,
                           d_vocab=16, n_ctx=20),
         train=TrainConfig(epochs=30, checkpoint_every=10, batch_size=8, lr=3e-3, betas=(0.9, 0.999), warmup_steps=0),
     ).validate()

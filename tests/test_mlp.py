@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimlens import models
-from claimlens.config import ModelConfig
+from claimlens.config import MLPConfig
 from claimlens.core.series import Series
 from claimlens.core.verdicts import Bound, ClaimSpec
 from claimlens.families.mlp import rules as MLP
@@ -108,7 +108,7 @@ def test_at_epochs_reads_a_log_at_the_checkpoints():
 def test_mlp_forward_equals_the_per_example_product(combine, hidden, act, seed):
     """The first layer applied to the vocabulary table and gathered, against the plain per-example product."""
     p = 7
-    cfg = ModelConfig(kind="mlp", d_embed=5, hidden=hidden, combine=combine, act_fn=act)
+    cfg = MLPConfig(d_embed=5, hidden=hidden, combine=combine, act_fn=act)
     params = models.init_params(cfg, p, seed)
     tokens = grid_tokens(p)
     out = models.forward(params, tokens, cfg, cache=True)

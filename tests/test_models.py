@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimlens import models
-from claimlens.config import ModelConfig
+from claimlens.config import MLPConfig, TransformerConfig, model_config
 from claimlens.errors import CheckpointError
 from claimlens.tasks import grid_tokens
 
@@ -19,7 +19,7 @@ def max_rel_err(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return ((ours - ref).abs().max() / ref.abs().max().clamp_min(1e-30)).item()
 
 
-def assert_matches_bridge(params, cfg: ModelConfig, p: int, tokens: torch.Tensor, tol: float = 1e-5):
+def assert_matches_bridge(params, cfg: TransformerConfig, p: int, tokens: torch.Tensor, tol: float = 1e-5):
     bridge = models.build_bridge(cfg, p, params)
     ref = models.bridge_activations(bridge, tokens)
     with torch.no_grad():
@@ -37,16 +37,16 @@ def random_params(cfg, p, seed, scale=1.0):
 
 
 @pytest.mark.parametrize("p, cfg", [
-    (113, ModelConfig()),
-    (23, ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64)),
-    (17, ModelConfig(d_model=24, n_heads=3, d_head=8, d_mlp=40, act_fn="gelu")),
+    (113, TransformerConfig()),
+    (23, TransformerConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64)),
+    (17, TransformerConfig(d_model=24, n_heads=3, d_head=8, d_mlp=40, act_fn="gelu")),
 ])
 def test_fast_path_equals_bridge_on_random_weights(p, cfg):
     assert_matches_bridge(random_params(cfg, p, seed=p), cfg, p, grid_tokens(p))
 
 
 def test_fast_path_equals_bridge_on_arbitrary_token_sequences():
-    cfg, p = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
+    cfg, p = TransformerConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
     tokens = torch.randint(0, p + 1, (500, 3), generator=torch.Generator().manual_seed(0))
     assert_matches_bridge(random_params(cfg, p, seed=1), cfg, p, tokens)
 
@@ -57,7 +57,7 @@ def test_fast_path_equals_bridge_on_trained_weights(tiny_run):
 
 
 def test_bridge_load_is_proven_to_change_the_weights():
-    cfg, p = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
+    cfg, p = TransformerConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
     params = random_params(cfg, p, seed=3)
     bridge = models.build_bridge(cfg, p, params)
     assert models.fingerprint(models.bridge_params(bridge)) == models.fingerprint(params)
@@ -67,7 +67,7 @@ def test_bridge_load_is_proven_to_change_the_weights():
 
 
 def test_paper_model_has_the_paper_parameter_count():
-    cfg = ModelConfig()
+    cfg = TransformerConfig()
     shapes = models.param_shapes(cfg, 113)
     trainable = sum(math.prod(s) for n, s in shapes.items() if n not in models.frozen_params(cfg))
     # claims_catalogue §1.1 counts 226 816 with the paper code's 114 output classes; the contract here
@@ -76,10 +76,10 @@ def test_paper_model_has_the_paper_parameter_count():
 
 
 def test_paper_init_scales():
-    params = models.init_params(ModelConfig(), 113, seed=0)
+    params = models.init_params(TransformerConfig(), 113, seed=0)
     ssw = sum(float((v ** 2).sum()) for v in params.values())
     assert abs(ssw - 1781) / 1781 < 0.03, f"sum of squared weights at init {ssw:.0f}, expected ≈ 1781 (catalogue §1.1)"
-    assert all(float(params[n].abs().max()) == 0 for n in models.frozen_params(ModelConfig()))
+    assert all(float(params[n].abs().max()) == 0 for n in models.frozen_params(TransformerConfig()))
 
 
 def naive_mlp(params, tokens, cfg):
@@ -101,7 +101,7 @@ def naive_mlp(params, tokens, cfg):
 @given(combine=st.sampled_from(["sum", "concat"]), act=st.sampled_from(["relu", "gelu"]),
        hidden=st.lists(st.integers(2, 9), min_size=1, max_size=2), seed=st.integers(0, 1000))
 def test_mlp_forward_equals_naive_loop(combine, act, hidden, seed):
-    cfg, p = ModelConfig(kind="mlp", d_embed=5, hidden=tuple(hidden), combine=combine, act_fn=act), 7
+    cfg, p = MLPConfig(d_embed=5, hidden=tuple(hidden), combine=combine, act_fn=act), 7
     params = models.init_params(cfg, p, seed)
     tokens = grid_tokens(p)[::3]
     torch.testing.assert_close(models.forward(params, tokens, cfg).logits, naive_mlp(params, tokens, cfg),
@@ -109,7 +109,7 @@ def test_mlp_forward_equals_naive_loop(combine, act, hidden, seed):
 
 
 def test_concat_mlp_takes_twice_the_embedding_width():
-    shapes = models.param_shapes(ModelConfig(kind="mlp", d_embed=200, hidden=(32, 32), combine="concat"), 53)
+    shapes = models.param_shapes(MLPConfig(d_embed=200, hidden=(32, 32), combine="concat"), 53)
     assert shapes["mlp.0.W"] == (400, 32) and shapes["unembed.W_U"] == (32, 53)
 
 
@@ -121,7 +121,7 @@ def test_concat_mlp_takes_twice_the_embedding_width():
     (lambda d: d.update({"extra.W": torch.zeros(1)}), "unexpected ['extra.W']"),
 ])
 def test_validate_params_names_what_is_wrong(mutate, fragment):
-    cfg, p = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
+    cfg, p = TransformerConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64), 23
     params = models.init_params(cfg, p, 0)
     mutate(params)
     with pytest.raises(CheckpointError) as info:
@@ -135,7 +135,7 @@ def test_fast_path_equals_the_plain_sequence_forward_at_any_attention_rate(attn_
     """Clock/Pizza variant (catalogue §1.3): the fast path equals the plain full-sequence forward (every position,
     α·softmax + (1 − α)·J, the mask as configured) to 1e-5, with and without the '=' token. TransformerLens
     cannot express α < 1; α = 1 is also checked against the bridge below."""
-    cfg = ModelConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, attn_rate=attn_rate, equals_token=equals_token,
+    cfg = TransformerConfig(d_model=32, n_heads=4, d_head=8, d_mlp=64, attn_rate=attn_rate, equals_token=equals_token,
                       causal=causal, attn_bias=True, unembed_bias=True)
     cfg.validate()
     p = 13
@@ -158,6 +158,6 @@ def test_attention_rate_outside_the_unit_interval_is_refused():
     from claimlens.errors import SpecError
 
     with pytest.raises(SpecError, match=r"model.attn_rate"):
-        ModelConfig(attn_rate=1.5).validate()
+        TransformerConfig(attn_rate=1.5).validate()
     with pytest.raises(SpecError, match=r"model.attn_rate.*an MLP has no attention"):
-        ModelConfig(kind="mlp", attn_rate=0.0).validate()
+        model_config(kind="mlp", attn_rate=0.0).validate()

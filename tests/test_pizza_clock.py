@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from claimlens import models
-from claimlens.config import ModelConfig
+from claimlens.config import MLPConfig, TransformerConfig
 from claimlens.core.verdicts import ClaimSpec
 from claimlens.families.pizza import metrics as pz
 from claimlens.families.pizza import rules as PZ
@@ -86,7 +86,7 @@ def test_mode_test_finds_a_doubled_mode():
 @pytest.mark.parametrize("attn_rate, equals_token", [(0.0, False), (1.0, True), (0.4, False)])
 def test_embedding_gradients_equal_a_per_triple_autograd_loop(attn_rate, equals_token):
     """The batched input gradients of G-GS against one autograd call per triple through the plain forward."""
-    cfg = ModelConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32, attn_rate=attn_rate, equals_token=equals_token,
+    cfg = TransformerConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32, attn_rate=attn_rate, equals_token=equals_token,
                       causal=False)
     p = 11
     params = models.init_params(cfg, p, 1)
@@ -106,7 +106,7 @@ def test_embedding_gradients_equal_a_per_triple_autograd_loop(attn_rate, equals_
 
 def test_a_summed_embedding_mlp_is_exactly_symmetric():
     """h = E[a] + E[b]: the two gradients are the same vector, so GS = 1 by construction."""
-    cfg = ModelConfig(kind="mlp", d_embed=6, hidden=(12,), combine="sum")
+    cfg = MLPConfig(d_embed=6, hidden=(12,), combine="sum")
     p = 7
     params = models.init_params(cfg, p, 0)
     acts = models.forward(params, grid_tokens(p), cfg, cache=True)

@@ -1,4 +1,4 @@
-"""Run sets: sweep specs, their members trained once and cached, the set claims of ``claims/test_sets.py`` (and of ``test_llc.py``, ``test_pizza.py``) (on
+"""Run sets: sweep specs, their members trained once and cached, the set claims of ``claims/test_sets.py`` (on
 the source's own fraction sweep and on a tiny trained sweep), multi-seed verdicts ("holds in k of n") and the same
 report under xdist."""
 
@@ -96,11 +96,9 @@ def test_a_spec_identical_to_a_cached_member_reuses_it_under_its_own_name(tiny_s
     assert run.name == "twin" and run.id.startswith("twin-") and member.name == "wd-weight_decay=0.0"
     assert not (member.path.parent / f"twin-{twin.hash[:16]}").exists()  # not trained a second time
     assert run.spec.name == "twin" and run.spec.hash == member.spec.hash
-    from claimlens.core.checkpoint import FinalCheckpoints, final_checkpoint
+    from claimlens.core.checkpoint import final_checkpoint
 
-    kept = FinalCheckpoints()  # keyed by name too: the reused run keeps its own name in its messages
-    assert final_checkpoint(run, kept).run.name == "twin" and final_checkpoint(member, kept).run.name == member.name
-    assert len(kept) == 2 and final_checkpoint(run, kept) is final_checkpoint(run, kept)
+    assert final_checkpoint(run).run.name == "twin" and final_checkpoint(member).run.name == member.name
 
 
 def test_the_source_fraction_sweep_is_a_curves_set():
@@ -190,7 +188,7 @@ def _session(tmp_path, *args, workers=None, tx=None):
 
 
 def test_set_claims_skip_with_the_cost_when_no_set_is_given(tmp_path):
-    doc = _session(tmp_path, "-k", "sweeps", "--run", "nanda2022")
+    doc = _session(tmp_path, "-k", "test_sets", "--run", "nanda2022")
     messages = [r["message"] for r in doc["records"] if r["claim_id"] == "weight_decay_and_data_fraction_needed"]
     assert messages and all("--claims-sweeps" in m and "runs of" in m for m in messages)
 

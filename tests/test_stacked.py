@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch.func import grad_and_value, vmap
 
 from claimlens import models
-from claimlens.config import ModelConfig
+from claimlens.config import MLPConfig, TransformerConfig
 from claimlens.families.llc.metrics import SGLDConfig, estimate_llc
 from claimlens.models.stacked import loss_and_grad_fn
 
@@ -21,7 +21,7 @@ def data(p: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([a, b, torch.full((n,), p)], 1), (a + b) % p
 
 
-def stacked(cfg: ModelConfig, p: int, chains: int, seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
+def stacked(cfg: TransformerConfig | MLPConfig, p: int, chains: int, seed: int, dtype=torch.float32) -> dict[str, torch.Tensor]:
     """``chains`` different parameter sets (random weights *and* biases), stacked on a leading axis."""
     gen = torch.Generator().manual_seed(seed)
     shapes = models.param_shapes(cfg, p)
@@ -36,7 +36,7 @@ def reference(cfg, x, y):
     return vmap(grad_and_value(loss))
 
 
-def assert_same(cfg: ModelConfig, p: int, chains: int, batch: int, seed: int, dtype=torch.float64) -> None:
+def assert_same(cfg: TransformerConfig | MLPConfig, p: int, chains: int, batch: int, seed: int, dtype=torch.float64) -> None:
     """The engine's loss and gradients against autograd on the same weights. In float64 (the default) both are
     exact to rounding, so the tolerance is 1e-9 of the gradient's scale: a wrong term cannot hide in it. In
     float32 (the sampler's dtype) a confident model's ``softmax − onehot`` loses relative precision, so the
@@ -58,12 +58,12 @@ def assert_same(cfg: ModelConfig, p: int, chains: int, batch: int, seed: int, dt
 
 
 TRANSFORMERS = st.builds(
-    ModelConfig, kind=st.just("transformer"), d_model=st.sampled_from([8, 16]), n_heads=st.sampled_from([1, 2, 4]),
+    TransformerConfig, d_model=st.sampled_from([8, 16]), n_heads=st.sampled_from([1, 2, 4]),
     d_head=st.sampled_from([4, 8]), d_mlp=st.sampled_from([8, 24]), act_fn=st.sampled_from(["relu", "gelu"]),
     attn_bias=st.booleans(), unembed_bias=st.booleans(), attn_rate=st.sampled_from([1.0, 0.0, 0.6]),
     equals_token=st.booleans())  # with '=': one query row (the table path); without: p query rows
 MLPS = st.builds(
-    ModelConfig, kind=st.just("mlp"), d_embed=st.sampled_from([3, 6]),
+    MLPConfig, d_embed=st.sampled_from([3, 6]),
     hidden=st.sampled_from([(8,), (12, 5), (4, 4, 4)]), combine=st.sampled_from(["sum", "concat"]),
     act_fn=st.sampled_from(["relu", "gelu"]))
 
@@ -76,9 +76,9 @@ def test_loss_and_gradient_equal_autograd_of_the_plain_forward(cfg, p, chains, b
 
 
 @pytest.mark.parametrize("cfg", [
-    ModelConfig(kind="transformer", d_model=16, n_heads=4, d_head=8, d_mlp=24),
-    ModelConfig(kind="transformer", d_model=16, n_heads=2, d_head=8, d_mlp=24, attn_rate=0.0, equals_token=False),
-    ModelConfig(kind="mlp", d_embed=6, hidden=(12, 5), combine="concat", act_fn="gelu"),
+    TransformerConfig(d_model=16, n_heads=4, d_head=8, d_mlp=24),
+    TransformerConfig(d_model=16, n_heads=2, d_head=8, d_mlp=24, attn_rate=0.0, equals_token=False),
+    MLPConfig(d_embed=6, hidden=(12, 5), combine="concat", act_fn="gelu"),
 ], ids=["transformer", "pizza", "mlp"])
 def test_float32_gradients_are_close_to_autograd(cfg):
     """The sampler runs in float32: the same check at float32 precision on fixed, not overconfident, models."""
@@ -86,7 +86,7 @@ def test_float32_gradients_are_close_to_autograd(cfg):
 
 
 def test_only_the_requested_gradients_are_written():
-    cfg = ModelConfig(kind="transformer", d_model=8, n_heads=2, d_head=4, d_mlp=8)
+    cfg = TransformerConfig(d_model=8, n_heads=2, d_head=4, d_mlp=8)
     x, y = data(7, 20, 0)
     w = stacked(cfg, 7, 2, 0)
     out = {"blocks.0.mlp.W_in": torch.zeros(2, 8, 8)}
@@ -96,14 +96,14 @@ def test_only_the_requested_gradients_are_written():
 
 def test_an_activation_without_a_written_out_derivative_is_refused():
     with pytest.raises(ValueError, match="no written-out derivative for act_fn 'tanh'"):
-        loss_and_grad_fn(ModelConfig(kind="mlp", act_fn="tanh"), *data(5, 4, 0))
+        loss_and_grad_fn(MLPConfig(act_fn="tanh"), *data(5, 4, 0))
 
 
 @pytest.mark.parametrize("batch_size, orth_grad", [(16, False), (None, False), (16, True)])
 def test_both_engines_give_the_same_chains(batch_size, orth_grad):
     """Same seed, same minibatches, same noise: the traces of the written-out and the autograd engine agree to
     float rounding, in minibatch and full-batch mode and with the orthogonal restriction."""
-    cfg = ModelConfig(kind="transformer", d_model=16, n_heads=2, d_head=8, d_mlp=32)
+    cfg = TransformerConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32)
     p = 11
     x, y = data(p, 60, 3)
     params = models.init_params(cfg, p, 0)

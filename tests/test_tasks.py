@@ -2,7 +2,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from claimlens.config import TaskConfig
+from claimlens.config import ModularAdditionTask
 from claimlens.tasks import ModularAddition, grid_labels, grid_tokens, nanda_split
 
 
@@ -20,10 +20,10 @@ def test_paper_split_sizes():
 
 @given(p=st.integers(3, 40), frac=st.floats(0.05, 0.95), seed=st.integers(0, 2**31))
 def test_split_partitions_the_grid_and_is_reproducible(p, frac, seed):
-    task = ModularAddition.from_config(TaskConfig(p=p, frac_train=frac, split_seed=seed))
+    task = ModularAddition.from_config(ModularAdditionTask(p=p, frac_train=frac, split_seed=seed))
     task.check()
     assert task.train_idx.numel() == int(frac * p * p)
-    again = ModularAddition.from_config(TaskConfig(p=p, frac_train=frac, split_seed=seed))
+    again = ModularAddition.from_config(ModularAdditionTask(p=p, frac_train=frac, split_seed=seed))
     assert torch.equal(task.train_idx, again.train_idx)
 
 

@@ -24,7 +24,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from claimlens.errors import SpecError
 
@@ -35,78 +35,83 @@ SPEC_SCHEMA_VERSION = 1
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 
+_TASK_TEXT = "must be 'modular_addition' or 'repeated_subsequence'"
+_MODEL_TEXT = "must be 'transformer', 'mlp' or 'attn_only'"
+
+
 @dataclass(frozen=True)
-class TaskConfig:
+class ModularAdditionTask:
     """``kind = "modular_addition"`` (the default): ``(a + b) mod p`` on all ``p²`` pairs (row ``a·p + b``).
     The split is Nanda's rule: shuffle the row indices with Python's ``random.Random(split_seed)``
     and take the first ``int(frac_train · p²)`` as train (for p=113, seed 0 this is the paper's split).
-
-    ``kind = "repeated_subsequence"`` (the induction toy, claims_catalogue §3.6): sequences of ``seq_len`` tokens
-    over ``d_vocab`` in which a random subsequence of ``repeat_len`` tokens occurs ``n_repeats`` times, at random
-    places, among random tokens (:class:`claimlens.tasks.RepeatedSubsequence` defines the layout and the scored
-    positions). ``n_sequences = 0``: fresh sequences at every step; ``n_sequences = N``: a finite training set of
-    ``N`` sequences, drawn once from ``split_seed``. ``p`` and ``frac_train`` are not used by this kind.
     """
 
+    kind: Literal["modular_addition"] = "modular_addition"
     p: int = 113
     frac_train: float = 0.3
     split_seed: int = 0
-    kind: Literal["modular_addition", "repeated_subsequence"] = "modular_addition"
-    # repeated_subsequence
+
+    # what a key of another task kind means here (accepted at today's default, refused otherwise)
+    FOREIGN: ClassVar[str] = "is a setting of the repeated-subsequence task (kind = 'repeated_subsequence'); remove it"
+
+    @property
+    def is_sequences(self) -> bool:
+        """Whether this is the induction task (sequences, next-token prediction): no."""
+        return False
+
+    def validate(self) -> None:
+        _check(self.kind == "modular_addition", "task.kind", _TASK_TEXT, self.kind)
+        _check(isinstance(self.p, int) and self.p >= 3, "task.p", "must be an integer ≥ 3", self.p)
+        _check(0.0 < self.frac_train < 1.0, "task.frac_train", "must be in (0, 1)", self.frac_train)
+
+
+@dataclass(frozen=True)
+class RepeatedSubsequenceTask:
+    """``kind = "repeated_subsequence"`` (the induction toy, claims_catalogue §3.6): sequences of ``seq_len`` tokens
+    over ``d_vocab`` in which a random subsequence of ``repeat_len`` tokens occurs ``n_repeats`` times, at random
+    places, among random tokens (:class:`claimlens.tasks.RepeatedSubsequence` defines the layout and the scored
+    positions). ``n_sequences = 0``: fresh sequences at every step; ``n_sequences = N``: a finite training set of
+    ``N`` sequences, drawn once from ``split_seed``. Modular addition's ``p`` and ``frac_train`` are not settings.
+    """
+
+    kind: Literal["repeated_subsequence"] = "repeated_subsequence"
+    split_seed: int = 0
     d_vocab: int = 128
     seq_len: int = 85
     repeat_len: int = 16
     n_repeats: int = 3
     n_sequences: int = 0
 
+    FOREIGN: ClassVar[str] = "is a modular-addition setting; the repeated-subsequence task does not use it (remove it)"
+
     @property
     def is_sequences(self) -> bool:
-        """Whether this is the induction task (sequences, next-token prediction) rather than modular addition."""
-        return self.kind == "repeated_subsequence"
+        """Whether this is the induction task (sequences, next-token prediction): yes."""
+        return True
 
     def validate(self) -> None:
-        _check(self.kind in ("modular_addition", "repeated_subsequence"), "task.kind",
-               "must be 'modular_addition' or 'repeated_subsequence'", self.kind)
-        if self.is_sequences:
-            for key, default in (("p", 113), ("frac_train", 0.3)):
-                _check(getattr(self, key) == default, f"task.{key}",
-                       "is a modular-addition setting; the repeated-subsequence task does not use it (remove it)",
-                       getattr(self, key))
-            for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats"):
-                value = getattr(self, key)
-                _check(isinstance(value, int) and value >= 2, f"task.{key}", "must be an integer ≥ 2", value)
-            _check(self.n_repeats * self.repeat_len + self.n_repeats - 1 <= self.seq_len, "task.seq_len",
-                   f"must hold n_repeats · repeat_len tokens and a random token between repeats "
-                   f"(≥ {self.n_repeats * self.repeat_len + self.n_repeats - 1})", self.seq_len)
-            _check(isinstance(self.n_sequences, int) and self.n_sequences >= 0, "task.n_sequences",
-                   "must be 0 (fresh sequences every step) or the size of a finite training set", self.n_sequences)
-            return
-        _check(isinstance(self.p, int) and self.p >= 3, "task.p", "must be an integer ≥ 3", self.p)
-        _check(0.0 < self.frac_train < 1.0, "task.frac_train", "must be in (0, 1)", self.frac_train)
+        _check(self.kind == "repeated_subsequence", "task.kind", _TASK_TEXT, self.kind)
+        for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and value >= 2, f"task.{key}", "must be an integer ≥ 2", value)
+        _check(self.n_repeats * self.repeat_len + self.n_repeats - 1 <= self.seq_len, "task.seq_len",
+               f"must hold n_repeats · repeat_len tokens and a random token between repeats "
+               f"(≥ {self.n_repeats * self.repeat_len + self.n_repeats - 1})", self.seq_len)
+        _check(isinstance(self.n_sequences, int) and self.n_sequences >= 0, "task.n_sequences",
+               "must be 0 (fresh sequences every step) or the size of a finite training set", self.n_sequences)
+
+
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """The 1-layer transformer of Nanda et al., an embedding+MLP model, or an attention-only transformer.
-
-    ``kind = "transformer"``: no LayerNorm, learned positions, ReLU MLP, ``d_vocab = p+1`` (the
-    ``=`` token), ``d_vocab_out = p``, ``n_ctx = 3``. Attention and unembedding biases exist in the
-    property format (TransformerLens needs them) but are fixed at zero unless ``attn_bias`` /
-    ``unembed_bias`` say otherwise, as in the paper's model.
-
-    ``kind = "mlp"``: ``embed.W_E [p, d_embed]``; the two input embeddings are combined by ``sum``
-    (Peluche) or ``concat`` (equivalent to the separate left/right maps of the devinterp hackathon
-    MLP), then ``hidden`` Linear+activation layers, then ``unembed``.
-
-    ``kind = "attn_only"`` (the induction toy, claims_catalogue §3.6): ``n_layers`` attention-only blocks with
-    learned positions, causal attention, LayerNorm before each block and before the unembedding when
-    ``layer_norm`` (TransformerLens's default), over the task's vocabulary (``d_vocab``) and context (``n_ctx``);
-    both are taken from the task when left at 0. As for the transformer, the attention and unembedding biases
-    are held at zero unless ``attn_bias`` / ``unembed_bias`` (TransformerLens's own models train them).
+class TransformerConfig:
+    """``kind = "transformer"`` (the default): the 1-layer transformer of Nanda et al.: no LayerNorm, learned
+    positions, ReLU MLP, ``d_vocab = p+1`` (the ``=`` token), ``d_vocab_out = p``, ``n_ctx = 3``. Attention and
+    unembedding biases exist in the property format (TransformerLens needs them) but are fixed at zero unless
+    ``attn_bias`` / ``unembed_bias`` say otherwise, as in the paper's model.
     """
 
-    kind: Literal["transformer", "mlp", "attn_only"] = "transformer"
-    # transformer
+    kind: Literal["transformer"] = "transformer"
     d_model: int = 128
     n_heads: int = 4
     d_head: int = 32
@@ -120,59 +125,177 @@ class ModelConfig:
     attn_rate: float = 1.0
     equals_token: bool = True
     causal: bool = True
-    # attn_only
-    n_layers: int = 1
-    layer_norm: bool = False
-    d_vocab: int = 0
-    n_ctx: int = 0
-    # mlp
-    d_embed: int = 12
-    hidden: tuple[int, ...] = (48,)
-    combine: Literal["sum", "concat"] = "sum"
-    # both
     act_fn: Literal["relu", "gelu"] = "relu"
     # parameters held fixed at their initial values by training and by the LLC (e.g. the TransformerLens
     # demo's frozen ``blocks.0.mlp.b_in`` / ``b_out``), on top of the biases attn_bias/unembed_bias switch off
     frozen: tuple[str, ...] = ()
 
+    FOREIGN: ClassVar[dict[str, str]] = {
+        "n_layers": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
+        "layer_norm": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
+        "d_vocab": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
+        "n_ctx": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
+        "d_embed": "is a setting of the MLP (kind = 'mlp'); remove it",
+        "hidden": "is a setting of the MLP (kind = 'mlp'); remove it",
+        "combine": "is a setting of the MLP (kind = 'mlp'); remove it",
+    }
+
     def validate(self) -> None:
-        _check(self.kind in ("transformer", "mlp", "attn_only"), "model.kind",
-               "must be 'transformer', 'mlp' or 'attn_only'", self.kind)
-        _check(all(isinstance(n, str) and n for n in self.frozen), "model.frozen",
-               "must be a list of parameter names (e.g. \"blocks.0.mlp.b_in\")", list(self.frozen))
-        _check(self.act_fn in ("relu", "gelu"), "model.act_fn", "must be 'relu' or 'gelu'", self.act_fn)
-        if self.kind == "attn_only":
-            for key in ("d_model", "n_heads", "d_head", "n_layers", "d_vocab", "n_ctx"):
-                value = getattr(self, key)
-                _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
-            _check(isinstance(self.layer_norm, bool), "model.layer_norm", "must be true or false", self.layer_norm)
-            for key, default in (("attn_rate", 1.0), ("equals_token", True), ("causal", True), ("d_mlp", 512)):
-                _check(getattr(self, key) == default, f"model.{key}",
-                       "is not a setting of the attention-only model (softmax causal attention, no MLP); remove it",
-                       getattr(self, key))
-            return
-        for key, default in (("n_layers", 1), ("layer_norm", False), ("d_vocab", 0), ("n_ctx", 0)):
-            _check(getattr(self, key) == default, f"model.{key}",
-                   "is a setting of the attention-only model (kind = 'attn_only'); remove it", getattr(self, key))
-        if self.kind == "transformer":
-            for key in ("d_model", "n_heads", "d_head", "d_mlp"):
-                value = getattr(self, key)
-                _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
-            _check(isinstance(self.attn_rate, (int, float)) and 0 <= self.attn_rate <= 1, "model.attn_rate",
-                   "must be a number in [0, 1] (1: softmax attention; 0: constant attention)", self.attn_rate)
-            _check(isinstance(self.equals_token, bool), "model.equals_token", "must be true or false",
-                   self.equals_token)
-            _check(isinstance(self.causal, bool), "model.causal", "must be true or false", self.causal)
-        else:
-            for key, default in (("attn_rate", 1.0), ("equals_token", True), ("causal", True)):
-                _check(getattr(self, key) == default, f"model.{key}",
-                       "is a transformer setting; an MLP has no attention and reads no '=' token (remove it)",
-                       getattr(self, key))
-        if self.kind != "transformer":
-            _check(self.d_embed > 0, "model.d_embed", "must be a positive integer", self.d_embed)
-            _check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "model.hidden",
-                   "must be a non-empty list of positive widths", list(self.hidden))
-            _check(self.combine in ("sum", "concat"), "model.combine", "must be 'sum' or 'concat'", self.combine)
+        _check(self.kind == "transformer", "model.kind", _MODEL_TEXT, self.kind)
+        _validate_common(self)
+        for key in ("d_model", "n_heads", "d_head", "d_mlp"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
+        _check(isinstance(self.attn_rate, (int, float)) and 0 <= self.attn_rate <= 1, "model.attn_rate",
+               "must be a number in [0, 1] (1: softmax attention; 0: constant attention)", self.attn_rate)
+        _check(isinstance(self.equals_token, bool), "model.equals_token", "must be true or false", self.equals_token)
+        _check(isinstance(self.causal, bool), "model.causal", "must be true or false", self.causal)
+
+
+@dataclass(frozen=True)
+class MLPConfig:
+    """``kind = "mlp"``: ``embed.W_E [p, d_embed]``; the two input embeddings are combined by ``sum`` (Peluche) or
+    ``concat`` (equivalent to the separate left/right maps of the devinterp hackathon MLP), then ``hidden``
+    Linear+activation layers, then ``unembed``.
+    """
+
+    kind: Literal["mlp"] = "mlp"
+    d_embed: int = 12
+    hidden: tuple[int, ...] = (48,)
+    combine: Literal["sum", "concat"] = "sum"
+    act_fn: Literal["relu", "gelu"] = "relu"
+    # parameters held fixed at their initial values by training and by the LLC
+    frozen: tuple[str, ...] = ()
+
+    FOREIGN: ClassVar[dict[str, str]] = {
+        **{k: "is a transformer setting; an MLP has no attention and reads no '=' token (remove it)"
+           for k in ("attn_rate", "equals_token", "causal", "attn_bias", "unembed_bias")},
+        **{k: "is a transformer setting; the MLP's widths are d_embed and hidden (remove it)"
+           for k in ("d_model", "n_heads", "d_head", "d_mlp")},
+        **{k: "is a setting of the attention-only model (kind = 'attn_only'); remove it"
+           for k in ("n_layers", "layer_norm", "d_vocab", "n_ctx")},
+    }
+
+    def validate(self) -> None:
+        _check(self.kind == "mlp", "model.kind", _MODEL_TEXT, self.kind)
+        _validate_common(self)
+        _check(self.d_embed > 0, "model.d_embed", "must be a positive integer", self.d_embed)
+        _check(len(self.hidden) > 0 and all(h > 0 for h in self.hidden), "model.hidden",
+               "must be a non-empty list of positive widths", list(self.hidden))
+        _check(self.combine in ("sum", "concat"), "model.combine", "must be 'sum' or 'concat'", self.combine)
+
+
+@dataclass(frozen=True)
+class AttnOnlyConfig:
+    """``kind = "attn_only"`` (the induction toy, claims_catalogue §3.6): ``n_layers`` attention-only blocks with
+    learned positions, causal attention, LayerNorm before each block and before the unembedding when
+    ``layer_norm`` (TransformerLens's default), over the task's vocabulary (``d_vocab``) and context (``n_ctx``);
+    both are taken from the task when left at 0. As for the transformer, the attention and unembedding biases
+    are held at zero unless ``attn_bias`` / ``unembed_bias`` (TransformerLens's own models train them).
+    """
+
+    kind: Literal["attn_only"] = "attn_only"
+    d_model: int = 128
+    n_heads: int = 4
+    d_head: int = 32
+    attn_bias: bool = False
+    unembed_bias: bool = False
+    n_layers: int = 1
+    layer_norm: bool = False
+    d_vocab: int = 0
+    n_ctx: int = 0
+    # parameters held fixed at their initial values by training
+    frozen: tuple[str, ...] = ()
+
+    FOREIGN: ClassVar[str] = ("is not a setting of the attention-only model (softmax causal attention, no MLP); "
+                              "remove it")
+
+    def validate(self) -> None:
+        _check(self.kind == "attn_only", "model.kind", _MODEL_TEXT, self.kind)
+        _validate_common(self)
+        for key in ("d_model", "n_heads", "d_head", "n_layers", "d_vocab", "n_ctx"):
+            value = getattr(self, key)
+            _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
+        _check(isinstance(self.layer_norm, bool), "model.layer_norm", "must be true or false", self.layer_norm)
+
+
+
+TASK_KINDS: dict[str, type] = {"modular_addition": ModularAdditionTask, "repeated_subsequence": RepeatedSubsequenceTask}
+MODEL_KINDS: dict[str, type] = {"transformer": TransformerConfig, "mlp": MLPConfig, "attn_only": AttnOnlyConfig}
+
+# The fields of the one TaskConfig / ModelConfig class specs had before the kinds were split, in its order: a spec's
+# dict (run.json, claims.json) and its hash carry all of them, a kind's missing ones at their default, so that every
+# spec keeps its dict and its hash (and its cached run). The defaults are the kinds' own (the first kind wins).
+_TASK_LAYOUT = ("p", "frac_train", "split_seed", "kind", "d_vocab", "seq_len", "repeat_len", "n_repeats", "n_sequences")
+_MODEL_LAYOUT = ("kind", "d_model", "n_heads", "d_head", "d_mlp", "attn_bias", "unembed_bias", "attn_rate",
+                 "equals_token", "causal", "n_layers", "layer_norm", "d_vocab", "n_ctx", "d_embed", "hidden",
+                 "combine", "act_fn", "frozen")
+
+
+def _layout_defaults(kinds: dict[str, type], layout: tuple[str, ...]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for cls in kinds.values():
+        for f in dataclasses.fields(cls):
+            defaults.setdefault(f.name, f.default)
+    assert set(defaults) == set(layout), sorted(set(defaults) ^ set(layout))
+    return {key: defaults[key] for key in layout}
+
+
+_TASK_DEFAULTS = _layout_defaults(TASK_KINDS, _TASK_LAYOUT)
+_MODEL_DEFAULTS = _layout_defaults(MODEL_KINDS, _MODEL_LAYOUT)
+
+
+class _Tagged:
+    """A union of config kinds that builds its members by tag (``ModelConfig(kind="mlp", ...)``, as callers wrote
+    before the kinds were split) and answers ``isinstance`` for any of them."""
+
+    def __init__(self, name: str, build, kinds: dict[str, type]):
+        self.__name__, self._build, self.kinds = name, build, tuple(kinds.values())
+
+    def __call__(self, **values: Any):
+        return self._build(**values)
+
+    def __instancecheck__(self, obj: Any) -> bool:
+        return isinstance(obj, self.kinds)
+
+
+def _validate_common(cfg: ModelConfig) -> None:
+    _check(all(isinstance(n, str) and n for n in cfg.frozen), "model.frozen",
+           "must be a list of parameter names (e.g. \"blocks.0.mlp.b_in\")", list(cfg.frozen))
+    if not isinstance(cfg, AttnOnlyConfig):
+        _check(cfg.act_fn in ("relu", "gelu"), "model.act_fn", "must be 'relu' or 'gelu'", cfg.act_fn)
+
+
+def task_config(**values: Any) -> TaskConfig:
+    """The task of kind ``values["kind"]`` (default modular addition) with ``values``; raises
+    :class:`SpecError` on a setting of another kind that is not at its default."""
+    cls, values = _pick("task", TASK_KINDS, _TASK_DEFAULTS, values)
+    return cls(**values)
+
+
+def model_config(**values: Any) -> ModelConfig:
+    """The model of kind ``values["kind"]`` (default the transformer) with ``values``; raises
+    :class:`SpecError` on a setting of another kind that is not at its default."""
+    cls, values = _pick("model", MODEL_KINDS, _MODEL_DEFAULTS, values)
+    return cls(**values)
+
+
+def _pick(table: str, kinds: dict[str, type], defaults: dict[str, Any],
+          values: dict[str, Any]) -> tuple[type, dict[str, Any]]:
+    """The class of ``values``'s kind and ``values`` less the other kinds' settings left at their default."""
+    kind = values.get("kind", defaults["kind"])
+    _check(isinstance(kind, str) and kind in kinds, f"{table}.kind", _TASK_TEXT if table == "task" else _MODEL_TEXT,
+           kind)
+    cls = kinds[kind]
+    own = {f.name for f in dataclasses.fields(cls)}
+    kept = {}
+    for key, value in values.items():
+        if key in own or key not in defaults:
+            kept[key] = value  # an unknown key is the caller's to refuse
+        elif _jsonable(value) != _jsonable(defaults[key]):
+            rule = cls.FOREIGN if isinstance(cls.FOREIGN, str) else cls.FOREIGN[key]
+            _check(False, f"{table}.{key}", rule, value)
+    return cls, kept
 
 
 @dataclass(frozen=True)
@@ -220,8 +343,8 @@ class RunSpec:
     """A named, hashable recipe for one training run."""
 
     name: str
-    task: TaskConfig = field(default_factory=TaskConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=ModularAdditionTask)
+    model: ModelConfig = field(default_factory=TransformerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     description: str = ""
     # Free-form expectations used by the project's own tests (e.g. ``groks = false`` for a
@@ -230,7 +353,7 @@ class RunSpec:
 
     def validate(self) -> RunSpec:
         _check(bool(self.name) and isinstance(self.name, str), "name", "must be a non-empty string", self.name)
-        sequences, attn_only = self.task.is_sequences, self.model.kind == "attn_only"
+        sequences, attn_only = self.task.is_sequences, isinstance(self.model, AttnOnlyConfig)
         if attn_only and not sequences:
             raise SpecError(f"model.kind 'attn_only' needs task.kind 'repeated_subsequence' (got task.kind "
                             f"{self.task.kind!r}; it defaults to 'modular_addition')")
@@ -240,7 +363,7 @@ class RunSpec:
         self.task.validate()
         self.model.validate()
         self.train.validate()
-        if attn_only:
+        if isinstance(self.model, AttnOnlyConfig) and isinstance(self.task, RepeatedSubsequenceTask):
             _check(self.train.batch_size > 0, "train.batch_size",
                    "must be the number of sequences per step for the repeated-subsequence task", self.train.batch_size)
             _check(self.model.d_vocab == self.task.d_vocab, "model.d_vocab",
@@ -249,8 +372,18 @@ class RunSpec:
                    f"must equal task.seq_len = {self.task.seq_len} (or be left out)", self.model.n_ctx)
         return self
 
+    @property
+    def modulus(self) -> int | None:
+        """``p`` of a modular-addition run; None for the sequence task (its model's shapes are in its config)."""
+        return self.task.p if isinstance(self.task, ModularAdditionTask) else None
+
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
+        """The spec as JSON-able values: task and model with every field of every kind (another kind's at its
+        default), as written before the kinds were split, so that a spec's dict and :attr:`hash` never change."""
+        return _jsonable({"name": self.name, "task": _with_layout(self.task, _TASK_DEFAULTS),
+                          "model": _with_layout(self.model, _MODEL_DEFAULTS),
+                          "train": dataclasses.asdict(self.train), "description": self.description,
+                          "expect": self.expect})
 
     @property
     def hash(self) -> str:
@@ -276,10 +409,11 @@ class RunSpec:
         known = {"name", "task", "model", "train", "description", "expect"}
         _reject_unknown(data, known, source)
         try:
-            task = _build(TaskConfig, data.get("task", {}), f"{source}: [task]")
-            model = _build(ModelConfig, data.get("model", {}), f"{source}: [model]")
+            task = _build_kind("task", TASK_KINDS, _TASK_DEFAULTS, data.get("task", {}), source)
+            model = _build_kind("model", MODEL_KINDS, _MODEL_DEFAULTS, data.get("model", {}), source)
             train = _build(TrainConfig, data.get("train", {}), f"{source}: [train]")
-            if model.kind == "attn_only" and task.is_sequences:  # vocabulary and context from the task by default
+            if isinstance(model, AttnOnlyConfig) and isinstance(task, RepeatedSubsequenceTask):
+                # vocabulary and context from the task by default
                 model = dataclasses.replace(model, d_vocab=model.d_vocab or task.d_vocab,
                                             n_ctx=model.n_ctx or task.seq_len)
             spec = cls(name=data.get("name", ""), task=task, model=model, train=train,
@@ -327,6 +461,22 @@ def _reject_unknown(data: dict[str, Any], known: set[str], source: str) -> None:
         raise SpecError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(known)}")
 
 
+def _with_layout(cfg: TaskConfig | ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:
+    values = dataclasses.asdict(cfg)
+    return {key: values.get(key, default) for key, default in defaults.items()}
+
+
+def _build_kind(table: str, kinds: dict[str, type], defaults: dict[str, Any], values: Any, source: str) -> Any:
+    """The ``[table]`` of a spec as the config of its kind (:func:`_pick`), its values checked by :func:`_build`."""
+    if not isinstance(values, dict):
+        raise SpecError(f"{source}: [{table}] must be a table, got {values!r}")
+    try:
+        cls, values = _pick(table, kinds, defaults, values)
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+    return _build(cls, values, f"{source}: [{table}] (kind {cls().kind!r})")
+
+
 def _build(cls: type, values: Any, source: str) -> Any:
     if not isinstance(values, dict):
         raise SpecError(f"{source} must be a table, got {values!r}")
@@ -353,3 +503,7 @@ def _build(cls: type, values: Any, source: str) -> Any:
             raise SpecError(f"{source}: {key} must be a string, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+TaskConfig = _Tagged("TaskConfig", task_config, TASK_KINDS)  # ModularAdditionTask | RepeatedSubsequenceTask
+ModelConfig = _Tagged("ModelConfig", model_config, MODEL_KINDS)  # TransformerConfig | MLPConfig | AttnOnlyConfig

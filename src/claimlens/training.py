@@ -146,7 +146,7 @@ class Trainer:
         """The parameters on the device (frozen ones without gradients), the trainable names, and the optimiser
         (its state restored when resuming)."""
         spec, device = self.spec, self.device
-        frozen = frozen_params(spec.model, spec.task.p)
+        frozen = frozen_params(spec.model, spec.modulus)
         params = {k: v.to(device).requires_grad_(k not in frozen) for k, v in params.items()}
         trainable = [k for k in params if k not in frozen]
         optimizer = self._optimizer([params[k] for k in trainable])
@@ -213,13 +213,13 @@ class Trainer:
                 params = {k[len("param/"):]: v for k, v in state.items() if k.startswith("param/")}
                 opt_state = {k: v for k, v in state.items() if not k.startswith("param/")}
             else:  # killed before the first checkpoint was complete: start again from init
-                start, params, opt_state = 0, init_params(spec.model, spec.task.p, spec.train.seed), None
+                start, params, opt_state = 0, init_params(spec.model, spec.modulus, spec.train.seed), None
             writer.truncate_log(before_epoch=start)
             return writer, params, opt_state, start
         source = {"kind": "trained", "device": str(self.device), "torch": torch.__version__,
                   "claimlens": __version__, "machine": platform.machine(), "train_seconds": 0.0}
         writer = RunWriter.create(self.out, spec, task, source)
-        return writer, init_params(spec.model, spec.task.p, spec.train.seed), None, 0
+        return writer, init_params(spec.model, spec.modulus, spec.train.seed), None, 0
 
     def _checkpoint(self, writer: RunWriter, epoch: int, params, optimizer, trainable, rows) -> None:
         # Order matters for resuming: checkpoint file and manifest first (the commit), then the

@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 
 import pytest
 
+from claimlens.config import TransformerConfig
 from claimlens.plugin import session
 from claimlens.plugin.claim import Claim, not_judged, spec_of
 from claimlens.plugin.session import CLAIM
@@ -83,7 +84,8 @@ def needs_weights(run, what: str = "this claim needs the model's weights") -> No
 
 def needs_equals_token(run, what: str) -> None:
     """Skip, with the reason, a transformer that reads [a, b] without '=' (Clock/Pizza): ``what`` is about '='."""
-    if run.has_weights and not run.spec.model.equals_token:
+    model = run.spec.model if run.has_weights else None
+    if isinstance(model, TransformerConfig) and not model.equals_token:
         pytest.skip(f"run {run.name!r} reads [a, b] without an '=' token (equals_token = false): {what}")
 
 

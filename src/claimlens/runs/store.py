@@ -158,7 +158,7 @@ class Run:
         if rehash or stamps.get(entry.file) != stamp:
             if sha256_file(file) != entry.sha256:
                 # unreadable (truncated, a pickle) or wrong (NaN, shapes): its own, more telling message first
-                validate_params(load_tensors(file, what=where), self.spec.model, self.spec.task.p, where=where)
+                validate_params(load_tensors(file, what=where), self.spec.model, self.spec.modulus, where=where)
                 raise CheckpointError(
                     f"{where}: the file's content does not match the sha256 recorded in {MANIFEST}: it was replaced "
                     f"or modified after the run was written. Copy the run again, or train or import it again; no "
@@ -216,7 +216,7 @@ class Run:
         where = f"run {self.name!r}, epoch {epoch} ({entry.file})"
         self._check_file(entry, rehash=verify_hash)
         params = load_tensors(file, what=where)
-        validate_params(params, self.spec.model, self.spec.task.p, where=where)
+        validate_params(params, self.spec.model, self.spec.modulus, where=where)
         return params
 
     def final(self) -> dict[str, torch.Tensor]:
@@ -229,7 +229,7 @@ class Run:
         """
         from safetensors import SafetensorError, safe_open
 
-        shapes = param_shapes(self.spec.model, self.spec.task.p)
+        shapes = param_shapes(self.spec.model, self.spec.modulus)
         if name not in shapes:
             raise KeyError(f"{name!r} is not a parameter of this {self.spec.model.kind}; known: {sorted(shapes)}")
         epochs = self.epochs if epochs is None else list(epochs)
@@ -308,7 +308,7 @@ class RunWriter:
             "source": source,
             "split": {"rule": "nanda_shuffle" if source.get("kind") == "trained" else source.get("split_rule", "stored"),
                       **task.split_record()},
-            "params": {k: list(v) for k, v in param_shapes(spec.model, spec.task.p).items()},
+            "params": {k: list(v) for k, v in param_shapes(spec.model, spec.modulus).items()},
             "checkpoints": [],
             "log": LOG,
             "status": "training",

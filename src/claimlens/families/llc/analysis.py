@@ -83,7 +83,7 @@ def train_loss_fn(run):
     Returns the function and the frozen tensors it closes over (not sampled)."""
     model, task = run.spec.model, run.task
     x, y = task.tokens[task.train_idx], task.labels[task.train_idx]
-    frozen_names = frozen_params(model, run.spec.task.p)
+    frozen_names = frozen_params(model, run.spec.modulus)
 
     def make(frozen: dict[str, torch.Tensor]):
         def loss(params, rows):

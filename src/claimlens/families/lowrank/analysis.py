@@ -173,7 +173,7 @@ def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], S: int) -> Low
 def _compute(run, progress: bool, shared: torch.Tensor | None) -> LowRank:
     spec, epochs = run.spec, run.epochs
     S = len(epochs)
-    frozen = frozen_params(spec.model, spec.task.p)
+    frozen = frozen_params(spec.model, spec.modulus)
     loss_fn, per_example = _loss_fn(run)
     bar = _bar(S, f"low rank {run.name}", progress)
     with tempfile.TemporaryDirectory(prefix="claimlens-lowrank-") as tmp:

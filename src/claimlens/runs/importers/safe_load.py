@@ -13,12 +13,18 @@ so the importers only ever see tensors, containers, numbers and strings.
 
 When a file needs anything else, :func:`unsafe_globals` lists every global it asks for together with the key
 holding it, read by an unpickler whose every global is a placeholder (nothing from the file runs).
+
+:func:`safe_torch_load` is how the importers read a file: weights-only through :func:`load`, with errors that say
+what is wrong with the file (missing, a text file or Git LFS pointer, truncated or corrupt), and a file asking for
+other globals refused with every one listed, or, where they all sit in keys an import does not need and a spec
+describes the run, read with inert placeholders there.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +32,9 @@ from typing import Any, Self
 
 import numpy as np
 import torch
+
+from claimlens.errors import CheckpointError, UnsafeCheckpointError
+from claimlens.runs.layouts import first_line
 
 # TransformerLens config classes, by the module paths TL 1-3 pickled them under.
 _TL_CONFIG_NAMES = (
@@ -205,3 +214,109 @@ def _walk(obj: Any, where: str, depth: int = 0) -> Iterator[tuple[str, str]]:
     elif isinstance(obj, (list, tuple, set, frozenset)):
         for i, v in enumerate(obj):
             yield from _walk(v, f"{where}[{i}]", depth + 1)
+
+
+# ----------------------------------------------------------------------------- safe reading (the importers' entry)
+
+# Top-level keys an import needs; an unsafe object anywhere else (a config, an optimizer, an argparse
+# Namespace) can be read as an inert placeholder and ignored once --spec describes the run.
+_WEIGHT_LIST_KEYS = ("state_dicts", "checkpoints")
+_WEIGHT_KEYS = ("model", "model_state_dict", "state_dict")
+_EPOCH_LIST_KEYS = ("epochs", "checkpoint_epochs")
+_NEEDED_KEYS = (*_WEIGHT_LIST_KEYS, *_WEIGHT_KEYS, *_EPOCH_LIST_KEYS, "epoch", "train_indices", "test_indices",
+                "train_data", "test_data", "train_losses", "test_losses")
+
+
+def safe_torch_load(path: Path, *, spec_given: bool = False, notes: list[str] | None = None) -> Any:
+    """Read ``path`` weights-only on the CPU (numeric numpy and inert config stand-ins allowed, see
+    :func:`load`), with errors that say what is wrong with the file.
+
+    A file asking for other globals is refused, listing every one with the key holding it. When they all sit
+    in keys the import does not need (a config, an optimizer) and ``spec_given``, those keys are read as inert
+    placeholders and dropped (a line is added to ``notes``)."""
+    if not path.is_file():
+        raise CheckpointError(f"{str(path)!r} does not exist or is not a file")
+    text = _text_file(path)
+    if text:
+        raise CheckpointError(f"{str(path)!r} is a text file ({text}), not a torch checkpoint"
+                              + (": fetch the real file with `git lfs pull`" if "Git LFS" in text else ""))
+    try:
+        return load(path)
+    except pickle.UnpicklingError as exc:
+        if not re.search(r"global|numpy|allowlisted", str(exc), re.IGNORECASE):  # garbage, not a pickle asking for code
+            raise _unreadable(path, exc) from None
+        return _load_with_unsafe_globals(path, exc, spec_given, notes)
+    except Exception as exc:  # noqa: BLE001 - whatever torch's unpickler raises on a damaged file (KeyError, …)
+        raise _unreadable(path, exc) from None
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    reason = first_line(exc).split(". ")[0]
+    if "weights_only" in reason or "Weights only load failed" in reason:
+        reason = type(exc).__name__  # torch's advice to load with weights_only=False is not ours to give
+    detail = type(exc).__name__ + ("" if reason == type(exc).__name__ else f": {reason[:160]}")
+    if path.suffix == ".safetensors":
+        return CheckpointError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt: {detail}). "
+                               f"Copy or download it again, or re-save it with safetensors.torch.save_file")
+    return CheckpointError(f"{str(path)!r} is not a readable torch checkpoint (truncated or corrupt: {detail}). Copy "
+                           f"or download it again, or re-save it with torch.save")
+
+
+def _text_file(path: Path) -> str | None:
+    """What a text file posing as a checkpoint is (a Git LFS pointer, JSON, other text); None for binary files."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head or b"\0" in head:
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text.startswith("version https://git-lfs"):
+        return "a Git LFS pointer"
+    if text.lstrip()[:1] in ("{", "["):
+        return "JSON"
+    return "plain text" if all(c.isprintable() or c.isspace() for c in text) else None
+
+
+def _load_with_unsafe_globals(path: Path, exc: Exception, spec_given: bool, notes: list[str] | None) -> Any:
+    try:
+        found = unsafe_globals(path)
+    except Exception:  # noqa: BLE001 - diagnosis is best effort; the refusal below still names torch's reason
+        found = []
+    keys = sorted({_top_key(where) for where, _ in found})
+    spec_helps = bool(found) and all(k not in _NEEDED_KEYS and k != "(top level)" for k in keys) \
+        and not any(name.startswith("numpy.dtype(") for _, name in found)  # object arrays cannot be skipped
+    if spec_helps and spec_given:
+        data = load(path, placeholders=tuple(sorted({name for _, name in found})))
+        if notes is not None:
+            notes.append(f"ignored {keys} (objects of classes claimlens does not load; the run is described "
+                         f"by --spec)")
+        return {k: v for k, v in data.items() if k not in keys}
+    listing = "; ".join(f"{where}: {name}" for where, name in found) or _unsafe_detail(str(exc))
+    if spec_helps:
+        advice = (f"--spec can help: with --spec SPEC.toml describing the run, claimlens reads {keys} as inert "
+                  f"placeholders and ignores them")
+    else:
+        advice = ("--spec cannot help: the weights, epochs, split or losses themselves need them. Re-save the file "
+                  "holding only tensors, dicts, lists, numbers and strings (model.state_dict(), the config as a "
+                  "plain dict)")
+    raise UnsafeCheckpointError(
+        f"{str(path)!r}: refused to unpickle it: it needs Python objects other than tensors, plain containers, "
+        f"numeric numpy and known config classes ({listing}). claimlens loads .pth files with "
+        f"torch.load(weights_only=True) so that a checkpoint cannot run code. {advice}."
+    ) from None
+
+
+def _top_key(where: str) -> str:
+    return re.split(r"[.\[]", where, maxsplit=1)[0] if where != "(top level)" else where
+
+
+def _unsafe_detail(message: str) -> str:
+    match = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", message)
+    if match:
+        return f"it asks for the global {match.group(1)}"
+    for line in message.splitlines():
+        if "Unsupported" in line or "not allowed" in line:
+            return line.strip()
+    return first_line(message)

@@ -1,0 +1,97 @@
+"""Importers: turn checkpoints in the formats researchers already have into a claimlens run.
+
+Sources:
+
+* a file holding a list of checkpoints (``state_dicts`` / ``checkpoints``) with their epochs (``epochs`` /
+  ``checkpoint_epochs``) and usually a ``config``: Nanda/ARENA's ``full_run_data.pth``, the TransformerLens demo's
+  save cell; optionally the logged losses (``train_losses`` / ``test_losses``), the split (``train_indices`` /
+  ``test_indices``, or token rows ``train_data`` / ``test_data``) and the optimizer state;
+* a file holding one model (under ``model`` / ``model_state_dict`` / ``state_dict``, or itself a state dict) and
+  the ``epoch`` it was saved at: a single-checkpoint run;
+* a folder of checkpoint files (``*.pth``, ``*.pt``, ``*.ckpt``, ``*.safetensors``) with a ``spec.toml``, the
+  epoch of each read from the file (``epoch``) or from its name (``epoch_12``, ``epoch=3-step=400``, a single
+  number, or ``--epoch-pattern``).
+
+Layouts (:mod:`claimlens.runs.layouts`): TransformerLens property format, the 2022 grokking layout, the
+devinterp-hackathon MLP; a Clock/Pizza checkpoint's sidecar config is read and its attention checked. Every file
+is read weights-only (:mod:`claimlens.runs.importers.safe_load`). The file's own evidence (:mod:`claimlens.runs.evidence`)
+is checked against its weights: logged losses are recomputed at the checkpoint epochs, a split the file does not
+store is found by the sources' split rules from the logged train loss (never guessed), the optimizer state's
+weight decay is compared with the config. The run is written to a temporary folder and moved into place only
+when complete, so a failed import leaves nothing behind and overwrites nothing.
+
+Modules: :mod:`~claimlens.runs.importers.safe_load` (reading a file safely), :mod:`~claimlens.runs.importers.weights`
+(finding the weights in it), :mod:`~claimlens.runs.importers.source_configs` (a source's config → a spec),
+:mod:`~claimlens.runs.importers.full_run` and :mod:`~claimlens.runs.importers.folder` (the two sources),
+:mod:`~claimlens.runs.importers.writing` (the run written, its log, the bridge-load proof); :func:`import_run`
+dispatches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from claimlens.config import RunSpec
+from claimlens.errors import CheckpointError, RunError, SpecError
+from claimlens.runs.importers.folder import epoch_from_name, read_folder
+from claimlens.runs.importers.full_run import read_full_run
+from claimlens.runs.importers.safe_load import safe_torch_load
+from claimlens.runs.importers.source_configs import (
+    dims_from_shapes,
+    is_transformer_lens_config,
+    spec_from_source_config,
+)
+from claimlens.runs.importers.weights import (
+    CHECKPOINT_SUFFIXES,
+    is_state_dict,
+    load_state_dict_file,
+    read_checkpoint_file,
+    strip_wrapper_prefixes,
+    unwrap_state_dict,
+)
+from claimlens.runs.importers.writing import write_run
+from claimlens.runs.store import Run
+
+__all__ = [
+    "CHECKPOINT_SUFFIXES",
+    "dims_from_shapes",
+    "epoch_from_name",
+    "import_run",
+    "is_state_dict",
+    "is_transformer_lens_config",
+    "load_state_dict_file",
+    "read_checkpoint_file",
+    "safe_torch_load",
+    "spec_from_source_config",
+    "strip_wrapper_prefixes",
+    "unwrap_state_dict",
+]
+
+
+def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = None, name: str | None = None,
+               checkpoint_every: int | None = None, epoch_pattern: str | None = None,
+               final_epoch: int | None = None, ignore_logged_losses: bool = False, progress: bool = True) -> Run:
+    """Import ``source`` (a ``full_run_data.pth``-style file, a single-checkpoint file, or a folder of
+    checkpoint files) into ``out``. See the README's "Importing runs" for the formats and each refusal.
+
+    ``ignore_logged_losses``: keep the file's logged losses out of the import (not verified, not used to find a
+    split), for files whose logged values are not the model's cross entropy. Raises :class:`CheckpointError`,
+    :class:`SpecError` or :class:`UnsafeCheckpointError` with the reason and the next step; nothing is written
+    then."""
+    source, out = Path(source), Path(out)
+    if spec is not None and (spec.task.is_sequences or spec.model.kind == "attn_only"):
+        raise SpecError(f"spec {spec.name!r} is an attention-only model of the repeated-subsequence task: importing "
+                        f"its checkpoints is not supported yet (only modular-addition models); train it with "
+                        f"`claimlens train SPEC --out DIR` and judge it with `pytest claims/ --run DIR`")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise RunError(f"--out {str(out)!r} already exists and is not empty; nothing was written. Choose a new "
+                       f"--out, or remove that folder first")
+    if not source.exists():
+        raise CheckpointError(f"import source {str(source)!r} does not exist")
+    name = name or (spec.name if spec else source.stem.replace("full_run_data", "imported") or "imported")
+    if source.is_dir():
+        epochs, state_dicts, spec, meta = read_folder(source, spec, name, epoch_pattern)
+    else:
+        epochs, state_dicts, spec, meta = read_full_run(source, spec, name, checkpoint_every, final_epoch,
+                                                        ignore_logged_losses)
+    return write_run(out, spec, epochs, state_dicts, meta, progress=progress)
