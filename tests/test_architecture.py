@@ -198,12 +198,28 @@ def _run_kind_comparisons(tree: ast.AST) -> list[int]:
     return lines
 
 
+def _run_input_type_tests(tree: ast.AST) -> list[int]:
+    """Lines calling ``isinstance(x, C)`` with ``C`` one of the run-input classes but their base."""
+    from claimlens.plugin import runs
+
+    kinds = {name for name, v in vars(runs).items()
+             if isinstance(v, type) and issubclass(v, runs.RunInput) and v is not runs.RunInput}
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "isinstance"
+            and len(node.args) == 2 and any(isinstance(n, ast.Name) and n.id in kinds for n in ast.walk(node.args[1]))]
+
+
 def test_nothing_branches_on_a_run_kind_string():
+    """Run inputs say what they are through their methods and class attributes (``has_weights``, ``is_set``,
+    ``present``, ``judged_runs``): no module compares a kind string or tests for one input class."""
     bad = []
     for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "claims").rglob("*.py")]):
-        for line in _run_kind_comparisons(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        for line in _run_kind_comparisons(tree):
             bad.append(f"{path.relative_to(ROOT)}:{line} compares a run's kind with a run-kind string (use its class "
                        f"or has_weights)")
+        for line in _run_input_type_tests(tree) if path.name != "runs.py" else []:
+            bad.append(f"{path.relative_to(ROOT)}:{line} tests for one kind of run input (give RunInput a method)")
     assert not bad, "\n".join(bad)
 
 
