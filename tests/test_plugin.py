@@ -47,6 +47,33 @@ def test_a_spec_with_a_bad_field_is_a_usage_error_naming_it(pytester, tmp_path):
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+def test_a_built_in_run_is_named_by_its_spec_name_and_a_wrong_name_lists_them(pytester):
+    result = run_claims(pytester, "--run", "pizza", "--collect-only", "-q", "-k", "gradient_symmetricity")
+    result.stdout.fnmatch_lines(["*test_gradient_symmetricity?run=pizza?*"])
+    assert result.ret == 0
+    result = run_claims(pytester, "--run", "piza")
+    result.stderr.fnmatch_lines(["*--run piza: no such file or directory, and not a built-in run (*default*pizza*"])
+    assert result.ret == 4
+
+
+def test_records_carry_the_family_of_their_claim(pytester, tiny_run, tmp_path):
+    """A built-in claim's family is its folder's; a user's claim without one takes its claims file's name, read from
+    the file even when the node id is relative to a rootdir that does not hold it."""
+    import json
+
+    project = tmp_path / "project"
+    (project / "claims").mkdir(parents=True)
+    (project / "claims" / "test_mine.py").write_text(
+        "import pytest\n\n\n@pytest.mark.claim(id='my_claim', statement='s', source='x')\n"
+        "def test_mine(run, claim):\n    claim.check('one', 1.0, '>=', 0.5)\n")
+    result = pytester.runpytest_subprocess(str(project / "claims"), str(ROOT / "claims" / "test_grokking.py"),
+                                           "-p", "no:cacheprovider", "--rootdir", str(ROOT), "--run", str(tiny_run.path),
+                                           "-k", "mine or grokking_delayed", "--claims-report", str(tmp_path / "rep"))
+    assert result.ret == 1  # the tiny run does not grok
+    families = {r["claim_id"]: r["family"] for r in json.loads((tmp_path / "rep" / "claims.json").read_text())["records"]}
+    assert families == {"my_claim": "mine", "grokking_delayed_generalisation": "grokking"}
+
+
 def test_a_first_session_names_the_runs_it_trains_and_a_second_does_not(pytester, tmp_path, monkeypatch):
     monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
     spec = tmp_path / "tiny.toml"

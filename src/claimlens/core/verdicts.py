@@ -64,8 +64,9 @@ class ClaimSpec:
     ``thresholds``. ``validation`` says what the rule was checked against (e.g. "source curves", or
     "unvalidated: no digitised Gini curve"). ``min_checkpoints``: a run with fewer checkpoints cannot show the
     claim (a trajectory claim needs :data:`claimlens.core.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
-    that reason, before any analysis. ``family``: which built-in runs of a plain session it judges
-    (:data:`claimlens.plugin.runs.DEFAULT_SESSION`). ``task``: the task its runs learn (``task.kind`` of a spec:
+    that reason, before any analysis. ``family``: the claim's family, the name of the folder under
+    ``claimlens/families`` that declares it; it decides which built-in runs of a plain session judge it (the
+    family's ``BUILTIN_RUNS`` and the default run). ``task``: the task its runs learn (``task.kind`` of a spec:
     ``"modular_addition"``, ``"repeated_subsequence"`` or ``"any"``); a run of another task is skipped with that
     reason."""
 

@@ -201,7 +201,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if marker is not None:  # a plain session's built-in runs are judged by their own family's claims only
         from claimlens.plugin.claim import spec_of
 
-        spec = spec_of(marker, metafunc.definition.nodeid)
+        spec = spec_of(marker, metafunc.definition)
         refs = [ref for ref in refs if ref.judged_by(spec.family, spec.task, spec.model)]
     if "epoch" in metafunc.fixturenames:
         pairs = [(ref, epoch) for ref in refs for epoch in ref.epochs()]
@@ -267,7 +267,7 @@ def _validate_thresholds(config: pytest.Config, items: list[pytest.Item]) -> Non
     for item in items:
         marker = item.get_closest_marker("claim")
         if marker is not None:
-            spec = spec_of(marker, item.nodeid)
+            spec = spec_of(marker, item)
             known.setdefault(spec.id, {}).update(spec.thresholds)
     try:
         th.validate(overrides, {cid: t for cid, t in known.items() if t},
@@ -294,7 +294,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     from claimlens.plugin.claim import spec_of
 
-    spec = spec_of(marker, item.nodeid)
+    spec = spec_of(marker, item)
     task = ref.task_kind()
     if task is not None and spec.task not in ("any", task):
         pytest.skip(f"claim about the {spec.task.replace('_', ' ')} task; run {ref.label!r} learns "
@@ -351,7 +351,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     from claimlens.report.document import build_record
 
     claim = item.stash.get(CLAIM, None)
-    spec = claim.spec if claim is not None else spec_of(marker, item.nodeid)
+    spec = claim.spec if claim is not None else spec_of(marker, item)
     params = getattr(item, "callspec", None)
     params = params.params if params is not None else {}
     ref = params.get("run", params.get("run_set"))

@@ -22,6 +22,7 @@ judged on the run (``Verdict.skip``) skips the test with its reason. Everything 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,10 +74,12 @@ def outcome_of(report: pytest.TestReport, call: pytest.CallInfo) -> str:
     return "failed" if isinstance(exc, (AssertionError, pytest.fail.Exception)) else "error"
 
 
-def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
-    """The :class:`ClaimSpec` of a ``@pytest.mark.claim(...)`` marker: a spec given positionally, or its fields as
-    keywords (``id``, ``statement``, ``source``, ``kind``, ``thresholds``, ``validation``, ``min_checkpoints``,
-    ``family``, ``task``)."""
+def spec_of(marker: pytest.Mark, node: pytest.Item) -> ClaimSpec:
+    """The :class:`ClaimSpec` of a ``@pytest.mark.claim(...)`` marker on the test ``node``: a spec given positionally,
+    or its fields as keywords (``id``, ``statement``, ``source``, ``kind``, ``thresholds``, ``validation``,
+    ``min_checkpoints``, ``family``, ``task``); without ``family``, the claims file's (``mine`` for
+    ``test_mine.py``). Raises :class:`pytest.UsageError` naming the test for a marker that states no claim."""
+    where = node.nodeid
     if marker.args:
         spec = marker.args[0]
         if not isinstance(spec, ClaimSpec) or len(marker.args) > 1:
@@ -98,14 +101,15 @@ def spec_of(marker: pytest.Mark, where: str) -> ClaimSpec:
         raise pytest.UsageError(f"{where}: min_checkpoints must be a positive integer, got {min_checkpoints!r}")
     return ClaimSpec(id=str(kw["id"]), statement=str(kw.get("statement", "")), source=str(kw.get("source", "")),
                      kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")),
-                     min_checkpoints=min_checkpoints, family=str(kw.get("family") or _file_family(where)),
+                     min_checkpoints=min_checkpoints, family=str(kw.get("family") or _file_family(node.path)),
                      task=str(kw.get("task", "modular_addition")), model=str(kw.get("model", "any")))
 
 
-def _file_family(nodeid: str) -> str:
-    """The family of a claim stated with keywords and no ``family``: its claims file's, ``my`` for
-    ``claims/test_my.py::test_x``."""
-    return nodeid.split("::")[0].rsplit("/", 1)[-1].removeprefix("test_").removesuffix(".py")
+def _file_family(path: Path) -> str:
+    """The family of a claim stated with keywords and no ``family``: its claims file's, ``mine`` for
+    ``claims/test_mine.py`` (read from the file, not the node id, which is relative to a rootdir that may not hold
+    the file)."""
+    return path.stem.removeprefix("test_")
 
 
 class Claim:

@@ -178,7 +178,7 @@ def claim(request: pytest.FixtureRequest) -> Claim:
     marker = request.node.get_closest_marker("claim")
     if marker is None:
         raise pytest.UsageError(f"{request.node.nodeid}: the claim fixture needs @pytest.mark.claim(...)")
-    spec = spec_of(marker, request.node.nodeid)
+    spec = spec_of(marker, request.node)
     c = Claim(spec, Thresholds(spec.id, session.of(request.config).thresholds.get(spec.id), specs=spec.thresholds))
     request.node.stash[CLAIM] = c
     return c

@@ -386,6 +386,8 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
             continue
         if not path.exists() and value in references:
             path = references[value]  # a built-in reference by name: --run nanda2022
+        elif not path.exists() and _builtin_spec(value) is not None:
+            path = _builtin_spec(value)  # a built-in spec by name: --run pizza is fixtures/pizza.toml
         if path.is_dir() and not (path / "run.json").is_file() and _is_set_dir(path):
             ref = CurvesSet(path, path.name)
         elif path.is_dir() and not (path / "run.json").is_file() and (
@@ -398,7 +400,7 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
             if not (path / MANIFEST).is_file():
                 weights = [f for pattern in ("*.pt", "*.pth", "*.ckpt", "*.bin", "*.safetensors")
                            for f in path.glob(pattern)]
-                hint = (f"; it holds {len(weights)} checkpoint files: make a run of them with `claimlens import "
+                hint = (f"; it holds {len(weights)} checkpoint file{'s' if len(weights) != 1 else ''}: make a run of them with `claimlens import "
                         f"{value} --spec SPEC.toml --out RUN`, then --run RUN" if weights else
                         "; --run takes a run directory (`claimlens train SPEC.toml --out RUN` or `claimlens import`)")
                 raise pytest.UsageError(f"--run {value}: directory has no run.json; it is not a claimlens run "
@@ -419,9 +421,10 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
                 ref._memo["spec"] = _check_spec(path, value)
         elif not path.exists():
             raise pytest.UsageError(
-                f"--run {value}: no such file or directory, and not a built-in reference "
-                f"({', '.join(sorted([*references, *_curves_sets()]))}). --run takes a run directory, a spec or sweep "
-                f".toml (trained on first use; the built-in ones are in fixtures/), a curves folder or a reference; "
+                f"--run {value}: no such file or directory, and not a built-in run "
+                f"({', '.join(sorted([*_builtin_names(), *references, *_curves_sets()]))}). --run takes a run "
+                f"directory, a spec or sweep .toml (trained on first use; the built-in ones are in fixtures/, named "
+                f"without .toml), a curves folder or a reference; "
                 f"make a run with `claimlens train SPEC.toml --out RUN` or `claimlens import CHECKPOINTS --out RUN`")
         else:
             raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a sweep .toml file, "
@@ -446,8 +449,23 @@ def _check_spec(path: Path, value: str):
 
     try:
         return RunSpec.from_toml(path)
-    except ClaimlensError as exc:
-        raise pytest.UsageError(f"--run {value}: {exc}") from None
+    except ClaimlensError as exc:  # the spec's messages start with its path: said once
+        raise pytest.UsageError(f"--run {value}: {str(exc).removeprefix(f'{path}: ')}") from None
+
+
+def _builtin_names() -> list[str]:
+    """The names of the built-in specs (``fixtures/*.toml``)."""
+    from claimlens.config import FIXTURES
+
+    return [p.stem for p in FIXTURES.glob("*.toml")] if FIXTURES.is_dir() else []
+
+
+def _builtin_spec(name: str) -> Path | None:
+    """The built-in spec ``fixtures/<name>.toml`` (``default``, ``pizza``, …), or None."""
+    from claimlens.config import FIXTURES
+
+    path = FIXTURES / f"{name}.toml"
+    return path if "/" not in name and path.is_file() else None
 
 
 def seed_variant(spec_path: Path, seed: int):

@@ -158,7 +158,8 @@ def finish(session: pytest.Session) -> None:
         return
     state.records = []
     counts = ", ".join(f"{n} {o}" for o, n in document["summary"].items() if n)
-    state.summary_lines.insert(0, f"claimlens: {len(records)} claim records ({counts}) written to "
+    plural = "s" if len(records) != 1 else ""
+    state.summary_lines.insert(0, f"claimlens: {len(records)} claim record{plural} ({counts}) written to "
                                       f"{out / 'claims.json'} and {out / 'claims.html'}")
     if document["summary"].get("error"):
         state.summary_lines[1:1] = _unjudged_lines(records)
