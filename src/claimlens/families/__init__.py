@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 
 
-
 def _discover() -> tuple[str, ...]:
     """Every sub-package of this package, by name: adding a family is adding its folder."""
     import pkgutil
