@@ -69,7 +69,7 @@ def test_pizza_logits_fit_pizza_formula(run, final_model, pizza_formula_fits, cl
 
 @pytest.mark.run_set_axis("model.attn_rate")
 @pytest.mark.claim(PZ.ATTENTION_RATE_SELECTS)
-def test_attention_rate_selects_algorithm(run_set, claim):
+def test_attention_rate_selects_algorithm(run_set, final_checkpoints, claim):
     if not run_set.varies("model.attn_rate"):
         pytest.skip(f"run set {run_set.name!r} does not vary model.attn_rate (its axes: {list(run_set.axes)})")
     from claimlens.core.checkpoint import final_checkpoint
@@ -79,5 +79,6 @@ def test_attention_rate_selects_algorithm(run_set, claim):
     for rate, run in run_set.along("model.attn_rate"):
         if not run.has_weights:
             pytest.skip(f"run set {run_set.name!r} has curves only: gradient symmetricity needs the weights")
-        members.append((float(rate), measure_checkpoint(final_checkpoint(run))["gs"]))
+        # the session's final checkpoints: a member also judged per run is forwarded once
+        members.append((float(rate), measure_checkpoint(final_checkpoint(run, final_checkpoints))["gs"]))
     claim.judge(PZ.attention_rate_selects, members)

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from claimlens.config import RunSpec
+from claimlens.config import RunSpec, TransformerConfig
 from claimlens.core.losses import cross_entropy_f64
 from claimlens.errors import SpecError
 from claimlens.models import forward, frozen_params, init_params
@@ -167,19 +167,23 @@ def main(argv: list[str] | None = None) -> int:
             spec = _with_seed(spec, args.seed)
     except SpecError as exc:
         parser.error(str(exc))
+    # the task and model kinds first: the other checks read fields only modular addition and the transformer have
+    refused = [why for bad, why in (
+        (spec.task.is_sequences, "task.kind is not modular addition"),
+        (not isinstance(spec.model, TransformerConfig), f"model.kind is {spec.model.kind!r}, not 'transformer'"),
+    ) if bad]
+    if not refused:
+        refused = [why for bad, why in (
+            (not spec.model.equals_token, "model.equals_token is false (the 114-class variants add an '=' output)"),
+            (spec.model.attn_rate != 1, f"model.attn_rate is {spec.model.attn_rate}, not the paper's 1"),
+            (bool(spec.train.batch_size), "train.batch_size is set (the paper trains on the full batch)"),
+            (spec.train.optimizer != "adamw", f"train.optimizer is {spec.train.optimizer!r}, not 'adamw'"),
+        ) if bad]
+    if refused:
+        parser.error(f"{args.spec}: the study follows the paper's recipe and this spec differs: {'; '.join(refused)}")
     if not 0 < args.stop_below < math.log(spec.task.p):  # at or above a uniform guess's loss it would stop at once
         parser.error(f"--stop-below must be a test loss in (0, ln p = {math.log(spec.task.p):.2f}) nats "
                      f"(got {args.stop_below})")
-    refused = [why for bad, why in (
-        (spec.task.is_sequences, "task.kind is not modular addition"),
-        (spec.model.kind != "transformer", f"model.kind is {spec.model.kind!r}, not 'transformer'"),
-        (not spec.model.equals_token, "model.equals_token is false (the 114-class variants add an '=' output)"),
-        (spec.model.attn_rate != 1, f"model.attn_rate is {spec.model.attn_rate}, not the paper's 1"),
-        (bool(spec.train.batch_size), "train.batch_size is set (the paper trains on the full batch)"),
-        (spec.train.optimizer != "adamw", f"train.optimizer is {spec.train.optimizer!r}, not 'adamw'"),
-    ) if bad]
-    if refused:
-        parser.error(f"{args.spec}: the study follows the paper's recipe and this spec differs: {'; '.join(refused)}")
     results = []
     for name in args.variants:
         results.append(run_variant(spec, name, max_epochs=args.max_epochs, stop_below=args.stop_below,

@@ -98,6 +98,20 @@ def test_diff_added_removed_and_moves():
         ("measurement", 0.2), ("series", 0.2)}
 
 
+def test_a_test_moved_to_another_claims_file_is_the_same_test():
+    """A baseline from before the claims were gathered one file per family (test_progress_measures.py merged into
+    test_grokking.py) compares test by test: no flip, nothing added or removed; a real flip still shows."""
+    def moved(path, outcome, value=1.0):
+        r = record(f"claims/{path}::test_x[run=r]", outcome, value)
+        return {**r, "claim_id": "claim_x"}
+
+    d = diff(doc(moved("test_progress_measures.py", "passed"), record("claims/test_a.py::test_y[run=r]", "passed")),
+             doc(moved("test_grokking.py", "passed", 1.5), record("claims/test_a.py::test_y[run=r]", "failed")))
+    assert d["added"] == [] and d["removed"] == []
+    assert [(f["nodeid"], f["to"]) for f in d["flips"]] == [("claims/test_a.py::test_y[run=r]", "failed")]
+    assert any(m["nodeid"] == "claims/test_grokking.py::test_x[run=r]" for m in d["moves_beyond_tolerance"])
+
+
 def test_the_terminal_lists_no_unmoved_values_orders_epochs_as_numbers_and_bounds_the_flips():
     from claimlens.report.compare import FLIPS_SHOWN, format_diff
 

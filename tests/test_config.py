@@ -148,3 +148,21 @@ def test_a_setting_of_another_kind_is_refused_naming_the_key_and_the_kind():
     with pytest.raises(SpecError, match=r"task.seq_len is a setting of the repeated-subsequence task"):
         RunSpec.from_dict({"name": "x", "task": {"seq_len": 20}})
     assert model_config(kind="mlp", d_mlp=512) == MLPConfig()  # another kind's setting at its default: ignored
+    # at its default *value and type*: `layer_norm = 0` is not false, `p = 113.0` not the integer 113
+    with pytest.raises(SpecError, match=r"model.layer_norm .*; got 0"):
+        RunSpec.from_dict({"name": "x", "model": {"kind": "transformer", "layer_norm": 0}})
+    with pytest.raises(SpecError, match=r"task.p .*; got 113.0"):
+        RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence", "p": 113.0},
+                           "model": {"kind": "attn_only"}, "train": {"batch_size": 8}})
+
+
+def test_a_stored_spec_with_another_kinds_settings_still_opens(tmp_path):
+    """Earlier claimlens accepted and ignored another kind's settings (an MLP's d_model): a run directory holding
+    such a spec still opens (the settings are dropped; they never changed the weights), a new spec is refused."""
+    data = {"name": "old_mlp", "task": {"p": 11}, "model": {"kind": "mlp", "d_model": 64, "hidden": [8]},
+            "train": {"epochs": 10, "checkpoint_every": 5}}
+    with pytest.raises(SpecError, match="model.d_model"):
+        RunSpec.from_dict(data)
+    from claimlens.config import MLPConfig
+
+    assert RunSpec.from_dict(data, stored=True).model == MLPConfig(hidden=(8,))

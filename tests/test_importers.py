@@ -241,3 +241,14 @@ def test_parameters_zero_at_every_checkpoint_are_named_with_a_proposal(tiny_run,
 
     source = Run.open(tmp_path / "run").manifest["source"]
     assert source["always_zero"] == ["blocks.0.mlp.b_in", "blocks.0.mlp.b_out"]
+
+
+def test_a_clock_pizza_config_beside_an_mlp_spec_is_refused_in_one_line():
+    """The Clock/Pizza config describes a transformer: a spec of another model kind is a clear refusal, not an
+    AttributeError on the fields an MLP does not have."""
+    from claimlens.config import MLPConfig
+    from claimlens.errors import CheckpointError
+    from claimlens.runs.layouts import clock_pizza_disagreement
+
+    with pytest.raises(CheckpointError, match=r"describes a transformer; the spec's model is kind 'mlp'"):
+        clock_pizza_disagreement({"attn_rate": 0.0, "equals_token": False}, MLPConfig(), "model_1.pt")

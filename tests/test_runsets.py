@@ -96,9 +96,11 @@ def test_a_spec_identical_to_a_cached_member_reuses_it_under_its_own_name(tiny_s
     assert run.name == "twin" and run.id.startswith("twin-") and member.name == "wd-weight_decay=0.0"
     assert not (member.path.parent / f"twin-{twin.hash[:16]}").exists()  # not trained a second time
     assert run.spec.name == "twin" and run.spec.hash == member.spec.hash
-    from claimlens.core.checkpoint import final_checkpoint
+    from claimlens.core.checkpoint import FinalCheckpoints, final_checkpoint
 
-    assert final_checkpoint(run).run.name == "twin" and final_checkpoint(member).run.name == member.name
+    kept = FinalCheckpoints()  # as the session keeps them: one per run *and name*, so each keeps its own in messages
+    assert final_checkpoint(run, kept).run.name == "twin" and final_checkpoint(member, kept).run.name == member.name
+    assert len(kept) == 2
 
 
 def test_the_source_fraction_sweep_is_a_curves_set():

@@ -281,8 +281,11 @@ def model_config(**values: Any) -> ModelConfig:
 
 
 def _pick(table: str, kinds: dict[str, type], defaults: dict[str, Any],
-          values: dict[str, Any]) -> tuple[type, dict[str, Any]]:
-    """The class of ``values``'s kind and ``values`` less the other kinds' settings left at their default."""
+          values: dict[str, Any], *, strict: bool = True) -> tuple[type, dict[str, Any]]:
+    """The class of ``values``'s kind and ``values`` less the other kinds' settings left at their default (of the
+    default's type: ``layer_norm = 0`` is not ``false``). Another kind's setting at another value raises
+    :class:`SpecError` naming it, or is dropped when not ``strict`` (a spec stored by an earlier claimlens, which
+    accepted and ignored such settings: they never changed the weights)."""
     kind = values.get("kind", defaults["kind"])
     _check(isinstance(kind, str) and kind in kinds, f"{table}.kind", _TASK_TEXT if table == "task" else _MODEL_TEXT,
            kind)
@@ -292,7 +295,8 @@ def _pick(table: str, kinds: dict[str, type], defaults: dict[str, Any],
     for key, value in values.items():
         if key in own or key not in defaults:
             kept[key] = value  # an unknown key is the caller's to refuse
-        elif _jsonable(value) != _jsonable(defaults[key]):
+        elif strict and (type(_jsonable(value)) is not type(_jsonable(defaults[key]))
+                         or _jsonable(value) != _jsonable(defaults[key])):
             rule = cls.FOREIGN if isinstance(cls.FOREIGN, str) else cls.FOREIGN[key]
             _check(False, f"{table}.{key}", rule, value)
     return cls, kept
@@ -403,14 +407,19 @@ class RunSpec:
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, source: str = "spec") -> RunSpec:
+    def from_dict(cls, data: dict[str, Any], *, source: str = "spec", stored: bool = False) -> RunSpec:
+        """The spec ``data`` describes; raises :class:`SpecError` naming the key for an unknown key, a bad value or
+        a setting of another task or model kind. ``stored``: ``data`` is a spec a run directory already holds
+        (run.json), written by this or an earlier claimlens; another kind's settings, which earlier versions accepted
+        and ignored, are dropped rather than refused (the hash then no longer counts them, so the run's analyses are
+        recomputed once under their new key)."""
         data = dict(data)
         data.pop("schema_version", None)
         known = {"name", "task", "model", "train", "description", "expect"}
         _reject_unknown(data, known, source)
         try:
-            task = _build_kind("task", TASK_KINDS, _TASK_DEFAULTS, data.get("task", {}), source)
-            model = _build_kind("model", MODEL_KINDS, _MODEL_DEFAULTS, data.get("model", {}), source)
+            task = _build_kind("task", TASK_KINDS, _TASK_DEFAULTS, data.get("task", {}), source, not stored)
+            model = _build_kind("model", MODEL_KINDS, _MODEL_DEFAULTS, data.get("model", {}), source, not stored)
             train = _build(TrainConfig, data.get("train", {}), f"{source}: [train]")
             if isinstance(model, AttnOnlyConfig) and isinstance(task, RepeatedSubsequenceTask):
                 # vocabulary and context from the task by default
@@ -466,12 +475,13 @@ def _with_layout(cfg: TaskConfig | ModelConfig, defaults: dict[str, Any]) -> dic
     return {key: values.get(key, default) for key, default in defaults.items()}
 
 
-def _build_kind(table: str, kinds: dict[str, type], defaults: dict[str, Any], values: Any, source: str) -> Any:
+def _build_kind(table: str, kinds: dict[str, type], defaults: dict[str, Any], values: Any, source: str,
+                strict: bool = True) -> Any:
     """The ``[table]`` of a spec as the config of its kind (:func:`_pick`), its values checked by :func:`_build`."""
     if not isinstance(values, dict):
         raise SpecError(f"{source}: [{table}] must be a table, got {values!r}")
     try:
-        cls, values = _pick(table, kinds, defaults, values)
+        cls, values = _pick(table, kinds, defaults, values, strict=strict)
     except SpecError as exc:
         raise SpecError(f"{source}: {exc}") from None
     return _build(cls, values, f"{source}: [{table}] (kind {cls().kind!r})")

@@ -77,8 +77,9 @@ class ClaimSpec:
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     validation: str = ""
     min_checkpoints: int = 1
-    # The claim family whose built-in runs judge it in a plain session (e.g. "pizza_clock"); "" for the main family
-    # (the default run). A run named with --run is judged by every claim, whatever its family.
+    # The claim's family: the folder under claimlens/families that declares it (e.g. "pizza"), whose built-in runs
+    # judge it in a plain session besides the default run; "" for a claim of the user's own (the default run only).
+    # A run named with --run is judged by every claim, whatever its family.
     family: str = ""
     task: str = "modular_addition"
     # The model kind its runs have ("transformer", "mlp", "attn_only" or "any"): a plain session does not put a

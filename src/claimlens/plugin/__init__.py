@@ -4,8 +4,9 @@ Importing it is cheap (no torch). Layout, as pytest-benchmark's:
 
 * here: the options and the hooks (configure, parametrize over runs, a line naming the runs a first session
   trains, make records, finish, summary);
-* :mod:`claimlens.plugin.fixtures`: the fixtures claim tests take (``run``, ``run_series``, ``phases``,
-  ``final_activations``, ``llc_series``, ``claim``, ``thresholds``, …);
+* :mod:`claimlens.plugin.fixtures`: the fixtures every family's claim tests share (``run``, ``run_set``,
+  ``final_checkpoint``, ``final_activations``, ``claim``, ``thresholds``, …); each family's own (``run_series``,
+  ``phases``, ``llc_series``, …) are in ``claimlens/families/<family>/fixtures.py``, registered here;
 * :mod:`claimlens.plugin.session`: the session's state (one :class:`~claimlens.plugin.session.ClaimSession` in
   ``config.stash``), the end of the session (claims.json, HTML) and the baseline gate;
 * :mod:`claimlens.plugin.hookspec`: hooks other plugins can implement (``pytest_claimlens_record``,
@@ -347,7 +348,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     marker = item.get_closest_marker("claim")
     if marker is None or not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
         return
-    from claimlens.plugin.claim import outcome_of, spec_of
+    from claimlens.plugin.claim import family_of, outcome_of, spec_of
     from claimlens.report.document import build_record
 
     claim = item.stash.get(CLAIM, None)
@@ -357,7 +358,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     ref = params.get("run", params.get("run_set"))
     record = build_record(
         nodeid=item.nodeid, claim={"id": spec.id, "statement": spec.statement, "source": spec.source,
-                                   "kind": spec.kind, "validation": spec.validation, "family": spec.family},
+                                   "kind": spec.kind, "validation": spec.validation,
+                                   "family": family_of(spec, item.path)},
         run=ref.label if isinstance(ref, RunInput) else None,
         parameters={k: (v.label if isinstance(v, RunInput) else v) for k, v in params.items()},
         outcome=outcome_of(report, call), message=_message(report, call), duration=report.duration,

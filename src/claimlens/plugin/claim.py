@@ -2,9 +2,11 @@
 
 A claim test either hands over the :class:`~claimlens.core.verdicts.Verdict` of a rule::
 
-    @pytest.mark.claim(rules.grokking.EXCLUDED_LOSS_RISES)
+    from claimlens.families.grokking import rules as G
+
+    @pytest.mark.claim(G.EXCLUDED_LOSS_RISES)
     def test_excluded_loss_rises(run_series, phases, claim):
-        claim.judge(rules.grokking.excluded_loss_rises(run_series, phases, claim.thresholds))
+        claim.judge(G.excluded_loss_rises, run_series, phases)
 
 or states checks itself (a claim of your own; thresholds on the marker, with the source's value)::
 
@@ -77,8 +79,7 @@ def outcome_of(report: pytest.TestReport, call: pytest.CallInfo) -> str:
 def spec_of(marker: pytest.Mark, node: pytest.Item) -> ClaimSpec:
     """The :class:`ClaimSpec` of a ``@pytest.mark.claim(...)`` marker on the test ``node``: a spec given positionally,
     or its fields as keywords (``id``, ``statement``, ``source``, ``kind``, ``thresholds``, ``validation``,
-    ``min_checkpoints``, ``family``, ``task``); without ``family``, the claims file's (``mine`` for
-    ``test_mine.py``). Raises :class:`pytest.UsageError` naming the test for a marker that states no claim."""
+    ``min_checkpoints``, ``family``, ``task``). Raises :class:`pytest.UsageError` naming the test for a marker that states no claim."""
     where = node.nodeid
     if marker.args:
         spec = marker.args[0]
@@ -101,15 +102,16 @@ def spec_of(marker: pytest.Mark, node: pytest.Item) -> ClaimSpec:
         raise pytest.UsageError(f"{where}: min_checkpoints must be a positive integer, got {min_checkpoints!r}")
     return ClaimSpec(id=str(kw["id"]), statement=str(kw.get("statement", "")), source=str(kw.get("source", "")),
                      kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")),
-                     min_checkpoints=min_checkpoints, family=str(kw.get("family") or _file_family(node.path)),
+                     min_checkpoints=min_checkpoints, family=str(kw.get("family", "")),
                      task=str(kw.get("task", "modular_addition")), model=str(kw.get("model", "any")))
 
 
-def _file_family(path: Path) -> str:
-    """The family of a claim stated with keywords and no ``family``: its claims file's, ``mine`` for
-    ``claims/test_mine.py`` (read from the file, not the node id, which is relative to a rootdir that may not hold
-    the file)."""
-    return path.stem.removeprefix("test_")
+def family_of(spec: ClaimSpec, path: Path) -> str:
+    """The family a record of ``spec``'s test in the file ``path`` carries: the spec's (a built-in claim's folder
+    name) or, for a claim of the user's own without one, its claims file's: ``mine`` for ``claims/test_mine.py``
+    (read from the file, not the node id, which is relative to a rootdir that may not hold the file). Only the
+    record and the HTML read it; which built-in runs judge a claim follows ``spec.family`` alone."""
+    return spec.family or path.stem.removeprefix("test_")
 
 
 class Claim:

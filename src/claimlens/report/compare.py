@@ -32,6 +32,21 @@ def _num(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _moved(old_r: dict[str, dict], new_r: dict[str, dict]) -> dict[str, str]:
+    """Baseline node ids whose test now lives in another claims file, mapped to the new id: the same test id after the
+    file (``test_x[run=default]``) and the same claim, found once among the new ids the baseline lacks (a claims file
+    renamed or merged, as when the claims were gathered one file per family)."""
+    came: dict[tuple, list[str]] = {}
+    for nodeid in set(new_r) - set(old_r):
+        came.setdefault((nodeid.split("::", 1)[-1], new_r[nodeid].get("claim_id")), []).append(nodeid)
+    out = {}
+    for nodeid in set(old_r) - set(new_r):
+        found = came.get((nodeid.split("::", 1)[-1], old_r[nodeid].get("claim_id")), [])
+        if len(found) == 1:
+            out[nodeid] = found[0]
+    return out
+
+
 def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[str, float] | None = None,
          top: int = 10) -> dict[str, Any]:
     """What changed from ``old`` (the baseline) to ``new``.
@@ -42,6 +57,8 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
     tolerances = tolerances or {}
     old_r = {r["nodeid"]: r for r in old.get("records", [])}
     new_r = {r["nodeid"]: r for r in new.get("records", [])}
+    moved = _moved(old_r, new_r)
+    old_r = {moved.get(nodeid, nodeid): r for nodeid, r in old_r.items()}
     flips, moves = [], []
     for nodeid in sorted(set(old_r) & set(new_r), key=natural):
         a, b = old_r[nodeid], new_r[nodeid]

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from claimlens.config import ModelConfig
+from claimlens.config import ModelConfig, TransformerConfig
 from claimlens.errors import CheckpointError
 from claimlens.models import param_shapes
 
@@ -196,6 +196,9 @@ def clock_pizza_disagreement(fields: Mapping[str, Any], model: ModelConfig, wher
     """Refuse a spec whose model disagrees with the Clock/Pizza config next to the weights (``fields`` from
     :func:`check_clock_pizza`): evaluating the weights with another attention or input format is another
     function. The causal mask is not compared (it changes no output of a one-layer model)."""
+    if not isinstance(model, TransformerConfig):
+        raise CheckpointError(f"{where}: the Clock/Pizza config next to the weights describes a transformer; the "
+                              f"spec's model is kind {model.kind!r}. Give a spec with [model] kind = 'transformer'")
     wrong = [f"{k} = {getattr(model, k)!r} in the spec, {v!r} in the config" for k, v in fields.items()
              if k != "causal" and getattr(model, k) != v]
     if wrong:

@@ -64,7 +64,7 @@ class Run:
     def __init__(self, path: Path, manifest: dict[str, Any]):
         self.path = path
         self.manifest = manifest
-        self.spec = RunSpec.from_dict(manifest["spec"], source=f"{path / MANIFEST} [spec]")
+        self.spec = RunSpec.from_dict(manifest["spec"], source=f"{path / MANIFEST} [spec]", stored=True)
         self.checkpoints = [CheckpointEntry(c["epoch"], c["file"], c["sha256"]) for c in manifest["checkpoints"]]
         self.task = task_of(self.spec.task, manifest["split"])
         self._name: str | None = None  # set by named()

@@ -35,6 +35,15 @@ def run_series(run, final_checkpoints):
 
 
 @pytest.fixture(scope="session")
+def progress_version() -> int:
+    """The version of what ``run_series`` computes (analyses that reuse its per-example losses key their caches on
+    it), known without computing it."""
+    from claimlens.families.grokking.analysis import VERSION
+
+    return VERSION
+
+
+@pytest.fixture(scope="session")
 def phases(run_series):
     """Phase boundaries ``t1, t2, t3`` of the run by the catalogue's rules (:func:`claimlens.core.series.detect_phases`);
     on a run with fewer than ``MIN_TRAJECTORY_CHECKPOINTS`` checkpoints, none, with ``unresolved`` saying why."""

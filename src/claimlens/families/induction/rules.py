@@ -38,7 +38,7 @@ PHASE_CHANGE_IS_SUDDEN = ClaimSpec(
     },
     validation=f"passes on the {SOURCE_CURVE}",
     min_checkpoints=2,
-        task=TASK,
+    task=TASK,
 )
 
 
@@ -83,7 +83,7 @@ HEADS_FORM_AT_THE_PHASE_CHANGE = ClaimSpec(
     },
     validation="unvalidated: the source shows no attention scores over training",
     min_checkpoints=10,
-        task=TASK,
+    task=TASK,
 )
 
 
@@ -135,7 +135,7 @@ NEEDS_TWO_LAYERS = ClaimSpec(
     },
     validation="unvalidated: the source shows no 1-layer curve",
     min_checkpoints=2,
-        task=TASK,
+    task=TASK,
 )
 
 
@@ -167,7 +167,7 @@ FINITE_DATA_GROKS = ClaimSpec(
     },
     validation="source curve: reference/nanda2022/induction_head_finite_log.csv (tests/test_induction.py)",
     min_checkpoints=2,
-        task=TASK,
+    task=TASK,
 )
 
 

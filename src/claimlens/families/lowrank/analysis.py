@@ -15,12 +15,14 @@ accumulated over column blocks of it; the checkpoint matrix is read one paramete
   test) or, for the induction toy, of every scored token of the probe batch; PCA jointly over the checkpoints.
 
 The result is cached in the analysis cache (keyed by the run's content hash, ``LOWRANK_VERSION``, the null's seed, the
-epochs and, for a transformer, the progress measures' version), so only a run's first session pays for it.
+epochs and, for a transformer, where its per-example losses came from: the progress measures' version, or its own
+forward pass), so only a run's first session pays for it.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,16 +124,18 @@ def _spectrum(blocks, n_rows: int, *, normalise: bool) -> Spectrum:
                     L.singular_values(null.gram), L.singular_values(L.centre(null.gram)))
 
 
-def lowrank_over_run(run, *, per_example_log_loss: torch.Tensor | None = None, per_example_version: int | None = None,
-                     progress: bool = False, cache: bool = True) -> LowRank:
+def lowrank_over_run(run, *, per_example_log_loss: Callable[[], torch.Tensor] | None = None,
+                     per_example_version: int | None = None, progress: bool = False, cache: bool = True) -> LowRank:
     """Every measure of :class:`LowRank` over every checkpoint of ``run``, read from the analysis cache when it holds
     them (computing them took 12.8 s for the three runs of a plain session on 2 cores).
 
-    ``per_example_log_loss [n_ckpt, p²]`` (log10 of each grid row's cross entropy at each checkpoint) and its
-    producer's ``per_example_version``: a transformer's per-example losses as another analysis already computed them
-    (the ``lowrank`` fixture passes the progress measures', one forward pass over the grid per checkpoint); the
-    cache key includes that version. Without them, the losses are computed here. ``cache=False`` computes and
-    stores nothing."""
+    ``per_example_log_loss`` (called only when the measures are computed, not on a cache hit) gives a transformer's
+    per-example losses ``[n_ckpt, p²]`` (log10 of each grid row's cross entropy at each checkpoint, float32) as another
+    analysis already computed them, and ``per_example_version`` that analysis's version: the ``lowrank`` fixture
+    passes the progress measures' (one forward pass over the grid per checkpoint), and the cache key includes the
+    version. Without them a transformer's losses are computed here, in float64, under a key of their own (the
+    turning angles then differ from the fixture's in the last digits). ``cache=False`` computes and stores
+    nothing."""
     args = {"null_seed": NULL_SEED, "epochs": list(run.epochs)}
     transformer = run.spec.model.kind == "transformer"
     if transformer and per_example_log_loss is not None:
@@ -144,7 +148,7 @@ def lowrank_over_run(run, *, per_example_log_loss: torch.Tensor | None = None, p
             found = _from_cache(*loaded, len(run.epochs))
             if found is not None:
                 return found
-    out = _compute(run, progress, per_example_log_loss if transformer else None)
+    out = _compute(run, progress, per_example_log_loss() if transformer and per_example_log_loss else None)
     if cache:
         tensors = {"epochs": out.epochs, "pca": out.pca, "explained": out.explained, "angles": out.angles}
         for kind in ("gradients", "checkpoints"):

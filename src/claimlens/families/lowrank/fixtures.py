@@ -24,8 +24,9 @@ def lowrank(request: pytest.FixtureRequest, run):
     from claimlens.families.lowrank.analysis import lowrank_over_run
 
     shared = {}
-    if run.spec.model.kind == "transformer":  # its per-example losses are the progress measures' (one forward pass)
-        measures = request.getfixturevalue("run_series")
-        shared = {"per_example_log_loss": measures.per_example_log_loss, "per_example_version": measures.version}
+    if run.spec.model.kind == "transformer":  # its per-example losses are the progress measures' (one forward pass),
+        # asked for only when the low-rank measures are not cached
+        shared = {"per_example_log_loss": lambda: request.getfixturevalue("run_series").per_example_log_loss,
+                  "per_example_version": request.getfixturevalue("progress_version")}
     with uncaptured(request), clear_errors(run):
         return lowrank_over_run(run, progress=True, **shared)

@@ -56,7 +56,7 @@ GRADIENT_UPDATES_ARE_LOW_RANK = ClaimSpec(
     },
     validation="unvalidated: the source's numbers are for an MNIST MLP's per-step gradients (no curve to check)",
     min_checkpoints=10,
-        task="any",
+    task="any",
 )
 
 
@@ -83,7 +83,7 @@ CHECKPOINT_MATRIX_IS_LOW_RANK = ClaimSpec(
     },
     validation="unvalidated: the comment gives one count (5 of 400), no spectrum",
     min_checkpoints=10,
-        task="any",
+    task="any",
 )
 
 
@@ -106,7 +106,7 @@ PCA_TURNS_AT_PHASE_CHANGE = ClaimSpec(
     },
     validation="unvalidated: the source's turning points are from a cut-off comment (no curve)",
     min_checkpoints=10,
-        task="any",
+    task="any",
 )
 
 

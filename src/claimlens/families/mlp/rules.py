@@ -58,7 +58,7 @@ SUMMED_EMBEDDINGS_GROK = ClaimSpec(
     },
     validation="passes on the source's printed losses (train loss 0.0503 at epoch 999, test loss first < 0.1 at "
                "16 999: a delay of 16 000 epochs)",
-        model="mlp",
+    model="mlp",
 )
 
 
@@ -115,7 +115,7 @@ CONCATENATED_NEVER_GROK = ClaimSpec(
         "max_test_acc": T(0.5, f"{CAT} (proposed): test accuracy < 0.5 at 30 000 epochs"),
     },
     validation="unvalidated, weak evidence: a single anecdote in the source, with no numbers",
-        model="mlp",
+    model="mlp",
 )
 
 
@@ -152,7 +152,7 @@ WEIGHT_NORM_DECLINES = ClaimSpec(
                                       f"1000 and grokking"),
     },
     validation="unvalidated: the source's weights plot is not digitised",
-        model="mlp",
+    model="mlp",
 )
 
 
@@ -200,7 +200,7 @@ LONG_TRAINING_SPIKES = ClaimSpec(
                           positive=True),
     },
     validation="informational: the source shows the spikes in a plot, with no numbers",
-        model="mlp",
+    model="mlp",
 )
 
 
