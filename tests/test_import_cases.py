@@ -144,14 +144,22 @@ def test_e2_03_split_stored_as_token_rows(tmp_path):
     assert run.spec.task.frac_train == pytest.approx(len(rows) / 113 ** 2)
 
 
-def test_e2_03_no_stored_split_and_a_tl_seed_is_refused(tmp_path):
+def test_e2_03_no_stored_split_and_a_tl_seed_imports_with_the_split_unknown(tmp_path):
+    """No split stored, no logged train loss, a TransformerLens config whose seed is the model-init seed: no rule
+    rebuilds the split, so the run's split is unknown (with the reason), never made up from that seed."""
+    from claimlens.errors import SplitUnknown
+
     src = generate("E2-03", tmp_path / "src")
     data = torch.load(src / "split_as_tokens.pth", weights_only=True)
     del data["train_data"], data["test_data"]
     torch.save(data, tmp_path / "nosplit.pth")
-    with pytest.raises(CheckpointError, match=r"stores no split.*model-init seed.*never rebuilds a split silently"):
-        import_run(tmp_path / "nosplit.pth", tmp_path / "run", progress=False)
-    assert not (tmp_path / "run").exists()
+    run = import_run(tmp_path / "nosplit.pth", tmp_path / "run", progress=False)
+    assert run.manifest["split"]["rule"] == "unknown" and "train" not in run.manifest["split"]
+    assert re.search(r"stores no split.*model-init seed", run.manifest["split"]["reason"])
+    with pytest.raises(SplitUnknown, match="unknown"):
+        run.task.train_idx  # noqa: B018
+    log = run.log()
+    assert set(log) == {"epoch", "all_loss", "all_acc"} and len(log["epoch"]) == len(run.epochs)
 
 
 # ----------------------------------------------------------------------------- E2-04
@@ -300,15 +308,18 @@ def tiny_transformer_spec_for(config):
                               "train": {"epochs": 1, "checkpoint_every": 1}})
 
 
-def test_e2_08_clock_model_without_its_split_is_refused_and_never_dated_by_its_run_id(tmp_path):
+def test_e2_08_clock_model_without_its_split_imports_with_the_split_unknown_and_is_never_dated_by_its_run_id(
+        tmp_path):
     src = generate("E2-08", tmp_path / "src")
     folder = src / "eqn_sign1"
     config = json.loads((folder / "config_p99zdpze5l.json").read_text())
     (folder / "config_p99zdpze5l.json").write_text(json.dumps({**config, "attn_coeff": 1}))
-    with pytest.raises(CheckpointError, match=r"unseeded torch.utils.data.random_split"):
-        import_run(folder, tmp_path / "run", progress=False)
-    with pytest.raises(CheckpointError, match=r"unseeded torch.utils.data.random_split"):
-        import_run(folder / "model_p99zdpze5l.pt", tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match=r"import each file on its own.*unseeded torch.utils.data.random_split"):
+        import_run(folder, tmp_path / "run", progress=False)  # a folder of Clock/Pizza files is several runs
+    run = import_run(folder / "model_p99zdpze5l.pt", tmp_path / "run", progress=False)
+    assert run.manifest["split"]["rule"] == "unknown"
+    assert "unseeded torch.utils.data.random_split" in run.manifest["split"]["reason"]
+    assert run.epochs == [config["epoch"]] and run.spec.task.p == config["C"]
     assert epoch_from_name("model_p99zdpze5l") is None
 
 
@@ -392,14 +403,35 @@ def test_losses_that_cannot_tell_splits_apart_are_refused(tiny_run, tmp_path):
         import_run(path, tmp_path / "run", progress=False)
 
 
-def test_a_wrong_split_is_refused_by_the_logged_losses(tiny_run, tmp_path):
+def test_a_stated_split_seed_the_logged_losses_contradict_is_found_by_search(tiny_run, tmp_path):
+    """The config says seed 2; the model was trained on seed 1's split: the importer finds seed 1 among 0–99
+    (the only one that reproduces the logged losses), imports with it and records the search."""
     from tests.test_importers import TINY_CONFIG
 
     log = tiny_run.log()
     path = _full_run(tiny_run, tmp_path / "f.pth", config={**TINY_CONFIG, "seed": 2},
-                     train_losses=log["train_loss"].tolist())
-    with pytest.raises(CheckpointError, match=r"do not reproduce the file's own train_losses.*epoch \d+ recomputed"):
+                     train_losses=log["train_loss"].tolist(), test_losses=log["test_loss"].tolist())
+    run = import_run(path, tmp_path / "run", progress=False)
+    search = run.manifest["source"]["split_search"]
+    assert search["stated_seed"] == 2 and search["found_seed"] == 1 and search["tried"] == "0–99"
+    assert search["stated_error"] > 0.05 >= search["error"] and search["runner_up_error"] > 0.05
+    assert run.spec.task.split_seed == 1 and torch.equal(run.task.train_idx, tiny_run.task.train_idx)
+    assert run.manifest["source"]["logged_losses"]["train_loss"]["verified"]  # and the full check agrees
+    from claimlens.cli import main
+
+    assert main(["info", str(run.path)]) == 0
+
+
+def test_a_stated_split_no_seed_reproduces_is_refused_listing_what_was_tried(tiny_run, tmp_path):
+    from tests.test_importers import TINY_CONFIG
+
+    log = tiny_run.log()
+    path = _full_run(tiny_run, tmp_path / "f.pth", config={**TINY_CONFIG, "seed": 2, "frac_train": 0.3},
+                     train_losses=log["train_loss"].tolist(), test_losses=log["test_loss"].tolist())
+    with pytest.raises(CheckpointError, match=r"do not reproduce the file's own logged losses.*seed 2, frac_train "
+                                              r"0.3.*other seeds 0–99 at frac_train 0.3, none reproduces them"):
         import_run(path, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_every_checkpoint_the_same_tensor_is_refused_with_the_likely_cause(tiny_run, tmp_path):

@@ -102,6 +102,7 @@ def _info_dict(run) -> dict:
         "name": run.name, "path": str(run.path), "status": run.manifest["status"],
         "content_hash": run.content_hash, "spec": run.spec.to_dict(), "source": run.manifest["source"],
         **({} if run.spec.task.is_sequences else
+           {"split_unknown": run.task.split_unknown} if not run.task.split_known else
            {"n_train": int(run.task.train_idx.numel()), "n_test": int(run.task.test_idx.numel())}),
         "checkpoints": {"count": len(run.epochs), "first": run.epochs[0] if run.epochs else None,
                         "last": run.epochs[-1] if run.epochs else None},
@@ -115,6 +116,9 @@ def _info_dict(run) -> dict:
         info["final"]["epoch"] = int(log["epoch"][-1])
         if run.spec.task.is_sequences:
             pass
+        elif not run.task.split_known:
+            info["grokking"] = {"unresolved": "the split is unknown: claimlens cannot tell when this run memorised "
+                                              "or generalised (claims that need train vs test are skipped)"}
         elif len(run.epochs) < MIN_TRAJECTORY_CHECKPOINTS:
             info["grokking"] = {"unresolved": (
                 f"{len(run.epochs)} checkpoint{'s' if len(run.epochs) != 1 else ''}: claimlens cannot tell when this "
@@ -148,7 +152,8 @@ def _print_info(run) -> None:
                  f"subsequence {task.n_repeats} times; "
                  + (f"a finite set of {task.n_sequences} sequences" if task.n_sequences else "fresh sequences every step")
                  if task.is_sequences else
-                 f"a+b mod {task.p}; {info['n_train']} train / {info['n_test']} test pairs")
+                 f"a+b mod {task.p}; " + ("split unknown" if "split_unknown" in info else
+                                          f"{info['n_train']} train / {info['n_test']} test pairs"))
     t = spec.train
     # what a checkpoint's number counts: optimiser steps on minibatches (the induction toy, a batch_size spec), else
     # full-batch epochs
@@ -174,8 +179,16 @@ def _print_info(run) -> None:
         lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
     for note in source.get("conversions", []):
         lines.append(f"import     {note}")
-    if source.get("split_rule"):
+    if "split_unknown" in info:
+        lines.append(f"split      unknown: {info['split_unknown']}")
+    elif source.get("split_rule"):
         lines.append(f"split      {source['split_rule']}")
+    search = source.get("split_search")
+    if search:
+        lines.append(f"split      seed search: the stated split_seed {search['stated_seed']} is {search['stated_error']:.0%} "
+                     f"off the logged losses at {unit}s {search['epochs']}; of seeds {search['tried']} only "
+                     f"{search['found_seed']} reproduces it ({search['error']:.1%} off; the next best "
+                     f"{search['runner_up_error']:.0%})")
     for name, check in (source.get("logged_losses") or {}).items():
         lines.append(f"logged     {check.get('key', name)}: "
                      + (f"reproduced at {check['checkpoints_compared']} checkpoint(s), worst {check['max_rel_err']:.1%} "
@@ -186,8 +199,10 @@ def _print_info(run) -> None:
         lines.append(f"note       {source['proposal']}")
     if "final" in info:
         f = info["final"]
-        lines.append(f"final      {unit} {f['epoch']}: train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; "
-                     f"test loss {f['test_loss']:.3e} acc {f['test_acc']:.3f}")
+        lines.append(f"final      {unit} {f['epoch']}: " + (
+            f"loss on all pairs {f['all_loss']:.3e} acc {f['all_acc']:.3f}" if "all_loss" in f else
+            f"train loss {f['train_loss']:.3e} acc {f['train_acc']:.3f}; test loss {f['test_loss']:.3e} acc "
+            f"{f['test_acc']:.3f}"))
         g = info.get("grokking", {})
         if not g:  # the induction toy: its claims say what happened
             pass

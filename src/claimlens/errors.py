@@ -26,3 +26,9 @@ class CheckpointError(ClaimlensError):
 
 class UnsafeCheckpointError(CheckpointError):
     """A checkpoint would need arbitrary code to be unpickled; claimlens refuses to load it."""
+
+
+class SplitUnknown(RunError):
+    """A measure needs the run's train/test split, and the split is unknown (the source saved none and no rule
+    rebuilds it). The plugin turns it into a skip with this message: the claim is not judged, never judged on a
+    made-up split (DESIGN.md, "Task grid")."""

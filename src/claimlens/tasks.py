@@ -44,18 +44,51 @@ def nanda_split(p: int, frac_train: float, seed: int) -> tuple[torch.Tensor, tor
     return torch.tensor(order[:n_train], dtype=torch.int64), torch.tensor(order[n_train:], dtype=torch.int64)
 
 
-@dataclass(frozen=True)
 class ModularAddition:
-    """The task of one run: grid, labels and split (the split is stored with the run)."""
+    """The task of one run: grid, labels and split (the split is stored with the run).
 
-    p: int
-    train_idx: torch.Tensor
-    test_idx: torch.Tensor
+    The split may be *unknown* (``split_unknown`` holds the reason): the source saved none and no rule rebuilds it
+    (the Clock/Pizza release, DESIGN.md "Task grid"). Then :attr:`train_idx` and :attr:`test_idx` raise
+    :class:`~claimlens.errors.SplitUnknown`, which the plugin turns into a skip with that reason: every measure
+    that needs train vs test is refused, never computed on a made-up split; measures on all ``p²`` pairs work.
+    """
+
+    __slots__ = ("p", "_train", "_test", "split_unknown")
+
+    def __init__(self, p: int, train_idx: torch.Tensor | None = None, test_idx: torch.Tensor | None = None, *,
+                 split_unknown: str | None = None):
+        if (train_idx is None or test_idx is None) and not split_unknown:
+            raise ValueError("ModularAddition needs train_idx and test_idx, or split_unknown= the reason")
+        self.p, self._train, self._test = p, train_idx, test_idx
+        self.split_unknown = split_unknown or None
 
     @classmethod
     def from_config(cls, cfg: TaskConfig) -> ModularAddition:
         train_idx, test_idx = nanda_split(cfg.p, cfg.frac_train, cfg.split_seed)
         return cls(cfg.p, train_idx, test_idx)
+
+    @property
+    def split_known(self) -> bool:
+        return self.split_unknown is None
+
+    def require_split(self, what: str) -> None:
+        """Raise :class:`~claimlens.errors.SplitUnknown` naming ``what`` needs the split, if it is unknown."""
+        if self.split_unknown is not None:
+            from claimlens.errors import SplitUnknown
+
+            raise SplitUnknown(f"{what} needs the run's train/test split, which is unknown: {self.split_unknown}")
+
+    @property
+    def train_idx(self) -> torch.Tensor:
+        """``[n_train]`` int64 grid rows of the training set. Raises :class:`SplitUnknown` when unknown."""
+        self.require_split("the training set")
+        return self._train
+
+    @property
+    def test_idx(self) -> torch.Tensor:
+        """``[n_test]`` int64 grid rows of the test set. Raises :class:`SplitUnknown` when unknown."""
+        self.require_split("the test set")
+        return self._test
 
     @property
     def tokens(self) -> torch.Tensor:
@@ -66,16 +99,20 @@ class ModularAddition:
         return grid_labels(self.p)
 
     def split_record(self) -> dict:
-        return {"train": self.train_idx.tolist(), "test": self.test_idx.tolist()}
+        if self.split_unknown is not None:
+            return {"rule": "unknown", "reason": self.split_unknown}
+        return {"train": self._train.tolist(), "test": self._test.tolist()}
 
     def check(self) -> None:
-        """The split must partition the ``p²`` grid rows."""
+        """The split must partition the ``p²`` grid rows (nothing to check when it is unknown)."""
+        if self.split_unknown is not None:
+            return
         n = self.p * self.p
-        both = torch.cat([self.train_idx, self.test_idx])
+        both = torch.cat([self._train, self._test])
         if both.numel() != n or not torch.equal(torch.sort(both).values, torch.arange(n)):
             raise ValueError(
                 f"train/test split must partition the {n} grid rows of p={self.p}; got "
-                f"{self.train_idx.numel()} train + {self.test_idx.numel()} test indices "
+                f"{self._train.numel()} train + {self._test.numel()} test indices "
                 f"({torch.unique(both).numel()} distinct)"
             )
 
@@ -188,6 +225,12 @@ class RepeatedSubsequence:
     def check(self) -> None:
         pass
 
+    split_known = True  # generated data: nothing to know
+    split_unknown = None
+
+    def require_split(self, what: str) -> None:
+        pass
+
 
 def _stream(purpose: str, seed: int) -> torch.Generator:
     """A generator for one purpose of a task (``"train_set"``, ``"held_out"``, ``"probe"``), seeded by a 63-bit
@@ -203,10 +246,12 @@ def _train_set(task: RepeatedSubsequence) -> SequenceBatch:
 
 def task_of(cfg: TaskConfig, split: dict | None = None) -> ModularAddition | RepeatedSubsequence:
     """The task of a config; for modular addition the split is ``split``'s index lists when given (a stored
-    run), else Nanda's rule."""
+    run; ``{"rule": "unknown", "reason": …}``: unknown), else Nanda's rule."""
     if cfg.is_sequences:
         return RepeatedSubsequence.from_config(cfg)
     if split is None:
         return ModularAddition.from_config(cfg)
+    if split.get("rule") == "unknown":
+        return ModularAddition(cfg.p, split_unknown=str(split.get("reason") or "the source saved no split"))
     return ModularAddition(cfg.p, torch.tensor(split["train"], dtype=torch.int64),
                            torch.tensor(split["test"], dtype=torch.int64))

@@ -128,6 +128,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(spec) or claim(id, statement, source, kind, thresholds): a published "
                                        "claim judged by this test")
     _share_cores_among_workers()
+    if not config.pluginmanager.has_plugin("claimlens-split-unknown"):
+        config.pluginmanager.register(_SplitUnknownSkips(), "claimlens-split-unknown")
     given = config.getoption("claimlens_runs")
     # Explicit --run values are checked now, so that a typo is a usage error before collection;
     # the default run is resolved lazily, only if a test asks for a run.
@@ -278,6 +280,25 @@ def _validate_thresholds(config: pytest.Config, items: list[pytest.Item]) -> Non
         raise pytest.UsageError(str(exc)) from None
 
 
+class _SplitUnknownSkips:
+    """A fixture that needs the run's train/test split when it is unknown (:class:`claimlens.errors.SplitUnknown`),
+    or a series the run does not have (:class:`claimlens.core.series.SeriesUnavailable`), skips the claim with the
+    reason (registered as its own plugin: a wrapper that skips only after every other
+    setup hook has run)."""
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item):
+        from claimlens.core.series import SeriesUnavailable
+        from claimlens.errors import SplitUnknown
+
+        try:
+            return (yield)
+        except SplitUnknown as exc:
+            pytest.skip(str(exc))
+        except SeriesUnavailable as exc:  # e.g. a series measured on the split, read by a fixture
+            pytest.skip(str(exc.args[0]))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Skip, before any analysis, a claim whose run has fewer checkpoints than the claim needs (a trajectory claim
@@ -316,12 +337,14 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     if pyfuncitem.get_closest_marker("claim") is None:
         return (yield)
     from claimlens.core.series import SeriesUnavailable
-    from claimlens.errors import ClaimlensError
+    from claimlens.errors import ClaimlensError, SplitUnknown
 
     try:
         result = yield
     except SeriesUnavailable as exc:
         pytest.skip(str(exc.args[0]))
+    except SplitUnknown as exc:  # a measure that needs train vs test, on a run whose split is unknown
+        pytest.skip(str(exc))
     except ClaimlensError as exc:  # a bad input met in the body: no verdict, one message (no traceback)
         from claimlens.plugin.claim import ClaimNotJudged, not_judged
 

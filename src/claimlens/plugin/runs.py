@@ -111,10 +111,12 @@ class RunInput:
     def open(self, device: str = "cpu"):
         """The run or run set (trained on first use where it is a spec); a bad input fails the test with
         ``--run PATH: message``."""
-        from claimlens.errors import ClaimlensError
+        from claimlens.errors import ClaimlensError, SplitUnknown
 
         try:
             return self._open(device)
+        except SplitUnknown:
+            raise
         except ClaimlensError as exc:
             pytest.fail(f"--run {self.path}: {exc}", pytrace=False)
 

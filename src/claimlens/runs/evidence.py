@@ -258,6 +258,72 @@ def search_split(per_example_loss: torch.Tensor, p: int, epoch: int, logged: Map
     return FoundSplit(order[:n_train].clone(), order[n_train:].clone(), rule, seed, frac, description)
 
 
+SEED_SEARCH = range(100)  # the seeds tried when a stated split seed does not reproduce the logged losses
+
+
+def _split_error(per_example: Mapping[int, torch.Tensor], train_idx: torch.Tensor, test_idx: torch.Tensor,
+                 logged: Mapping[str, LoggedCurve]) -> tuple[float, float, int]:
+    """How far a split's losses are from the logged ones: for each offset (the value logged at the checkpoint's
+    epoch, one after, one before) the worst relative disagreement over the checkpoints ``per_example`` holds (epoch
+    → ``[p²]`` per-pair cross entropy) and the logged curves (train, and test when logged); the best offset's.
+    Returns ``(error, the recomputed train loss at the last compared checkpoint, number of comparisons)``."""
+    tables = {name: logged[name].at() for name in ("train_loss", "test_loss") if name in logged}
+    best = (math.inf, math.nan, 0)
+    for offset in _OFFSETS:
+        worst, n, train_last = 0.0, 0, math.nan
+        for epoch, losses in sorted(per_example.items()):
+            for name, idx in (("train_loss", train_idx), ("test_loss", test_idx)):
+                table = tables.get(name)
+                if table is None or epoch + offset not in table or not len(idx):
+                    continue
+                value = losses[idx].mean().item()
+                worst, n = max(worst, agree(value, table[epoch + offset])), n + 1
+                if name == "train_loss":
+                    train_last = value
+        if n and worst < best[0]:
+            best = (worst, train_last, n)
+    return best
+
+
+def search_seed(per_example: Mapping[int, torch.Tensor], p: int, frac: float, stated_seed: int,
+                logged: Mapping[str, LoggedCurve], where: str, *, stated_by: str = "the spec",
+                seeds: Sequence[int] = SEED_SEARCH) -> dict[str, Any] | None:
+    """Check that Nanda's shuffle with ``stated_seed`` at ``frac`` reproduces the logged losses at a few
+    checkpoints (``per_example``: epoch → ``[p²]`` float64 cross entropy of that checkpoint on every pair, row
+    a·p + b), as :func:`verify_logged` will (5% relative or 1e-5 absolute, at one offset for all); if not, try Nanda's
+    shuffle at the same fraction with each of ``seeds``.
+
+    Returns None when the stated seed reproduces them (or no logged value is comparable), else the search as
+    recorded in run.json: ``{rule, frac_train, epochs, stated_seed, stated_error, found_seed, error, tried,
+    runner_up_error, …}``. Raises :class:`CheckpointError` listing what was tried when no seed, or more than one,
+    reproduces them."""
+    if "train_loss" not in logged:
+        return None
+    stated_err, stated_train, n = _split_error(per_example, *nanda_split(p, frac, stated_seed), logged)
+    if n == 0 or stated_err <= REL_TOL:
+        return None
+    scored = sorted((*_split_error(per_example, *nanda_split(p, frac, int(s)), logged)[:2], int(s))
+                    for s in seeds if s != stated_seed)
+    tried = f"{seeds[0]}–{seeds[-1]}" if isinstance(seeds, range) else str(list(seeds))
+    matches = [t for t in scored if t[0] <= REL_TOL]
+    epochs = sorted(per_example)
+    if len(matches) != 1:
+        closest = "; ".join(f"seed {s}: {e:.0%} off" for e, _, s in (matches or scored)[:3])
+        what = (f"{len(matches)} of them reproduce them ({closest}): the losses cannot tell them apart" if matches
+                else f"none reproduces them (closest: {closest})")
+        raise CheckpointError(
+            f"{where}: the weights do not reproduce the file's own logged losses (at epochs {epochs}) with "
+            f"{stated_by}'s split (nanda_shuffle, seed {stated_seed}, frac_train {frac:g}: {stated_err:.0%} off); of "
+            f"the other seeds {tried} at frac_train {frac:g}, {what}. The split, the fraction, the epochs or the "
+            f"layout is not what {stated_by} says: fix [task] frac_train/split_seed in --spec, store the split in "
+            f"the file, or, if the logged values measure something else, pass --ignore-logged-losses")
+    err, train, seed = matches[0]
+    runner_up = next((e for e, _, s in scored if s != seed), math.nan)
+    return {"rule": "nanda_shuffle", "frac_train": frac, "epochs": epochs, "stated_seed": int(stated_seed),
+            "stated_error": stated_err, "found_seed": seed, "error": err, "tried": tried,
+            "runner_up_error": runner_up, "recomputed_train_loss": train}
+
+
 # ----------------------------------------------------------------------------- the optimizer's state
 
 

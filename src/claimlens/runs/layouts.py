@@ -192,6 +192,19 @@ def check_clock_pizza(config: Mapping[str, Any], where: str) -> tuple[dict[str, 
     return fields, [note]
 
 
+# The Clock/Pizza sidecar's keys, as the names of a source config (claimlens.runs.importers.source_configs):
+# ``C`` is the modulus, ``frac`` the training fraction, ``epoch`` the run's length.
+_CLOCK_PIZZA_KEYS = {"C": "p", "frac": "frac_train", "d_model": "d_model", "n_heads": "n_heads", "act_fn": "act_fn",
+                     "lr": "lr", "weight_decay": "weight_decay", "epoch": "num_epochs"}
+
+
+def clock_pizza_source_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A Clock/Pizza sidecar config as a source config dict (``p``, ``frac_train``, ``d_model`` …) for a file
+    that holds no config of its own; the attention settings come from :func:`check_clock_pizza`, the shapes the
+    config does not give (``d_head``, ``d_mlp``) from the weights."""
+    return {ours: config[theirs] for theirs, ours in _CLOCK_PIZZA_KEYS.items() if config.get(theirs) is not None}
+
+
 def clock_pizza_disagreement(fields: Mapping[str, Any], model: ModelConfig, where: str) -> None:
     """Refuse a spec whose model disagrees with the Clock/Pizza config next to the weights (``fields`` from
     :func:`check_clock_pizza`): evaluating the weights with another attention or input format is another
@@ -206,13 +219,12 @@ def clock_pizza_disagreement(fields: Mapping[str, Any], model: ModelConfig, wher
                               f"{'; '.join(wrong)}. Set [model] attn_rate / equals_token to the config's values")
 
 
-def clock_pizza_split_refusal(where: str) -> CheckpointError:
-    """The Clock/Pizza code splits with an unseeded ``torch.utils.data.random_split`` and does not save it."""
-    return CheckpointError(
-        f"{where}: the checkpoint stores no split, and the Clock/Pizza code draws it with an unseeded "
-        f"torch.utils.data.random_split that it does not save: no rule or seed rebuilds it, so every train/test "
-        f"measure would be of a split the model never had. Save the split with the model (train_indices / "
-        f"test_indices, or the train_data / test_data token rows) and import that file")
+def clock_pizza_split_unknown() -> str:
+    """Why a Clock/Pizza checkpoint's split is unknown: the code splits with an unseeded
+    ``torch.utils.data.random_split`` and does not save it (Zhong et al. 2023, ``code/train-main.py``)."""
+    return ("the Clock/Pizza code draws the split with an unseeded torch.utils.data.random_split and saves none: "
+            "no rule or seed rebuilds it (to judge train/test claims, save train_indices / test_indices, or the "
+            "train_data / test_data token rows, with the model)")
 
 
 def first_line(exc: Any) -> str:

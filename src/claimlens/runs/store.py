@@ -38,6 +38,7 @@ from claimlens.tasks import ModularAddition, RepeatedSubsequence, task_of
 LOG = "log.jsonl"
 RESUME = "resume.safetensors"
 LOG_FIELDS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")
+ALL_PAIRS_LOG_FIELDS = ("all_loss", "all_acc")  # the log of a run whose split is unknown
 _VERIFIED: set[tuple] = set()  # (checkpoint file, size, mtime, sha256) checked in this process
 
 
@@ -254,10 +255,12 @@ class Run:
     # -- training log
 
     def log(self) -> dict[str, torch.Tensor]:
-        """Per-epoch training log as columns (``epoch`` int64, the rest float64); empty if none."""
+        """Per-epoch training log as columns (``epoch`` int64, the rest float64); empty if none. A run whose split
+        is unknown logs ``all_loss`` / ``all_acc`` (on all pairs) instead of the train and test columns."""
         rows = read_log(self.path / LOG)
+        fields = LOG_FIELDS if self.task.split_known else ("epoch", *ALL_PAIRS_LOG_FIELDS)
         return {k: torch.tensor([r[k] for r in rows], dtype=torch.int64 if k == "epoch" else torch.float64)
-                for k in LOG_FIELDS}
+                for k in fields}
 
 
 def read_log(path: Path) -> list[dict[str, float]]:

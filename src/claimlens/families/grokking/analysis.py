@@ -69,6 +69,7 @@ class ProgressMeasures:
     from_cache: bool = False
     # [n_epochs, p²] float32: log10 of each grid row's cross entropy at each checkpoint (catalogue §3.4, G-PTLPCA)
     per_example_log_loss: torch.Tensor | None = None
+    split_unknown: str | None = None  # why the run's split is unknown (the series of SPLIT_SERIES are then absent)
     version: ClassVar[int] = VERSION  # of what :func:`evaluate` computes (analyses that reuse it key their caches on it)
 
     def __contains__(self, name: str) -> bool:
@@ -76,8 +77,16 @@ class ProgressMeasures:
 
     def __getitem__(self, name: str) -> Series:
         if name not in self.series:
+            if self.split_unknown is not None and name in SPLIT_SERIES:
+                raise SeriesUnavailable(f"the series {name!r} needs the run's train/test split, which is unknown: "
+                                        f"{self.split_unknown}")
             raise SeriesUnavailable(f"no series {name!r}; known: {sorted(self.series)}")
         return self.series[name]
+
+
+# The series measured on the training or test set: absent when the run's split is unknown (never on a made-up one).
+SPLIT_SERIES = ("train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
+                "restricted_loss", "random_direction_control", "trig_loss_train")
 
 
 class CurveMeasures:
@@ -136,7 +145,8 @@ def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_clus
                 epochs = tensors["__epochs__"]
                 series = {name: Series(name, epochs, tensors[name], tuple(labels[name])) for name in labels}
                 return ProgressMeasures(epochs, kf, series, from_cache=True,
-                                        per_example_log_loss=tensors["__per_example_log_loss__"])
+                                        per_example_log_loss=tensors["__per_example_log_loss__"],
+                                        split_unknown=run.task.split_unknown)
             except (KeyError, ValueError):
                 pass  # damaged: recomputed
     epochs, series, per_example = _compute(run, kf.keys, progress, checkpoints)
@@ -144,7 +154,7 @@ def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_clus
         tensors = {"__epochs__": epochs, "__per_example_log_loss__": per_example,
                    **{name: s.data.clone() for name, s in series.items()}}
         CACHE.save(run, args, tensors, {"labels": json.dumps({name: list(s.labels) for name, s in series.items()})})
-    return ProgressMeasures(epochs, kf, series, per_example_log_loss=per_example)
+    return ProgressMeasures(epochs, kf, series, per_example_log_loss=per_example, split_unknown=run.task.split_unknown)
 
 
 _NAMES = ("train_loss", "test_loss", "train_acc", "test_acc", "excluded_loss", "excluded_loss_all_keys",
@@ -160,11 +170,23 @@ def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torc
     Σθ² per parameter name, per-example log10 loss ``[N]`` float32)."""
     run = ckpt.run
     p, task = run.spec.task.p, run.task
-    labels, tr, te = task.labels, task.train_idx, task.test_idx
+    labels = task.labels
     basis = fo.fourier_basis(p)
     candidates = fo.frequencies(p)
     params, acts = ckpt.params, ckpt.activations
     L = acts.logits.to(torch.float64)
+    out = {}
+    restricted = pm.restricted_logits(L, keys, p)
+    if task.split_known:
+        out.update(_split_measures(L, restricted, labels, task.train_idx, task.test_idx, keys, p, random_dirs))
+    else:  # on all pairs only: the series of SPLIT_SERIES are left out, never measured on a made-up split
+        out["trig_loss_all"] = cross_entropy_f64(restricted, labels)
+    _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidates, p)
+    return out, pm.sum_sq_weights(params), log10_losses(L, labels).float()
+
+
+def _split_measures(L, restricted, labels, tr, te, keys, p, random_dirs) -> dict[str, torch.Tensor]:
+    """The measures on the training or test set (:data:`SPLIT_SERIES`)."""
     out = {}
     out["train_loss"] = cross_entropy_f64(L[tr], labels[tr])
     out["test_loss"] = cross_entropy_f64(L[te], labels[te])
@@ -172,14 +194,17 @@ def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torc
     out["test_acc"] = accuracy(L[te], labels[te])
     out["excluded_loss"] = pm.excluded_loss(L, labels, tr, keys, p)
     out["excluded_loss_all_keys"] = pm.excluded_loss_all_keys(L, labels, tr, keys, p)
-    restricted = pm.restricted_logits(L, keys, p)
     out["restricted_loss"] = torch.stack([cross_entropy_f64(restricted, labels),
                                           cross_entropy_f64(restricted[tr], labels[tr]),
                                           cross_entropy_f64(restricted[te], labels[te]),
                                           pm.class_balanced_loss(restricted, labels, tr, p)])
     out["random_direction_control"] = pm.direction_ablation_ratio(L, labels, tr, random_dirs)
+    return out
+
+
+def _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidates, p) -> None:
+    """The measures on all p² pairs and on the weights, added to ``out``."""
     out["attention_to_position"] = pm.attention_to_position(acts.pattern).flatten()
-    ssw = pm.sum_sq_weights(params)
     W_E = params["embed.W_E"].to(torch.float64)
     coef = fo.fft_tokens(W_E[:p], basis)
     out["embed_fourier_norms"] = coef.pow(2).sum(-1)
@@ -193,14 +218,13 @@ def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torc
     own = set(fo.key_frequencies_from_neurons(acts.mlp_post, p, candidates, power=power).keys)
     out["neuron_key_frequency"] = torch.tensor([float(k in own) for k in candidates], dtype=torch.float64)
     out["quadratic_fraction"] = pm.quadratic_fraction(acts.mlp_post, neuron_freq, p, power=power)
-    return out, ssw, log10_losses(L, labels).float()
 
 
 @torch.no_grad()
 def _compute(run, keys: list[int], progress: bool,
              checkpoints: FinalCheckpoints) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
     p, model = run.spec.task.p, run.spec.model
-    names = {n: [] for n in _NAMES}
+    names = {n: [] for n in _NAMES if run.task.split_known or n not in SPLIT_SERIES}
     epochs = run.epochs
     bar = None
     if progress:
@@ -218,7 +242,7 @@ def _compute(run, keys: list[int], progress: bool,
         for epoch in epochs:
             values, ssw, losses = _measure(checkpoint(run, epoch, checkpoints), keys, neuron_freq, random_dirs)
             for name, value in values.items():
-                names[name].append(value)
+                names.setdefault(name, []).append(value)
             if param_names is None:
                 param_names = sorted(n for n in ssw if n != "total")
             names["sum_sq_weights_by_param"].append(torch.tensor([ssw[n] for n in param_names], dtype=torch.float64))
@@ -245,9 +269,10 @@ def _compute(run, keys: list[int], progress: bool,
     for name, cols in names.items():
         values = torch.stack([torch.as_tensor(c, dtype=torch.float64).reshape(-1) for c in cols], dim=1)
         series[name] = Series(name, ep, values, tuple(labels_of.get(name, [""])))
-    rl = series["restricted_loss"]
-    series["trig_loss_all"] = Series("trig_loss_all", ep, rl.data[0:1])
-    series["trig_loss_train"] = Series("trig_loss_train", ep, rl.data[1:2])
+    if "restricted_loss" in series:
+        rl = series["restricted_loss"]
+        series["trig_loss_all"] = Series("trig_loss_all", ep, rl.data[0:1])
+        series["trig_loss_train"] = Series("trig_loss_train", ep, rl.data[1:2])
     ssw = series["sum_sq_weights_by_param"]
     series["sum_sq_weights"] = Series("sum_sq_weights", ep, ssw.data.sum(0, keepdim=True))
     return ep, series, torch.stack(per_example)

@@ -50,7 +50,7 @@ def phases(run_series):
     from claimlens.core.series import MIN_TRAJECTORY_CHECKPOINTS, Phases, detect_phases
 
     s = run_series
-    n = len(s["test_loss"])
+    n = len(s.epochs)
     if n < MIN_TRAJECTORY_CHECKPOINTS:
         return Phases(None, None, None, None, unresolved=(
             f"needs ≥ {MIN_TRAJECTORY_CHECKPOINTS} checkpoints to locate phases; the run has {n}"))

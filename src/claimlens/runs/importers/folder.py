@@ -18,7 +18,7 @@ from claimlens.runs.importers.weights import (
 )
 from claimlens.runs.layouts import (
     check_clock_pizza,
-    clock_pizza_split_refusal,
+    clock_pizza_split_unknown,
     find_sidecar,
     is_clock_pizza_config,
 )
@@ -66,9 +66,10 @@ def read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: st
         sidecar = find_sidecar(f)
         if sidecar is not None and is_clock_pizza_config(sidecar[1]):
             check_clock_pizza(sidecar[1], f"{str(f)!r} ({sidecar[0].name})")  # refuses what cannot be represented
-            refusal = clock_pizza_split_refusal(f"{str(f)!r} ({sidecar[0].name})")
-            raise CheckpointError(f"{refusal} (a folder import reads no stored split: import the file itself, "
-                                  f"with --spec)")
+            raise CheckpointError(
+                f"{str(f)!r} ({sidecar[0].name}): a Clock/Pizza checkpoint is the model at the end of one run, with "
+                f"its own config: import each file on its own (`claimlens import {f.name} --out RUN`; its split is "
+                f"unknown: {clock_pizza_split_unknown()})")
     spec = _folder_spec(folder, spec, name)
     found = {f: _file_epoch(f, epoch_pattern) for f in files}
     unknown = [f.name for f, (e, _) in found.items() if e is None]

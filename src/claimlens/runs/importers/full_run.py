@@ -31,7 +31,8 @@ from claimlens.runs.importers.weights import (
 from claimlens.runs.layouts import (
     check_clock_pizza,
     clock_pizza_disagreement,
-    clock_pizza_split_refusal,
+    clock_pizza_source_config,
+    clock_pizza_split_unknown,
     find_sidecar,
     is_clock_pizza_config,
     to_property_format,
@@ -67,16 +68,20 @@ def read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every:
     sidecar = find_sidecar(path)
     clock_pizza = sidecar is not None and is_clock_pizza_config(sidecar[1])
     cp_fields: dict = {}
+    meta_unknown: str | None = None  # the reason the split is unknown, when it is
     if clock_pizza:
         cp_fields, cp_notes = check_clock_pizza(sidecar[1], f"{where} (its {sidecar[0].name})")
         notes.extend(cp_notes)
         if spec_given:
             clock_pizza_disagreement(cp_fields, spec.model, f"{where} (its {sidecar[0].name})")
         if not any(data.get(k) is not None for k in ("train_indices", "test_indices", "train_data", "test_data")):
-            raise clock_pizza_split_refusal(where)
+            meta_unknown = clock_pizza_split_unknown()
         final_epoch = final_epoch if final_epoch is not None else _sidecar_epoch(sidecar[1], data, notes)
     state_dicts, epochs, meta = _weights_and_epochs(data, where, checkpoint_every, final_epoch)
     config = data.get("config")
+    if config is None and clock_pizza:
+        config = clock_pizza_source_config(sidecar[1])
+        notes.append(f"the run's settings read from {sidecar[0].name} (the file holds no config)")
     if spec is None:
         if not isinstance(config, Mapping):
             raise SpecError(f"{where}: no 'config' dict in the file; pass --spec SPEC.toml describing the run")
@@ -97,10 +102,17 @@ def read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every:
     if split is not None:
         meta["split"], meta["split_rule"] = split[:2], split[2]
         spec = _frac_from_split(spec, split[0], split[1])
-    elif spec_given:
-        meta["split_rule"] = "nanda_shuffle, rebuilt from --spec's frac_train and split_seed"
-    elif _nanda_config(config):
-        meta["split_rule"] = "nanda_shuffle, rebuilt from the config's frac_train and seed"
+    elif meta_unknown is not None:
+        if logged:
+            notes.append("the file's logged losses were not verified: they are losses on a split that is unknown")
+            logged = {}
+        meta["split_unknown"] = meta_unknown
+    elif spec_given or _nanda_config(config):
+        meta["split_rule"] = ("nanda_shuffle, rebuilt from --spec's frac_train and split_seed" if spec_given else
+                              "nanda_shuffle, rebuilt from the config's frac_train and seed")
+        if "train_loss" in logged:  # the logged losses say whether the stated seed is the one that trained
+            spec = _check_stated_seed(state_dicts, epochs, spec, logged, where, meta,
+                                      "--spec" if spec_given else "the config")
     elif "train_loss" in logged:
         found = _search_split(state_dicts[-1], epochs[-1], spec, logged, config, where)
         meta["split"], meta["split_rule"] = (found.train_idx, found.test_idx), found.description
@@ -108,7 +120,7 @@ def read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every:
             spec.task, split_seed=found.seed if found.rule == "nanda_shuffle" else spec.task.split_seed)),
             found.train_idx, found.test_idx)
     else:
-        _refuse_rebuilt_split(config, where)
+        meta["split_unknown"] = _unknown_split_reason(config)
     meta["logged"], meta["where"] = logged, where
     meta["notes"] = notes + meta.get("notes", [])
     return epochs, state_dicts, spec, meta
@@ -131,13 +143,47 @@ def _nanda_config(config: Any) -> bool:
         and not is_transformer_lens_config(config)
 
 
-def _search_split(sd: Mapping[str, torch.Tensor], epoch: int, spec: RunSpec, logged, config: Any, where: str):
+def _per_example_loss(sd: Mapping[str, torch.Tensor], epoch: int, spec: RunSpec, where: str) -> torch.Tensor:
+    """``[p²]`` float64 cross entropy of the checkpoint on every pair (row a·p + b)."""
     p = spec.task.p
     params, _ = to_property_format(strip_wrapper_prefixes(sd)[0], spec.model, p, where=where)
     validate_params(params, spec.model, p, where=f"{where} (epoch {epoch})")
     with torch.no_grad():
         logits = forward(params, grid_tokens(p), spec.model).logits.double()
-    per_example = torch.nn.functional.cross_entropy(logits, grid_labels(p), reduction="none")
+    return torch.nn.functional.cross_entropy(logits, grid_labels(p), reduction="none")
+
+
+SEED_CHECKPOINTS = 5  # checkpoints, evenly spaced over the run, at which a stated split seed is checked
+
+
+def _check_stated_seed(state_dicts, epochs: list[int], spec: RunSpec, logged, where: str,
+                       meta: dict[str, Any], stated_by: str) -> RunSpec:
+    """The split rebuilt from the stated ``split_seed`` must reproduce the logged losses at up to
+    :data:`SEED_CHECKPOINTS` checkpoints spread over the run (memorisation tells splits apart, a generalised model
+    does not);
+    when it does not, Nanda's shuffle at the same ``frac_train`` with seeds 0–99 is searched
+    (:func:`claimlens.runs.evidence.search_seed`): one seed that reproduces them is taken and the search recorded
+    in run.json (``split_search``); none or several: :class:`CheckpointError` listing what was tried."""
+    n = len(epochs)
+    picks = sorted({round(i * (n - 1) / (SEED_CHECKPOINTS - 1)) for i in range(SEED_CHECKPOINTS)}) if n > 1 else [0]
+    per_example = {epochs[i]: _per_example_loss(state_dicts[i], epochs[i], spec, where) for i in picks}
+    found = evidence.search_seed(per_example, spec.task.p, spec.task.frac_train, spec.task.split_seed, logged, where,
+                                 stated_by=stated_by)
+    if found is None:
+        return spec
+    meta["split_search"] = found
+    meta["split_rule"] = (f"nanda_shuffle with seed {found['found_seed']} (found by search: {stated_by}'s seed "
+                          f"{found['stated_seed']} does not reproduce the logged losses)")
+    meta.setdefault("notes", []).append(
+        f"split seed {found['found_seed']} found by search: {stated_by}'s split_seed {found['stated_seed']} does not "
+        f"reproduce the file's logged losses at epochs {found['epochs']}; of seeds {found['tried']} only "
+        f"{found['found_seed']} does")
+    return dataclasses.replace(spec, task=dataclasses.replace(spec.task, split_seed=found["found_seed"]))
+
+
+def _search_split(sd: Mapping[str, torch.Tensor], epoch: int, spec: RunSpec, logged, config: Any, where: str):
+    p = spec.task.p
+    per_example = _per_example_loss(sd, epoch, spec, where)
     seeds = [int(config["seed"])] if isinstance(config, Mapping) and isinstance(config.get("seed"), int) else []
     fracs = [float(config["frac_train"])] if isinstance(config, Mapping) and isinstance(
         config.get("frac_train"), (int, float)) else []
@@ -272,12 +318,13 @@ def _frac_from_split(spec: RunSpec, train: torch.Tensor, test: torch.Tensor) -> 
     return dataclasses.replace(spec, task=dataclasses.replace(spec.task, frac_train=frac)) if 0 < frac < 1 else spec
 
 
-def _refuse_rebuilt_split(config: Any, where: str) -> None:
+def _unknown_split_reason(config: Any) -> str:
+    """Why a file's split is unknown: it stores none, logs no train loss to find it by, and its config gives no
+    rule that rebuilds it."""
     tl = isinstance(config, Mapping) and is_transformer_lens_config(config)
-    raise CheckpointError(
-        f"{where}: the file stores no split (no train_indices/test_indices, no train_data/test_data), holds no "
-        f"logged train loss to find it by, and its config does not give Nanda's split (frac_train and a split "
-        f"seed{'; a TransformerLens config' + chr(39) + 's seed is its model-init seed, and the TL demo splits with torch.randperm' if tl else ''}). "
-        f"claimlens never rebuilds a split silently: store the split in the file, or pass --spec SPEC.toml whose "
-        f"[task] frac_train/split_seed give Nanda's shuffle"
-    )
+    return ("the file stores no split (no train_indices/test_indices, no train_data/test_data), logs no train loss "
+            "to find it by, and " + ("its TransformerLens config's seed is the model-init seed (the TransformerLens "
+                                     "demo splits with torch.randperm)" if tl else
+                                     "no config gives Nanda's split (frac_train and a split seed)")
+            + "; to judge train/test claims, store the split in the file or import with --spec SPEC.toml whose "
+              "[task] frac_train/split_seed give Nanda's shuffle")

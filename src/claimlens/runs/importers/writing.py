@@ -36,13 +36,18 @@ def write_run(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence
               *, progress: bool) -> Run:
     p = spec.task.p
     meta.pop("spec_given", None)
-    if "split" in meta:
+    if meta.get("split_unknown"):
+        task = ModularAddition(p, split_unknown=meta.pop("split_unknown"))
+        split_rule = "unknown"
+        meta.pop("split_rule", None)
+    elif "split" in meta:
         train_idx, test_idx = meta.pop("split")
         split_rule = meta.pop("split_rule", "stored")
+        task = ModularAddition(p, train_idx, test_idx)
     else:
         train_idx, test_idx = nanda_split(p, spec.task.frac_train, spec.task.split_seed)
         split_rule = meta.pop("split_rule", "nanda_shuffle, rebuilt from the spec's frac_train and split_seed")
-    task = ModularAddition(p, train_idx, test_idx)
+        task = ModularAddition(p, train_idx, test_idx)
     try:
         task.check()
     except ValueError as exc:
@@ -125,8 +130,14 @@ def _write_source_log(run_dir: Path, logged: Mapping[str, evidence.LoggedCurve])
 
 @torch.no_grad()
 def _log_row(epoch: int, params, spec: RunSpec, tokens, labels, task: ModularAddition) -> dict[str, float]:
+    """Loss and accuracy at ``epoch`` on the train and test sets, or, when the split is unknown, on all pairs
+    (``all_loss`` / ``all_acc``: no train/test value is made up)."""
     logits = forward(params, tokens, spec.model).logits
     row: dict[str, float] = {"epoch": epoch}
+    if not task.split_known:
+        row["all_loss"] = cross_entropy_f64(logits, labels).item()
+        row["all_acc"] = (logits.argmax(-1) == labels).double().mean().item()
+        return row
     for split, idx in (("train", task.train_idx), ("test", task.test_idx)):
         row[f"{split}_loss"] = cross_entropy_f64(logits[idx], labels[idx]).item()
         row[f"{split}_acc"] = (logits[idx].argmax(-1) == labels[idx]).double().mean().item()
