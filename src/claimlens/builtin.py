@@ -19,7 +19,8 @@ from claimlens.errors import RunError
 from claimlens.runs.store import MANIFEST, Run
 from claimlens.training import Trainer
 
-__all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "ensure_run", "is_cached"]
+__all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "ensure_imported",
+           "ensure_run", "imported_run_path", "is_cached"]
 
 
 
@@ -72,6 +73,30 @@ def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> 
             except RunError:
                 pass  # incomplete: the trainer resumes it
         return Trainer(spec, path, device=device, progress=progress).train().named(spec.name)
+
+
+def imported_run_path(source: Path, name: str) -> Path:
+    """Where the cache keeps the import of the checkpoint file ``source``: ``imports/<name>-<sha256 of the file>``."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
+    return cache_dir() / "imports" / f"{name}-{digest}"
+
+
+def ensure_imported(source: Path, name: str, *, progress: bool = True) -> Run:
+    """Open the cached import of the checkpoint file ``source`` under ``name`` (a published model shipped with
+    claimlens, ``zhong2023_model_a``), importing it first if needed, as ``claimlens import SOURCE --name NAME``
+    would. A file lock makes parallel sessions import it once; an import is written whole or not at all."""
+    from filelock import FileLock
+
+    from claimlens.runs.importers import import_run
+
+    path = imported_run_path(source, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if (path / MANIFEST).exists():
+            return Run.open(path)
+        return import_run(source, path, name=name, progress=progress)
 
 
 def builtin_run(name: str = "default", **kwargs) -> Run:

@@ -1,8 +1,9 @@
 """What ``--run`` values mean: a run directory, a spec TOML to train (once) and cache, a curves folder, a sweep
-spec (a run set, trained member by member on first use) or a built-in curves set (``nanda2022_fractions``).
+spec (a run set, trained member by member on first use), a built-in curves set (``nanda2022_fractions``) or a
+source's own saved model (``zhong2023_model_a``, imported once into the cache).
 
 Each kind of input is a class behind :class:`RunInput` (frozen, hashable: the plugin's pytest params): runs
-(:class:`RunDir`, :class:`SpecRun`, :class:`SeedVariant`, :class:`SweepMember`, :class:`CurvesRun`), run sets
+(:class:`RunDir`, :class:`PublishedModel`, :class:`SpecRun`, :class:`SeedVariant`, :class:`SweepMember`, :class:`CurvesRun`), run sets
 (:class:`Sweep`, :class:`CurvesSet`) and :class:`NoSet` (no set in the session). Each reads its spec, sweep spec or
 manifest at most once (memoised on the object, which the session keeps). Nothing here imports torch."""
 
@@ -136,8 +137,11 @@ def _describe_run_dir(out: dict, run_dir: Path, spec) -> dict:
         m = None
     if m is not None:
         name = spec.name if spec is not None else m["name"]
+        split = m.get("split") or {}
         out.update({"run_dir": str(run_dir), "name": name, "content_hash": m["content_hash"],
-                    "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"])})
+                    "spec": m["spec"], "source": m["source"], "n_checkpoints": len(m["checkpoints"]),
+                    "split": {"rule": str(split.get("rule", "stored")),
+                              **({"reason": str(split["reason"])} if split.get("reason") else {})}})
     return out
 
 
@@ -168,6 +172,50 @@ class RunDir(RunInput):
         from claimlens.runs.store import Run
 
         return Run.open(self.path)
+
+
+@dataclass(frozen=True)
+class PublishedModel(RunInput):
+    """A source's own saved model shipped with claimlens (``zhong2023_model_a``: a checkpoint file and its sidecar
+    config, listed in ``claimlens/reference/*/models/published.toml``), imported into the cache on first use."""
+
+    description: str = ""
+    kind: ClassVar[str] = "published"
+
+    def _sidecar(self) -> dict:
+        import json
+
+        def read() -> dict:
+            stem = self.path.stem
+            config = self.path.with_name(f"config_{stem.removeprefix('model_')}.json")
+            return json.loads(config.read_text()) if config.is_file() else {}
+
+        return self._once("sidecar", read)
+
+    def untrained(self) -> bool:
+        return False  # an import of one file takes a second: no notice
+
+    def epochs(self) -> list[int]:
+        epoch = self._sidecar().get("epoch")
+        return [int(epoch)] if isinstance(epoch, int) else []
+
+    def task_kind(self) -> str | None:
+        return "modular_addition"
+
+    def model_kind(self) -> str | None:
+        return "transformer"
+
+    def describe(self) -> dict:
+        from claimlens.builtin import imported_run_path
+
+        out = super().describe()
+        out["provenance"] = self.description
+        return _describe_run_dir(out, imported_run_path(self.path, self.label), None)
+
+    def _open(self, device: str):
+        from claimlens.builtin import ensure_imported
+
+        return ensure_imported(self.path, self.label, progress=False)
 
 
 @dataclass(frozen=True)
@@ -386,11 +434,17 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
             refs.append(CurvesSet(Path(value), value))
             seen.add(value)
             continue
-        if not path.exists() and value in references:
+        published = _published()
+        if not path.exists() and value in published:
+            file, description = published[value]
+            ref = PublishedModel(file, value, description=description)
+        elif not path.exists() and value in references:
             path = references[value]  # a built-in reference by name: --run nanda2022
         elif not path.exists() and _builtin_spec(value) is not None:
             path = _builtin_spec(value)  # a built-in spec by name: --run pizza is fixtures/pizza.toml
-        if path.is_dir() and not (path / "run.json").is_file() and _is_set_dir(path):
+        if value in published and not Path(value).exists():
+            pass  # a published model by name: --run zhong2023_model_a
+        elif path.is_dir() and not (path / "run.json").is_file() and _is_set_dir(path):
             ref = CurvesSet(path, path.name)
         elif path.is_dir() and not (path / "run.json").is_file() and (
                 (path / "index.toml").is_file() or path.name in references):
@@ -424,7 +478,7 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
         elif not path.exists():
             raise pytest.UsageError(
                 f"--run {value}: no such file or directory, and not a built-in run "
-                f"({', '.join(sorted([*_builtin_names(), *references, *_curves_sets()]))}). --run takes a run "
+                f"({', '.join(sorted([*_builtin_names(), *references, *_curves_sets(), *published]))}). --run takes a run "
                 f"directory, a spec or sweep .toml (trained on first use; the built-in ones are in fixtures/, named "
                 f"without .toml), a curves folder or a reference; "
                 f"make a run with `claimlens train SPEC.toml --out RUN` or `claimlens import CHECKPOINTS --out RUN`")
@@ -528,6 +582,21 @@ def _is_set_dir(path: Path) -> bool:
 
 def _curves_sets() -> tuple[str, ...]:
     return ("nanda2022_fractions",)
+
+
+def _published() -> dict[str, tuple[Path, str]]:
+    """The sources' own saved models shipped with claimlens, by run name: ``(checkpoint file, description)`` from
+    ``claimlens/reference/*/models/published.toml`` (read without torch)."""
+    import tomllib
+
+    import claimlens
+
+    out = {}
+    root = Path(claimlens.__file__).resolve().parent / "reference"
+    for index in sorted(root.glob("*/models/published.toml")):
+        for name, entry in tomllib.loads(index.read_text()).items():
+            out[name] = (index.parent / entry["file"], entry.get("description", ""))
+    return out
 
 
 def _references() -> dict[str, Path]:

@@ -190,6 +190,15 @@ def _record_card(r: dict) -> str:
             f'{"<ul class=notes>" + notes + "</ul>" if notes else ""}</article>')
 
 
+def _split_unknown(run: dict) -> str:
+    """The runs table's note on a run whose train/test split is unknown (its train/test claims were skipped)."""
+    split = run.get("split") or {}
+    if split.get("rule") != "unknown":
+        return ""
+    return (f'<br><span class="badge skipped">split unknown</span> {esc(split.get("reason", ""))}: the claims that '
+            f"need train vs test were skipped")
+
+
 def _members(run: dict) -> str:
     """A run set's members, one line each (their axis values)."""
     members = run.get("members") or []
@@ -346,7 +355,7 @@ def render(document: dict[str, Any]) -> str:
         f"<td><code>{esc(r.get('run_dir') or r.get('path'))}</code></td>"
         f"<td><code>{esc((r.get('content_hash') or '')[:12])}</code></td><td class=num>{esc(r.get('n_checkpoints'))}</td>"
         f"<td>{esc((r.get('spec') or {}).get('description', '') or r.get('provenance', ''))}"
-        f"{_members(r)}</td>"
+        f"{_split_unknown(r)}{_members(r)}</td>"
         f"{judged(r) if merged else ''}</tr>" for r in document.get("runs", []))
     runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>passed · failed · error · skipped</th>"
                   "<th>directory</th><th>content hash</th>"

@@ -69,6 +69,7 @@ def read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every:
     clock_pizza = sidecar is not None and is_clock_pizza_config(sidecar[1])
     cp_fields: dict = {}
     meta_unknown: str | None = None  # the reason the split is unknown, when it is
+    epoch_source: str | None = None
     if clock_pizza:
         cp_fields, cp_notes = check_clock_pizza(sidecar[1], f"{where} (its {sidecar[0].name})")
         notes.extend(cp_notes)
@@ -76,8 +77,9 @@ def read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every:
             clock_pizza_disagreement(cp_fields, spec.model, f"{where} (its {sidecar[0].name})")
         if not any(data.get(k) is not None for k in ("train_indices", "test_indices", "train_data", "test_data")):
             meta_unknown = clock_pizza_split_unknown()
-        final_epoch = final_epoch if final_epoch is not None else _sidecar_epoch(sidecar[1], data, notes)
-    state_dicts, epochs, meta = _weights_and_epochs(data, where, checkpoint_every, final_epoch)
+        if final_epoch is None and (final_epoch := _sidecar_epoch(sidecar[1], data, notes)) is not None:
+            epoch_source = f"the sidecar config's 'epoch' ({sidecar[0].name})"
+    state_dicts, epochs, meta = _weights_and_epochs(data, where, checkpoint_every, final_epoch, epoch_source)
     config = data.get("config")
     if config is None and clock_pizza:
         config = clock_pizza_source_config(sidecar[1])
@@ -229,7 +231,7 @@ def _reconcile_optimizer(spec: RunSpec, data: Mapping[str, Any], config: Any, sp
 
 
 def _weights_and_epochs(data: Mapping[str, Any], where: str, checkpoint_every: int | None,
-                        final_epoch: int | None):
+                        final_epoch: int | None, epoch_source: str | None = None):
     for key in _WEIGHT_LIST_KEYS:
         if isinstance(data.get(key), (list, tuple)) and data[key]:
             return _checkpoint_list(data, key, where, checkpoint_every)
@@ -247,7 +249,7 @@ def _weights_and_epochs(data: Mapping[str, Any], where: str, checkpoint_every: i
             f"{where}: a single model (under {container!r}) and no 'epoch' saying when it was saved; claimlens "
             f"never guesses epochs. Pass --final-epoch N (the number of optimiser steps behind it)")
     meta: dict[str, Any] = {"format": "single_checkpoint", "container": container, "epoch_source":
-                            "--final-epoch" if final_epoch is not None else "the file's 'epoch'"}
+                            epoch_source or ("--final-epoch" if final_epoch is not None else "the file's 'epoch'")}
     if prefixes:
         meta["stripped_prefixes"] = prefixes
     return [sd], [epoch], meta
