@@ -75,11 +75,15 @@ def test_full_run_data_round_trip(tiny_run, tmp_path, convert):
 
 
 def test_stored_split_is_used(tiny_run, tmp_path):
-    train, test = tiny_run.task.test_idx, tiny_run.task.train_idx  # deliberately swapped
+    train, test = tiny_run.task.train_idx.flip(0), tiny_run.task.test_idx.flip(0)  # the run's split, in another order
     source = full_run_file(tmp_path / "f.pth", tiny_run, train_indices=train.tolist(), test_indices=test)
     imported = import_run(source, tmp_path / "imported", progress=False)
     assert torch.equal(imported.task.train_idx, train)
     assert imported.manifest["split"]["rule"] == "stored"
+    # train and test swapped: the model fits the stored test set and not its training set, so the import refuses
+    swapped = full_run_file(tmp_path / "g.pth", tiny_run, train_indices=test.tolist(), test_indices=train)
+    with pytest.raises(CheckpointError, match=r"does not fit the split it is said to have \(stored\)"):
+        import_run(swapped, tmp_path / "swapped", progress=False)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -41,6 +41,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
     run = import_run(args.source, args.out, spec=spec, name=args.name,
                      checkpoint_every=args.checkpoint_every, epoch_pattern=args.epoch_pattern,
                      final_epoch=args.final_epoch, ignore_logged_losses=args.ignore_logged_losses,
+                     split_unknown=args.split_unknown,
                      progress=not args.quiet)
     print(f"imported {_n(len(run.epochs), 'checkpoint')} into {run.path}")
     _print_info(run)
@@ -299,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epoch-pattern", help="regular expression whose first group is the epoch in a checkpoint "
                    "file's name (folders whose names carry other numbers, e.g. 'CHECKPOINT_(\\d+)_')")
     p.add_argument("--final-epoch", type=int, help="the epoch of a file holding one model and no 'epoch' key")
+    p.add_argument("--split-unknown", action="store_true",
+                   help="import with the train/test split unknown (the claims that need it are skipped; those on all "
+                        "pairs are judged): for a model whose split cannot be stated")
     p.add_argument("--ignore-logged-losses", action="store_true",
                    help="do not check the file's train_losses/test_losses against its weights (nor use them to find "
                         "a split): for logged values that are not the model's cross entropy")

@@ -361,3 +361,122 @@ def refuse_identical_checkpoints(fingerprints: Sequence[str], epochs: Sequence[i
             f"(fingerprint {fingerprints[0][:12]}). The likely cause: the training loop appended model.state_dict() "
             f"without copy.deepcopy, so every entry refers to the final weights. Re-save the checkpoints with "
             f"copy.deepcopy(model.state_dict()) (or one torch.save per checkpoint)")
+
+
+# ----------------------------------------------------------------------------- does the model fit its stated split?
+
+FIT_MIN_TRAIN_ACC = 0.9  # a model trained on a split fits it (full batch: memorised within a few hundred epochs)
+FIT_MARGIN = 0.1  # … and fits it better than the held-out pairs by more than this, unless it fits the split already
+FIT_CHANCE_Z = 5.0  # "fits a set of pairs": accuracy on all pairs this many binomial standard errors above 1/p
+
+
+@dataclass(frozen=True)
+class SplitFit:
+    """Accuracy of one checkpoint on the stated training set, its complement and all pairs, and what they say."""
+
+    epoch: int
+    train_acc: float
+    test_acc: float
+    all_acc: float
+    verdict: str  # "fits" (the stated split), "chance" (learnt nothing yet), "mismatch" (fits other pairs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "train_acc": self.train_acc, "test_acc": self.test_acc, "all_acc": self.all_acc,
+                "verdict": self.verdict}
+
+
+def split_fit(epoch: int, train_acc: float, test_acc: float, n_train: int, n_test: int, p: int) -> SplitFit:
+    """Whether a checkpoint's accuracies fit the split it is said to have been trained on.
+
+    * ``chance``: accuracy on all pairs within :data:`FIT_CHANCE_Z` standard errors of 1/p (an untrained model, a
+      negative control): no evidence either way;
+    * ``fits``: train accuracy ≥ :data:`FIT_MIN_TRAIN_ACC`, or above the test accuracy by more than
+      :data:`FIT_MARGIN` (a model part way through memorising its training set);
+    * ``mismatch``: it fits pairs above chance, but its stated training pairs no better than the held-out ones —
+      positive evidence that the split (or the layout, or p) is not what the model was trained on."""
+    n = n_train + n_test
+    all_acc = (train_acc * n_train + test_acc * n_test) / n
+    chance = 1.0 / p
+    if all_acc <= chance + FIT_CHANCE_Z * math.sqrt(chance * (1 - chance) / n):
+        verdict = "chance"
+    elif train_acc >= FIT_MIN_TRAIN_ACC or train_acc > test_acc + FIT_MARGIN:
+        verdict = "fits"
+    else:
+        verdict = "mismatch"
+    return SplitFit(epoch, train_acc, test_acc, all_acc, verdict)
+
+
+def refuse_split_mismatch(fits: Sequence[SplitFit], split_rule: str, where: str) -> None:
+    """Refuse, with the evidence and the likely causes, when a checked checkpoint fits pairs that are plainly not
+    its stated training set (:func:`split_fit` says ``mismatch``)."""
+    bad = [f for f in fits if f.verdict == "mismatch"]
+    if not bad:
+        return
+    worst = max(bad, key=lambda f: f.all_acc - f.train_acc + f.test_acc)
+    evidence = "; ".join(f"epoch {f.epoch}: train {f.train_acc:.3f}, test {f.test_acc:.3f}, all {f.all_acc:.3f}"
+                         for f in bad[:4])
+    raise CheckpointError(
+        f"{where}: the model does not fit the split it is said to have ({split_rule}): at epoch {worst.epoch} it gets "
+        f"{worst.all_acc:.1%} of all pairs right but {worst.train_acc:.1%} of its stated training pairs and "
+        f"{worst.test_acc:.1%} of the held-out ones ({evidence}); a model fits its own training set first. Likely "
+        f"causes: the split (another rule or seed, e.g. torch.randperm; frac_train), the layout, weights processed by "
+        f"an analysis library, or the wrong p. Store the split with the checkpoints (train_indices / test_indices), "
+        f"fix [task] in the spec, or import with --split-unknown to judge only the claims computed on all pairs")
+
+
+# ----------------------------------------------------------------------------- weights processed by an analysis library
+
+PROCESSED_RTOL = 1e-5  # a mean this small relative to the entries' scale is a centring, not training
+
+
+def _centred(w: torch.Tensor, dim: int) -> float:
+    """``max |mean over dim| / mean |w|``: ~1e-7 for a tensor centred along ``dim`` in float32, ~0.1 for trained
+    weights."""
+    w = w.detach().double()
+    scale = w.abs().mean().item()
+    return math.inf if scale == 0 else w.mean(dim).abs().max().item() / scale
+
+
+def processing_signatures(params: Mapping[str, torch.Tensor], n_layers: int = 1) -> dict[str, dict[str, float]]:
+    """The signatures TransformerLens's weight processing leaves in property-format weights (each a tensor centred
+    to float precision along ``d_model`` or the vocabulary, which training does not do):
+
+    * ``center_writing_weights``: every weight writing to the residual stream (``W_E``, ``W_pos``, ``W_O``,
+      ``W_out``) has zero mean over ``d_model``;
+    * ``fold_ln`` (with its centring of the reading weights): ``W_Q``, ``W_K``, ``W_V``, ``W_in`` have zero mean over
+      their ``d_model`` axis — a folded LayerNorm model has exactly the keys of a LayerNorm-free one;
+    * ``center_unembed``: ``W_U`` has zero mean over the output vocabulary.
+
+    Returns the signatures found: name → {tensor name: relative mean}; empty for trained weights."""
+    def layers(names):
+        return [f"blocks.{i}.{n}" for i in range(n_layers) for n in names]
+
+    checks = {
+        "center_writing_weights": [("embed.W_E", -1), ("pos_embed.W_pos", -1),
+                                   *[(k, -1) for k in layers(["attn.W_O", "mlp.W_out"])]],
+        "fold_ln": [*[(k, -2) for k in layers(["attn.W_Q", "attn.W_K", "attn.W_V", "mlp.W_in"])]],
+        "center_unembed": [("unembed.W_U", -1)],
+    }
+    found = {}
+    for name, tensors in checks.items():
+        values = {k: _centred(params[k], dim) for k, dim in tensors if k in params and params[k].numel() > 1}
+        if values and all(v < PROCESSED_RTOL for v in values.values()):
+            found[name] = values
+    return found
+
+
+def refuse_processed(params: Mapping[str, torch.Tensor], n_layers: int, where: str) -> None:
+    """Refuse weights that carry the signature of TransformerLens's processing (:func:`processing_signatures`):
+    read as the spec says, they are not the model that was trained."""
+    found = processing_signatures(params, n_layers)
+    if not found:
+        return
+    detail = "; ".join(f"{name} ({', '.join(f'{k} mean/scale {v:.0e}' for k, v in list(vals.items())[:3])})"
+                       for name, vals in found.items())
+    raise CheckpointError(
+        f"{where}: the weights carry the signature of processing by an analysis library, not of training: "
+        f"{detail}. TransformerLens's fold_ln / center_writing_weights / center_unembed leave exactly these (a "
+        f"folded LayerNorm model has the keys of a LayerNorm-free one), and the processed tensors read as the spec "
+        f"says are another function. Save the state dict of the model as trained (before processing; in "
+        f"TransformerLens load it with fold_ln=False, center_writing_weights=False, center_unembed=False) and import "
+        f"that")

@@ -88,6 +88,10 @@ def write_run(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence
             writer.add_checkpoint(epoch, params)
             rows.append(_log_row(epoch, params, spec, tokens, labels, task))
         evidence.refuse_identical_checkpoints(prints, epochs, where_source)
+        if spec.model.kind == "transformer":
+            evidence.refuse_processed(params, getattr(spec.model, "n_layers", 1), where_source)
+        if task.split_known:
+            writer.set_source(split_fit=_check_split_fit(rows, task, split_rule, where_source, notes))
         if logged:
             recomputed = {name: {r["epoch"]: r[name] for r in rows} for name in logged}
             writer.set_source(logged_losses=evidence.verify_logged(recomputed, logged, where_source))
@@ -113,6 +117,26 @@ def write_run(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence
                 if d.is_dir() and not any(d.iterdir()):
                     d.rmdir()
     return Run.open(out)
+
+
+FIT_CHECKPOINTS = 5  # checkpoints, evenly spaced over the run (the last included), judged against their split
+
+
+def _check_split_fit(rows: list[dict[str, float]], task: ModularAddition, split_rule: str, where: str,
+                     notes: set[str]) -> list[dict[str, Any]]:
+    """Judge up to :data:`FIT_CHECKPOINTS` checkpoints' accuracies against the split the run is said to have
+    (:func:`claimlens.runs.evidence.split_fit`); refuse on a mismatch, note a model that never learnt. Returns
+    the evidence recorded in run.json (``source.split_fit``)."""
+    n = len(rows)
+    picks = sorted({round(i * (n - 1) / (FIT_CHECKPOINTS - 1)) for i in range(FIT_CHECKPOINTS)}) if n > 1 else [0]
+    n_train, n_test = len(task.train_idx), len(task.test_idx)
+    fits = [evidence.split_fit(int(rows[i]["epoch"]), rows[i]["train_acc"], rows[i]["test_acc"], n_train, n_test,
+                               task.p) for i in picks]
+    evidence.refuse_split_mismatch(fits, split_rule, where)
+    if all(f.verdict == "chance" for f in fits):
+        notes.add("the model is at chance accuracy at every checked checkpoint (untrained, or a negative control): "
+                  "no evidence for or against its stated split")
+    return [f.as_dict() for f in fits]
 
 
 def _write_source_log(run_dir: Path, logged: Mapping[str, evidence.LoggedCurve]) -> None:
