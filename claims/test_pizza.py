@@ -3,6 +3,8 @@
 Judged on the final checkpoint of a generalised transformer, on the side its attention rate names (rate 0: pizza,
 rate 1: clock), or of the hackathon's MLP on the side its gradient symmetricity names; in a plain session on the
 built-in models ``pizza``, ``clock`` and ``nv_mlp`` (and the default run, a rate-1 model). Each rule judged on the other side's model is its negative control (``tests/test_pizza_clock.py``).
+The set claim about the attention rate is judged on sweeps, among them the source's own sweep tables
+(``--run zhong2023_sweep``, rows of measured values: only this claim reads them).
 Rules, statements and thresholds: :mod:`claimlens.families.pizza.rules`.
 """
 
@@ -63,8 +65,8 @@ def test_pizza_doubles_fourier_mode(run, pizza_clock, claim):
 def test_pizza_logits_fit_pizza_formula(run, final_model, pizza_formula_fits, claim):
     claim.judge(PZ.logits_fit_pizza_formula, pizza_formula_fits, float(run.spec.model.attn_rate), final_model.epoch)
 
-# ---- over a set of runs (the ``run_set`` fixture: a sweep named with --run, or the built-in sweeps with
-# --claims-sweeps; skipped, saying the cost, without one)
+# ---- over a set of runs (the ``run_set`` fixture: a sweep named with --run, the source's own sweep tables with
+# --run zhong2023_sweep, or the built-in sweeps with --claims-sweeps; skipped, saying the cost, without one)
 
 
 @pytest.mark.run_set_axis("model.attn_rate")
@@ -72,13 +74,10 @@ def test_pizza_logits_fit_pizza_formula(run, final_model, pizza_formula_fits, cl
 def test_attention_rate_selects_algorithm(run_set, final_checkpoints, claim):
     if not run_set.varies("model.attn_rate"):
         pytest.skip(f"run set {run_set.name!r} does not vary model.attn_rate (its axes: {list(run_set.axes)})")
-    from claimlens.core.checkpoint import final_checkpoint
-    from claimlens.families.pizza.analysis import measure_checkpoint
+    from claimlens.families.pizza.analysis import sweep_runs
 
-    members = []
-    for rate, run in run_set.along("model.attn_rate"):
-        if not run.has_weights:
-            pytest.skip(f"run set {run_set.name!r} has curves only: gradient symmetricity needs the weights")
-        # the session's final checkpoints: a member also judged per run is forwarded once
-        members.append((float(rate), measure_checkpoint(final_checkpoint(run, final_checkpoints))["gs"]))
-    claim.judge(PZ.attention_rate_selects, members)
+    try:  # trained members measured on the session's final checkpoints (shared with the per-run claims)
+        runs = sweep_runs(run_set, checkpoints=final_checkpoints)
+    except ValueError as exc:  # a curves-only member: no gradient symmetricity to read
+        pytest.skip(str(exc))
+    claim.judge(PZ.attention_rate_selects, runs)

@@ -83,6 +83,97 @@ def test_mode_test_finds_a_doubled_mode():
     assert (out["k"], out["k2"]) == (3, 6) and out["ratio"] == pytest.approx(10.0, rel=1e-9)
 
 
+# -- the distance irrelevance of the largest incorrect logit (the tables' column) and circularity (their filter)
+
+
+def naive_top_incorrect_di(logits: np.ndarray, labels: np.ndarray) -> float:
+    """train-main.py lines 568–592: the correct logit set to −inf, the top of the rest put at oc[(a+b)%p][(a−b)%p],
+    then mean(std(oc, axis=0)) / std(oc.flatten())."""
+    p = math.isqrt(logits.shape[0])
+    oc = [[0.0] * p for _ in range(p)]
+    for a in range(p):
+        for b in range(p):
+            row = [float(x) for x in logits[a * p + b]]
+            row[int(labels[a * p + b])] = -math.inf
+            oc[(a + b) % p][(a - b) % p] = max(row)
+    oc = np.array(oc)
+    return float(np.mean(np.std(oc, axis=0)) / np.std(oc.flatten()))
+
+
+@settings(max_examples=20, deadline=None)
+@given(p=ODD_P, extra=st.integers(0, 2), seed=st.integers(0, 10_000))
+def test_top_incorrect_distance_irrelevance_equals_the_training_scripts_loop(p, extra, seed):
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(p * p, p + extra, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, p, (p * p,), generator=gen)
+    got = pz.distance_irrelevance_top_incorrect(logits, labels)
+    assert got == pytest.approx(naive_top_incorrect_di(logits.numpy(), labels.numpy()), rel=1e-12)
+    correct_changed = logits.clone()
+    correct_changed[torch.arange(p * p), labels] += 100.0  # the correct logit plays no part
+    assert pz.distance_irrelevance_top_incorrect(correct_changed, labels) == pytest.approx(got, rel=1e-12)
+    with pytest.raises(ValueError, match="p²"):
+        pz.distance_irrelevance_top_incorrect(logits[:-1], labels[:-1])
+
+
+def naive_circularity(embedding: np.ndarray) -> float:
+    """G-CIRC as the catalogue states it, with numpy's SVD for the PCA: for each of the first four components the
+    tokens' coordinates v scaled to norm 1/√p, the largest |Σ_t v[t·i mod p] e^{2πit/p}|² over the strides
+    i = 1 … p − 1, twice that clipped to 1; the mean over the four."""
+    p = embedding.shape[0]
+    x = embedding - embedding.mean(0)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    out = []
+    for j in range(4):
+        v = x @ vt[j]
+        v = v / np.linalg.norm(v) / math.sqrt(p)
+        best = max(abs(sum(v[(t * i) % p] * complex(math.cos(2 * math.pi * t / p), math.sin(2 * math.pi * t / p))
+                           for t in range(p))) ** 2 for i in range(1, p))
+        out.append(min(1.0, 2 * best))
+    return float(np.mean(out))
+
+
+@settings(max_examples=15, deadline=None)
+@given(p=st.sampled_from([7, 11, 13, 23]), d=st.integers(4, 9), seed=st.integers(0, 10_000))
+def test_circularity_equals_the_naive_loop(p, d, seed):
+    x = torch.randn(p, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    assert pz.circularity(x) == pytest.approx(naive_circularity(x.numpy()), rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(p=st.sampled_from([11, 13, 23, 59]), seed=st.integers(0, 10_000))
+def test_circularity_is_one_for_circles_and_low_for_noise(p, seed):
+    """Two circles at frequencies k1 ≠ ±k2, mixed by a random rotation into 16 dimensions: 1 (whatever the rotation
+    and scales). A random embedding of the same size scores well below the tables' filter (0.9)."""
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.arange(p, dtype=torch.float64) * 2 * math.pi / p
+    k1, k2 = 1 + seed % (p // 2), 1 + (seed + 3) % (p // 2)
+    if k2 == k1:
+        k2 = k1 % (p // 2) + 1
+    circles = torch.stack([3 * torch.cos(k1 * t), 3 * torch.sin(k1 * t), torch.cos(k2 * t), torch.sin(k2 * t)], 1)
+    rotation, _ = torch.linalg.qr(torch.randn(16, 16, generator=gen, dtype=torch.float64))
+    embedding = circles @ rotation[:4] + 5.0  # a shift: PCA centres the rows
+    assert pz.circularity(embedding) == pytest.approx(1.0, abs=1e-9)
+    assert pz.circularity(torch.randn(p, 16, generator=gen, dtype=torch.float64)) < 0.9
+
+
+def test_circularity_refuses_an_embedding_with_fewer_than_four_directions():
+    t = torch.arange(11, dtype=torch.float64) * 2 * math.pi / 11
+    with pytest.raises(ValueError, match="four|4 principal"):
+        pz.circularity(torch.stack([torch.cos(t), torch.sin(t), torch.zeros(11)], 1))
+
+
+def test_circularity_of_model_a_is_the_sources_saved_value():
+    """eval-main.ipynb's saved "Circularity" of Model A is 0.9978 (catalogue Revision 3). The model ships in
+    claimlens/reference/zhong2023/models/ (skipped until it does)."""
+    from claimlens import reference
+
+    path = reference.ROOT / "zhong2023" / "models" / "model_p99zdpze5l.pt"
+    if not path.is_file():
+        pytest.skip(f"Model A is not shipped yet ({path})")
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    assert pz.circularity(state["embed.W_E"].T) == pytest.approx(0.9978, abs=5e-5)  # Clock/Pizza layout: [d, p]
+
+
 @pytest.mark.parametrize("attn_rate, equals_token", [(0.0, False), (1.0, True), (0.4, False)])
 def test_embedding_gradients_equal_a_per_triple_autograd_loop(attn_rate, equals_token):
     """The batched input gradients of G-GS against one autograd call per triple through the plain forward."""
@@ -212,15 +303,55 @@ def test_info_finds_a_built_in_run_by_name_or_spec(capsys, tmp_path, monkeypatch
 
 
 def test_each_rule_passes_on_the_sources_own_numbers():
-    """The catalogue's numbers (§3.3, §4): Model A's saved GS 0.99367 and DI 0.17174, Model B's 0.3336 and 0.85,
-    and the released sweep's median GS per rate bin, decreasing — each rule passes on its own side."""
+    """The catalogue's numbers (§3.3, §4): Model A's saved GS 0.99367 and DI 0.17174, Model B's 0.3336 and 0.85 —
+    each rule passes on its own side. (The sweep rule on the source's own tables: tests/test_sweep_tables.py.)"""
     gs, di = _thresholds(PZ.GRADIENT_SYMMETRICITY), _thresholds(PZ.DISTANCE_IRRELEVANCE)
     assert PZ.gradient_symmetricity(0.99367, "pizza", 0.0, 20000, gs).passed
     assert PZ.gradient_symmetricity(0.3336, "clock", 1.0, 20000, gs).passed
     assert PZ.distance_irrelevance(0.17174, "pizza", 0.0, 20000, di).passed
     assert PZ.distance_irrelevance(0.85, "clock", 1.0, 20000, di).passed
-    medians = [((lo + min(hi, 1.0)) / 2, g) for lo, hi, g in PZ.SWEEP_MEDIANS]
-    assert PZ.attention_rate_selects(medians, _thresholds(PZ.ATTENTION_RATE_SELECTS)).passed
+
+
+def test_the_sweep_rule_is_revision_3s():
+    """Spearman(α, GS) ≤ −0.5 over generalised (accuracy ≥ 0.99), circular (≥ 0.9) 1-layer runs (Revision 3)."""
+    th = PZ.ATTENTION_RATE_SELECTS.thresholds
+    assert (th["max_spearman"].value, th["min_accuracy"].value, th["min_circularity"].value) == (-0.5, 0.99, 0.9)
+    assert "Revision 3" in th["max_spearman"].why and "1l_varywidth" in th["max_spearman"].why
+
+
+def _sweep(rates, gs, **kw):
+    return [PZ.SweepRun(rate=r, gs=g, accuracy=kw.get("accuracy", 1.0), circularity=kw.get("circularity", 0.99),
+                        n_layers=kw.get("n_layers", 1), sweep=kw.get("sweep", "s")) for r, g in zip(rates, gs)]
+
+
+def test_the_sweep_rule_judges_only_generalised_circular_one_layer_runs():
+    """Runs that fail the filter do not count: a falling sweep padded with rising runs that did not generalise, are
+    not circular or have two layers still passes, with the counts recorded; the padding alone is not judged."""
+    th = _thresholds(PZ.ATTENTION_RATE_SELECTS)
+    falling = _sweep([0.0, 0.25, 0.5, 0.75, 1.0], [0.99, 0.98, 0.9, 0.6, 0.45])
+    rising = (_sweep([0.1, 0.9], [0.1, 0.99], accuracy=0.5) + _sweep([0.2, 0.8], [0.1, 0.99], circularity=0.5)
+              + _sweep([0.3, 0.7], [0.1, 0.99], n_layers=2))
+    v = PZ.attention_rate_selects(falling + rising, th)
+    assert v.passed, v.failure_message()
+    (kept,) = [c for c in v.checks if c.name == "generalised 1-layer runs kept"]
+    assert kept.value == 5 and "more than one layer 2" in kept.detail and "not generalised 2" in kept.detail \
+        and "not circular 2" in kept.detail
+    (rho,) = [c for c in v.checks if c.status == "passed"]
+    assert rho.value == pytest.approx(-1.0) and rho.threshold == -0.5
+    assert PZ.attention_rate_selects(rising, th).skipped
+
+
+def test_the_sweep_rule_judges_each_sweep_of_a_set():
+    """A set of two sweeps (the source's two tables): each is judged; one rising sweep fails the claim even when
+    the two together would pass, and the pooled Spearman is recorded, not judged."""
+    th = _thresholds(PZ.ATTENTION_RATE_SELECTS)
+    rates = [i / 10 for i in range(11)]
+    falling = _sweep(rates, [1 - r for r in rates], sweep="a")
+    flat_rising = _sweep(rates, [0.5 + 0.01 * r for r in rates], sweep="b")
+    v = PZ.attention_rate_selects(falling + flat_rising, th)
+    assert not v.passed and [c.label for c in v.failures] == ["b"]
+    assert any(c.name.endswith("all sweeps of the set together") for c in v.checks)
+    assert PZ.attention_rate_selects(falling, th).passed
 
 
 def test_the_sweep_rule_fails_when_symmetricity_does_not_fall_with_the_rate(trained):
@@ -230,9 +361,27 @@ def test_the_sweep_rule_fails_when_symmetricity_does_not_fall_with_the_rate(trai
     pizza, clock = trained["pizza"], trained["clock"]
     values = [float(pizza.gs[-1]), float(pizza.gs[0]), float(clock.gs[-1])]
     assert values[0] > values[1] > values[2]
-    assert PZ.attention_rate_selects(list(zip([0.0, 0.5, 1.0], values)), th).passed
-    assert not PZ.attention_rate_selects(list(zip([1.0, 0.5, 0.0], values)), th).passed
-    assert PZ.attention_rate_selects([(0.0, values[0]), (1.0, values[2])], th).skipped
+    assert PZ.attention_rate_selects(_sweep([0.0, 0.5, 1.0], values), th).passed
+    assert not PZ.attention_rate_selects(_sweep([1.0, 0.5, 0.0], values), th).passed
+    assert PZ.attention_rate_selects(_sweep([0.0, 1.0], [values[0], values[2]]), th).skipped
+
+
+def test_the_built_in_models_pass_the_sweep_filter(trained):
+    """The set claim's filter on trained runs: the built-in pizza and clock models (rate 0 and 1) generalised, and
+    their embeddings are circular (G-CIRC ≥ 0.9), so a sweep of them is judged, not filtered away."""
+    from claimlens.builtin import builtin_run
+    from claimlens.core.checkpoint import FinalCheckpoints
+    from claimlens.families.pizza.analysis import sweep_runs
+    from claimlens.runsets import RunSet
+
+    runs = {name: builtin_run(name) for name in ("pizza", "clock")}
+    run_set = RunSet("pc", "", ("model.attn_rate",), [({"model.attn_rate": 0.0}, runs["pizza"]),
+                                                      ({"model.attn_rate": 1.0}, runs["clock"])])
+    measured = sweep_runs(run_set, checkpoints=FinalCheckpoints())
+    for m in measured:
+        assert m.accuracy >= 0.99 and m.circularity >= 0.9 and m.n_layers == 1 and m.sweep == "pc", m
+        assert 0 <= m.di_top_incorrect <= 2
+    assert measured[0].gs == pytest.approx(float(trained["pizza"].gs[-1]), rel=1e-6)
 
 
 # -- the logit formula fits (pizza_logits_fit_pizza_formula)

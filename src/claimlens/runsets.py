@@ -13,7 +13,8 @@ A sweep spec (TOML, e.g. ``fixtures/sweeps/data_fraction.toml``) names a base sp
 Members are the product of the axes (one run per combination), each the base spec with those fields replaced,
 named ``<sweep>-<field>=<value>``; they are trained on first use and cached like built-in runs
 (:func:`claimlens.builtin.ensure_run`), one progress bar for the set. A curves-only set (the source's own
-training-fraction sweep, losses only) comes from :func:`claimlens.reference.load_set`.
+training-fraction sweep, losses only) comes from :func:`claimlens.reference.load_set`; a set of sweep-table rows
+(the source's attention-rate sweeps, measured values only) from :func:`table_set`.
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ class RunSet:
     description: str
     axes: tuple[str, ...]
     members: list[tuple[dict[str, Any], Any]]
-    kind: str = "sweep"  # "sweep" (trained from a sweep spec) or "curves" (curves-only runs, e.g. the source's)
+    # "sweep" (trained from a sweep spec), "curves" (curves-only runs, e.g. the source's) or "table" (rows of a sweep
+    # table: measured values only, claimlens.reference.tables)
+    kind: str = "sweep"
     labels: list[str] = field(default_factory=list)  # the members' labels (a member may be a run of another name)
 
     def varies(self, axis: str) -> bool:
@@ -179,3 +182,18 @@ def curves_set(name: str | Path) -> RunSet:
     found = reference.load_set(name)
     return RunSet(found.name, found.description, (found.axis,), [({found.axis: v}, run) for v, run in found.members],
                   kind="curves")
+
+
+TABLE_AXES = ("model.attn_rate", "model.d_model", "model.n_layers")  # what the source's sweep tables vary
+
+
+def table_set(name: str) -> RunSet:
+    """The rows of the built-in sweep tables ``name`` (``zhong2023_sweep``: :func:`claimlens.reference.tables.
+    load_tables`) as a run set along :data:`TABLE_AXES`: members ``(row.values(), row)``, each row a
+    :class:`claimlens.reference.tables.TableRun` (no weights). A member's values name its ``table``: a set of
+    several tables is several sweeps, which a set claim may judge one by one."""
+    from claimlens.reference.tables import load_tables
+
+    tables = load_tables(name)
+    return RunSet(tables.name, tables.description, TABLE_AXES, [(row.values(), row) for row in tables.rows],
+                  kind="table", labels=[row.name for row in tables.rows])

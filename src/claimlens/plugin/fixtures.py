@@ -35,8 +35,9 @@ def uncaptured(request: pytest.FixtureRequest):
 
 @pytest.fixture(scope="session")
 def run_set(request: pytest.FixtureRequest):
-    """The :class:`claimlens.runsets.RunSet` under test (a sweep's runs, trained on first use and cached; or a
-    built-in curves set). Parametrized over ``--run SWEEP.toml`` / ``--run nanda2022_fractions`` and, with
+    """The :class:`claimlens.runsets.RunSet` under test (a sweep's runs, trained on first use and cached; a
+    built-in curves set; or the rows of a built-in sweep table set). Parametrized over ``--run SWEEP.toml`` /
+    ``--run nanda2022_fractions`` / ``--run zhong2023_sweep`` and, with
     ``--claims-sweeps``, the built-in sweeps; without any, the test is skipped with the command that runs it."""
     ref = request.param
     if not ref.present:
@@ -53,8 +54,8 @@ def no_set_reason(config: pytest.Config) -> str:
     members = sum(len(member_refs(r)) for r in sweeps)
     return (f"no run set in this session: the built-in sweeps are opt-in (`pytest claims/ --claims-sweeps` trains "
             f"{members} runs of {len(sweeps)} sweeps on first use, about a minute each on 2 CPU cores, cached after; "
-            f"docs/sweeps.md), or name one with --run fixtures/sweeps/NAME.toml; the source's own training-fraction "
-            f"sweep: --run nanda2022_fractions")
+            f"docs/sweeps.md), or name one with --run fixtures/sweeps/NAME.toml; the sources' own sweeps: --run "
+            f"nanda2022_fractions (training fraction, losses), --run zhong2023_sweep (attention rate, measured values)")
 
 
 @contextmanager

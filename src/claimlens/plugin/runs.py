@@ -1,10 +1,12 @@
 """What ``--run`` values mean: a run directory, a spec TOML to train (once) and cache, a curves folder, a sweep
 spec (a run set, trained member by member on first use), a built-in curves set (``nanda2022_fractions``) or a
-source's own saved model (``zhong2023_model_a``, imported once into the cache).
+source's own saved model (``zhong2023_model_a``, imported once into the cache) or a built-in set of sweep-table
+rows (``zhong2023_sweep``).
 
 Each kind of input is a class behind :class:`RunInput` (frozen, hashable: the plugin's pytest params): runs
-(:class:`RunDir`, :class:`PublishedModel`, :class:`SpecRun`, :class:`SeedVariant`, :class:`SweepMember`, :class:`CurvesRun`), run sets
-(:class:`Sweep`, :class:`CurvesSet`) and :class:`NoSet` (no set in the session). Each reads its spec, sweep spec or
+(:class:`RunDir`, :class:`PublishedModel`, :class:`SpecRun`, :class:`SeedVariant`, :class:`SweepMember`,
+:class:`CurvesRun`), run sets (:class:`Sweep`, :class:`CurvesSet`, :class:`TableSet`) and :class:`NoSet` (no set in
+the session). Each reads its spec, sweep spec or
 manifest at most once (memoised on the object, which the session keeps). Nothing here imports torch."""
 
 from __future__ import annotations
@@ -402,6 +404,58 @@ class CurvesSet(RunInput):
 
 
 @dataclass(frozen=True)
+class TableSet(RunInput):
+    """A built-in set of sweep-table rows, by name (``zhong2023_sweep``): runs known only by the values their source
+    measured (no weights, no curves), judged by the set claims only. ``path``: the folder of the tables."""
+
+    table: str = ""  # the set's name in claimlens.reference.tables.SETS
+    kind: ClassVar[str] = "table_set"
+    is_set: ClassVar[bool] = True
+    has_weights: ClassVar[bool] = False
+
+    def _tables(self):
+        """The :class:`claimlens.reference.tables.Tables` (read once)."""
+        from claimlens.reference.tables import load_tables
+
+        return self._once("tables", lambda: load_tables(self.table))
+
+    def axes(self) -> tuple[str, ...] | None:
+        from claimlens.runsets import TABLE_AXES
+
+        return TABLE_AXES
+
+    def describe(self) -> dict:
+        """The set as claims.json records it: provenance, and per table its rows, its 1-layer rows and how many
+        pass the catalogue's filter (the rows themselves are not listed: thousands of them)."""
+        from claimlens.errors import ClaimlensError
+        from claimlens.reference.tables import FILTER_TEXT
+        from claimlens.runsets import TABLE_AXES
+
+        out = super().describe()
+        try:
+            tables = self._tables()
+        except ClaimlensError as exc:  # the claims saw the same error; the report says it too
+            out["provenance"] = f"unreadable: {exc}"
+            return out
+        counts = tables.counts()
+
+        def n(x: int) -> str:
+            return f"{x:,}".replace(",", " ")
+
+        summary = "; ".join(f"{c['file']}: {n(c['rows'])} rows, {n(c['one_layer'])} with 1 layer, "
+                            f"{n(c['filtered'])} pass the filter" for c in counts)
+        out.update({"name": tables.name, "content_hash": tables.content_hash, "axes": list(TABLE_AXES),
+                    "provenance": f"{tables.description}. {summary} (filter: {FILTER_TEXT})",
+                    "tables": counts, "filter": FILTER_TEXT})
+        return out
+
+    def _open(self, device: str):
+        from claimlens.runsets import table_set
+
+        return self._once("set", lambda: table_set(self.table))
+
+
+@dataclass(frozen=True)
 class NoSet(RunInput):
     """The ``run_set`` parameter of a session without run sets: the test skips, saying how to get one."""
 
@@ -444,6 +498,8 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
             path = _builtin_spec(value)  # a built-in spec by name: --run pizza is fixtures/pizza.toml
         if value in published and not Path(value).exists():
             pass  # a published model by name: --run zhong2023_model_a
+        elif not path.exists() and value in _table_sets():  # a built-in set of sweep-table rows by name
+            ref = TableSet(_reference_root() / _table_sets()[value], value, table=value)
         elif path.is_dir() and not (path / "run.json").is_file() and _is_set_dir(path):
             ref = CurvesSet(path, path.name)
         elif path.is_dir() and not (path / "run.json").is_file() and (
@@ -478,14 +534,15 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
         elif not path.exists():
             raise pytest.UsageError(
                 f"--run {value}: no such file or directory, and not a built-in run "
-                f"({', '.join(sorted([*_builtin_names(), *references, *_curves_sets(), *published]))}). --run takes a run "
+                f"({', '.join(sorted([*_builtin_names(), *references, *_curves_sets(), *_table_sets(), *published]))})"
+                f". --run takes a run "
                 f"directory, a spec or sweep .toml (trained on first use; the built-in ones are in fixtures/, named "
                 f"without .toml), a curves folder or a reference; "
                 f"make a run with `claimlens train SPEC.toml --out RUN` or `claimlens import CHECKPOINTS --out RUN`")
         else:
             raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a sweep .toml file, "
                                     f"a curves folder or a built-in reference "
-                                    f"({', '.join(sorted([*references, *_curves_sets()]))})")
+                                    f"({', '.join(sorted([*references, *_curves_sets(), *_table_sets()]))})")
         label = ref.label
         n = 2
         while label in seen:
@@ -589,19 +646,26 @@ def _published() -> dict[str, tuple[Path, str]]:
     ``claimlens/reference/*/models/published.toml`` (read without torch)."""
     import tomllib
 
-    import claimlens
-
     out = {}
-    root = Path(claimlens.__file__).resolve().parent / "reference"
-    for index in sorted(root.glob("*/models/published.toml")):
+    for index in sorted(_reference_root().glob("*/models/published.toml")):
         for name, entry in tomllib.loads(index.read_text()).items():
             out[name] = (index.parent / entry["file"], entry.get("description", ""))
     return out
 
 
-def _references() -> dict[str, Path]:
-    """Built-in curves runs by name (``claimlens/reference/<name>/index.toml``), found without importing torch."""
+def _table_sets() -> dict[str, str]:
+    """The built-in sets of sweep-table rows by name, with the folder (under ``claimlens/reference``) of their
+    tables (``claimlens.reference.tables.SETS``, named here without importing torch)."""
+    return {"zhong2023_sweep": "zhong2023"}
+
+
+def _reference_root() -> Path:
     import claimlens
 
-    root = Path(claimlens.__file__).resolve().parent / "reference"
+    return Path(claimlens.__file__).resolve().parent / "reference"
+
+
+def _references() -> dict[str, Path]:
+    """Built-in curves runs by name (``claimlens/reference/<name>/index.toml``), found without importing torch."""
+    root = _reference_root()
     return {p.name: p for p in sorted(root.iterdir()) if (p / "index.toml").is_file()} if root.is_dir() else {}

@@ -84,6 +84,57 @@ def measure_checkpoint(ckpt) -> dict:
     return measure(ckpt.params, run.spec.model, run.spec.task.p, ckpt.activations, run.task.labels)
 
 
+def final_test_accuracy(run) -> float:
+    """The accuracy on the held-out pairs at the last logged epoch of a trained run (fraction; NaN when the run logs
+    none, e.g. an import whose split is unknown)."""
+    try:
+        test_acc = run.log()["test_acc"]
+    except (KeyError, FileNotFoundError):
+        return float("nan")
+    return float(test_acc[-1]) if len(test_acc) else float("nan")
+
+
+def sweep_runs(run_set, axis: str = "model.attn_rate", checkpoints: FinalCheckpoints | None = None) -> list:
+    """The members of ``run_set`` as :class:`claimlens.families.pizza.rules.SweepRun` along ``axis``, for the set
+    claim about the attention rate (catalogue Revision 3).
+
+    * A trained member (weights): from its final checkpoint (``checkpoints``: the session's, shared with the
+      per-run claims) its gradient symmetricity, circularity (:func:`claimlens.families.pizza.metrics.circularity`
+      of ``W_E[:p]``) and distance irrelevance of the largest incorrect logit; its final test accuracy; its number
+      of layers (1 unless its model says otherwise). Its sweep is the set's name.
+    * A row of a sweep table (no weights; ``measured`` holds what the source measured): those values, its inputs
+      (``eqn_sign``, ``diff_vocab``) and its sweep, the ``table`` its member values name.
+
+    Raises ``ValueError`` for a member that is neither (curves only: nothing to read GS from)."""
+    from claimlens.core.checkpoint import final_checkpoint
+    from claimlens.families.pizza.rules import SweepRun
+
+    out = []
+    for values, run in run_set.members:
+        rate = float(values[axis])
+        if run.has_weights:
+            ckpt = final_checkpoint(run, checkpoints)
+            model, p = run.spec.model, run.spec.task.p
+            m = measure_checkpoint(ckpt)
+            out.append(SweepRun(
+                rate=rate, gs=float(m["gs"]), accuracy=final_test_accuracy(run),
+                circularity=pz.circularity(ckpt.params["embed.W_E"][:p]), n_layers=int(getattr(model, "n_layers", 1)),
+                di_top_incorrect=pz.distance_irrelevance_top_incorrect(ckpt.activations.logits, run.task.labels),
+                sweep=run_set.name, name=run.name))
+            continue
+        measured = getattr(run, "measured", None)
+        if not measured:
+            raise ValueError(f"run set {run_set.name!r}: member {run.name!r} has neither weights nor measured values "
+                             f"(a curves-only run): gradient symmetricity cannot be read from it")
+        out.append(SweepRun(
+            rate=rate, gs=measured["gradient_sim"], accuracy=measured["validation_accuracy"],
+            circularity=measured["circularity"], n_layers=int(values.get("model.n_layers", 1)),
+            standard_inputs=values.get("eqn_sign", 0) == 0 and values.get("diff_vocab", 0) == 0,
+            di_top_incorrect=measured.get("distance_irrelevance_top_incorrect"),
+            sweep=str(values.get("table", run_set.name)), name=run.name))
+    return out
+
+
 @dataclass
 class PizzaClockMeasures:
     """GS, DI and the mode-test ratio ``m_2k / m_k`` per checkpoint (``[n]`` each, float64), and the folded

@@ -7,6 +7,10 @@
 * G-PIZZA-MODE (devinterp hackathon, ``pizza_vs_clock_exp.py``): the Fourier modes of the activations before the
   unembedding, for a fixed ``a`` and ``b = 0 … p − 1``; a pizza shows the embedding's top mode ``k`` doubled
   (``2k mod p``), a clock only ``k``.
+* The distance irrelevance of the largest *incorrect* logit: the variant ``code/train-main.py`` logs, which is the
+  ``distance_irrelevance`` column of the source's sweep tables (catalogue Revision 3).
+* G-CIRC circularity (``eval-main.ipynb``, "Circularity"): how circular the embedding's first principal components
+  are; the source's sweep tables are read only over runs with circularity ≥ 0.9.
 
 Pure functions of tensors: the gradients and activations come from :mod:`claimlens.families.pizza.analysis`.
 """
@@ -73,6 +77,67 @@ def distance_irrelevance(correct_logits: torch.Tensor) -> float:
     if total == 0:
         raise ValueError("the correct logit is the same on every pair: distance irrelevance is undefined")
     return float(m.std(dim=0, unbiased=False).mean()) / total
+
+
+def largest_incorrect_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``[p, p]`` indexed ``[a, b]``: the largest logit of a wrong answer for each pair, from ``logits [p², n_out]``
+    (rows in the order ``a·p + b``) and the correct classes ``labels [p²]`` (train-main.py: the correct logit is
+    set to −inf, then the top value is taken; float64)."""
+    n = logits.shape[0]
+    p = math.isqrt(n)
+    if logits.dim() != 2 or p * p != n or labels.shape != (n,):
+        raise ValueError(f"largest_incorrect_logit needs logits [p², n_out] and labels [p²]; got "
+                         f"{list(logits.shape)} and {list(labels.shape)}")
+    masked = logits.double().clone()
+    masked.scatter_(1, labels.view(-1, 1), -math.inf)
+    return masked.max(dim=1).values.view(p, p)
+
+
+def distance_irrelevance_top_incorrect(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The distance irrelevance ``code/train-main.py`` (lines 568–592) logs and the source's sweep tables hold in
+    their ``distance_irrelevance`` column: :func:`distance_irrelevance`'s formula (mean over ``d`` of the standard
+    deviation over ``s``, over the standard deviation of all entries) applied to
+    :func:`largest_incorrect_logit` instead of the correct logit (Def. 4.2). A different quantity from Def. 4.2's:
+    compare it only with the tables' column (catalogue Revision 3)."""
+    return distance_irrelevance(largest_incorrect_logit(logits, labels))
+
+
+CIRCULARITY_COMPONENTS = 4  # the source averages over the embedding's first four principal components
+
+
+def circularity(embedding: torch.Tensor) -> float:
+    """G-CIRC, the source's "Circularity" of an embedding ``[p, d]`` (rows: the input tokens 0 … p−1), in
+    ``[0, 1]``: the rows are centred and their first four principal components taken (the coordinates ``v [p]`` of
+    the tokens on each, scaled to norm ``1/√p``); for each, ``min(1, 2·max_i |Σ_t v[t·i mod p] e^{2πit/p}|²)`` over
+    the strides ``i = 1 … p−1`` (how much of ``v`` one circle, read with step ``i``, explains); the mean over the
+    four. 1 for an embedding made of circles, small for a random one. For prime ``p`` the stride maximum is the
+    largest Fourier power of ``v`` at a non-zero frequency (``k = i⁻¹ mod p``), so each term is the share of the
+    component's variance at its dominant frequency pair.
+
+    Source: catalogue G-CIRC (eval-main.ipynb, "Circularity", PCA of 20 components of which the first four are
+    used). Check: 0.99782 on Model A, whose saved output is 0.9978 (tests/test_pizza_clock.py).
+
+    Raises ``ValueError`` when the embedding has fewer than four components of non-zero variance."""
+    x = embedding.double()
+    p = x.shape[0]
+    if x.dim() != 2 or p < 3:
+        raise ValueError(f"circularity needs an embedding [p, d] with p ≥ 3 rows; got {list(x.shape)}")
+    x = x - x.mean(0, keepdim=True)
+    u, s, _ = torch.linalg.svd(x, full_matrices=False)
+    k = CIRCULARITY_COMPONENTS
+    if s.numel() < k or not bool((s[:k] > s[0] * 1e-12).all()):
+        raise ValueError(f"circularity needs {k} principal components of non-zero variance; the embedding "
+                         f"{list(embedding.shape)} has {int((s > s[0] * 1e-12).sum()) if s.numel() else 0}")
+    coords = u[:, :k] * s[:k]  # [p, 4]: the tokens' coordinates on each component
+    v = coords / (coords.norm(dim=0, keepdim=True) * math.sqrt(p))
+    t = torch.arange(p)
+    index = (t.view(1, -1) * torch.arange(1, p).view(-1, 1)) % p  # [p − 1 strides, p]
+    phase = 2 * math.pi * t.double() / p
+    read = v[index]  # [p − 1, p, 4]: v[t·i mod p]
+    real = (read * torch.cos(phase).view(1, -1, 1)).sum(1)
+    imag = (read * torch.sin(phase).view(1, -1, 1)).sum(1)
+    power = (real.pow(2) + imag.pow(2)).max(dim=0).values  # [4]
+    return float((2 * power).clamp(max=1.0).mean())
 
 
 def fourier_modes(x: torch.Tensor) -> torch.Tensor:
