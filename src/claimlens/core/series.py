@@ -95,6 +95,12 @@ class Series:
         idx = torch.nonzero(hit).flatten()
         return int(self.epochs[idx[0]]) if idx.numel() else None
 
+    def before(self, epoch: int) -> int | None:
+        """The checkpoint epoch before ``epoch`` (None at or before the first): an event first seen at ``epoch``
+        happened somewhere in ``(before, epoch]``."""
+        earlier = self.epochs[self.epochs < epoch]
+        return int(earlier[-1]) if earlier.numel() else None
+
     def window(self, start: int | None = None, end: int | None = None) -> Series:
         """The part with ``start ≤ epoch ≤ end`` (either bound optional)."""
         keep = torch.ones_like(self.epochs, dtype=torch.bool)
@@ -178,6 +184,22 @@ class Phases:
     t3: int | None
     grok_epoch: int | None
     unresolved: str | None = None
+    epochs: tuple[int, ...] = ()  # the checkpoints they were located on (what the boundaries can resolve)
+
+    def before(self, epoch: int) -> int | None:
+        """The checkpoint before ``epoch`` (None at the first, or when the checkpoints are not known): a boundary
+        first seen at ``epoch`` lies in ``(before, epoch]``."""
+        earlier = [e for e in self.epochs if e < epoch]
+        return earlier[-1] if earlier else None
+
+    def coinciding(self, *names: str) -> tuple[str, str, int] | None:
+        """The first two of ``names`` (boundaries in phase order, each reached) that fall on the same checkpoint:
+        the phase between them has no checkpoint, so the checkpoints do not resolve it. None when all differ."""
+        order = [n for n in ("t1", "t2", "t3") if n in names and getattr(self, n) is not None]
+        for a, b in zip(order, order[1:]):
+            if getattr(self, a) == getattr(self, b):
+                return a, b, getattr(self, a)
+        return None
 
     def as_dict(self) -> dict[str, int | None]:
         return {"t1": self.t1, "t2": self.t2, "t3": self.t3, "grok_epoch": self.grok_epoch}
@@ -187,15 +209,16 @@ def detect_phases(excluded_full: Series, test_loss: Series, test_acc: Series, *,
     grok = test_acc.first_crossing(grok_acc)
     before = excluded_full.window(end=grok) if grok is not None else excluded_full
     t1 = before.argmin()[0] if len(before) else None
+    epochs = tuple(sorted(set(excluded_full.epochs.tolist()) | set(test_loss.epochs.tolist())))
     if t1 is None:
-        return Phases(None, None, None, grok)
+        return Phases(None, None, None, grok, epochs=epochs)
     after = test_loss.window(start=t1)
     peak = after.argmax()[1]
     t2 = after.first_crossing(peak / 10, "below")
     t3 = None
     if t2 is not None:
         t3 = test_loss.window(start=t2).first_crossing(2 * float(test_loss.values[-1]), "below")
-    return Phases(t1, t2, t3, grok)
+    return Phases(t1, t2, t3, grok, epochs=epochs)
 
 
 # ----------------------------------------------------------------------------- grokking summary

@@ -187,19 +187,37 @@ class Verdict:
     # -- checks
 
     def check(self, name: str, value: Any, op: str, threshold: float, *, epoch: int | None = None,
-              label: str = "", source: float | None = None, missing: str = "", detail: str = "") -> bool:
+              label: str = "", source: float | None = None, missing: str = "", detail: str = "",
+              best: Any = None, best_threshold: float | None = None, resolution: str = "") -> bool:
         """Judge ``value op threshold`` and keep the check. A ``value`` of None (an event that never happened)
-        fails, with ``missing`` as the reason. ``source`` defaults to the threshold's own (a :class:`Bound`)."""
+        fails, with ``missing`` as the reason. ``source`` defaults to the threshold's own (a :class:`Bound`).
+
+        Resolution (what the checkpoints can tell): ``best`` is the most favourable value the checkpoints leave
+        possible (an event placed anywhere in the gap before the checkpoint that saw it, a value at the checkpoint
+        before a boundary), judged against ``best_threshold`` (default ``threshold``: a threshold may add a margin
+        for the spacing itself). A check that fails on ``value`` but would pass on ``best`` is *not judged* —
+        ``resolution`` says what spacing it needed — never failed by the spacing alone."""
         if op not in OPS:
             raise ValueError(f"check {name!r}: op {op!r} is not one of {sorted(OPS)}")
         if source is None:
             source = getattr(threshold, "source", None)
         value = _plain(value)
-        ok = value is not None and _number(value) and not math.isnan(value) and bool(OPS[op](value, threshold))
+        ok = _holds(value, op, threshold)
+        status, reason = "passed" if ok else "failed", "" if value is not None else (missing or "not reached")
+        if not ok and best is not None and _holds(_plain(best), op, threshold if best_threshold is None
+                                                 else best_threshold):
+            status = "not judged"
+            reason = (f"resolution: measured {_fmt(value)} against {op} {_fmt(threshold)}, but the checkpoints allow "
+                      f"{_fmt(_plain(best))}" + (f"; {resolution}" if resolution else ""))
         self.checks.append(Check(name, value, op, float(threshold), epoch, label, source,
-                                 getattr(threshold, "key", None), "passed" if ok else "failed",
-                                 "" if value is not None else (missing or "not reached"), detail))
+                                 getattr(threshold, "key", None), status, reason, detail))
         return ok
+
+    @property
+    def judged(self) -> bool:
+        """Whether any check was judged (passed or failed): a verdict whose every check is *not judged* says
+        nothing, and is skipped rather than passed."""
+        return any(c.status in ("passed", "failed") for c in self.checks)
 
     def require(self, ok: bool, name: str, reason: str, *, detail: str = "") -> bool:
         """A condition without a number (an event happened, an epoch lies in a window); fails with ``reason``."""
@@ -269,6 +287,10 @@ class Verdict:
             return failed[0].describe(self.unit)
         return f"{len(failed)} of {len(judged)} checks failed:\n" + "\n".join(f"  {c.describe(self.unit)}"
                                                                             for c in failed)
+
+
+def _holds(value: Any, op: str, threshold: float) -> bool:
+    return value is not None and _number(value) and not math.isnan(value) and bool(OPS[op](value, threshold))
 
 
 def _number(x: Any) -> bool:

@@ -147,6 +147,9 @@ class Claim:
         self.verdict.extend(verdict)
         if verdict.skipped:
             pytest.skip(verdict.skipped)
+        unresolved = [c for c in verdict.checks if c.status == "not judged"]
+        if unresolved and not verdict.judged:  # nothing could be judged: no verdict, never a pass by default
+            pytest.skip("not judged: " + "; ".join(f"{c.name}: {c.reason}" for c in unresolved))
         return verdict
 
     def check(self, name: str, value: Any, op: str, threshold: float, **where: Any) -> bool:

@@ -42,9 +42,38 @@ def _need(v: Verdict, phases: Phases, *names: str) -> bool:
         v.not_judged(f"phase boundaries {', '.join(names)} reached", phases.unresolved)
         return False
     missing = [n for n in names if getattr(phases, n) is None]
+    if not missing and not _resolved(v, phases, *names):
+        return False
     return v.require(not missing, f"phase boundaries {', '.join(names)} reached",
                      f"phase boundaries {missing} were not reached in this run ({phases.as_dict()}); the claim is "
                      f"about phases the run does not have")
+
+
+def _resolved(v: Verdict, phases: Phases, *names: str) -> bool:
+    """Whether the checkpoints resolve the phases between ``names``: two boundaries first seen at the same
+    checkpoint leave the phase between them without a checkpoint (rates over it divide by zero, its order is
+    unknown), so every part of the rule that reads it is *not judged*, saying which spacing it needed."""
+    same = phases.coinciding(*names)
+    if same is None:
+        return True
+    a, b, epoch = same
+    prev = phases.before(epoch)
+    v.not_judged(f"phases between {a} and {b} resolved",
+                 f"resolution: {a} and {b} fall on the same checkpoint (epoch {epoch}); the phase between them has "
+                 f"no checkpoint of its own. Judging it needs checkpoints between epoch "
+                 f"{prev if prev is not None else 0} and {epoch}")
+    return False
+
+
+def _lead_resolution(series: Series, first: int, second: int, fraction: float) -> dict:
+    """The resolution of a lead ``second − first`` between two events first seen at checkpoints: the first event
+    happened in ``(before(first), first]``, so the most favourable lead is ``second − before(first)`` (the whole
+    lead when it was seen at the first checkpoint), judged against the lead the claim asks for without the part
+    the threshold adds for the spacing (``fraction`` of ``second``). For :meth:`Verdict.check`."""
+    prev = series.before(first)
+    return {"best": second - (prev if prev is not None else 0), "best_threshold": math.ceil(fraction * second),
+            "resolution": f"the earlier event lies between epochs {prev if prev is not None else 0} and {first}; "
+                          f"judging the lead needs checkpoints between them"}
 
 
 # ----------------------------------------------------------------------------- delayed generalisation
@@ -81,10 +110,15 @@ def delayed_generalisation(train_acc: Series, test_acc: Series, phases: Phases |
     v.add_series(test_acc)
     memorised = train_acc.first_crossing(th["memorised_train_acc"])
     generalised = test_acc.first_crossing(th["generalised_test_acc"])
+    # An event first seen at a logged epoch happened after the row before it: the most favourable reading.
+    m_prev = train_acc.before(memorised) if memorised is not None else None
+    m_best = None if memorised is None else (m_prev + 1 if m_prev is not None else memorised)
     v.check(f"first epoch with train accuracy ≥ {th['memorised_train_acc']:g}", memorised, "<=",
             th["memorised_by_epoch"],
             missing=f"train accuracy never reached {th['memorised_train_acc']:g} "
-                    f"(max {float(train_acc.values.max()):.3f})")
+                    f"(max {float(train_acc.values.max()):.3f})",
+            best=m_best, resolution=f"memorisation lies between epochs {m_prev} and {memorised}; judging it needs "
+                                    f"rows between them")
     v.check("test accuracy at the last epoch (the run did not generalise)", float(test_acc.values[-1]), ">=",
             th["final_test_acc"], epoch=int(test_acc.epochs[-1]))
     ratio = None if memorised is None or generalised is None else generalised / max(memorised, 1)
@@ -92,13 +126,20 @@ def delayed_generalisation(train_acc: Series, test_acc: Series, phases: Phases |
             th["delay_ratio"], detail=f"test acc ≥ {th['generalised_test_acc']:g} at {generalised}, train acc ≥ "
                                       f"{th['memorised_train_acc']:g} at {memorised}",
             missing=f"test accuracy never reached {th['generalised_test_acc']:g} "
-                    f"(max {float(test_acc.values.max()):.3f})" if generalised is None else "no memorisation epoch")
+                    f"(max {float(test_acc.values.max()):.3f})" if generalised is None else "no memorisation epoch",
+            best=None if ratio is None else generalised / max(m_best, 1),
+            resolution=f"memorisation lies between epochs {m_prev if m_prev is not None else 0} and {memorised} "
+                       f"(the delay ratio divides by it); judging it needs rows between them")
     if phases is None:
         v.not_judged("test accuracy at the end of memorisation (t1)", "t1 needs the transformer's excluded loss")
     elif _need(v, phases, "t1"):
         v.phase_lines(phases.as_dict())
+        prev = phases.before(phases.t1)
         v.check("test accuracy at the end of memorisation (t1)", test_acc.at(phases.t1), "<=",
-                th["max_test_acc_at_t1"], epoch=phases.t1)
+                th["max_test_acc_at_t1"], epoch=phases.t1,
+                best=None if prev is None else min(test_acc.at(prev), test_acc.at(phases.t1)),
+                resolution=f"t1 lies between the checkpoints at epochs {prev} and {phases.t1}; judging it needs "
+                           f"checkpoints between them")
     return v
 
 
@@ -214,7 +255,8 @@ def restricted_loss_leads(s: Measures, phases: Phases, th) -> Verdict:
     epochs = sorted(set(restricted.epochs.tolist()) | set(test.epochs.tolist()))
     margin = lead_margin(epochs, t_r, t_t, fraction=th["lead_fraction"], min_checkpoints=th["min_lead_checkpoints"])
     v.check("lead of the restricted loss over the test loss (epochs)", t_t - t_r, ">=", margin, source=1700,
-            detail=f"restricted at {t_r}, test at {t_t}")
+            detail=f"restricted at {t_r}, test at {t_t}",
+            **_lead_resolution(restricted, t_r, t_t, th["lead_fraction"]))
     v.record("lead over the test-loss epoch", (t_t - t_r) / t_t, source=0.175)
     return v
 
@@ -285,9 +327,18 @@ def ratio_peaks_and_returns(s: Measures, phases: Phases, th) -> Verdict:
     if not _need(v, phases, "t1", "t3"):
         return v
     epoch, peak = ratio.argmax()
-    v.check("max test/restricted ratio", peak, ">=", th["min_peak_ratio"], epoch=epoch)
-    v.require(phases.t1 <= epoch <= phases.t3, "the ratio peaks within [t1, t3]",
-              f"the ratio peaks at epoch {epoch}, outside [t1, t3] = [{phases.t1}, {phases.t3}]")
+    # The peak lies between t1 and t3: a largest value seen on the edge of that window (or no checkpoint inside
+    # it) means the checkpoints did not bracket the peak, and the maximum they show is only a lower bound.
+    bracketed = phases.t1 < epoch < phases.t3
+    if not bracketed and peak < th["min_peak_ratio"] and phases.t1 <= epoch <= phases.t3:
+        v.not_judged("max test/restricted ratio", f"resolution: the largest ratio seen ({peak:.3g}) is at epoch "
+                                                  f"{epoch}, on the edge of [t1, t3] = [{phases.t1}, {phases.t3}]: "
+                                                  f"the checkpoints do not bracket the peak; judging it needs "
+                                                  f"checkpoints around it")
+    else:
+        v.check("max test/restricted ratio", peak, ">=", th["min_peak_ratio"], epoch=epoch)
+        v.require(phases.t1 <= epoch <= phases.t3, "the ratio peaks within [t1, t3]",
+                  f"the ratio peaks at epoch {epoch}, outside [t1, t3] = [{phases.t1}, {phases.t3}]")
     start = th["late_start_over_t3"] * phases.t3
     last = int(ratio.epochs[-1])
     if last < start:
@@ -865,10 +916,11 @@ def trig_fraction(s: Measures, phases: Phases, assigned: torch.Tensor, th) -> Ve
     v.check("final trig fraction of the logits", float(t.row("logits").values[-1]), ">=",
             th["min_final_logit_fraction"], epoch=int(t.epochs[-1]))
     if reached["logits"] is not None and reached["mlp_post"] is not None:
-        margin = lead_margin(t.epochs, reached["logits"], reached["mlp_post"], fraction=th["lead_fraction"],
+        first, second = reached["logits"], reached["mlp_post"]
+        margin = lead_margin(t.epochs, first, second, fraction=th["lead_fraction"],
                              min_checkpoints=th["min_lead_checkpoints"])
         v.check(f"lead of the logits over the neurons (epochs, at {th['reach_fraction']:.0%} of their final value)",
-                reached["mlp_post"] - reached["logits"], ">=", margin)
+                second - first, ">=", margin, **_lead_resolution(t, first, second, th["lead_fraction"]))
     if not _need(v, phases, "t2"):
         return v
     if not v.require(bool(assigned.any()), "some neuron is explained by one frequency",
@@ -876,11 +928,17 @@ def trig_fraction(s: Measures, phases: Phases, assigned: torch.Tensor, th) -> Ve
                      f"quadratic terms to follow"):
         return v
     quad = s["quadratic_fraction"]  # per neuron, for its frequency in the final model
-    at_t2 = float(quad.data[assigned, quad.epochs.tolist().index(phases.t2)].median())
+    epochs = quad.epochs.tolist()
+    at_t2 = float(quad.data[assigned, epochs.index(phases.t2)].median())
     at_end = float(quad.data[assigned, -1].median())
+    prev = phases.before(phases.t2)  # t2 lies in (prev, t2]: the checkpoint before it is as much "at t2"
+    at_prev = float(quad.data[assigned, epochs.index(prev)].median()) if prev in epochs else None
     v.record("median G-QUAD(post) at t2", at_t2, epoch=phases.t2)
     v.record("median G-QUAD(post) at the end", at_end, epoch=int(quad.epochs[-1]))
     v.check("median quadratic-term fraction of the assigned neurons at t2 over its final value",
             at_t2 / max(at_end, 1e-300), "<=", th["max_quadratic_at_t2_over_final"], epoch=phases.t2,
-            detail=f"{at_t2:.3g} against {at_end:.3g}")
+            detail=f"{at_t2:.3g} against {at_end:.3g}",
+            best=None if at_prev is None else min(at_prev, at_t2) / max(at_end, 1e-300),
+            resolution=f"t2 lies between the checkpoints at epochs {prev} and {phases.t2}, where the ratio differs; "
+                       f"judging it needs checkpoints between them")
     return v
