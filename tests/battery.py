@@ -117,6 +117,24 @@ def _wrong_shape(data):
         sd["blocks.0.mlp.W_in"] = torch.zeros(32, 65)
 
 
+def _another_split(data):
+    """The config names split seed 7; the run was trained on its own spec's split (E3-02's kind: another split)."""
+    data["config"]["seed"] = 7
+
+
+def _centred_writing_weights(data):
+    """Weights as TransformerLens's center_writing_weights leaves them: every weight writing to the residual stream
+    centred over d_model (a processed model read as if it were the trained one)."""
+    for sd in data["state_dicts"]:
+        for key in ("embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_O", "blocks.0.mlp.W_out"):
+            sd[key] = sd[key] - sd[key].mean(-1, keepdim=True)
+
+
+def _contradicted_seed(data):
+    """Logged losses of the run, a config whose split seed and fraction no seed of 0–99 reproduces them with."""
+    data["config"].update(seed=7, frac_train=0.3)
+
+
 def _pickle(folder, run):
     path = folder / "evil.pth"
     torch.save({"state_dicts": [_Evil()], "epochs": [0]}, path)
@@ -254,6 +272,15 @@ CASES: list[Case] = [
     Case("unsorted epochs", "claimlens import",
          _import(lambda f, r: _full_run(f, r, lambda d: d.update(epochs=d["epochs"][::-1]))), 2,
          r"increas|order|sorted", absent=["imported"]),
+    Case("a model trained on another split", "claimlens import", _import(lambda f, r: _full_run(f, r, _another_split)),
+         2, r"does not fit the split it is said to have.*--split-unknown", absent=["imported"]),
+    Case("weights processed by an analysis library", "claimlens import",
+         _import(lambda f, r: _full_run(f, r, _centred_writing_weights)), 2,
+         r"signature of processing by an analysis library.*center_writing_weights", absent=["imported"]),
+    Case("a split seed its logged losses contradict", "claimlens import",
+         _import(lambda f, r: _full_run(f, r, _contradicted_seed, train_losses=r.log()["train_loss"].tolist(),
+                                        test_losses=r.log()["test_loss"].tolist())), 2,
+         r"do not reproduce the file's own logged losses.*seeds 0–99.*none reproduces", absent=["imported"]),
     # claimlens info
     Case("corrupt manifest", "claimlens info", lambda f, r: ["claimlens", "info", str(_manifest(
         lambda t: t[: len(t) // 2])(f, r))], 2, r"not valid JSON"),
