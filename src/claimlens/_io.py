@@ -30,6 +30,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "claimlens"
 
 
+# Why the cache directory cannot be written, per directory (None: it can); found once per process.
+_CACHE_UNWRITABLE: dict[str, str | None] = {}
+
+
+def cache_unwritable() -> str | None:
+    """Why :func:`cache_dir` cannot be written (``Read-only file system``, ``Permission denied``, …), or None when
+    it can: a temporary file is created in it and removed, once per process (a failed write of an analysis
+    records its reason here too, :func:`note_cache_unwritable`)."""
+    root = cache_dir()
+    key = str(root)
+    if key not in _CACHE_UNWRITABLE:
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".claimlens-write-test-", dir=root)
+            os.close(fd)
+            os.unlink(tmp)
+            _CACHE_UNWRITABLE[key] = None
+        except OSError as exc:
+            _CACHE_UNWRITABLE[key] = exc.strerror or str(exc)
+    return _CACHE_UNWRITABLE[key]
+
+
+def note_cache_unwritable(exc: OSError) -> None:
+    """Record that writing into the cache failed (a read-only subfolder, a full disk)."""
+    _CACHE_UNWRITABLE[str(cache_dir())] = exc.strerror or str(exc)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename (fsynced)."""
     path = Path(path)
@@ -69,9 +96,12 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
     return hashlib.sha256(data).hexdigest()
 
 
-def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
+_RUN_FILE_ADVICE = "Copy or download it again; a run's own checkpoint can be rewritten by training the run again"
+
+
+def load_tensors(path: Path, *, what: str, advice: str = _RUN_FILE_ADVICE) -> dict[str, torch.Tensor]:
     """Load a safetensors file, its tensors in name order; a missing, truncated or corrupt file gives a
-    CheckpointError naming it."""
+    CheckpointError naming it (``advice``: what to do about a damaged one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -89,8 +119,7 @@ def load_tensors(path: Path, *, what: str) -> dict[str, torch.Tensor]:
                 f"(it reads torch.save files without running their code)"
             ) from None
         raise CheckpointError(
-            f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc}). Copy or "
-            f"download it again; a run's own checkpoint can be rewritten by training the run again"
+            f"{what}: {str(path)!r} is not a readable safetensors file (truncated or corrupt: {exc}). {advice}"
         ) from None
     return {name: tensors[name] for name in sorted(tensors)}  # safetensors returns them in no fixed order
 

@@ -6,21 +6,23 @@ that both trains and opens runs, and it owns the cache directory that the analys
 The cache lives in ``$CLAIMLENS_CACHE_DIR`` or, if unset, ``$XDG_CACHE_HOME/claimlens`` (default
 ``~/.cache/claimlens``); a run of spec ``default`` with hash ``3fa2…`` is ``runs/default-3fa2…``.
 A file lock makes parallel sessions (pytest-xdist workers, two terminals) train it once; an
-interrupted training is resumed, not restarted.
+interrupted training is resumed, not restarted. A cache that cannot be written (read-only, another user's) still
+serves the runs it holds; a run it lacks is refused before any training (:class:`CacheNotWritable`), and a
+published model it lacks is imported into a temporary folder for the session (an import takes a second).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from claimlens._io import cache_dir
+from claimlens._io import cache_dir, cache_unwritable
 from claimlens.config import FIXTURES, RunSpec
-from claimlens.errors import RunError
+from claimlens.errors import CacheNotWritable, RunError
 from claimlens.runs.store import MANIFEST, Run
 from claimlens.training import Trainer
 
-__all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "ensure_imported",
-           "ensure_run", "imported_run_path", "is_cached"]
+__all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "check_cache_writable",
+           "ensure_imported", "ensure_run", "imported_run_path", "is_cached"]
 
 
 
@@ -65,6 +67,9 @@ def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> 
     from filelock import FileLock
 
     path = cached_run_path(spec)
+    if _complete(path):  # no lock needed to read a complete run (a read-only cache holds no lock files)
+        return Run.open(path).named(spec.name)
+    check_cache_writable(f"the run of spec {spec.name!r} is not in it and must be trained")
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if (path / MANIFEST).exists():
@@ -73,6 +78,17 @@ def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> 
             except RunError:
                 pass  # incomplete: the trainer resumes it
         return Trainer(spec, path, device=device, progress=progress).train().named(spec.name)
+
+
+def check_cache_writable(why: str) -> None:
+    """Raise :class:`CacheNotWritable` (one line, before any work) when the cache cannot be written; ``why`` says
+    what needed to write there."""
+    reason = cache_unwritable()
+    if reason is not None:
+        raise CacheNotWritable(
+            f"the cache {str(cache_dir())!r} cannot be written ({reason}) and {why}: set CLAIMLENS_CACHE_DIR to a "
+            f"writable folder (the runs already in the read-only one can be copied there), or train it elsewhere "
+            f"(`claimlens train SPEC.toml --out RUN`) and pass --run RUN")
 
 
 def imported_run_path(source: Path, name: str) -> Path:
@@ -92,11 +108,34 @@ def ensure_imported(source: Path, name: str, *, progress: bool = True) -> Run:
     from claimlens.runs.importers import import_run
 
     path = imported_run_path(source, name)
+    if (path / MANIFEST).exists():
+        return Run.open(path)
+    if cache_unwritable() is not None:  # an import takes a second: made for this process only, in a temporary folder
+        scratch = _scratch() / path.name
+        if (scratch / MANIFEST).exists():
+            return Run.open(scratch)
+        return import_run(source, scratch, name=name, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if (path / MANIFEST).exists():
             return Run.open(path)
         return import_run(source, path, name=name, progress=progress)
+
+
+def _scratch() -> Path:
+    """A temporary folder for this process's imports when the cache cannot be written, removed at exit."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        _SCRATCH = Path(tempfile.mkdtemp(prefix="claimlens-imports-"))
+        atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+    return _SCRATCH
+
+
+_SCRATCH: Path | None = None
 
 
 def builtin_run(name: str = "default", **kwargs) -> Run:

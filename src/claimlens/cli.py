@@ -178,6 +178,8 @@ def _print_info(run) -> None:
     ]
     if m.frozen:
         lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
+    if source.get("stored_dtype"):
+        lines.append(f"weights    {_dtype_line(source['stored_dtype'])}")
     for note in source.get("conversions", []):
         lines.append(f"import     {note}")
     if "split_unknown" in info:
@@ -216,6 +218,17 @@ def _print_info(run) -> None:
             lines.append(f"grokking   train acc ≥ {g['threshold']} at {unit} {g['memorised_epoch']}, test acc ≥ "
                          f"{g['threshold']} at {unit} {g['generalised_epoch']} (delay ratio {g['delay_ratio']:.1f}x)")
     print("\n".join(lines))
+
+
+def _dtype_line(stored: str) -> str:
+    """How an import's checkpoints were stored (``bfloat16``; ``bfloat16, float32`` when mixed) and how claimlens
+    holds them (float32)."""
+    dtypes = set(stored.split(", "))
+    if dtypes == {"float32"}:
+        return "stored as float32"
+    exact = dtypes <= {"float16", "bfloat16", "float32"}
+    return (f"stored as {stored} by the source; held as float32 "
+            + ("(exactly: every such value is a float32)" if exact else "(rounded to float32)"))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -294,7 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", type=Path, help="full_run_data.pth-style file, or a folder of checkpoint files")
     p.add_argument("--out", type=Path, required=True, help="new run directory (must not exist or be empty)")
     p.add_argument("--spec", type=Path, help="spec TOML describing the run, if the source has no usable config")
-    p.add_argument("--name", help="run name (default: from the spec or the file name)")
+    p.add_argument("--name", help="run name, used in test ids and reports (wins over the spec's name; default: the "
+                   "--spec's name, else the folder's or file's name, or the folder above one with a generic name "
+                   "like checkpoints/)")
     p.add_argument("--checkpoint-every", type=int, help="state that the checkpoints were saved every N epochs from 0 "
                    "(only for a source without an epochs list)")
     p.add_argument("--epoch-pattern", help="regular expression whose first group is the epoch in a checkpoint "

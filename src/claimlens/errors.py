@@ -20,6 +20,11 @@ class RunError(ClaimlensError):
     """A run directory is missing, incomplete or inconsistent."""
 
 
+class CacheNotWritable(RunError):
+    """A run must be trained into the cache (``$CLAIMLENS_CACHE_DIR``) and the cache cannot be written (read-only,
+    another user's): refused before any training."""
+
+
 class CheckpointError(ClaimlensError):
     """A checkpoint file cannot be read or holds weights that do not fit the run's config."""
 

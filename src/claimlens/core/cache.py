@@ -2,7 +2,9 @@
 
 An entry of analysis ``kind`` lives at ``<cache dir>/<kind>/<run content hash[:32]>/<digest>.safetensors``,
 where the digest covers the analysis version and its arguments (canonical JSON). A damaged entry is
-recomputed, never trusted; entries are written atomically, so parallel sessions at worst compute twice. The
+recomputed, never trusted; entries are written atomically, so parallel sessions at worst compute twice. A cache
+that cannot be written (a read-only or shared ``$CLAIMLENS_CACHE_DIR``) is read, and new analyses are kept in memory
+only. The
 run's files are checked against its manifest before an entry is read or written (a truncated or replaced
 checkpoint is an error, whatever is cached), and a run whose manifest spec was edited gets a key of its own.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from claimlens._io import cache_dir, save_tensors
+from claimlens._io import cache_dir, cache_unwritable, note_cache_unwritable, save_tensors
 from claimlens.config import canonical_json
 
 
@@ -52,7 +54,17 @@ class AnalysisCache:
         except Exception:  # a damaged cache entry is recomputed, never trusted
             return None
 
-    def save(self, run, args: dict[str, Any], tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
+    def save(self, run, args: dict[str, Any], tensors: dict[str, torch.Tensor], metadata: dict[str, str]
+             ) -> Path | None:
+        """Store an entry; None when the cache cannot be written (read-only, another user's, full): the analysis
+        was computed and is used from memory, and the session says once that it was not kept
+        (:func:`claimlens._io.cache_unwritable`)."""
         path = self.path(run, args)
-        save_tensors(path, tensors, metadata={**metadata, "version": str(self.version)})
+        if cache_unwritable() is not None:
+            return None
+        try:
+            save_tensors(path, tensors, metadata={**metadata, "version": str(self.version)})
+        except OSError as exc:
+            note_cache_unwritable(exc)
+            return None
         return path

@@ -216,8 +216,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Check the threshold overrides against the collected claims (before any deselection); with pytest-xdist
-    ``--dist loadgroup``, keep every test of one run in one worker (one evaluation)."""
+    """Check the threshold overrides against the collected claims (before any deselection); a member's process
+    leaves the set claims to the set's own session."""
     _validate_thresholds(config, items)
     if config.getoption("claimlens_members"):  # a member's process: the set claims run in the set's own session
         unset = [i for i in items if getattr(getattr(i, "callspec", None), "params", {}).get("run_set") is not None
@@ -225,17 +225,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if unset:
             config.hook.pytest_deselected(items=unset)
             items[:] = [i for i in items if i not in unset]
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        ref = callspec.params.get("run") if callspec is not None else None
-        if isinstance(ref, RunInput):
-            item.add_marker(pytest.mark.xdist_group(name=f"run-{ref.label}"))
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With pytest-xdist ``--dist loadgroup``, every test of one run (or run set) in one worker: one evaluation per
+    run (:mod:`claimlens.plugin.groups`)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from claimlens.plugin.groups import RunGroupScheduling
+
+    return RunGroupScheduling(config, log)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Before the first test, one line naming the runs this session trains first (first use of a spec), so that a
-    long first session says why before its progress bars start. Not in a pytest-xdist worker or with
-    ``--collect-only``."""
+    long first session says why before its progress bars start; a usage error instead when they would be trained into
+    a cache that cannot be written. Not in a pytest-xdist worker (there, each claim of such a run errors in one line,
+    :class:`claimlens.errors.CacheNotWritable`) or with ``--collect-only``."""
     config = session.config
     if config.getoption("collectonly") or hasattr(config, "workerinput"):
         return
@@ -250,9 +257,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             refs.setdefault(ref.label, ref)
     untrained = [label for label, ref in refs.items() if ref.untrained()]
     if untrained:
-        from claimlens.builtin import cache_dir
+        from claimlens.builtin import cache_dir, check_cache_writable
+        from claimlens.errors import CacheNotWritable
 
         many = len(untrained) > 1
+        try:  # a read-only cache: one error before any test, not one traceback per claim after minutes of work
+            check_cache_writable(f"{'the runs' if many else 'the run'} {', '.join(untrained)} "
+                                 f"{'are' if many else 'is'} not in it and must be trained first")
+        except CacheNotWritable as exc:
+            raise pytest.UsageError(f"claimlens: {exc}") from None
         reporter.write_line(
             f"claimlens: first use of {len(untrained)} run{'s' if many else ''} ({', '.join(untrained)}): "
             f"{'each is' if many else 'it is'} trained when a test first needs it (a progress bar shows how long), "

@@ -163,6 +163,13 @@ def finish(session: pytest.Session) -> None:
                                       f"{out / 'claims.json'} and {out / 'claims.html'}")
     if document["summary"].get("error"):
         state.summary_lines[1:1] = _unjudged_lines(records)
+    from claimlens._io import cache_dir, cache_unwritable
+
+    reason = cache_unwritable()
+    if reason is not None:  # said once per session, not once per analysis
+        state.summary_lines.append(
+            f"claimlens: the cache {cache_dir()} cannot be written ({reason}): analyses it did not hold were computed "
+            f"in memory for this session and not kept; set CLAIMLENS_CACHE_DIR to a writable folder to keep them")
 
 
 def _defaults_of(overrides: dict[str, dict[str, float]], records: list[dict]) -> dict[str, dict[str, float | None]]:

@@ -234,6 +234,23 @@ def build_document(records: list[dict[str, Any]], *, runs: list[dict[str, Any]],
 PROVENANCE = ("created", "versions", "machine", "git_commit")
 
 
+def _shared_ids_message(duplicates: list[str], runs: dict[tuple, dict]) -> str:
+    """Why two reports share test ids: two different runs under one label (say how to name them apart), or one run
+    judged twice."""
+    hashes: dict[str, set[str]] = {}
+    for label, content_hash in runs:
+        hashes.setdefault(str(label), set()).add(str(content_hash))
+    clash = sorted(label for label, found in hashes.items() if len(found) > 1)
+    if clash:
+        label = clash[0]
+        found = ", ".join(sorted(h[:12] for h in hashes[label]))
+        return (f"two different runs are both labelled {label!r} (content hashes {found}), so their tests have the "
+                f"same ids ({duplicates[0]}): give each its own name — `claimlens import SOURCE --out RUN --name "
+                f"NAME` for an import, the spec's name for a trained run — judge it again, then merge")
+    return (f"the reports share test ids: the same run judged twice ({duplicates[0]}"
+            f"{f' and {len(duplicates) - 1} more' if len(duplicates) > 1 else ''}); merge one report per run")
+
+
 def merge(documents: list[dict]) -> dict[str, Any]:
     """One multi-run report from several (e.g. one pytest process per run on a CI matrix), independent of the
     order of ``documents``.
@@ -263,7 +280,7 @@ def merge(documents: list[dict]) -> dict[str, Any]:
     nodeids = [r["nodeid"] for r in records]
     duplicates = sorted({n for n in nodeids if nodeids.count(n) > 1})
     if duplicates:
-        raise ValueError(f"the reports share test ids (the same run judged twice?): {duplicates[:5]}")
+        raise ValueError(_shared_ids_message(duplicates, runs))
     # overrides as each run was judged (reports written before records carried their thresholds have only these)
     for run in runs.values():
         for cid, names in (run["judged"].get("threshold_overrides") or {}).items():

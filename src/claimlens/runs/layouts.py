@@ -4,6 +4,8 @@
 Recognised, by their keys and shapes:
 
 * TransformerLens property format (``HookedTransformer.state_dict()``, with its ``mask`` / ``IGNORE`` buffers);
+* a TransformerLens 4 ``TransformerBridge.state_dict()`` (``embed.weight``, ``blocks.0.attn.q.weight``, …: the
+  bridge claimlens builds itself, :func:`claimlens.models.build_bridge`);
 * the 2022 grokking layout of the progress-measures paper's code (Nanda et al. 2023; claims_catalogue §1.1):
   ``W_E [d_model, d_vocab]``, ``W_Q/W_K/W_V [heads, d_head, d_model]``, ``W_O [d_model, heads·d_head]``,
   ``W_in [d_mlp, d_model]``, ``W_out [d_model, d_mlp]``, ``W_U [d_model, d_vocab_out]`` possibly including the
@@ -51,6 +53,9 @@ def to_property_format(sd: Mapping[str, torch.Tensor], model: ModelConfig, p: in
 
 def _transformer(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where: str):
     notes: list[str] = []
+    if "embed.weight" in sd and any(k.endswith(".attn.q.weight") for k in sd):
+        sd, bridge_notes = _from_bridge(sd, model, where)
+        notes.extend(bridge_notes)
     w_pos = sd.get("pos_embed.W_pos")
     if w_pos is not None and w_pos.dim() == 2 and w_pos.shape[0] == 2 and model.equals_token:
         raise CheckpointError(
@@ -85,6 +90,42 @@ def _transformer(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where:
             out[name] = torch.zeros(shapes[name])
             notes.append(f"added {name} = 0 (absent in the source)")
     return out, notes
+
+
+def _from_bridge(sd: dict[str, torch.Tensor], model: ModelConfig, where: str):
+    """A TransformerLens 4 ``TransformerBridge.state_dict()`` (the bridge :func:`claimlens.models.build_bridge`
+    builds): ``embed.weight [d_vocab, d_model]``, ``pos_embed.weight``, ``blocks.{l}.attn.{q,k,v}.weight
+    [n_heads·d_head, d_model]`` and ``.bias [n_heads·d_head]``, ``attn.o.weight [d_model, n_heads·d_head]``,
+    ``mlp.in.weight [d_mlp, d_model]``, ``mlp.out.weight [d_model, d_mlp]``, ``unembed.weight [d_vocab_out,
+    d_model]`` (``nn.Linear`` layouts), to the property format."""
+    H, dh = model.n_heads, model.d_head
+    renames = {"embed.weight": "embed.W_E", "pos_embed.weight": "pos_embed.W_pos", "unembed.bias": "unembed.b_U"}
+    out: dict[str, torch.Tensor] = {}
+    try:
+        for key, value in sd.items():
+            block, _, rest = key.partition(".attn.") if ".attn." in key else key.partition(".mlp.")
+            if key in renames:
+                out[renames[key]] = value
+            elif key == "unembed.weight":
+                out["unembed.W_U"] = value.T
+            elif ".attn." in key and rest in ("q.weight", "k.weight", "v.weight"):
+                out[f"{block}.attn.W_{rest[0].upper()}"] = value.reshape(H, dh, value.shape[-1]).permute(0, 2, 1)
+            elif ".attn." in key and rest in ("q.bias", "k.bias", "v.bias"):
+                out[f"{block}.attn.b_{rest[0].upper()}"] = value.reshape(H, dh)
+            elif ".attn." in key and rest == "o.weight":
+                out[f"{block}.attn.W_O"] = value.T.reshape(H, dh, value.shape[0])
+            elif ".attn." in key and rest == "o.bias":
+                out[f"{block}.attn.b_O"] = value
+            elif ".mlp." in key and rest in ("in.weight", "out.weight"):
+                out[f"{block}.mlp.W_{rest.split('.')[0]}"] = value.T
+            elif ".mlp." in key and rest in ("in.bias", "out.bias"):
+                out[f"{block}.mlp.b_{rest.split('.')[0]}"] = value
+            else:
+                out[key] = value  # reported as unexpected by the validation that follows
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: TransformerLens 4 bridge weights do not fit n_heads={H}, d_head={dh}: "
+                              f"{first_line(exc)}") from None
+    return out, ["converted from the TransformerLens 4 TransformerBridge layout (embed.weight, attn.q.weight, …)"]
 
 
 def _nv_mlp(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where: str):

@@ -8,12 +8,17 @@ Sources:
   ``test_indices``, or token rows ``train_data`` / ``test_data``) and the optimizer state;
 * a file holding one model (under ``model`` / ``model_state_dict`` / ``state_dict``, or itself a state dict) and
   the ``epoch`` it was saved at: a single-checkpoint run;
-* a folder of checkpoint files (``*.pth``, ``*.pt``, ``*.ckpt``, ``*.safetensors``) with a ``spec.toml``, the
-  epoch of each read from the file (``epoch``) or from its name (``epoch_12``, ``epoch=3-step=400``, a single
-  number, or ``--epoch-pattern``).
+* a folder of checkpoint files (``*.pth``, ``*.pt``, ``*.ckpt``, ``*.safetensors``) or torch.distributed.checkpoint
+  directories with a ``spec.toml``, the epoch of each read from the file (``epoch``) or from its name
+  (``epoch_12``, ``epoch=3-step=400``, a single number, or ``--epoch-pattern``);
+* one safetensors file or one torch.distributed.checkpoint directory: a single-checkpoint run.
 
-Layouts (:mod:`claimlens.runs.layouts`): TransformerLens property format, the 2022 grokking layout, the
-devinterp-hackathon MLP; a Clock/Pizza checkpoint's sidecar config is read and its attention checked. Every file
+Sharded checkpoints (FSDP2 DTensors, DCP) are read in one process (:mod:`~claimlens.runs.importers.distributed`);
+a wrapper prefix every key carries (``_orig_mod.``, ``module.``, ``model.``) is stripped in every format; the
+dtype the weights were stored in is recorded. Layouts (:mod:`claimlens.runs.layouts`): TransformerLens property
+format, a TransformerLens 4 bridge's state dict, the 2022 grokking layout, the devinterp-hackathon MLP; a
+Clock/Pizza checkpoint's sidecar config is read and its attention checked. The run's name is ``--name``, else
+``--spec``'s, else the source's (:func:`source_name`, never a folder's own spec.toml name). Every file
 is read weights-only (:mod:`claimlens.runs.importers.safe_load`). The file's own evidence (:mod:`claimlens.runs.evidence`)
 is checked against its weights: logged losses are recomputed at the checkpoint epochs, a split the file does not
 store is found by the sources' split rules from the logged train loss (never guessed), the optimizer state's
@@ -29,10 +34,13 @@ dispatches.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 from claimlens.config import RunSpec
 from claimlens.errors import CheckpointError, RunError, SpecError
+from claimlens.runs.importers.distributed import is_dcp_checkpoint
 from claimlens.runs.importers.folder import epoch_from_name, read_folder
 from claimlens.runs.importers.full_run import read_full_run
 from claimlens.runs.importers.safe_load import safe_torch_load
@@ -62,6 +70,7 @@ __all__ = [
     "load_state_dict_file",
     "read_checkpoint_file",
     "safe_torch_load",
+    "source_name",
     "spec_from_source_config",
     "strip_wrapper_prefixes",
     "unwrap_state_dict",
@@ -91,8 +100,11 @@ def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = No
                        f"--out, or remove that folder first")
     if not source.exists():
         raise CheckpointError(f"import source {str(source)!r} does not exist")
-    name = name or (spec.name if spec else source.stem.replace("full_run_data", "imported") or "imported")
-    if source.is_dir():
+    if name:  # --name wins over the spec's name
+        spec = dataclasses.replace(spec, name=name) if spec is not None else None
+    else:
+        name = spec.name if spec is not None else source_name(source)
+    if source.is_dir() and not is_dcp_checkpoint(source):
         epochs, state_dicts, spec, meta = read_folder(source, spec, name, epoch_pattern)
     else:
         epochs, state_dicts, spec, meta = read_full_run(source, spec, name, checkpoint_every, final_epoch,
@@ -103,3 +115,25 @@ def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = No
         meta["split_unknown"] = ("imported with --split-unknown: the split the model was trained on is not known "
                                  "(the claims that need train vs test are skipped)")
     return write_run(out, spec, epochs, state_dicts, meta, progress=progress)
+
+
+# Names that say what a folder or file is, not which run: a run is named after the first folder above them that says
+# more (``expA/checkpoints`` → ``expA``).
+GENERIC_NAMES = frozenset({
+    "checkpoints", "checkpoint", "ckpts", "ckpt", "runs", "run", "weights", "models", "model", "saved",
+    "saved_models", "outputs", "output", "out", "results", "artifacts", "state_dicts", "lightning_logs", "dcp",
+    "full_run_data", "final", "last", "best", "latest", "pytorch_model",
+})
+
+
+def source_name(source: Path) -> str:
+    """The run name an import takes without ``--name`` or ``--spec``: the folder's (or file's) own name, or, when
+    that name is generic (``checkpoints``, ``ckpts``, ``runs``, ``full_run_data``, … :data:`GENERIC_NAMES`), the
+    name of the nearest folder above it that is not (``expA/checkpoints`` → ``expA``): two runs' folders both called
+    ``checkpoints/`` get different names."""
+    path = Path(source).resolve()
+    names = [path.name if path.is_dir() else path.stem] + [folder.name for folder in path.parents]
+    for name in names[:5]:
+        if name and name.lower() not in GENERIC_NAMES:
+            return re.sub(r"\s+", "_", name.strip())
+    return names[0] or "imported"

@@ -1,5 +1,5 @@
-"""The folder importer: a folder of checkpoint files with a ``spec.toml``, the epoch of each read from the file
-(``epoch``) or from its name (:func:`epoch_from_name`: ``epoch_12``, ``epoch=3-step=400``, a single number, or
+"""The folder importer: a folder of checkpoint files (or of torch.distributed.checkpoint directories) with a
+``spec.toml``, the epoch of each read from the file (``epoch``) or from its name (:func:`epoch_from_name`: ``epoch_12``, ``epoch=3-step=400``, a single number, or
 ``--epoch-pattern``).
 """
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from claimlens.config import RunSpec
 from claimlens.errors import CheckpointError, SpecError
+from claimlens.runs.importers.distributed import is_dcp_checkpoint
 from claimlens.runs.importers.weights import (
     CHECKPOINT_SUFFIXES,
     read_checkpoint_file,
@@ -59,9 +60,11 @@ def _folder_spec(folder: Path, spec: RunSpec | None, name: str) -> RunSpec:
 
 
 def read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: str | None = None):
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix in CHECKPOINT_SUFFIXES)
+    files = sorted(f for f in folder.iterdir()
+                   if (f.is_file() and f.suffix in CHECKPOINT_SUFFIXES) or is_dcp_checkpoint(f))
     if not files:
-        raise CheckpointError(f"{str(folder)!r} holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)})")
+        raise CheckpointError(f"{str(folder)!r} holds no checkpoint files ({', '.join(CHECKPOINT_SUFFIXES)}) and no "
+                              f"torch.distributed.checkpoint directories (with a .metadata file)")
     for f in files:
         sidecar = find_sidecar(f)
         if sidecar is not None and is_clock_pizza_config(sidecar[1]):
@@ -91,8 +94,8 @@ def read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: st
     meta: dict[str, Any] = {"format": "state_dict_folder", "folder": folder.name, "spec_given": True,
                             "where": str(folder),
                             "epoch_source": sorted({found[f][1] for f in files})}
-    disagree = {f.name: {"stored": found[f][0], "name": epoch_from_name(f.stem, epoch_pattern)} for f in files
-                if found[f][1].startswith("stored") and epoch_from_name(f.stem, epoch_pattern) not in (None, found[f][0])}
+    disagree = {f.name: {"stored": found[f][0], "name": epoch_from_name(_stem(f), epoch_pattern)} for f in files
+                if found[f][1].startswith("stored") and epoch_from_name(_stem(f), epoch_pattern) not in (None, found[f][0])}
     if disagree:
         meta["epoch_name_disagrees"] = disagree  # the stored epoch is kept; the name may count steps or runs
     return [found[f][0] for f in order], order, spec, meta
@@ -100,9 +103,14 @@ def read_folder(folder: Path, spec: RunSpec | None, name: str, epoch_pattern: st
 
 def _file_epoch(path: Path, pattern: str | None) -> tuple[int | None, str]:
     """The epoch of one checkpoint file and where it came from: the file's own ``epoch`` key first."""
-    named = epoch_from_name(path.stem, pattern)
+    named = epoch_from_name(_stem(path), pattern)
     if path.suffix != ".safetensors":
         stored = read_checkpoint_file(path)[1].get("epoch")
         if stored is not None:
             return stored, "stored in the file ('epoch')"
     return named, "--epoch-pattern" if pattern else "file name"
+
+
+def _stem(path: Path) -> str:
+    """A checkpoint file's name without its suffix; a DCP directory's whole name."""
+    return path.name if path.is_dir() else path.stem

@@ -16,7 +16,7 @@ from claimlens.config import RunSpec
 from claimlens.errors import CheckpointError, SpecError
 from claimlens.models import forward, validate_params
 from claimlens.runs import evidence
-from claimlens.runs.importers.safe_load import _EPOCH_LIST_KEYS, _WEIGHT_KEYS, _WEIGHT_LIST_KEYS, safe_torch_load
+from claimlens.runs.importers.safe_load import _EPOCH_LIST_KEYS, _WEIGHT_KEYS, _WEIGHT_LIST_KEYS
 from claimlens.runs.importers.source_configs import (
     _CONFIG_ALIASES,
     is_transformer_lens_config,
@@ -25,6 +25,7 @@ from claimlens.runs.importers.source_configs import (
 from claimlens.runs.importers.weights import (
     _describe_keys,
     is_state_dict,
+    read_source,
     strip_wrapper_prefixes,
     unwrap_state_dict,
 )
@@ -60,7 +61,7 @@ def read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every:
                   final_epoch: int | None, ignore_logged: bool = False):
     notes: list[str] = []
     spec_given = spec is not None
-    data = safe_torch_load(path, spec_given=spec_given, notes=notes)
+    data = read_source(path, spec_given=spec_given, notes=notes)
     where = str(path)
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{where}: expected a dict holding the weights ('state_dicts' list, or 'model' / "
@@ -246,7 +247,8 @@ def _weights_and_epochs(data: Mapping[str, Any], where: str, checkpoint_every: i
     epoch = final_epoch if final_epoch is not None else stored
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise CheckpointError(
-            f"{where}: a single model (under {container!r}) and no 'epoch' saying when it was saved; claimlens "
+            f"{where}: a single model ({f'under {container!r}' if container else 'a bare state dict'}) and no "
+            f"'epoch' saying when it was saved; claimlens "
             f"never guesses epochs. Pass --final-epoch N (the number of optimiser steps behind it)")
     meta: dict[str, Any] = {"format": "single_checkpoint", "container": container, "epoch_source":
                             epoch_source or ("--final-epoch" if final_epoch is not None else "the file's 'epoch'")}

@@ -17,7 +17,8 @@ holding it, read by an unpickler whose every global is a placeholder (nothing fr
 :func:`safe_torch_load` is how the importers read a file: weights-only through :func:`load`, with errors that say
 what is wrong with the file (missing, a text file or Git LFS pointer, truncated or corrupt), and a file asking for
 other globals refused with every one listed, or, where they all sit in keys an import does not need and a spec
-describes the run, read with inert placeholders there.
+describes the run, read with inert placeholders there. A file of DTensors (FSDP2) is read with the DTensor classes
+torch itself allows once ``torch.distributed.tensor`` is imported (:mod:`claimlens.runs.importers.distributed`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ import numpy as np
 import torch
 
 from claimlens.errors import CheckpointError, UnsafeCheckpointError
+from claimlens.runs.importers.distributed import (
+    dtensor_classes_registered,
+    gather_dtensors,
+    needs_dtensor,
+    quiet_device_mesh,
+)
 from claimlens.runs.layouts import first_line
 
 # TransformerLens config classes, by the module paths TL 1-3 pickled them under.
@@ -241,13 +248,34 @@ def safe_torch_load(path: Path, *, spec_given: bool = False, notes: list[str] | 
         raise CheckpointError(f"{str(path)!r} is a text file ({text}), not a torch checkpoint"
                               + (": fetch the real file with `git lfs pull`" if "Git LFS" in text else ""))
     try:
-        return load(path)
+        with quiet_device_mesh():
+            return gather_dtensors(load(path), path, notes)  # DTensors, if torch.distributed.tensor was imported
     except pickle.UnpicklingError as exc:
+        if needs_dtensor(exc):  # an FSDP2 state dict: torch marks the DTensor classes safe once they are imported
+            return _load_dtensors(path, notes)
         if not re.search(r"global|numpy|allowlisted", str(exc), re.IGNORECASE):  # garbage, not a pickle asking for code
             raise _unreadable(path, exc) from None
         return _load_with_unsafe_globals(path, exc, spec_given, notes)
+    except CheckpointError:
+        raise
     except Exception as exc:  # noqa: BLE001 - whatever torch's unpickler raises on a damaged file (KeyError, …)
         raise _unreadable(path, exc) from None
+
+
+def _load_dtensors(path: Path, notes: list[str] | None) -> Any:
+    if not dtensor_classes_registered():
+        raise CheckpointError(f"{str(path)!r} holds DTensors (an FSDP2 state dict saved with torch.save) and this "
+                              f"torch build has no torch.distributed to read them; save the full tensors instead: "
+                              f"torch.save({{k: v.full_tensor() for k, v in model.state_dict().items()}}, path)")
+    try:
+        with quiet_device_mesh():
+            data = load(path)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{str(path)!r} holds DTensors (an FSDP2 state dict saved with torch.save) that "
+                              f"torch's weights-only loader refuses ({first_line(exc)[:200]}); save the full tensors "
+                              f"instead: torch.save({{k: v.full_tensor() for k, v in model.state_dict().items()}}, "
+                              f"path)") from None
+    return gather_dtensors(data, path, notes)
 
 
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
@@ -255,6 +283,9 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
     if "weights_only" in reason or "Weights only load failed" in reason:
         reason = type(exc).__name__  # torch's advice to load with weights_only=False is not ours to give
     detail = type(exc).__name__ + ("" if reason == type(exc).__name__ else f": {reason[:160]}")
+    if path.suffix == ".distcp" or (path.parent / ".metadata").is_file():
+        return CheckpointError(f"{str(path)!r} is one file of a torch.distributed.checkpoint (DCP) directory: import "
+                               f"the directory {str(path.parent)!r} (or a folder of such directories)")
     if path.suffix == ".safetensors":
         return CheckpointError(f"{str(path)!r} is not a readable safetensors file (truncated or corrupt: {detail}). "
                                f"Copy or download it again, or re-save it with safetensors.torch.save_file")

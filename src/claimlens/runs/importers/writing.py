@@ -23,7 +23,9 @@ from claimlens.errors import CheckpointError
 from claimlens.models import fingerprint, forward, frozen_params, validate_params
 from claimlens.runs import evidence
 from claimlens.runs.importers.weights import (
+    dtype_label,
     read_checkpoint_file,
+    stored_dtypes,
 )
 from claimlens.runs.layouts import (
     to_property_format,
@@ -73,12 +75,16 @@ def write_run(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence
         frozen = frozen_params(spec.model, p)
         zero: set[str] | None = None  # parameters (not already frozen) that are zero at every checkpoint so far
         prints: list[str] = []
+        dtypes: set[str] = set()  # of the floating-point tensors as the source stored them
+        prefixes: set[str] = set(meta.get("stripped_prefixes", []))
         for epoch, sd in iterator:
             where = f"checkpoint for epoch {epoch}"
             if isinstance(sd, Path):
                 where = f"{sd.name} (epoch {epoch})"
                 sd, info = read_checkpoint_file(sd)
-                notes.update(f"stripped the wrapper prefix {x!r} from every key" for x in info.get("prefixes", []))
+                prefixes.update(info.get("prefixes", []))
+                notes.update(info.get("notes", []))
+            dtypes |= stored_dtypes(sd)
             params, conv = to_property_format(sd, spec.model, p, where=where)
             notes.update(conv)
             validate_params(params, spec.model, p, where=where)
@@ -97,7 +103,10 @@ def write_run(out: Path, spec: RunSpec, epochs: list[int], state_dicts: Sequence
             writer.set_source(logged_losses=evidence.verify_logged(recomputed, logged, where_source))
             _write_source_log(tmp / "run", logged)
         writer.append_log(rows)
-        writer.set_source(conversions=sorted(notes), log="computed at checkpoint epochs from the weights")
+        notes.update(f"stripped the wrapper prefix {x!r} from every key" for x in prefixes)
+        writer.set_source(conversions=sorted(notes), log="computed at checkpoint epochs from the weights",
+                          stored_dtype=dtype_label(dtypes),
+                          **({"stripped_prefixes": sorted(prefixes)} if prefixes else {}))
         if zero:
             writer.set_source(always_zero=sorted(zero), proposal=(
                 f"{sorted(zero)} are zero at every checkpoint: if training held them fixed (the TransformerLens "
