@@ -223,6 +223,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         unset = [i for i in items if getattr(getattr(i, "callspec", None), "params", {}).get("run_set") is not None
                  and not i.callspec.params["run_set"].present]
         if unset:
+            session.of(config).selection.excluded.update(i.nodeid for i in unset)  # judged elsewhere: not "not run"
             config.hook.pytest_deselected(items=unset)
             items[:] = [i for i in items if i not in unset]
 
@@ -381,6 +382,11 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
 def pytest_runtest_makereport(item: pytest.Item, call):
     outcome = yield
     report = outcome.get_result()
+    if hasattr(item.config, "workerinput"):  # an xdist worker tells the controller what it collected, once
+        selection = session.of(item.config).selection
+        if not selection.sent:
+            report.claimlens_selection = selection.wire()
+            selection.sent = True
     marker = item.get_closest_marker("claim")
     if marker is None or not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
         return

@@ -5,6 +5,10 @@ the two documents (no claim, rule or threshold of this claimlens is imported). A
 failed, or that passed in the baseline and now could not be judged (error) or is missing: the gate never goes
 green on what it did not judge; *moves* are relative changes of measured values (scalars matched by name, label and epoch;
 series matched by name and label, compared at their common epochs) beyond a tolerance.
+
+A report marked ``partial`` (its session did not run every claim test) is compared on what ran: the baseline's
+other records are *not compared* (counted and listed, never flips, never "removed"). :func:`update` folds such a
+report into a baseline, keeping the records it did not run.
 """
 
 from __future__ import annotations
@@ -68,9 +72,12 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
                           "message": b.get("message")})
         moves.extend(_measurement_moves(nodeid, a, b, rtol, tolerances))
         moves.extend(_series_moves(nodeid, a, b, rtol, tolerances))
+    absent = sorted(set(old_r) - set(new_r), key=natural)
+    partial = new.get("partial")
     # A claim that passed in the baseline and was not judged now (its test is gone, or its process died before
-    # it reported) is a flip too: the gate must never go green on what it did not judge.
-    for nodeid in sorted(set(old_r) - set(new_r), key=natural):
+    # it reported) is a flip too: the gate must never go green on what it did not judge. A partial session's report
+    # says it did not run every test: what it did not run is counted apart (not compared), never passed over.
+    for nodeid in [] if partial else absent:
         if old_r[nodeid]["outcome"] == "passed":
             flips.append({"nodeid": nodeid, "claim_id": old_r[nodeid].get("claim_id"), "from": "passed",
                           "to": "missing", "message": "passed in the baseline; not judged in this session"})
@@ -80,7 +87,9 @@ def diff(old: dict, new: dict, *, rtol: float = DEFAULT_RTOL, tolerances: dict[s
         "threshold_changes": _threshold_changes(old, new),
         "flips": flips,
         "added": sorted(set(new_r) - set(old_r), key=natural),
-        "removed": sorted(set(old_r) - set(new_r), key=natural),
+        "removed": [] if partial else absent,
+        "not_compared": absent if partial else [],
+        "partial": (partial or {}).get("reason"),
         "moves_beyond_tolerance": [m for m in moves if m["beyond_tolerance"]],
         "largest_moves": moves[:top],
         "rtol": rtol,
@@ -161,6 +170,10 @@ def format_diff(d: dict[str, Any], *, flips_shown: int | None = FLIPS_SHOWN) -> 
     """Lines for a terminal: flips (the first ``flips_shown``; None: all), added/removed, the largest moves."""
     lines = [f"claims baseline: {len(d['flips'])} flipped, {len(d['added'])} added, {len(d['removed'])} removed, "
              f"{len(d['moves_beyond_tolerance'])} measured values moved beyond tolerance"]
+    if d.get("not_compared"):  # on the first line: a partial session's "0 flipped" never reads as all clear
+        n = len(d["not_compared"])
+        lines[0] += (f"; {n} baseline record{'s' if n > 1 else ''} not compared (this partial session did not run "
+                     f"{'them' if n > 1 else 'it'}: {d.get('partial')})")
     for t in d.get("threshold_changes", []):
         lines.append(f"  threshold changed: {t['claim_id']}.{t['name']} {t['old']} -> {t['new']} (a flip of this "
                      f"claim may come from the rule, not the model)")
@@ -181,3 +194,46 @@ def format_diff(d: dict[str, Any], *, flips_shown: int | None = FLIPS_SHOWN) -> 
                      f"{m['name']}{' [' + m['label'] + ']' if m.get('label') else ''} {m['old']!r} -> {m['new']!r} "
                      f"in {m['nodeid']}")
     return lines
+
+
+def update(old: dict, new: dict) -> dict[str, Any]:
+    """The baseline ``old`` updated from ``new``, the report of a partial session: ``new``'s records replace the
+    baseline's records of the same tests (a test found under another claims file, as in :func:`diff`, is the same
+    test) and every other baseline record is kept, so that rerunning a few claims (``--lf``, ``-k``) never drops
+    the rest from the baseline.
+
+    Top-level provenance is ``new``'s; a run judged in ``new`` takes its entry there, the runs only the kept records
+    name keep theirs; threshold overrides are ``new``'s for the claims it judged and ``old``'s for the others (every
+    record also states the thresholds it was judged by). ``baseline_update`` says how many records were updated
+    (``added``: of them, those the baseline did not have) and kept, from which baseline, and why the session was
+    partial."""
+    from claimlens.report.document import over_seeds, summary
+
+    new_r = {r["nodeid"]: r for r in new.get("records", [])}
+    old_r = {r["nodeid"]: r for r in old.get("records", [])}
+    moved = _moved(old_r, new_r)
+    kept = [r for nodeid, r in old_r.items() if nodeid not in new_r and nodeid not in moved]
+    records = sorted(kept + list(new_r.values()), key=lambda r: r["nodeid"])
+    judged = {run.get("label") for run in new.get("runs", [])}
+    named = {r.get("run") for r in kept}
+    runs = list(new.get("runs", [])) + [run for run in old.get("runs", []) if run.get("label") not in judged
+                                        and run.get("label") in named]
+    runs.sort(key=lambda run: str(run.get("label")))
+    claims = {r.get("claim_id") for r in new_r.values()}
+    document = {k: v for k, v in new.items() if k not in ("partial", "baseline_diff", "over_seeds",
+                                                           "threshold_overrides", "threshold_defaults")}
+    document.update(runs=runs, records=records, summary=summary(records))
+    seeds = over_seeds(records, runs)
+    if seeds:
+        document["over_seeds"] = seeds
+    for key in ("threshold_overrides", "threshold_defaults"):
+        values = {cid: v for cid, v in (old.get(key) or {}).items() if cid not in claims}
+        values.update(new.get(key) or {})
+        if values:
+            document[key] = values
+    document["baseline_update"] = {
+        "updated": len(new_r), "added": len(set(new_r) - set(old_r) - set(moved.values())), "kept": len(kept),
+        "kept_from": {"created": old.get("created"), "git_commit": old.get("git_commit")},
+        "reason": (new.get("partial") or {}).get("reason"),
+    }
+    return document

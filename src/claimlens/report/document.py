@@ -8,7 +8,8 @@ A record (one per claim test) holds: ``nodeid``, ``claim_id``, ``statement``, ``
 ``parameters``, ``outcome`` (passed, failed, error, skipped: *failed* is a verdict, the claim did not hold;
 *error* is none, the claim could not be judged — an unreadable checkpoint, a setup error, a crash), ``message``, ``duration`` (s), and what the test
 was judged on — ``series``, ``measurements``, ``phases``, ``notes`` (see :class:`claimlens.plugin.claim.Claim`).
-The schema is ``report/schema.json``.
+A document of a session that did not run every claim test it collected carries ``partial`` (why, how many ran,
+which did not and why: :func:`claimlens.plugin.session.partial_of`). The schema is ``report/schema.json``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from claimlens.errors import ClaimlensError
 # 2: claim_kind, validation, thresholds per record; status, source_value, margin per check
 # 3: over_seeds (claims judged on several seeds of one recipe); run sets in runs (kind sweep / curves_set, members);
 #    series over a run set's axis (x_name)
-# 4: outcome "error" for a claim that could not be judged (it was "failed", read as a verdict); errors_on over seeds
+# 4: outcome "error" for a claim that could not be judged (it was "failed", read as a verdict); errors_on over seeds;
+#    later, optional fields only (read by every reader of 4): partial (a session that did not run every claim test),
+#    baseline_update (a baseline updated from a partial session)
 REPORT_SCHEMA_VERSION = 4
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
@@ -321,6 +324,17 @@ def merge(documents: list[dict]) -> dict[str, Any]:
         merged["threshold_defaults"] = defaults
     if conflicts:
         merged["threshold_conflicts"] = conflicts
+    partial = [doc["partial"] for doc in documents if doc.get("partial")]
+    if partial:  # a merge of reports one of which is partial is partial: it says so, never hides it
+        not_run = [entry for p in partial for entry in p.get("not_run", [])]
+        merged["partial"] = {
+            "reason": f"{len(partial)} of the {len(documents)} merged reports {'are' if len(partial) > 1 else 'is'} "
+                      f"partial: " + "; ".join(sorted(str(p.get("reason")) for p in partial)),
+            "ran": len(records), "collected": len(records) + sum(p.get("not_run_count", 0) for p in partial),
+            "not_run_count": sum(p.get("not_run_count", 0) for p in partial),
+            "not_run": sorted(not_run, key=lambda e: e["nodeid"]),
+            "deselected_by": sorted({o for p in partial for o in p.get("deselected_by", [])}),
+        }
     return merged
 
 

@@ -259,6 +259,8 @@ figure{margin:6px 0} figcaption{font-size:12px} .key{margin-right:10px} .key i{d
 .kind{font-size:11px;border:1px solid #999;border-radius:8px;padding:0 6px;color:#555;font-weight:normal}
 .kind.identity{border-color:#1565c0;color:#1565c0}.kind.informational{border-color:#6a1b9a;color:#6a1b9a}
 .kind-note{font-size:12px;color:#1565c0} tr.not-judged td{color:#888}
+.partial{background:#fff8e1;border:1px solid #f9a825;border-radius:6px;padding:4px 12px;margin:8px 0}
+.partial h2{border:0;margin-top:.4em}
 """
 
 JS = """
@@ -293,12 +295,43 @@ def _baseline_section(d: dict[str, Any] | None) -> str:
     return (f'<h2>Against the baseline</h2><p class=muted>{esc(d.get("baseline"))}: {len(d.get("flips", []))} flipped, '
             f'{len(d.get("added", []))} added, {len(d.get("removed", []))} removed, '
             f'{len(d.get("moves_beyond_tolerance", []))} moves beyond tolerance {fmt(d.get("rtol"))}</p>'
+            + (f'<p><strong>{len(d["not_compared"])} baseline records not compared</strong>: this partial session did '
+               f'not run them ({esc(d.get("partial"))}).</p>' if d.get("not_compared") else "")
             + "".join(f'<p class=muted>threshold changed: <code>{esc(t["claim_id"])}.{esc(t["name"])}</code> '
                       f'{fmt(t["old"])} → {fmt(t["new"])} (a flip of this claim may come from the rule, not the model)</p>'
                       for t in d.get("threshold_changes", []))
             + flips
             + ("<h4>largest moves</h4><table><thead><tr><th>test</th><th>value</th><th>baseline</th><th>now</th>"
                f"<th>change</th><th>epoch</th></tr></thead><tbody>{moves}</tbody></table>" if moves else ""))
+
+
+PARTIAL_ROWS = 200  # tests not run listed in the page (claims.json lists up to 10 000, and their count)
+
+
+def _partial_section(partial: dict[str, Any] | None, update: dict[str, Any] | None) -> str:
+    """At the top of the page: this session did not run every claim test it collected (what ran, what did not and
+    why), or this baseline was updated from such a session."""
+    out = ""
+    if partial:
+        rows = [f'<tr><td><code>{esc(e.get("nodeid"))}</code></td><td>{esc(e.get("why"))}'
+                f'{" by " + esc(e["by"]) if e.get("by") else ""}</td></tr>' for e in partial.get("not_run", [])]
+        more = partial.get("not_run_count", len(rows)) - min(len(rows), PARTIAL_ROWS)
+        table = (f'<details><summary>{partial.get("not_run_count", len(rows))} claim tests not run</summary><table>'
+                 f'<thead><tr><th>test</th><th>why</th></tr></thead><tbody>{"".join(rows[:PARTIAL_ROWS])}</tbody>'
+                 f'</table>{f"<p class=muted>… and {more} more (claims.json, partial.not_run)</p>" if more else ""}'
+                 f'</details>' if rows else "")
+        kept = (f'<p>The complete report of an earlier session, <code>{esc(partial["complete_report"])}</code>, was '
+                f'left as it was; this one was written beside it.</p>' if partial.get("complete_report") else "")
+        out += (f'<div class=partial><h2>Partial session</h2><p><strong>{esc(partial.get("ran"))} of '
+                f'{esc(partial.get("collected"))} claim tests ran</strong>: {esc(partial.get("reason"))}. The verdicts '
+                f'below are those of the tests that ran; the others were not judged.</p>{kept}{table}</div>')
+    if update:
+        kept_from = update.get("kept_from") or {}
+        out += (f'<div class=partial><p>A baseline updated from a partial session ({esc(update.get("reason"))}): '
+                f'{esc(update.get("updated"))} records updated, {esc(update.get("kept"))} kept from the baseline of '
+                f'{esc(kept_from.get("created"))} (commit <code>{esc((kept_from.get("git_commit") or "")[:12])}'
+                f'</code>).</p></div>')
+    return out
 
 
 def _unjudged_section(records: list[dict]) -> str:
@@ -332,7 +365,8 @@ def render(document: dict[str, Any]) -> str:
         claims[r.get("claim_id") or r["nodeid"]].append(r)
     counts = document.get("summary") or summary(document.get("records", []))
     badges = " · ".join(f'<span class="badge {o}">{counts.get(o, 0)} {o}</span>' for o in OUTCOMES)
-    head = (f"<h1>claimlens report</h1><p class=muted>created {esc(document.get('created'))} · claimlens "
+    partial = ' <span class="badge error">partial</span>' if document.get("partial") else ""
+    head = (f"<h1>claimlens report{partial}</h1><p class=muted>created {esc(document.get('created'))} · claimlens "
             f"{esc(document.get('versions', {}).get('claimlens'))} · commit {esc((document.get('git_commit') or '')[:12])}"
             f" · {esc(document.get('machine', {}).get('platform'))}</p>"
             f"<p>{badges}</p>")
@@ -439,7 +473,9 @@ def render(document: dict[str, Any]) -> str:
                         f'<p>{esc(first.get("statement"))}</p>{kind_note}'
                         f'<p class=muted>source: {esc(first.get("source"))}</p>{validation}{"".join(body)}</section>')
     return ("<!doctype html><html lang=en><head><meta charset=utf-8><title>claimlens report</title>"
-            f"<style>{CSS}</style></head><body>{head}{_overrides_section(document.get('threshold_overrides'))}"
+            f"<style>{CSS}</style></head><body>{head}"
+            f"{_partial_section(document.get('partial'), document.get('baseline_update'))}"
+            f"{_overrides_section(document.get('threshold_overrides'))}"
             f"{_unjudged_section(records)}{_baseline_section(document.get('baseline_diff'))}"
             f"{runs_table}{matrix}<h2>Claims</h2>{filters}"
             f"{''.join(sections)}<script>{JS}</script></body></html>")
