@@ -75,10 +75,16 @@ def test_attention_rate_selects_algorithm(run_set, final_checkpoints, claim):
     from claimlens.core.checkpoint import final_checkpoint
     from claimlens.families.pizza.analysis import measure_checkpoint
 
-    members = []
+    members, deeper = [], []
     for rate, run in run_set.along("model.attn_rate"):
         if not run.has_weights:
             pytest.skip(f"run set {run_set.name!r} has curves only: gradient symmetricity needs the weights")
+        if getattr(run.spec.model, "n_layers", 1) != 1:  # the source's statistic is over its 1-layer runs
+            deeper.append(run.name)
+            continue
         # the session's final checkpoints: a member also judged per run is forwarded once
         members.append((float(rate), measure_checkpoint(final_checkpoint(run, final_checkpoints))["gs"]))
+    if deeper:
+        claim.note(f"left out {len(deeper)} member(s) of more than one layer (the source's correlation is over its "
+                   f"1-layer runs): {', '.join(deeper)}")
     claim.judge(PZ.attention_rate_selects, members)
