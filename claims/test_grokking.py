@@ -8,6 +8,10 @@ rule, which also judges the source's digitised curves: ``pytest claims/ --run na
 :mod:`claimlens.families.grokking.metrics` (the final model: its one shared forward pass) and the run's progress
 measures (trajectories). Phase boundaries are detected from the run (shape mode): ``t1`` memorisation end, ``t2``
 circuit-formation end, ``t3`` cleanup end (:func:`claimlens.core.series.detect_phases`).
+
+A transformer of several layers (the Clock/Pizza release's 2- to 4-layer models) is judged by the claims defined for
+any depth (losses, phases, excluded and restricted loss, the embedding, Σθ², the logits, swap invariance); the claims
+about the 1-layer circuit (its heads, its MLP's neurons, ``W_L``, the ablations) skip it (``needs_one_layer``).
 """
 
 import math
@@ -23,7 +27,7 @@ from claimlens.core.losses import cross_entropy_f64
 from claimlens.families.grokking import metrics as M
 from claimlens.families.grokking import rules as G
 from claimlens.models import ablated_logits
-from claimlens.plugin.fixtures import needs_equals_token
+from claimlens.plugin.fixtures import needs_equals_token, needs_one_layer
 
 # ---- grokking and its phases
 
@@ -70,7 +74,8 @@ def test_weight_norm_falls_in_phases(run_series, phases, claim):
 
 
 @pytest.mark.claim(G.GINI_JUMPS)
-def test_gini_jumps_in_cleanup(run_series, phases, claim):
+def test_gini_jumps_in_cleanup(run, run_series, phases, claim):
+    needs_one_layer(run, claim)  # W_L
     claim.judge(G.gini_jumps, run_series, phases)
 
 
@@ -94,12 +99,14 @@ def test_embedding_sparse(run_series, phases, claim):
 
 
 @pytest.mark.claim(G.KEYS_STABLE)
-def test_key_frequencies_stable(run_series, phases, claim):
+def test_key_frequencies_stable(run, run_series, phases, claim):
+    needs_one_layer(run, claim)  # the MLP neurons' frequencies
     claim.judge(G.keys_stable, run_series["neuron_key_frequency"], run_series.keys.keys, phases)
 
 
 @pytest.mark.claim(G.KEY_FREQUENCIES)
 def test_key_frequencies(run, run_series, final_model, claim):
+    needs_one_layer(run, claim)  # rules 1 and 3 read the MLP neurons and W_L
     p = run.spec.task.p
     rule3 = fo.key_frequencies_by_norm(fo.fft_tokens(_W_L(final_model.params), fo.fourier_basis(p)), p,
                                        "neuron_logit_map").keys
@@ -108,6 +115,7 @@ def test_key_frequencies(run, run_series, final_model, claim):
 
 @pytest.mark.claim(G.NEURONS_CLUSTER)
 def test_neurons_cluster(run, run_series, final_model, claim):
+    needs_one_layer(run, claim)
     clusters = M.neuron_clusters(final_model.activations.mlp_post, _W_L(final_model.params),
                                    run.spec.task.p, claim.thresholds["neuron_fve"])
     claim.judge(G.neurons_cluster, clusters, final_model.epoch)
@@ -115,6 +123,7 @@ def test_neurons_cluster(run, run_series, final_model, claim):
 
 @pytest.mark.claim(G.NEURON_LOGIT_MAP_RANK)
 def test_neuron_logit_map_is_rank_10(run, run_series, final_model, claim):
+    needs_one_layer(run, claim)
     keys = run_series.keys.keys
     residual = M.neuron_logit_map_residual(_W_L(final_model.params), keys, run.spec.task.p)
     claim.judge(G.neuron_logit_map_rank, residual, keys, final_model.epoch)
@@ -129,6 +138,7 @@ def test_logits_sum_of_cosines(run, run_series, final_model, claim):
 
 @pytest.mark.claim(G.FOURIER_ABLATIONS)
 def test_fourier_ablations(run, run_series, final_model, claim):
+    needs_one_layer(run, claim)  # the MLP neurons and W_L
     keys, p, acts = run_series.keys.keys, run.spec.task.p, final_model.activations
     ablations = M.fourier_ablations(acts.logits, run.task.labels, acts.mlp_post, _W_L(final_model.params),
                                       keys, p)
@@ -140,6 +150,7 @@ def test_fourier_ablations(run, run_series, final_model, claim):
 
 @pytest.mark.claim(G.SKIP_AND_ATTENTION_ABLATIONS)
 def test_skip_and_attention_ablations(run, run_series, final_model, claim):
+    needs_one_layer(run, claim)
     needs_equals_token(run, "the attention ablation keeps the '=' token's embedding at the query position")
     params, acts, labels, model = final_model.params, final_model.activations, run.task.labels, run.spec.model
     loss = cross_entropy_f64(acts.logits, labels).item()
@@ -150,6 +161,7 @@ def test_skip_and_attention_ablations(run, run_series, final_model, claim):
 
 @pytest.mark.claim(G.ATTENTION_HEADS_FIT)
 def test_attention_heads_single_frequency_fit(run, run_series, final_model, claim):
+    needs_one_layer(run, claim)
     if float(getattr(run.spec.model, "attn_rate", 1.0)) == 0:
         pytest.skip(f"run {run.name!r} attends with rate 0 (Zhong et al.'s constant attention): its pattern is the "
                     f"all-ones matrix, with no frequency to fit")
@@ -159,6 +171,7 @@ def test_attention_heads_single_frequency_fit(run, run_series, final_model, clai
 
 @pytest.mark.claim(G.TRIG_FRACTION)
 def test_trig_fraction(run, run_series, phases, final_checkpoint, claim):
+    needs_one_layer(run, claim)  # the MLP neurons
     p = run.spec.task.p
     kf = fo.key_frequencies_from_neurons(final_checkpoint.activations.mlp_post, p, fo.frequencies(p))
     assigned = M.clusters_from_frequencies(kf.details["neuron_freq"], kf.details["neuron_frac"],
@@ -168,6 +181,7 @@ def test_trig_fraction(run, run_series, phases, final_checkpoint, claim):
 
 @pytest.mark.claim(G.LATE_PHASE_CHANGE)
 def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
+    needs_one_layer(run, claim)  # attention from '=' in the one block
     needs_equals_token(run, "the claim is about attention from '=' to itself")
     claim.judge(G.late_phase_change, run_series, phases, n_heads(run))
 
@@ -177,6 +191,7 @@ def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
 
 @pytest.mark.claim(G.COMMUTATIVITY_ATTENTION)
 def test_attention_becomes_symmetric(run, run_series, phases, claim):
+    needs_one_layer(run, claim)  # attention from '=' in the one block
     needs_equals_token(run, "the claim includes attention from '=' to itself")
     claim.judge(G.commutativity_attention, run_series, phases, n_heads(run))
 
@@ -185,6 +200,7 @@ def test_attention_becomes_symmetric(run, run_series, phases, claim):
 def test_final_model_is_symmetric(run, final_model, claim):
     if run.spec.model.kind != "transformer":
         pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}: no attention or position embeddings")
+    needs_one_layer(run, claim)  # the one MLP's neurons
     claim.judge(G.symmetric_weights, M.position_cosine(final_model.params["pos_embed.W_pos"]),
                 M.neuron_swap_asymmetry(final_model.activations.mlp_post, run.spec.task.p),
                 final_model.epoch)

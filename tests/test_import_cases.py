@@ -287,9 +287,10 @@ def test_e2_08_clock_pizza_settings_are_read_and_unrepresentable_ones_refused(tm
     src = generate("E2-08", tmp_path / "src")
     config = json.loads((src / "eqn_sign1" / "config_p99zdpze5l.json").read_text())
     fields, notes = check_clock_pizza(config, "E2-08")
-    assert fields == {"attn_rate": float(config["attn_coeff"]), "equals_token": True, "causal": False}
+    assert fields == {"attn_rate": float(config["attn_coeff"]), "equals_token": True, "causal": False, "n_layers": 1}
     assert "attn_rate = 0" in notes[0]
-    for bad, why in (({"n_layers": 2}, "n_layers = 2"), ({"diff_vocab": 1}, "diff_vocab = 1"),
+    assert check_clock_pizza({**config, "n_layers": 3}, "E2-08")[0]["n_layers"] == 3  # any depth (tests/test_depth.py)
+    for bad, why in (({"n_layers": 0}, "n_layers = 0"), ({"diff_vocab": 1}, "diff_vocab = 1"),
                      ({"act_fn": "Tanh"}, "act_fn = 'Tanh'"), ({"attn_coeff": 1.5}, "attn_coeff = 1.5")):
         with pytest.raises(CheckpointError, match=re.escape(why)):
             check_clock_pizza({**config, **bad}, "E2-08")

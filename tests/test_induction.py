@@ -77,8 +77,8 @@ def test_spec_refuses_mismatched_task_and_model():
         RunSpec("x", task=seq, model=TransformerConfig(), train=TrainConfig(batch_size=8)).validate()
     with pytest.raises(SpecError, match="batch_size"):
         RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence"}, "model": {"kind": "attn_only"}})
-    with pytest.raises(SpecError, match="model.n_layers"):
-        RunSpec.from_dict({"name": "x", "model": {"n_layers": 2}})
+    with pytest.raises(SpecError, match="model.n_layers must be a positive integer"):
+        RunSpec.from_dict({"name": "x", "model": {"n_layers": 0}})
     with pytest.raises(SpecError, match="task.seq_len"):
         RunSpec.from_dict({"name": "x", "task": {"kind": "repeated_subsequence", "seq_len": 20},
                            "model": {"kind": "attn_only"}, "train": {"batch_size": 8}})

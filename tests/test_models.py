@@ -161,3 +161,70 @@ def test_attention_rate_outside_the_unit_interval_is_refused():
         TransformerConfig(attn_rate=1.5).validate()
     with pytest.raises(SpecError, match=r"model.attn_rate.*an MLP has no attention"):
         model_config(kind="mlp", attn_rate=0.0).validate()
+
+
+# ----------------------------------------------------------------------------- transformers of any depth
+
+
+@pytest.mark.parametrize("n_layers", [2, 3])
+@pytest.mark.parametrize("cfg", [
+    TransformerConfig(d_model=30, n_heads=4, d_head=7, d_mlp=48, attn_bias=True, unembed_bias=True),  # 4·7 ≠ 30
+    TransformerConfig(d_model=24, n_heads=3, d_head=8, d_mlp=40, act_fn="gelu", causal=False),
+])
+def test_deep_forward_equals_bridge_and_sequence_forward(n_layers, cfg):
+    """n_layers > 1: the full-sequence forward equals the TransformerLens 4 bridge (``n_layers`` blocks; its
+    activations are the last block's) and the plain sequence forward, with ``n_heads · d_head ≠ d_model``. An
+    independent forward in the source's own layout is in tests/test_depth.py."""
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, n_layers=n_layers)
+    cfg.validate()
+    p = 11
+    params = random_params(cfg, p, seed=n_layers)
+    assert sum(k.startswith(f"blocks.{n_layers - 1}.") for k in params) == 12
+    assert_matches_bridge(params, cfg, p, grid_tokens(p), tol=1e-4)
+    with torch.no_grad():
+        ours = models.forward(params, grid_tokens(p), cfg).logits
+        assert max_rel_err(ours, models.naive_forward(params, grid_tokens(p), cfg)) <= 1e-5
+        # the mask matters from two layers on: the earlier positions' streams feed the last one
+        other = dataclasses.replace(cfg, causal=not cfg.causal)
+        assert max_rel_err(models.forward(params, grid_tokens(p), other).logits, ours) > 1e-3
+
+
+def test_one_layer_initialisation_and_fast_path_are_unchanged():
+    """A 1-layer spec's parameters, their order and the seeded initialisation are those of every run trained before
+    depth existed (the cached runs depend on them): pinned fingerprint."""
+    cfg = TransformerConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32)
+    params = models.init_params(cfg, 7, seed=3)
+    assert models.fingerprint(params) == "1fb697d1985c4521107160a42473d95f55440ee4fb6ecc0ae60311cdf880a9b0"
+    assert list(params)[:3] == ["embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q"]
+
+
+def test_deep_shapes_frozen_biases_and_the_depth_check():
+    cfg = TransformerConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32, n_layers=3)
+    shapes = models.param_shapes(cfg, 7)
+    assert len(shapes) == 4 + 3 * 12 and list(shapes)[-1] == "unembed.b_U"
+    assert models.frozen_params(cfg) == {f"blocks.{l}.attn.b_{x}" for l in range(3) for x in "QKVO"} | {"unembed.b_U"}
+    two_layers = TransformerConfig(d_model=16, n_heads=2, d_head=8, d_mlp=32, n_layers=2)
+    two = models.init_params(two_layers, 7, seed=0)
+    with pytest.raises(CheckpointError, match=r"weights hold 2 layers .* config says n_layers = 3") as info:
+        models.validate_params(two, cfg, 7, where="epoch 5")
+    assert "\n" not in str(info.value)
+    acts = models.forward(two, grid_tokens(7), two_layers, cache=True)
+    with pytest.raises(ValueError, match="reads the 1-layer circuit"):
+        models.ablated_logits(two, acts, two_layers, "mlp_skip")
+
+
+def test_transformer_depth_is_a_transformer_setting_hashed_only_above_one():
+    from claimlens.config import RunSpec
+    from claimlens.errors import SpecError
+
+    one = RunSpec.from_dict({"name": "x", "model": {}})
+    assert RunSpec.from_dict({"name": "x", "model": {"n_layers": 1}}).hash == one.hash
+    two = RunSpec.from_dict({"name": "x", "model": {"n_layers": 2}})
+    assert two.model.n_layers == 2 and two.hash != one.hash
+    assert RunSpec.from_dict(two.to_dict()) == two
+    with pytest.raises(SpecError, match="model.n_layers must be a positive integer"):
+        RunSpec.from_dict({"name": "x", "model": {"n_layers": 0}})
+    with pytest.raises(SpecError, match="model.n_layers .*an MLP's depth is the length of hidden"):
+        RunSpec.from_dict({"name": "x", "model": {"kind": "mlp", "n_layers": 2}})

@@ -126,3 +126,16 @@ def test_both_engines_give_the_same_chains(batch_size, orth_grad):
     torch.testing.assert_close(a.traces, b.traces, rtol=1e-4, atol=1e-5)
     assert a.mean == pytest.approx(b.mean, rel=1e-3)
     torch.testing.assert_close(a.acceptance, b.acceptance, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("cfg", [
+    TransformerConfig(d_model=12, n_heads=2, d_head=5, d_mlp=16, n_layers=2, attn_bias=True, unembed_bias=True),
+    TransformerConfig(d_model=8, n_heads=2, d_head=4, d_mlp=12, n_layers=3, attn_rate=0.4, equals_token=False,
+                      causal=False, act_fn="gelu"),
+])
+def test_a_deep_transformer_loss_and_gradient_equal_autograd_of_the_plain_forward(cfg):
+    """n_layers > 1 has no closed form here: its engine is vmap of autograd over the full-sequence forward, with the
+    same interface and loss (checked in float64 and in the sampler's float32)."""
+    assert_same(cfg, 7, chains=2, batch=5, seed=1)
+    assert_same(cfg, 7, chains=3, batch=4, seed=2, dtype=torch.float32)
+

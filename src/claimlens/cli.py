@@ -140,7 +140,7 @@ def _print_info(run) -> None:
     info = _info_dict(run)
     spec = run.spec
     m = spec.model
-    model = (f"transformer d_model={m.d_model} n_heads={m.n_heads} d_head={m.d_head} d_mlp={m.d_mlp} act={m.act_fn}"
+    model = (f"transformer {f'n_layers={m.n_layers} ' if m.n_layers != 1 else ''}d_model={m.d_model} n_heads={m.n_heads} d_head={m.d_head} d_mlp={m.d_mlp} act={m.act_fn}"
              + (f" attn_rate={m.attn_rate:g}" if m.attn_rate != 1 else "")
              + ("" if m.equals_token else " inputs=[a, b]") + ("" if m.causal else " causal=false")
              if m.kind == "transformer" else

@@ -105,10 +105,12 @@ class RepeatedSubsequenceTask:
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """``kind = "transformer"`` (the default): the 1-layer transformer of Nanda et al.: no LayerNorm, learned
-    positions, ReLU MLP, ``d_vocab = p+1`` (the ``=`` token), ``d_vocab_out = p``, ``n_ctx = 3``. Attention and
-    unembedding biases exist in the property format (TransformerLens needs them) but are fixed at zero unless
-    ``attn_bias`` / ``unembed_bias`` say otherwise, as in the paper's model.
+    """``kind = "transformer"`` (the default): the transformer of Nanda et al. (1 layer) and of Zhong et al.'s
+    Clock/Pizza sweeps (1 to 4 layers): ``n_layers`` blocks of attention then MLP on the residual stream, no
+    LayerNorm, learned positions, ReLU MLP, ``d_vocab = p+1`` (the ``=`` token), ``d_vocab_out = p``, ``n_ctx = 3``.
+    ``n_heads · d_head`` need not equal ``d_model`` (the Clock/Pizza width-86 models: ``d_head = d_model //
+    n_heads``). Attention and unembedding biases exist in the property format (TransformerLens needs them) but are
+    fixed at zero unless ``attn_bias`` / ``unembed_bias`` say otherwise, as in the paper's model.
     """
 
     kind: Literal["transformer"] = "transformer"
@@ -121,7 +123,8 @@ class TransformerConfig:
     # Clock/Pizza variant (Zhong et al. 2023, claims_catalogue §1.3): attention α·softmax(QKᵀ/√d_head) + (1 − α)·J
     # with J the all-ones matrix (α = 1: ordinary softmax attention), and inputs [a, b] without the '=' token
     # (vocabulary p, 2 positions). ``causal`` is the mask of the attention; with one layer only the final
-    # position's output is read, which sees every position either way, so it changes no output here.
+    # position's output is read, which sees every position either way, so it changes no output there; with more
+    # layers the earlier positions' residual streams feed the final one, and the mask matters.
     attn_rate: float = 1.0
     equals_token: bool = True
     causal: bool = True
@@ -129,9 +132,10 @@ class TransformerConfig:
     # parameters held fixed at their initial values by training and by the LLC (e.g. the TransformerLens
     # demo's frozen ``blocks.0.mlp.b_in`` / ``b_out``), on top of the biases attn_bias/unembed_bias switch off
     frozen: tuple[str, ...] = ()
+    # blocks (attention + MLP each); hashed only when ≠ 1, so every 1-layer spec keeps its hash
+    n_layers: int = 1
 
     FOREIGN: ClassVar[dict[str, str]] = {
-        "n_layers": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
         "layer_norm": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
         "d_vocab": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
         "n_ctx": "is a setting of the attention-only model (kind = 'attn_only'); remove it",
@@ -143,7 +147,7 @@ class TransformerConfig:
     def validate(self) -> None:
         _check(self.kind == "transformer", "model.kind", _MODEL_TEXT, self.kind)
         _validate_common(self)
-        for key in ("d_model", "n_heads", "d_head", "d_mlp"):
+        for key in ("d_model", "n_heads", "d_head", "d_mlp", "n_layers"):
             value = getattr(self, key)
             _check(isinstance(value, int) and value > 0, f"model.{key}", "must be a positive integer", value)
         _check(isinstance(self.attn_rate, (int, float)) and 0 <= self.attn_rate <= 1, "model.attn_rate",
@@ -172,8 +176,10 @@ class MLPConfig:
            for k in ("attn_rate", "equals_token", "causal", "attn_bias", "unembed_bias")},
         **{k: "is a transformer setting; the MLP's widths are d_embed and hidden (remove it)"
            for k in ("d_model", "n_heads", "d_head", "d_mlp")},
+        "n_layers": "is a setting of the transformer and the attention-only model; an MLP's depth is the length of "
+                    "hidden (remove it)",
         **{k: "is a setting of the attention-only model (kind = 'attn_only'); remove it"
-           for k in ("n_layers", "layer_norm", "d_vocab", "n_ctx")},
+           for k in ("layer_norm", "d_vocab", "n_ctx")},
     }
 
     def validate(self) -> None:

@@ -2,8 +2,8 @@
 
 Two ways to run the same parameters:
 
-* :func:`claimlens.models.bridge.build_bridge` / ``load_into_bridge`` build the 1-layer transformer of Nanda et al.
-  through TransformerLens 4 (:mod:`claimlens.models.bridge`, the only module that imports TransformerLens, lazily).
+* :func:`claimlens.models.bridge.build_bridge` / ``load_into_bridge`` build the transformer of Nanda et al. (any
+  ``n_layers``) through TransformerLens 4 (:mod:`claimlens.models.bridge`, the only module that imports TransformerLens, lazily).
 * :func:`forward` is a plain-torch path for training and batched analysis (:mod:`claimlens.models.transformer`,
   :mod:`claimlens.models.mlp`); ``tests/test_models.py`` shows it equal to the bridge.
 
@@ -26,6 +26,7 @@ from claimlens.models.schema import (
     fingerprint,
     frozen_params,
     init_params,
+    layers_in,
     n_ctx,
     param_shapes,
     validate_params,
@@ -34,6 +35,7 @@ from claimlens.models.transformer import (
     ACT,
     Activations,
     ablated_logits,
+    deep_forward,
     naive_forward,
     sequence_forward,
     transformer_forward,
@@ -41,15 +43,18 @@ from claimlens.models.transformer import (
 
 __all__ = [
     "N_CTX", "Activations", "Params", "ablated_logits", "attn_only", "bridge_activations", "bridge_config",
-    "bridge_params", "build_bridge", "d_vocab", "fingerprint", "forward", "frozen_params", "init_params",
-    "load_into_bridge", "n_ctx", "naive_forward", "param_shapes", "sequence_forward", "validate_params",
+    "bridge_params", "build_bridge", "d_vocab", "deep_forward", "fingerprint", "forward", "frozen_params", "init_params",
+    "layers_in", "load_into_bridge", "n_ctx", "naive_forward", "param_shapes", "sequence_forward", "validate_params",
 ]
 
 
 def forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, *, cache: bool = False) -> Activations:
-    """Logits ``[batch, p]`` at the final position for ``tokens [batch, 3]``; activations if ``cache``."""
+    """Logits ``[batch, p]`` at the final position for ``tokens [batch, 3]``; activations if ``cache`` (of the last
+    block for a transformer of several layers)."""
     if cfg.kind == "transformer":
         if not cfg.equals_token and tokens.shape[1] == N_CTX:
             tokens = tokens[:, :N_CTX - 1]  # the task's rows are [a, b, =]; this model never reads '='
+        if cfg.n_layers != 1:  # the final-position shortcut holds for one layer only
+            return deep_forward(params, tokens, cfg, cache)
         return transformer_forward(params, tokens, ACT[cfg.act_fn], cache, cfg.attn_rate)
     return mlp_forward(params, tokens, cfg, cache)

@@ -1,7 +1,7 @@
 """TransformerLens 4: the only module of claimlens that imports TransformerLens.
 
-:func:`build_bridge` / :func:`load_into_bridge` build the 1-layer transformer of Nanda et al. (or an attention-only
-model) through TransformerLens 4 (``TransformerBridgeConfig`` + native ``boot``), for hooks and ``run_with_cache``.
+:func:`build_bridge` / :func:`load_into_bridge` build the transformer of Nanda et al. (any ``n_layers``; or an
+attention-only model) through TransformerLens 4 (``TransformerBridgeConfig`` + native ``boot``), for hooks and ``run_with_cache``.
 TransformerLens is imported lazily, inside these functions, so that importing claimlens stays cheap.
 """
 
@@ -21,7 +21,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def bridge_config(cfg: ModelConfig, p: int):
-    """The ``TransformerBridgeConfig`` of the paper's transformer for modulus ``p`` (or of an attention-only model)."""
+    """The ``TransformerBridgeConfig`` of the paper's transformer for modulus ``p``, ``cfg.n_layers`` blocks (or of an
+    attention-only model)."""
     if cfg.kind == "attn_only":
         from transformer_lens.config import TransformerBridgeConfig
 
@@ -39,7 +40,7 @@ def bridge_config(cfg: ModelConfig, p: int):
     from transformer_lens.config import TransformerBridgeConfig
 
     return TransformerBridgeConfig(
-        d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, d_mlp=cfg.d_mlp, n_layers=1,
+        d_model=cfg.d_model, d_head=cfg.d_head, n_heads=cfg.n_heads, d_mlp=cfg.d_mlp, n_layers=cfg.n_layers,
         n_ctx=n_ctx(cfg), d_vocab=d_vocab(cfg, p), d_vocab_out=p, act_fn=cfg.act_fn, normalization_type=None,
         attention_dir="causal" if cfg.causal else "bidirectional", seed=0,
     )
@@ -57,13 +58,13 @@ def build_bridge(cfg: ModelConfig, p: int, params: Params | None = None, *, devi
 
 
 def bridge_params(bridge: TransformerBridge) -> dict[str, torch.Tensor]:
-    """Read the bridge's weights back in property format."""
-    attn, mlp = bridge.blocks[0].attn, bridge.blocks[0].mlp
+    """Read the bridge's weights back in property format (every block)."""
     out = {"embed.W_E": bridge.W_E, "pos_embed.W_pos": bridge.W_pos, "unembed.W_U": bridge.W_U, "unembed.b_U": bridge.b_U}
-    for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
-        out[f"blocks.0.attn.{n}"] = getattr(attn, n)
-    for n in ("W_in", "b_in", "W_out", "b_out"):
-        out[f"blocks.0.mlp.{n}"] = getattr(mlp, n)
+    for layer, block in enumerate(bridge.blocks):
+        for n in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O"):
+            out[f"blocks.{layer}.attn.{n}"] = getattr(block.attn, n)
+        for n in ("W_in", "b_in", "W_out", "b_out"):
+            out[f"blocks.{layer}.mlp.{n}"] = getattr(block.mlp, n)
     return {k: v.detach() for k, v in out.items()}
 
 
@@ -90,15 +91,18 @@ def load_into_bridge(bridge: TransformerBridge, params: Params, cfg: ModelConfig
 
 
 def bridge_activations(bridge: TransformerBridge, tokens: torch.Tensor) -> Activations:
-    """The same final-position activations as :func:`forward`, from ``run_with_cache``."""
-    names = ["blocks.0.attn.hook_pattern", "blocks.0.hook_resid_mid", "blocks.0.mlp.hook_pre", "blocks.0.mlp.hook_post"]
+    """The same final-position activations as :func:`forward` (the last block's, as there), from
+    ``run_with_cache``."""
+    last = bridge.cfg.n_layers - 1
+    b = f"blocks.{last}."
+    names = [b + "attn.hook_pattern", b + "hook_resid_mid", b + "mlp.hook_pre", b + "mlp.hook_post"]
     tokens = tokens[:, : bridge.cfg.n_ctx]  # a model without '=' reads [a, b]
     with torch.no_grad():
         logits, cache = bridge.run_with_cache(tokens, names_filter=lambda n: n in names)
     return Activations(
         logits=logits[:, -1],
-        pattern=cache["pattern", 0][:, :, -1, :],
-        resid_mid=cache["blocks.0.hook_resid_mid"][:, -1],
-        mlp_pre=cache["blocks.0.mlp.hook_pre"][:, -1],
-        mlp_post=cache["blocks.0.mlp.hook_post"][:, -1],
+        pattern=cache["pattern", last][:, :, -1, :],
+        resid_mid=cache[b + "hook_resid_mid"][:, -1],
+        mlp_pre=cache[b + "mlp.hook_pre"][:, -1],
+        mlp_post=cache[b + "mlp.hook_post"][:, -1],
     )

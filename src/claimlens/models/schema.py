@@ -1,12 +1,13 @@
 """The parameter schema, over TransformerLens *property format*: names and shapes of every model kind, the
 initialisation, the parameters held fixed, the checks a set of weights must pass, and its fingerprint.
 
-Parameter names and shapes (transformer; ``V = p + 1`` input tokens, ``p`` output classes)::
+Parameter names and shapes (transformer; ``V = p + 1`` input tokens, ``p`` output classes; one set of
+``blocks.{l}`` for each layer ``l = 0 … n_layers − 1``; ``n_heads · d_head`` need not equal ``d_model``)::
 
     embed.W_E [V, d_model]          pos_embed.W_pos [3, d_model]
-    blocks.0.attn.W_Q/W_K/W_V [n_heads, d_model, d_head]   b_Q/b_K/b_V [n_heads, d_head]
-    blocks.0.attn.W_O [n_heads, d_head, d_model]           b_O [d_model]
-    blocks.0.mlp.W_in [d_model, d_mlp]  b_in [d_mlp]       W_out [d_mlp, d_model]  b_out [d_model]
+    blocks.{l}.attn.W_Q/W_K/W_V [n_heads, d_model, d_head]   b_Q/b_K/b_V [n_heads, d_head]
+    blocks.{l}.attn.W_O [n_heads, d_head, d_model]           b_O [d_model]
+    blocks.{l}.mlp.W_in [d_model, d_mlp]  b_in [d_mlp]       W_out [d_mlp, d_model]  b_out [d_model]
     unembed.W_U [d_model, p]        unembed.b_U [p]
 
 MLP family (names of our own, documented here)::
@@ -52,25 +53,28 @@ def param_shapes(cfg: ModelConfig, p: int | None) -> dict[str, tuple[int, ...]]:
     if cfg.kind == "attn_only":
         return attn_only.param_shapes(cfg)
     if cfg.kind == "transformer":
+        # in this order (the seeded initialisation draws in it): embeddings, block 0, block 1, …, unembedding
         D, H, dh, M = cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_mlp
-        return {
-            "embed.W_E": (d_vocab(cfg, p), D),
-            "pos_embed.W_pos": (n_ctx(cfg), D),
-            "blocks.0.attn.W_Q": (H, D, dh),
-            "blocks.0.attn.W_K": (H, D, dh),
-            "blocks.0.attn.W_V": (H, D, dh),
-            "blocks.0.attn.W_O": (H, dh, D),
-            "blocks.0.attn.b_Q": (H, dh),
-            "blocks.0.attn.b_K": (H, dh),
-            "blocks.0.attn.b_V": (H, dh),
-            "blocks.0.attn.b_O": (D,),
-            "blocks.0.mlp.W_in": (D, M),
-            "blocks.0.mlp.b_in": (M,),
-            "blocks.0.mlp.W_out": (M, D),
-            "blocks.0.mlp.b_out": (D,),
-            "unembed.W_U": (D, p),
-            "unembed.b_U": (p,),
-        }
+        shapes = {"embed.W_E": (d_vocab(cfg, p), D), "pos_embed.W_pos": (n_ctx(cfg), D)}
+        for layer in range(cfg.n_layers):
+            b = f"blocks.{layer}."
+            shapes.update({
+                b + "attn.W_Q": (H, D, dh),
+                b + "attn.W_K": (H, D, dh),
+                b + "attn.W_V": (H, D, dh),
+                b + "attn.W_O": (H, dh, D),
+                b + "attn.b_Q": (H, dh),
+                b + "attn.b_K": (H, dh),
+                b + "attn.b_V": (H, dh),
+                b + "attn.b_O": (D,),
+                b + "mlp.W_in": (D, M),
+                b + "mlp.b_in": (M,),
+                b + "mlp.W_out": (M, D),
+                b + "mlp.b_out": (D,),
+            })
+        shapes["unembed.W_U"] = (D, p)
+        shapes["unembed.b_U"] = (p,)
+        return shapes
     shapes: dict[str, tuple[int, ...]] = {"embed.W_E": (p, cfg.d_embed)}
     d_in = cfg.d_embed * (2 if cfg.combine == "concat" else 1)
     for i, width in enumerate(cfg.hidden):
@@ -99,7 +103,7 @@ def frozen_params(cfg: ModelConfig, p: int | None = None) -> set[str]:
     if cfg.kind != "transformer":
         return frozen
     if not cfg.attn_bias:
-        frozen |= {f"blocks.0.attn.b_{x}" for x in "QKVO"}
+        frozen |= {f"blocks.{layer}.attn.b_{x}" for layer in range(cfg.n_layers) for x in "QKVO"}
     if not cfg.unembed_bias:
         frozen.add("unembed.b_U")
     return frozen
@@ -146,6 +150,11 @@ def validate_params(params: Params, cfg: ModelConfig, p: int | None, *, where: s
     expected = param_shapes(cfg, p)
     missing = sorted(set(expected) - set(params))
     extra = sorted(set(params) - set(expected))
+    held, named = layers_in(params), getattr(cfg, "n_layers", None)
+    if (missing or extra) and named is not None and held and held != named:
+        raise CheckpointError(
+            f"{where}: the weights hold {held} layer{'s' if held != 1 else ''} (blocks.0 … blocks.{held - 1}) but the "
+            f"config says n_layers = {named}; correct n_layers in the config (or the spec) to the model that was trained")
     if missing or extra:
         raise CheckpointError(
             f"{where}: parameters do not match a {cfg.kind} with {_config_summary(cfg, p)}: "
@@ -172,12 +181,19 @@ def validate_params(params: Params, cfg: ModelConfig, p: int | None, *, where: s
             )
 
 
+def layers_in(params: Params) -> int:
+    """How many transformer blocks a state dict holds: the largest ``l`` of its ``blocks.{l}.…`` keys + 1 (0: none)."""
+    found = [int(k.split(".")[1]) for k in params if k.startswith("blocks.") and k.split(".")[1].isdigit()]
+    return max(found) + 1 if found else 0
+
+
 def _config_summary(cfg: ModelConfig, p: int | None) -> str:
     if cfg.kind == "attn_only":
         return (f"n_layers={cfg.n_layers}, d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_head={cfg.d_head}, "
                 f"d_vocab={cfg.d_vocab}, n_ctx={cfg.n_ctx}, layer_norm={cfg.layer_norm}")
     if cfg.kind == "transformer":
-        return f"p={p}, d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_head={cfg.d_head}, d_mlp={cfg.d_mlp}"
+        layers = f"n_layers={cfg.n_layers}, " if cfg.n_layers != 1 else ""
+        return f"p={p}, {layers}d_model={cfg.d_model}, n_heads={cfg.n_heads}, d_head={cfg.d_head}, d_mlp={cfg.d_mlp}"
     return f"p={p}, d_embed={cfg.d_embed}, hidden={list(cfg.hidden)}, combine={cfg.combine}"
 
 

@@ -14,6 +14,9 @@ for; the loss is ``[C]`` float64 (the mean over ``B`` rows of float32 per-row cr
 
 Only the two model kinds of :mod:`claimlens.models` are written out: the 1-layer transformer of Nanda et al.
 (2023) (relu or gelu MLP, any attention rate, with or without the ``=`` token) and the MLP family (sum or concat of the two input embeddings, any depth, relu or gelu).
+A transformer of ``n_layers > 1`` is not written out (its final position reads every position of every earlier
+block): :func:`deep_transformer_loss_and_grad` gives it the same interface through ``torch.func.vmap`` of autograd
+over :func:`claimlens.models.transformer.deep_forward`.
 """
 
 from __future__ import annotations
@@ -256,14 +259,42 @@ def mlp_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: torch.Tens
     return loss_and_grad
 
 
+def deep_transformer_loss_and_grad(cfg: ModelConfig, tokens: torch.Tensor, labels: torch.Tensor) -> LossAndGrad:
+    """Loss-and-gradient function of a transformer of any depth on ``tokens [n, pos]``, ``labels [n]``:
+    ``vmap(grad_and_value)`` over the chains of the full-sequence forward (no closed form), the same loss as the
+    written-out engines (float32 log-softmax, the mean over the rows in float64)."""
+    from torch.func import grad_and_value, vmap
+
+    from claimlens.models.transformer import deep_forward
+
+    if not cfg.equals_token and tokens.shape[1] == 3:
+        tokens = tokens[:, :2]  # the model reads [a, b]
+
+    def loss(w: Stacked, rows: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(deep_forward(w, tokens[rows], cfg, cache=False).logits, dim=-1)
+        return -logp.gather(-1, labels[rows].unsqueeze(-1)).double().mean()
+
+    step = vmap(grad_and_value(loss), in_dims=(0, 0))
+
+    def loss_and_grad(w: Stacked, rows: torch.Tensor, out: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        grads, value = step(dict(w), rows)
+        for name, buf in out.items():
+            buf.copy_(grads[name].view_as(buf))
+        return value
+
+    return loss_and_grad
+
+
 def loss_and_grad_fn(cfg: ModelConfig, tokens: torch.Tensor, labels: torch.Tensor) -> LossAndGrad:
     """The written-out loss-and-gradient function for a model of ``cfg`` on the data ``tokens``, ``labels``.
 
     Returns ``f(w, rows, out) -> loss [C]``: ``w`` maps every parameter name to ``[C, *shape]``; ``rows [C, B]``
     (long) picks each chain's rows of the data; the gradient of each chain's mean loss is written into ``out[name]``
-    (``[C, *shape]``, float32) for the names ``out`` holds. Raises ``ValueError`` for an activation other than
-    relu / gelu."""
+    (``[C, *shape]``, float32) for the names ``out`` holds; for a transformer of several layers, autograd
+    (:func:`deep_transformer_loss_and_grad`). Raises ``ValueError`` for an activation other than relu / gelu."""
     tokens, labels = tokens.long(), labels.long()
+    if cfg.kind == "transformer" and cfg.n_layers != 1:
+        return deep_transformer_loss_and_grad(cfg, tokens, labels)
     if cfg.kind == "transformer":
         return transformer_loss_and_grad(cfg, tokens, labels)
     return mlp_loss_and_grad(cfg, tokens, labels)

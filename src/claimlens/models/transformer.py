@@ -3,8 +3,10 @@
 :func:`claimlens.models.forward` (through :func:`transformer_forward`) is a plain-torch path for training and batched
 analysis. It computes the query, the MLP and the unembedding at the final (``=``) position only, since nothing else
 is ever used, and computes the per-position key/value/query projections once per *vocabulary token* rather than
-once per example. :func:`sequence_forward` is the same model written plainly; ``tests/test_models.py`` shows both
-equal to the TransformerLens bridge (:mod:`claimlens.models.bridge`).
+once per example. That shortcut holds for one layer only (a second block reads every position's output of the
+first): a model of ``n_layers > 1`` goes through :func:`deep_forward`, every position through every block.
+:func:`sequence_forward` is the same model written plainly, for any depth; ``tests/test_models.py`` shows all of
+them equal to the TransformerLens bridge (:mod:`claimlens.models.bridge`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ ACT = {"relu": F.relu, "gelu": F.gelu}
 
 @dataclass
 class Activations:
-    """Final-position activations of one forward pass (leading axes: ``batch``)."""
+    """Final-position activations of one forward pass (leading axes: ``batch``). For a transformer of
+    ``n_layers > 1`` the pattern and the MLP activations are those of the **last** block (its attention from the
+    final query, its MLP at the final position): what the unembedding reads directly."""
 
     logits: torch.Tensor  # [batch, p]
     pattern: torch.Tensor | None = None  # [batch, n_heads, pos] attention from the final query
@@ -74,27 +78,54 @@ def transformer_forward(params: Params, tokens: torch.Tensor, act, cache: bool, 
 
 
 def sequence_forward(params: Params, embeddings: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
-    """The transformer written plainly, every position computed as in the source code (Nanda et al.'s and
-    Zhong et al.'s ``Transformer.forward``): final-position logits ``[batch, p]`` from the token embeddings
-    ``embeddings [batch, pos, d_model]`` (rows of ``W_E``, before the positional embedding).
+    """The transformer written plainly, every position through every block as in the source code (Nanda et al.'s
+    and Zhong et al.'s ``Transformer.forward``): final-position logits ``[batch, p]`` from the token embeddings
+    ``embeddings [batch, pos, d_model]`` (rows of ``W_E``, before the positional embedding), for any ``n_layers``.
 
     The reference for :func:`forward` (any attention rate, with or without the causal mask) and the function whose
     input gradients define gradient symmetricity (Zhong et al. 2023, Def. 4.1)."""
-    a = "blocks.0.attn."
-    x = embeddings + params["pos_embed.W_pos"][: embeddings.shape[1]]  # [batch, pos, d]
-    q = torch.einsum("bpd,hde->bhpe", x, params[a + "W_Q"]) + params[a + "b_Q"][:, None]
-    k = torch.einsum("bpd,hde->bhpe", x, params[a + "W_K"]) + params[a + "b_K"][:, None]
-    v = torch.einsum("bpd,hde->bhpe", x, params[a + "W_V"]) + params[a + "b_V"][:, None]
-    scores = torch.einsum("bhqe,bhke->bhqk", q, k) / math.sqrt(q.shape[-1])
-    if cfg.causal:
-        n = x.shape[1]
-        scores = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool).tril(), float("-inf"))
-    pattern = cfg.attn_rate * scores.softmax(-1) + (1 - cfg.attn_rate)  # J: all ones (Zhong et al. §5)
-    z = torch.einsum("bhqk,bhke->bhqe", pattern, v)
-    x = x + torch.einsum("bhqe,hed->bqd", z, params[a + "W_O"]) + params[a + "b_O"]
-    pre = x @ params["blocks.0.mlp.W_in"] + params["blocks.0.mlp.b_in"]
-    x = x + ACT[cfg.act_fn](pre) @ params["blocks.0.mlp.W_out"] + params["blocks.0.mlp.b_out"]
+    x = _blocks(params, embeddings + params["pos_embed.W_pos"][: embeddings.shape[1]], cfg)[0]
     return (x @ params["unembed.W_U"] + params["unembed.b_U"])[:, -1]
+
+
+def _blocks(params: Params, x: torch.Tensor, cfg: ModelConfig, keep_last: bool = False
+            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The residual stream ``x [batch, pos, d_model]`` through every block (attention α·softmax + (1 − α)·J with
+    ``J`` all ones and the causal mask if ``cfg.causal``, then the MLP; no LayerNorm), and, with ``keep_last``, the
+    last block's ``pattern [batch, head, query, key]``, ``resid_mid``, ``mlp_pre``, ``mlp_post`` (``[batch, pos, ·]``)."""
+    kept: dict[str, torch.Tensor] = {}
+    n = x.shape[1]
+    for layer in range(cfg.n_layers):
+        a, m = f"blocks.{layer}.attn.", f"blocks.{layer}.mlp."
+        q = torch.einsum("bpd,hde->bhpe", x, params[a + "W_Q"]) + params[a + "b_Q"][:, None]
+        k = torch.einsum("bpd,hde->bhpe", x, params[a + "W_K"]) + params[a + "b_K"][:, None]
+        v = torch.einsum("bpd,hde->bhpe", x, params[a + "W_V"]) + params[a + "b_V"][:, None]
+        scores = torch.einsum("bhqe,bhke->bhqk", q, k) / math.sqrt(q.shape[-1])
+        if cfg.causal:
+            scores = scores.masked_fill(~torch.ones(n, n, dtype=torch.bool, device=x.device).tril(), float("-inf"))
+        pattern = cfg.attn_rate * scores.softmax(-1) + (1 - cfg.attn_rate)  # J: all ones (Zhong et al. §5)
+        z = torch.einsum("bhqk,bhke->bhqe", pattern, v)
+        x = x + torch.einsum("bhqe,hed->bqd", z, params[a + "W_O"]) + params[a + "b_O"]
+        pre = x @ params[m + "W_in"] + params[m + "b_in"]
+        post = ACT[cfg.act_fn](pre)
+        if keep_last and layer == cfg.n_layers - 1:
+            kept = {"pattern": pattern, "resid_mid": x, "mlp_pre": pre, "mlp_post": post}
+        x = x + post @ params[m + "W_out"] + params[m + "b_out"]
+    return x, kept
+
+
+def deep_forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig, cache: bool) -> Activations:
+    """:func:`forward` of a transformer of any depth, plainly (:func:`_blocks`, every position through every block):
+    logits ``[batch, p]`` at the final position of ``tokens [batch, pos]``; with ``cache``, the last block's
+    attention from the final query ``[batch, head, pos]`` and its ``resid_mid`` / MLP activations at the final
+    position (see :class:`Activations`)."""
+    x = params["embed.W_E"].index_select(0, tokens.flatten()).view(*tokens.shape, -1)
+    x, kept = _blocks(params, x + params["pos_embed.W_pos"][: tokens.shape[1]], cfg, keep_last=cache)
+    logits = x[:, -1] @ params["unembed.W_U"] + params["unembed.b_U"]  # [batch, p]
+    if not cache:
+        return Activations(logits)
+    return Activations(logits, kept["pattern"][:, :, -1], kept["resid_mid"][:, -1], kept["mlp_pre"][:, -1],
+                       kept["mlp_post"][:, -1])
 
 
 def naive_forward(params: Params, tokens: torch.Tensor, cfg: ModelConfig) -> torch.Tensor:
@@ -114,6 +145,9 @@ def ablated_logits(params: Params, acts: Activations, cfg: ModelConfig, ablate: 
     """
     if cfg.kind != "transformer" or acts.mlp_post is None:
         raise ValueError("ablated_logits needs a transformer's activations from forward(..., cache=True)")
+    if cfg.n_layers != 1:
+        raise ValueError(f"ablated_logits reads the 1-layer circuit (NCLSS App. A.1: the MLP's skip connection and the "
+                         f"attention of the only block); this model has {cfg.n_layers} layers")
     act = ACT[cfg.act_fn]
     W_out, b_out = params["blocks.0.mlp.W_out"], params["blocks.0.mlp.b_out"]
     W_U, b_U = params["unembed.W_U"], params["unembed.b_U"]

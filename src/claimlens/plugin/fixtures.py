@@ -95,6 +95,17 @@ def needs_equals_token(run, what: str) -> None:
         pytest.skip(f"run {run.name!r} reads [a, b] without an '=' token (equals_token = false): {what}")
 
 
+def needs_one_layer(run, claim) -> None:
+    """Skip, with the reason, a transformer of several layers under a claim about Nanda et al.'s 1-layer circuit
+    (catalogue §3.1: its attention heads, its one MLP's neurons, ``W_L = W_out @ W_U``, the ablations of its skip
+    connections): such a model computes with other parts, and the claim says nothing about them. ``claim``: the
+    test's :class:`claimlens.plugin.claim.Claim` (its id and source name the circuit)."""
+    model = run.spec.model if run.has_weights else None
+    if isinstance(model, TransformerConfig) and model.n_layers != 1:
+        pytest.skip(f"claim {claim.spec.id} reads the 1-layer circuit of {claim.spec.source}; run {run.name!r} is a "
+                    f"transformer of {model.n_layers} layers")
+
+
 def needs_transformer(run) -> None:
     needs_weights(run)
     if run.spec.model.kind != "transformer":

@@ -12,8 +12,12 @@ Recognised, by their keys and shapes:
   ``'='`` class (dropped, as every analysis of that code does);
 * the devinterp-hackathon MLP (claims_catalogue §1.4): ``embedding``, ``linear1l``, ``linear1r``, ``linear2`` as
   ``nn.Linear`` (weight ``[out, in]``), its unembedding untied or tied to the embedding;
-* the Clock/Pizza transformer (Zhong et al. 2023; claims_catalogue §1.3) is the 2022 layout plus a sidecar JSON
-  config; :func:`check_clock_pizza` says whether claimlens can represent its attention and inputs.
+* the Clock/Pizza transformer (Zhong et al. 2023; claims_catalogue §1.3) is the 2022 layout, one set of
+  ``blocks.{l}`` per layer (1 to 4 in the source's sweeps), plus a sidecar JSON config; :func:`check_clock_pizza`
+  says whether claimlens can represent its attention and inputs;
+* the Clock/Pizza repository's MLPs, with the same sidecar: the ``Linearformer`` of ``code/train-main.py``
+  (``use_linear``) and ``MyModelA``–``D`` of ``code/train-linear.py`` are claimlens's MLP family
+  (:func:`convert_clock_pizza_mlp`); ``MyModelX`` (separate embeddings for ``a`` and ``b``) is not.
 
 Every conversion returns notes that the importer records in run.json (``source.conversions``).
 """
@@ -27,9 +31,9 @@ from typing import Any
 
 import torch
 
-from claimlens.config import ModelConfig, TransformerConfig
+from claimlens.config import ModelConfig
 from claimlens.errors import CheckpointError
-from claimlens.models import param_shapes
+from claimlens.models import layers_in, param_shapes
 
 _BUFFER_SUFFIXES = (".mask", ".IGNORE")
 NV_KEYS = ("embedding.weight", "linear1r.weight", "linear2.weight")
@@ -56,24 +60,38 @@ def _transformer(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where:
     if "embed.weight" in sd and any(k.endswith(".attn.q.weight") for k in sd):
         sd, bridge_notes = _from_bridge(sd, model, where)
         notes.extend(bridge_notes)
+    norms = sorted(k for k in sd if k.startswith("ln_final.") or ".ln" in k)
+    if norms:
+        raise CheckpointError(f"{where}: LayerNorm weights ({', '.join(norms[:3])}{', …' if len(norms) > 3 else ''}): "
+                              f"claimlens's transformer has no LayerNorm (Nanda's and the Clock/Pizza models have "
+                              f"none), so these weights would be judged as another function; not importable")
     w_pos = sd.get("pos_embed.W_pos")
     if w_pos is not None and w_pos.dim() == 2 and w_pos.shape[0] == 2 and model.equals_token:
         raise CheckpointError(
             f"{where}: W_pos has 2 positions: the model reads [a, b] without an '=' token (the Clock/Pizza code "
             f"with eqn_sign = 0), but the spec's transformer reads [a, b, =]. Set [model] equals_token = false "
             f"(and attn_rate to the model's attention rate)")
+    held = layers_in(sd)
+    if held and held != model.n_layers:
+        raise CheckpointError(
+            f"{where}: the weights hold {held} layer{'s' if held != 1 else ''} (blocks.0 … blocks.{held - 1}) but the "
+            f"config says n_layers = {model.n_layers}; correct n_layers (in the config, or [model] of the spec) to the "
+            f"model that was trained")
     out = dict(sd)
     w_o = sd.get("blocks.0.attn.W_O")
-    if w_o is not None and w_o.dim() == 2:  # the progress-measures paper's own layout
+    if w_o is not None and w_o.dim() == 2:  # the progress-measures paper's own layout (and the Clock/Pizza code's)
         notes.append("converted from the progress-measures-paper layout")
         H, dh = model.n_heads, model.d_head
         try:
             out["embed.W_E"] = sd["embed.W_E"].T
-            out["blocks.0.attn.W_O"] = w_o.reshape(w_o.shape[0], H, dh).permute(1, 2, 0)
-            for n in ("W_Q", "W_K", "W_V"):
-                out[f"blocks.0.attn.{n}"] = sd[f"blocks.0.attn.{n}"].transpose(1, 2)
-            out["blocks.0.mlp.W_in"] = sd["blocks.0.mlp.W_in"].T
-            out["blocks.0.mlp.W_out"] = sd["blocks.0.mlp.W_out"].T
+            for layer in range(model.n_layers):
+                b = f"blocks.{layer}."
+                w_o = sd[b + "attn.W_O"]  # [d_model, heads·d_head], heads outer
+                out[b + "attn.W_O"] = w_o.reshape(w_o.shape[0], H, dh).permute(1, 2, 0)
+                for n in ("W_Q", "W_K", "W_V"):
+                    out[f"{b}attn.{n}"] = sd[f"{b}attn.{n}"].transpose(1, 2)
+                out[b + "mlp.W_in"] = sd[b + "mlp.W_in"].T
+                out[b + "mlp.W_out"] = sd[b + "mlp.W_out"].T
         except KeyError as exc:
             raise CheckpointError(f"{where}: progress-measures layout without {exc.args[0]}") from None
         except RuntimeError as exc:
@@ -85,7 +103,8 @@ def _transformer(sd: dict[str, torch.Tensor], model: ModelConfig, p: int, where:
             out["unembed.b_U"] = out["unembed.b_U"][:p]
         notes.append("dropped the '=' output class (column p of W_U), as every analysis does")
     shapes = param_shapes(model, p)
-    for name in ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O", "unembed.b_U"):
+    biases = [f"blocks.{layer}.attn.b_{x}" for layer in range(model.n_layers) for x in "QKVO"] + ["unembed.b_U"]
+    for name in biases:
         if name not in out:
             out[name] = torch.zeros(shapes[name])
             notes.append(f"added {name} = 0 (absent in the source)")
@@ -197,67 +216,176 @@ def find_sidecar(checkpoint: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def is_clock_pizza_config(config: Mapping[str, Any]) -> bool:
-    return "attn_coeff" in config or "eqn_sign" in config
+    """A sidecar of the Clock/Pizza code: ``code/train-main.py``'s (``attn_coeff`` / ``eqn_sign``) or
+    ``code/train-linear.py``'s (``model_type`` and ``d_hidden``)."""
+    return "attn_coeff" in config or "eqn_sign" in config or ("model_type" in config and "d_hidden" in config)
+
+
+# code/train-linear.py's MLPs (h = hidden width d_hidden): model_type → (combine, embedding width, hidden layers)
+_LINEAR_MODELS = {"A": ("sum", 1, 1), "B": ("sum", 1, 2), "C": ("sum", 1, 2), "D": ("concat", 2, 1)}
 
 
 def check_clock_pizza(config: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
     """The model settings a Clock/Pizza sidecar config names, as claimlens ``[model]`` fields, and the notes of
-    what was read; refuses, saying why, a model claimlens cannot represent.
+    what was read; refuses, in one line saying why, a model claimlens cannot represent.
 
-    The Clock/Pizza transformer attends with ``α·softmax(QKᵀ/√d_head) + (1 − α)·J`` (``J`` all ones,
-    ``α = attn_coeff``), reads ``[a, b]`` or, with ``eqn_sign``, ``[a, b, =]``, and has no causal mask (with one
-    layer the mask changes nothing at the final position): ``attn_rate = α``, ``equals_token = eqn_sign``,
-    ``causal = false``. Not representable: more than one layer, separate vocabularies for ``a`` and ``b``
-    (``diff_vocab``), the ``Linearformer`` (``use_linear``) and the Tanh MLP."""
+    The Clock/Pizza transformer (``code/train-main.py``) has ``n_layers`` blocks of attention and MLP, no LayerNorm,
+    attends with ``α·softmax(QKᵀ/√d_head) + (1 − α)·J`` (``J`` all ones, ``α = attn_coeff``), reads ``[a, b]``
+    or, with ``eqn_sign``, ``[a, b, =]``, and has no causal mask: ``attn_rate = α``, ``equals_token = eqn_sign``,
+    ``causal = false``, ``n_layers``. Its ``Linearformer`` (``use_linear``: the two embeddings concatenated, then
+    ``n_layers`` Linear+activation layers of width ``d_model`` without residual) and ``code/train-linear.py``'s
+    ``MyModelA``–``D`` are claimlens MLPs (fields with ``kind = "mlp"``). Not representable: separate vocabularies
+    for ``a`` and ``b`` (``diff_vocab``), the Tanh activation, ``MyModelX`` (separate embeddings), the Linearformer
+    with the '=' token."""
+    if "model_type" in config and "attn_coeff" not in config:
+        return _check_linear_script(config, where)
     alpha = config.get("attn_coeff", 1)
     eqn = config.get("eqn_sign", 0)
     if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not 0 <= alpha <= 1:
         raise CheckpointError(f"{where}: attn_coeff = {alpha!r}: expected a number in [0, 1] (the attention rate α "
                               f"of α·softmax + (1 − α)·J)")
+    layers = config.get("n_layers", 1)
+    layers = 1 if layers is None else layers
     refusals = []
-    if int(config.get("n_layers", 1) or 1) != 1:
-        refusals.append(f"n_layers = {config.get('n_layers')}: claimlens's transformer has one layer")
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        refusals.append(f"n_layers = {layers!r}: expected a positive integer")
     if config.get("diff_vocab"):
-        refusals.append("diff_vocab = 1: a and b use separate vocabularies (b is shifted by p)")
-    if config.get("use_linear"):
-        refusals.append("use_linear: the Linearformer (no attention) is another model")
+        refusals.append("diff_vocab = 1: a and b use separate vocabularies (b is shifted by p); claimlens's "
+                        "transformer reads both from one embedding")
     if str(config.get("act_fn", "ReLU")).lower() not in ("relu", "gelu"):
         refusals.append(f"act_fn = {config.get('act_fn')!r}: claimlens's MLP uses ReLU or GeLU")
+    if config.get("use_linear") and eqn:
+        refusals.append("use_linear with eqn_sign = 1: the Linearformer then reads three inputs; claimlens's MLP "
+                        "reads a and b")
     if refusals:
         raise CheckpointError(f"{where}: the Clock/Pizza config describes a model claimlens cannot represent: "
                               f"{'; '.join(refusals)}")
-    fields = {"attn_rate": float(alpha), "equals_token": bool(eqn), "causal": False}
-    note = (f"{where}: attn_coeff = {alpha:g}, eqn_sign = {int(bool(eqn))}: attention {alpha:g}·softmax + "
-            f"{1 - alpha:g}·J on [a, b{', =' if eqn else ''}] without a causal mask (attn_rate = {alpha:g}, "
-            f"equals_token = {str(bool(eqn)).lower()}, causal = false)")
+    act = str(config.get("act_fn", "ReLU")).lower()
+    if config.get("use_linear"):
+        d_model = config.get("d_model")
+        if isinstance(d_model, bool) or not isinstance(d_model, int) or d_model < 2:
+            raise CheckpointError(f"{where}: the Clock/Pizza config's d_model = {d_model!r}: expected an integer ≥ 2")
+        fields = {"kind": "mlp", "d_embed": d_model // 2, "hidden": [d_model] * layers, "combine": "concat",
+                  "act_fn": act}
+        note = (f"{where}: use_linear: the Linearformer of code/train-main.py (the embeddings of a and b "
+                f"concatenated, {layers} Linear+{act} layer{'s' if layers > 1 else ''} of width {d_model}, no "
+                f"residual) as claimlens's MLP with combine = concat, d_embed = {d_model // 2}, hidden = "
+                f"{[d_model] * layers}")
+        return fields, [note]
+    fields = {"attn_rate": float(alpha), "equals_token": bool(eqn), "causal": False, "n_layers": layers}
+    note = (f"{where}: attn_coeff = {alpha:g}, eqn_sign = {int(bool(eqn))}, n_layers = {layers}: attention "
+            f"{alpha:g}·softmax + {1 - alpha:g}·J on [a, b{', =' if eqn else ''}] without a causal mask (attn_rate = "
+            f"{alpha:g}, equals_token = {str(bool(eqn)).lower()}, causal = false, n_layers = {layers})")
     return fields, [note]
 
 
-# The Clock/Pizza sidecar's keys, as the names of a source config (claimlens.runs.importers.source_configs):
-# ``C`` is the modulus, ``frac`` the training fraction, ``epoch`` the run's length.
-_CLOCK_PIZZA_KEYS = {"C": "p", "frac": "frac_train", "d_model": "d_model", "n_heads": "n_heads", "act_fn": "act_fn",
-                     "lr": "lr", "weight_decay": "weight_decay", "epoch": "num_epochs"}
+def _check_linear_script(config: Mapping[str, Any], where: str) -> tuple[dict[str, Any], list[str]]:
+    """``code/train-linear.py``'s sidecar: ``model_type`` A–D are claimlens MLPs; X is refused."""
+    kind, width = config.get("model_type"), config.get("d_hidden")
+    if kind == "X":
+        raise CheckpointError(f"{where}: model_type 'X' (code/train-linear.py's MyModelX) embeds a and b with separate "
+                              f"embeddings (embed1, embed2); claimlens's MLP reads both through one embedding, so it "
+                              f"cannot represent this model")
+    if kind not in _LINEAR_MODELS:
+        raise CheckpointError(f"{where}: model_type {kind!r}: code/train-linear.py defines A, B, C, D and X; "
+                              f"claimlens reads A–D")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 2:
+        raise CheckpointError(f"{where}: d_hidden = {width!r}: expected an integer ≥ 2")
+    combine, div, depth = _LINEAR_MODELS[kind]
+    fields = {"kind": "mlp", "d_embed": width // div, "hidden": [width] * depth, "combine": combine, "act_fn": "relu"}
+    note = (f"{where}: model_type {kind!r} of code/train-linear.py (MyModel{kind}) as claimlens's MLP with "
+            f"combine = {combine}, d_embed = {width // div}, hidden = {[width] * depth}")
+    return fields, [note]
 
 
-def clock_pizza_source_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A Clock/Pizza sidecar config as a source config dict (``p``, ``frac_train``, ``d_model`` …) for a file
-    that holds no config of its own; the attention settings come from :func:`check_clock_pizza`, the shapes the
-    config does not give (``d_head``, ``d_mlp``) from the weights."""
-    return {ours: config[theirs] for theirs, ours in _CLOCK_PIZZA_KEYS.items() if config.get(theirs) is not None}
+def clock_pizza_source_config(config: Mapping[str, Any], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The run a Clock/Pizza sidecar describes, in the names :func:`claimlens.runs.importers.source_configs.
+    spec_from_source_config` reads: ``p`` (``C``), ``frac_train`` (``frac``), ``lr``, ``weight_decay``,
+    ``num_epochs`` (``epoch``) and, for a transformer, ``d_model``, ``n_heads``, ``d_head`` if stated (else read
+    from the weights' shapes) and ``act_fn``; an MLP's widths are in ``fields``."""
+    out: dict[str, Any] = {}
+    for ours, theirs in (("p", "C"), ("frac_train", "frac"), ("lr", "lr"), ("weight_decay", "weight_decay"),
+                         ("num_epochs", "epoch")):
+        if config.get(theirs) is not None and not isinstance(config[theirs], bool):
+            out[ours] = config[theirs]
+    if fields.get("kind", "transformer") == "transformer":
+        for key in ("d_model", "n_heads", "d_head"):
+            if isinstance(config.get(key), int) and not isinstance(config[key], bool):
+                out[key] = config[key]
+        out["act_fn"] = str(config.get("act_fn", "ReLU")).lower()
+    return out
+
+
+def convert_clock_pizza_mlp(sd: Mapping[str, torch.Tensor], config: Mapping[str, Any], p: int, where: str
+                            ) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """One state dict of a Clock/Pizza MLP (see :func:`check_clock_pizza`) in claimlens's MLP names; logits equal.
+
+    * Linearformer (``code/train-main.py``, ``use_linear``): ``embed.W_E [d_model//2, p]``, ``blocks.{i}.W_in
+      [d_model, d_model]`` (out, in) and ``b_in``, ``unembed.W_U [d_model, p]``, no unembedding bias. Its input is
+      ``[E[a]; E[b]]`` padded with ``d_model mod 2`` zeros: ``mlp.0.W`` is ``W_in``'s first ``2·d_embed`` columns,
+      transposed (the padding's columns read zeros).
+    * ``code/train-linear.py`` ``MyModelA``–``D``: ``embed.weight [p, d]``, ``l1`` / ``l2`` as ``nn.Linear``
+      (weight ``[out, in]``), ``unembed.weight [p, d_hidden]`` used as ``h @ unembed.weightᵀ`` (no bias).
+      ``MyModelC`` computes ``l1(E[a]) + l1(E[b])``: the sum's layer with its bias counted twice."""
+    sd = {k: v for k, v in sd.items() if not k.endswith(_BUFFER_SUFFIXES)}
+    notes: list[str] = []
+    try:
+        if config.get("use_linear"):
+            E = sd["embed.W_E"].T  # [p, d_embed]
+            d = E.shape[1]
+            out = {"embed.W_E": E}
+            depth = layers_in(sd)
+            for i in range(depth):
+                W = sd[f"blocks.{i}.W_in"]
+                out[f"mlp.{i}.W"] = (W[:, :2 * d] if i == 0 else W).T
+                out[f"mlp.{i}.b"] = sd[f"blocks.{i}.b_in"]
+            if sd["blocks.0.W_in"].shape[1] > 2 * d:
+                notes.append(f"dropped the Linearformer's W_in columns {2 * d}… of blocks.0 (they read the zero "
+                             f"padding of the concatenated embeddings)")
+            W_U = sd["unembed.W_U"]
+            notes.append("converted from the Clock/Pizza Linearformer layout (embed.W_E, blocks.{i}.W_in/b_in, "
+                         "unembed.W_U)")
+        else:
+            kind = config.get("model_type")
+            out = {"embed.W_E": sd["embed.weight"], "mlp.0.W": sd["l1.weight"].T, "mlp.0.b": sd["l1.bias"]}
+            if kind == "C":
+                out["mlp.0.b"] = 2 * sd["l1.bias"]
+                notes.append("MyModelC's l1(E[a]) + l1(E[b]) = l1.weight·(E[a] + E[b]) + 2·l1.bias: mlp.0.b = "
+                             "2·l1.bias (logits exact; the learning coefficient samples that doubled bias as one "
+                             "parameter)")
+            if _LINEAR_MODELS[kind][2] == 2:
+                out["mlp.1.W"], out["mlp.1.b"] = sd["l2.weight"].T, sd["l2.bias"]
+            W_U = sd["unembed.weight"].T  # [d_hidden, p]
+            notes.append(f"converted from code/train-linear.py's MyModel{kind} layout (embed, l1{', l2' if kind in 'BC' else ''}, "
+                         f"unembed)")
+    except KeyError as exc:
+        raise CheckpointError(f"{where}: the Clock/Pizza MLP layout its config names has no {exc.args[0]}") from None
+    if W_U.dim() != 2 or W_U.shape[1] < p:
+        raise CheckpointError(f"{where}: the unembedding has shape {list(W_U.shape)}; expected [width, p={p}]")
+    out["unembed.W_U"] = W_U[:, :p]
+    out["unembed.b_U"] = torch.zeros(p)
+    notes.append("unembed.b_U = 0 (the source's unembedding has no bias)")
+    return {k: v.to(torch.float32).contiguous() for k, v in out.items()}, notes
 
 
 def clock_pizza_disagreement(fields: Mapping[str, Any], model: ModelConfig, where: str) -> None:
     """Refuse a spec whose model disagrees with the Clock/Pizza config next to the weights (``fields`` from
-    :func:`check_clock_pizza`): evaluating the weights with another attention or input format is another
-    function. The causal mask is not compared (it changes no output of a one-layer model)."""
-    if not isinstance(model, TransformerConfig):
-        raise CheckpointError(f"{where}: the Clock/Pizza config next to the weights describes a transformer; the "
-                              f"spec's model is kind {model.kind!r}. Give a spec with [model] kind = 'transformer'")
+    :func:`check_clock_pizza`): evaluating the weights with another attention, input format or depth is another
+    function. The causal mask is compared for models of several layers only (it changes no output of a one-layer
+    model)."""
+    kind = fields.get("kind", "transformer")
+    if model.kind != kind:
+        raise CheckpointError(f"{where}: the Clock/Pizza config next to the weights describes a{'n' if kind == 'mlp' else ''} "
+                              f"{kind}; the spec's model is kind {model.kind!r}. Give a spec with [model] kind = "
+                              f"{kind!r}")
+    deep = fields.get("n_layers", 1) != 1
     wrong = [f"{k} = {getattr(model, k)!r} in the spec, {v!r} in the config" for k, v in fields.items()
-             if k != "causal" and getattr(model, k) != v]
+             if k != "kind" and (k != "causal" or deep)
+             and getattr(model, k) != (tuple(v) if isinstance(v, list) else v)]
     if wrong:
         raise CheckpointError(f"{where}: the spec does not describe the model its Clock/Pizza config names: "
-                              f"{'; '.join(wrong)}. Set [model] attn_rate / equals_token to the config's values")
+                              f"{'; '.join(wrong)}. Set [model] {' / '.join(k for k in fields if k != 'kind')} to "
+                              f"the config's values")
 
 
 def clock_pizza_split_unknown() -> str:

@@ -7,6 +7,14 @@ checkpoint (G-KEY rule 1 by default) and reused for all epochs. Results are cach
 analysis version, arguments) in the analysis cache, so a second evaluation of the same run recomputes
 nothing. The metrics themselves are the pure functions of :mod:`claimlens.families.grokking.metrics`.
 
+A transformer of ``n_layers > 1`` is measured the same way, with two differences: its key frequencies are those of
+its embedding (G-KEY by embedding norm: the neuron rule reads the one MLP of Nanda et al.'s 1-layer circuit), and
+the series that read that circuit (``attention_to_position``, ``gini_W_L``, the neuron rows of ``trig_fraction``,
+``neuron_key_frequency``, ``quadratic_fraction``) are of its **last** block (its attention from the final query, its
+MLP neurons, ``W_L = W_out @ W_U`` of that block). The claims that read them skip such a model
+(:func:`claimlens.plugin.fixtures.needs_one_layer`); the others (losses, phases, excluded and restricted loss, the
+embedding, Σθ², the logits) are defined for any depth.
+
 Series names (stable; used by claims, reports and baselines):
 
 =============================  ===============================================  ===========================
@@ -111,10 +119,17 @@ class CurveMeasures:
         return self.series[name]
 
 
-def final_key_frequencies(run, rule: str = "neuron_cluster_argmax",
+def default_key_rule(model) -> str:
+    """G-KEY rule 1 on the MLP neurons for a 1-layer transformer; the embedding's Fourier norms for a deeper one
+    (its last MLP is not the one MLP of the 1-layer circuit that rule reads)."""
+    return "neuron_cluster_argmax" if getattr(model, "n_layers", 1) == 1 else "embedding_norm"
+
+
+def final_key_frequencies(run, rule: str | None = None,
                           checkpoints: FinalCheckpoints | None = None) -> fo.KeyFrequencies:
-    """Key frequencies of the final checkpoint (rule 1 on MLP post-activations by default; the final checkpoint
-    kept in ``checkpoints`` if given)."""
+    """Key frequencies of the final checkpoint (by :func:`default_key_rule` unless ``rule``: rule 1 on MLP
+    post-activations for a 1-layer transformer; the final checkpoint kept in ``checkpoints`` if given)."""
+    rule = default_key_rule(run.spec.model) if rule is None else rule
     p, final = run.spec.task.p, final_checkpoint(run, checkpoints)
     if rule == "neuron_cluster_argmax":
         return fo.key_frequencies_from_neurons(final.activations.mlp_post, p, fo.frequencies(p))
@@ -124,10 +139,11 @@ def final_key_frequencies(run, rule: str = "neuron_cluster_argmax",
     raise ValueError(f"unknown key-frequency rule {rule!r}; use 'neuron_cluster_argmax' or 'embedding_norm'")
 
 
-def evaluate(run, *, keys: list[int] | None = None, key_rule: str = "neuron_cluster_argmax", cache: bool = True,
+def evaluate(run, *, keys: list[int] | None = None, key_rule: str | None = None, cache: bool = True,
              progress: bool = False, checkpoints: FinalCheckpoints | None = None) -> ProgressMeasures:
     """Series of every progress measure over every checkpoint of ``run`` (a transformer run). The final checkpoint
-    is the one ``checkpoints`` keeps (the session's), else one read for this call.
+    is the one ``checkpoints`` keeps (the session's), else one read for this call. ``key_rule``: see
+    :func:`final_key_frequencies`.
 
     Raises ``ValueError`` for a run that is not a transformer; a checkpoint that cannot be read raises
     :class:`claimlens.errors.CheckpointError` naming it."""
@@ -210,7 +226,8 @@ def _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidat
     out["embed_fourier_norms"] = coef.pow(2).sum(-1)
     out["embed_singular_values"] = torch.linalg.svdvals(W_E[:p])
     out["gini_W_E"] = pm.gini(coef.norm(dim=-1))
-    W_L = pm.neuron_logit_map(params["blocks.0.mlp.W_out"], params["unembed.W_U"])
+    last = f"blocks.{run.spec.model.n_layers - 1}."  # the only block of a 1-layer model
+    W_L = pm.neuron_logit_map(params[last + "mlp.W_out"], params["unembed.W_U"])
     out["gini_W_L"] = pm.gini(fo.fft_tokens(W_L, basis).norm(dim=-1))
     out["trig_fraction"] = torch.stack([pm.trig_variance_fraction(x, keys, p)
                                         for x in (L, acts.mlp_pre, acts.mlp_post)])

@@ -48,13 +48,14 @@ def _mlp_from_hidden_input(params: Params, cfg, h: torch.Tensor, *, pre_unembed:
 
 
 def pre_unembed(params: Params, cfg, tokens: torch.Tensor, acts: Activations | None = None) -> torch.Tensor:
-    """The activations the unembedding reads, ``[batch, d]``: the final residual stream of the transformer, the
-    last hidden layer of an MLP. ``acts``: the forward pass of ``tokens`` already made with ``cache=True`` (the
+    """The activations the unembedding reads, ``[batch, d]``: the final residual stream of the transformer (after its
+    last block, any depth), the last hidden layer of an MLP. ``acts``: the forward pass of ``tokens`` already made with ``cache=True`` (the
     shared :class:`claimlens.core.checkpoint.Checkpoint`'s), reused where it holds what is needed."""
     with torch.no_grad():
         if cfg.kind == "transformer":
             acts = acts if acts is not None else forward(params, tokens, cfg, cache=True)
-            return acts.resid_mid + acts.mlp_post @ params["blocks.0.mlp.W_out"] + params["blocks.0.mlp.b_out"]
+            last = f"blocks.{cfg.n_layers - 1}.mlp."  # the activations are the last block's
+            return acts.resid_mid + acts.mlp_post @ params[last + "W_out"] + params[last + "b_out"]
         if acts is not None and len(cfg.hidden) == 1:
             return acts.mlp_post
         W_E = params["embed.W_E"]

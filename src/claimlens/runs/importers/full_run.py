@@ -34,6 +34,7 @@ from claimlens.runs.layouts import (
     clock_pizza_disagreement,
     clock_pizza_source_config,
     clock_pizza_split_unknown,
+    convert_clock_pizza_mlp,
     find_sidecar,
     is_clock_pizza_config,
     to_property_format,
@@ -82,14 +83,26 @@ def read_full_run(path: Path, spec: RunSpec | None, name: str, checkpoint_every:
             epoch_source = f"the sidecar config's 'epoch' ({sidecar[0].name})"
     state_dicts, epochs, meta = _weights_and_epochs(data, where, checkpoint_every, final_epoch, epoch_source)
     config = data.get("config")
-    if config is None and clock_pizza:
-        config = clock_pizza_source_config(sidecar[1])
-        notes.append(f"the run's settings read from {sidecar[0].name} (the file holds no config)")
+    if clock_pizza and cp_fields.get("kind") == "mlp":  # its MLPs: converted here, where the sidecar is known
+        p_source = spec.task.p if spec_given else sidecar[1].get("C")
+        if isinstance(p_source, bool) or not isinstance(p_source, int) or p_source < 3:
+            raise CheckpointError(f"{where} (its {sidecar[0].name}): C = {p_source!r}: expected the modulus, an "
+                                  f"integer ≥ 3 (or pass --spec)")
+        converted = [convert_clock_pizza_mlp(sd, sidecar[1], p_source, where) for sd in state_dicts]
+        state_dicts = [params for params, _ in converted]
+        notes.extend(converted[-1][1])
     if spec is None:
+        if clock_pizza and not isinstance(config, Mapping):  # the Clock/Pizza code saves a bare state dict
+            config = clock_pizza_source_config(sidecar[1], cp_fields)
+            notes.append(f"the run's settings read from {sidecar[0].name} (C, frac, lr, weight_decay, epoch"
+                         f"{', d_model, n_heads' if 'd_model' in config else ''})")
         if not isinstance(config, Mapping):
             raise SpecError(f"{where}: no 'config' dict in the file; pass --spec SPEC.toml describing the run")
-        spec = spec_from_source_config({**config, **cp_fields}, name, where=where, weights=state_dicts[-1],
-                                       notes=notes)
+        spec = spec_from_source_config(config, name, where=where, weights=state_dicts[-1], notes=notes,
+                                       fields=cp_fields)
+        if clock_pizza and "model_type" in sidecar[1]:  # code/train-linear.py: AdamW's default betas, no warm-up
+            spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, betas=(0.9, 0.999),
+                                                                       warmup_steps=0))
         meta["train_read_from_source"] = sorted({f for k, (t, f) in _CONFIG_ALIASES.items()
                                                  if t == "train" and config.get(k) is not None}
                                                 - {"epochs", "checkpoint_every"})

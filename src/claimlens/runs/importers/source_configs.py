@@ -12,12 +12,14 @@ import torch
 
 from claimlens.config import RunSpec
 from claimlens.errors import SpecError
+from claimlens.models import layers_in
 from claimlens.runs.importers.weights import strip_wrapper_prefixes
 
 _CONFIG_ALIASES = {
     "p": ("task", "p"), "frac_train": ("task", "frac_train"), "seed": ("task", "split_seed"),
     "d_model": ("model", "d_model"), "num_heads": ("model", "n_heads"), "n_heads": ("model", "n_heads"),
-    "d_head": ("model", "d_head"), "d_mlp": ("model", "d_mlp"), "act_type": ("model", "act_fn"),
+    "d_head": ("model", "d_head"), "d_mlp": ("model", "d_mlp"), "n_layers": ("model", "n_layers"),
+    "act_type": ("model", "act_fn"),
     "act_fn": ("model", "act_fn"), "lr": ("train", "lr"), "weight_decay": ("train", "weight_decay"),
     "wd": ("train", "weight_decay"), "num_epochs": ("train", "epochs"), "save_every": ("train", "checkpoint_every"),
     # the Clock/Pizza variant, as check_clock_pizza reads it from a sidecar config
@@ -33,10 +35,12 @@ def is_transformer_lens_config(config: Mapping[str, Any]) -> bool:
 
 def spec_from_source_config(config: Mapping[str, Any], name: str, *, where: str,
                             weights: Mapping[str, torch.Tensor] | None = None,
-                            notes: list[str] | None = None) -> RunSpec:
+                            notes: list[str] | None = None, fields: Mapping[str, Any] | None = None) -> RunSpec:
     """A RunSpec from a published config dict (Nanda's ``Config`` or a TransformerLens ``HookedTransformerConfig``
-    as a dict); unknown keys ignored. ``p`` and the model's dimensions missing from it are read from the shapes
-    of ``weights`` (property or progress-measures layout); a TL config's ``seed`` is never taken as split seed."""
+    as a dict); unknown keys ignored. ``fields``: ``[model]`` settings read elsewhere (a Clock/Pizza sidecar's,
+    :func:`claimlens.runs.layouts.check_clock_pizza`), over the config's. ``p`` and the model's dimensions missing
+    from both (``n_layers`` and ``d_head`` included) are read from the shapes of ``weights`` (property or
+    progress-measures layout); a TL config's ``seed`` is never taken as split seed."""
     notes = notes if notes is not None else []
     tl = is_transformer_lens_config(config)
     tables: dict[str, dict[str, Any]] = {"task": {}, "model": {"kind": "transformer"}, "train": {}}
@@ -51,7 +55,8 @@ def spec_from_source_config(config: Mapping[str, Any], name: str, *, where: str,
         tables[table][field] = value
     if tl:
         _read_tl_config(config, tables, where, notes)
-    if weights is not None:
+    tables["model"].update(fields or {})
+    if weights is not None and tables["model"]["kind"] == "transformer":
         _fill_from_shapes(weights, tables, notes)
     if "p" not in tables["task"]:
         raise SpecError(f"{where}: the config has no 'p' (nor 'd_vocab_out') and the weights do not show it; "
@@ -70,26 +75,31 @@ def _read_tl_config(config: Mapping[str, Any], tables: dict[str, dict[str, Any]]
     elif "p" not in task and isinstance(config.get("d_vocab"), int) and config["d_vocab"] > 1:
         task["p"] = config["d_vocab"] - 1
         notes.append("p read from the TransformerLens config's d_vocab - 1")
-    for key, want in (("n_ctx", 3), ("n_layers", 1)):
-        if config.get(key, want) != want:
-            raise SpecError(f"{where}: config {key} = {config[key]!r}; claimlens models one-layer transformers "
-                            f"on [a, b, =] inputs ({key} = {want})")
+    if config.get("n_ctx", 3) != 3:
+        raise SpecError(f"{where}: config n_ctx = {config['n_ctx']!r}; claimlens models transformers on [a, b, =] "
+                        f"inputs (n_ctx = 3)")
     if config.get("normalization_type") not in (None, "None"):
         raise SpecError(f"{where}: config normalization_type = {config['normalization_type']!r}; claimlens's "
-                        f"transformer has no LayerNorm (normalization_type None)")
+                        f"transformer has no LayerNorm (normalization_type None): not importable")
+    if config.get("attention_dir") == "bidirectional":  # matters from two layers on
+        tables["model"]["causal"] = False
+        notes.append("attention_dir 'bidirectional': causal = false")
     if "seed" in config:
         notes.append(f"the config's seed ({config['seed']!r}) is TransformerLens's model-init seed; not used as "
                      f"split seed")
 
 
 def dims_from_shapes(sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
-    """p, d_model, n_heads, d_head, d_mlp of a one-layer transformer state dict (property format
-    ``W_Q [heads, d_model, d_head]`` or the progress-measures layout ``W_Q [heads, d_head, d_model]``)."""
+    """p, d_model, n_layers, n_heads, d_head, d_mlp of a transformer state dict (property format
+    ``W_Q [heads, d_model, d_head]`` or the progress-measures layout ``W_Q [heads, d_head, d_model]``; ``d_head``
+    need not be ``d_model / heads``)."""
     out: dict[str, int] = {}
     w_pos, w_q, w_e = sd.get("pos_embed.W_pos"), sd.get("blocks.0.attn.W_Q"), sd.get("embed.W_E")
     if w_pos is None or w_pos.dim() != 2:
         return out
     d_model = out["d_model"] = int(w_pos.shape[1])
+    if layers_in(sd):
+        out["n_layers"] = layers_in(sd)
     if w_q is not None and w_q.dim() == 3:
         out["n_heads"] = int(w_q.shape[0])
         out["d_head"] = int(w_q.shape[2] if w_q.shape[1] == d_model else w_q.shape[1])
