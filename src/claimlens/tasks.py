@@ -53,7 +53,7 @@ class ModularAddition:
     that needs train vs test is refused, never computed on a made-up split; measures on all ``p²`` pairs work.
     """
 
-    __slots__ = ("p", "_train", "_test", "split_unknown")
+    __slots__ = ("_test", "_train", "p", "split_unknown")
 
     def __init__(self, p: int, train_idx: torch.Tensor | None = None, test_idx: torch.Tensor | None = None, *,
                  split_unknown: str | None = None):

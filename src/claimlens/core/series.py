@@ -7,6 +7,7 @@ them and state their checks in a :class:`claimlens.core.verdicts.Verdict`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -196,7 +197,7 @@ class Phases:
         """The first two of ``names`` (boundaries in phase order, each reached) that fall on the same checkpoint:
         the phase between them has no checkpoint, so the checkpoints do not resolve it. None when all differ."""
         order = [n for n in ("t1", "t2", "t3") if n in names and getattr(self, n) is not None]
-        for a, b in zip(order, order[1:]):
+        for a, b in itertools.pairwise(order):
             if getattr(self, a) == getattr(self, b):
                 return a, b, getattr(self, a)
         return None

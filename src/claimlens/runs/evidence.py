@@ -299,7 +299,7 @@ def search_seed(per_example: Mapping[int, torch.Tensor], p: int, frac: float, st
     reproduces them."""
     if "train_loss" not in logged:
         return None
-    stated_err, stated_train, n = _split_error(per_example, *nanda_split(p, frac, stated_seed), logged)
+    stated_err, _, n = _split_error(per_example, *nanda_split(p, frac, stated_seed), logged)
     if n == 0 or stated_err <= REL_TOL:
         return None
     scored = sorted((*_split_error(per_example, *nanda_split(p, frac, int(s)), logged)[:2], int(s))

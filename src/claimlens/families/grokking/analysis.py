@@ -197,7 +197,7 @@ def _measure(ckpt, keys: list[int], neuron_freq: torch.Tensor, random_dirs: torc
         out.update(_split_measures(L, restricted, labels, task.train_idx, task.test_idx, keys, p, random_dirs))
     else:  # on all pairs only: the series of SPLIT_SERIES are left out, never measured on a made-up split
         out["trig_loss_all"] = cross_entropy_f64(restricted, labels)
-    _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidates, p)
+    _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidates, p, run.spec.model.n_layers)
     return out, pm.sum_sq_weights(params), log10_losses(L, labels).float()
 
 
@@ -218,7 +218,7 @@ def _split_measures(L, restricted, labels, tr, te, keys, p, random_dirs) -> dict
     return out
 
 
-def _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidates, p) -> None:
+def _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidates, p, n_layers: int) -> None:
     """The measures on all p² pairs and on the weights, added to ``out``."""
     out["attention_to_position"] = pm.attention_to_position(acts.pattern).flatten()
     W_E = params["embed.W_E"].to(torch.float64)
@@ -226,7 +226,7 @@ def _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidat
     out["embed_fourier_norms"] = coef.pow(2).sum(-1)
     out["embed_singular_values"] = torch.linalg.svdvals(W_E[:p])
     out["gini_W_E"] = pm.gini(coef.norm(dim=-1))
-    last = f"blocks.{run.spec.model.n_layers - 1}."  # the only block of a 1-layer model
+    last = f"blocks.{n_layers - 1}."  # the only block of a 1-layer model
     W_L = pm.neuron_logit_map(params[last + "mlp.W_out"], params["unembed.W_U"])
     out["gini_W_L"] = pm.gini(fo.fft_tokens(W_L, basis).norm(dim=-1))
     out["trig_fraction"] = torch.stack([pm.trig_variance_fraction(x, keys, p)
