@@ -75,28 +75,32 @@ def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> 
         return Trainer(spec, path, device=device, progress=progress).train().named(spec.name)
 
 
-def imported_run_path(source: Path, name: str) -> Path:
-    """Where the cache keeps the import of the checkpoint file ``source``: ``imports/<name>-<sha256 of the file>``."""
+def imported_run_path(source: Path, name: str, digest: str | None = None) -> Path:
+    """Where the cache keeps the import of the checkpoint file ``source``: ``imports/<name>-<digest>``, the digest the
+    sha256 of the file unless given (a run from the Hub: of its file's sha256 and commit)."""
     import hashlib
 
-    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
-    return cache_dir() / "imports" / f"{name}-{digest}"
+    if digest is None:
+        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    return cache_dir() / "imports" / f"{name}-{digest[:16]}"
 
 
-def ensure_imported(source: Path, name: str, *, progress: bool = True) -> Run:
-    """Open the cached import of the checkpoint file ``source`` under ``name`` (a published model shipped with
-    claimlens, ``zhong2023_model_a``), importing it first if needed, as ``claimlens import SOURCE --name NAME``
-    would. A file lock makes parallel sessions import it once; an import is written whole or not at all."""
+def ensure_imported(source: Path, name: str, *, digest: str | None = None, hub: dict | None = None,
+                    progress: bool = True) -> Run:
+    """Open the cached import of the checkpoint file (or folder) ``source`` under ``name`` (a published model shipped
+    with claimlens, ``zhong2023_model_a``; a run on the Hub, ``hub`` its provenance recorded in run.json), importing it
+    first if needed, as ``claimlens import SOURCE --name NAME`` would. A file lock makes parallel sessions import it
+    once; an import is written whole or not at all."""
     from filelock import FileLock
 
     from claimlens.runs.importers import import_run
 
-    path = imported_run_path(source, name)
+    path = imported_run_path(source, name, digest)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if (path / MANIFEST).exists():
             return Run.open(path)
-        return import_run(source, path, name=name, progress=progress)
+        return import_run(source, path, name=name, hub=hub, progress=progress)
 
 
 def builtin_run(name: str = "default", **kwargs) -> Run:
