@@ -17,10 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from test_importers import full_run_file
 
 from claimlens.runs import hub
 from conftest import ROOT
-from test_importers import full_run_file
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -58,12 +58,12 @@ def env(tmp_path: Path, cache: Path, **extra: str) -> dict[str, str]:
 def claims_session(tmp_path, environ, *args):
     return subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "claims"), "-p", "no:cacheprovider",
                            "--rootdir", str(ROOT), "--claims-report", str(tmp_path / "rep"), *args],
-                          capture_output=True, text=True, env=environ, cwd=tmp_path, timeout=600)
+                          capture_output=True, text=True, env=environ, cwd=tmp_path, timeout=600, check=False)
 
 
 def cli(environ, *args):
     return subprocess.run([sys.executable, "-m", "claimlens.cli", *args], capture_output=True, text=True, env=environ,
-                          timeout=600)
+                          timeout=600, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -306,8 +306,8 @@ def test_the_hubs_answers_to_bad_references_are_one_line_each(tmp_path, fake_hub
     online = env(tmp_path, tmp_path / "hub", HF_HUB_OFFLINE="0", HF_ENDPOINT=fake_hub.url, HF_HUB_DISABLE_XET="1")
     for ref, message in [
         ("hf://someone/tiny_grokin/full_run_data.pth",
-         "no model repository 'someone/tiny_grokin' on the Hugging Face Hub (or a private one: log in with `hf auth "
-         "login` or set HF_TOKEN); check OWNER/REPO"),
+         ("no model repository 'someone/tiny_grokin' on the Hugging Face Hub (or a private one: log in with `hf auth "
+          "login` or set HF_TOKEN); check OWNER/REPO")),
         ("hf://someone/tiny_grokking/full_run_data.pth@v3",
          "someone/tiny_grokking has no revision 'v3'; after '@' name one of its branches, tags or commits"),
         ("hf://someone/tiny_grokking/run_data.pth", "someone/tiny_grokking at main has no file 'run_data.pth'"),
