@@ -171,7 +171,8 @@ def test_claims_files_import_only_their_family_the_core_and_the_plugin():
 # What a run input or an opened run is: its class (claimlens.plugin.runs, Run, CurvesRun) and ``has_weights`` say it.
 # ``kind`` stays as the string claims.json records; nothing may branch on it. (Model and task kinds,
 # ``spec.model.kind == "transformer"``, are another matter and allowed here.)
-RUN_KINDS = {"run", "spec", "curves", "member", "seed", "sweep", "curves_set", "table_set", "table_row", "no_set"}
+RUN_KINDS = {"run", "spec", "curves", "member", "seed", "sweep", "curves_set", "table_set", "table_row", "no_set",
+             "hub", "published"}
 
 
 def _run_kind_comparisons(tree: ast.AST) -> list[int]:

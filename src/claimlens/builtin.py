@@ -91,35 +91,39 @@ def check_cache_writable(why: str) -> None:
             f"(`claimlens train SPEC.toml --out RUN`) and pass --run RUN")
 
 
-def imported_run_path(source: Path, name: str) -> Path:
-    """Where the cache keeps the import of the checkpoint file ``source``: ``imports/<name>-<sha256 of the file>``."""
+def imported_run_path(source: Path, name: str, digest: str | None = None) -> Path:
+    """Where the cache keeps the import of the checkpoint file ``source``: ``imports/<name>-<digest>``, the digest the
+    sha256 of the file unless given (a run from the Hub: of its file's sha256 and commit)."""
     import hashlib
 
-    digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
-    return cache_dir() / "imports" / f"{name}-{digest}"
+    if digest is None:
+        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    return cache_dir() / "imports" / f"{name}-{digest[:16]}"
 
 
-def ensure_imported(source: Path, name: str, *, progress: bool = True) -> Run:
-    """Open the cached import of the checkpoint file ``source`` under ``name`` (a published model shipped with
-    claimlens, ``zhong2023_model_a``), importing it first if needed, as ``claimlens import SOURCE --name NAME``
-    would. A file lock makes parallel sessions import it once; an import is written whole or not at all."""
+def ensure_imported(source: Path, name: str, *, digest: str | None = None, hub: dict | None = None,
+                    progress: bool = True) -> Run:
+    """Open the cached import of the checkpoint file (or folder) ``source`` under ``name`` (a published model shipped
+    with claimlens, ``zhong2023_model_a``; a run on the Hub, ``hub`` its provenance recorded in run.json), importing it
+    first if needed, as ``claimlens import SOURCE --name NAME`` would. A file lock makes parallel sessions import it
+    once; an import is written whole or not at all."""
     from filelock import FileLock
 
     from claimlens.runs.importers import import_run
 
-    path = imported_run_path(source, name)
+    path = imported_run_path(source, name, digest)
     if (path / MANIFEST).exists():
         return Run.open(path)
     if cache_unwritable() is not None:  # an import takes a second: made for this process only, in a temporary folder
         scratch = _scratch() / path.name
         if (scratch / MANIFEST).exists():
             return Run.open(scratch)
-        return import_run(source, scratch, name=name, progress=progress)
+        return import_run(source, scratch, name=name, hub=hub, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if (path / MANIFEST).exists():
             return Run.open(path)
-        return import_run(source, path, name=name, progress=progress)
+        return import_run(source, path, name=name, hub=hub, progress=progress)
 
 
 def _scratch() -> Path:

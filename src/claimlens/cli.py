@@ -2,6 +2,7 @@
 
     claimlens train fixtures/default.toml --out runs/default
     claimlens import full_run_data.pth --out runs/paper
+    claimlens import hf://callummcdougall/grokking_full_run_data/full_run_data.pth --out runs/arena
     claimlens info runs/default
 """
 
@@ -38,7 +39,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from claimlens.runs.importers import import_run
 
     spec = RunSpec.from_toml(args.spec) if args.spec else None
-    run = import_run(args.source, args.out, spec=spec, name=args.name,
+    source, name, hub = Path(args.source), args.name, None
+    if args.source.startswith("hf://"):  # a file or folder on the Hugging Face Hub, through its cache
+        from claimlens.runs.hub import fetch, parse
+
+        fetched = fetch(parse(args.source))
+        source, hub = fetched.local, fetched.provenance()
+        name = name or (spec.name if spec else fetched.ref.run_name)
+    run = import_run(source, args.out, spec=spec, name=name, hub=hub,
                      checkpoint_every=args.checkpoint_every, epoch_pattern=args.epoch_pattern,
                      final_epoch=args.final_epoch, ignore_logged_losses=args.ignore_logged_losses,
                      split_unknown=args.split_unknown,
@@ -180,6 +188,10 @@ def _print_info(run) -> None:
         lines.append(f"frozen     {', '.join(m.frozen)} (held fixed by training and the learning coefficient)")
     if source.get("stored_dtype"):
         lines.append(f"weights    {_dtype_line(source['stored_dtype'])}")
+    hub = source.get("hub")
+    if hub:
+        lines.append(f"hub        {hub.get('reference')}: {hub.get('repo_id')} at {hub.get('revision')}, commit "
+                     f"{hub.get('commit')}" + (f", sha256 {hub['sha256']}" if hub.get("sha256") else ""))
     for note in source.get("conversions", []):
         lines.append(f"import     {note}")
     if "split_unknown" in info:
@@ -304,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("import", help="import a full_run_data.pth, a single-checkpoint file or a folder of checkpoints as a run")
-    p.add_argument("source", type=Path, help="full_run_data.pth-style file, or a folder of checkpoint files")
+    p.add_argument("source", help="full_run_data.pth-style file, or a folder of checkpoint files, here or on the "
+                                  "Hugging Face Hub: hf://OWNER/REPO[/PATH][@REVISION] (through its cache; "
+                                  "HF_HUB_OFFLINE=1: the cache only)")
     p.add_argument("--out", type=Path, required=True, help="new run directory (must not exist or be empty)")
     p.add_argument("--spec", type=Path, help="spec TOML describing the run, if the source has no usable config")
     p.add_argument("--name", help="run name, used in test ids and reports (wins over the spec's name; default: the "

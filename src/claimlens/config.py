@@ -30,9 +30,19 @@ from claimlens.errors import SpecError
 
 SPEC_SCHEMA_VERSION = 1
 
+
+def _fixtures() -> Path:
+    """Where the built-in specs are: ``claimlens/fixtures`` in an installed wheel (the repository's top-level
+    ``fixtures/``, mapped into the package at build time: setup.py), else the top-level ``fixtures/`` of the clone
+    this module runs from (``src/claimlens/config.py`` → ``fixtures/``, with an editable install or PYTHONPATH=src)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "fixtures"
+    return installed if installed.is_dir() else here.parents[1] / "fixtures"
+
+
 # The built-in specs (the default run, the families' built-in runs, negative controls, sweeps): the one place
 # claimlens looks for them.
-FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+FIXTURES = _fixtures()
 
 
 _TASK_TEXT = "must be 'modular_addition' or 'repeated_subsequence'"

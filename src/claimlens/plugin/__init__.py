@@ -44,8 +44,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("claimlens", "claimlens: claims about training runs")
     group.addoption(
         "--run", action="append", dest="claimlens_runs", default=[], metavar="PATH",
-        help="run to judge: a run directory, or a spec TOML (trained on first use and cached). "
-             "Repeatable. Default: the built-in default run (fixtures/default.toml).",
+        help="run to judge: a run directory, a spec TOML (trained on first use and cached), a built-in run by name "
+             "(default, pizza, nanda2022, …) or a run on the Hugging Face Hub (hf://OWNER/REPO[/PATH][@REVISION], "
+             "through its cache; HF_HUB_OFFLINE=1: the cache only). Repeatable. Default: the built-in runs.",
     )
     group.addoption(
         "--claims-sweeps", dest="claimlens_sweeps", action="store_true",
@@ -140,7 +141,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
     # Values are checked now (numbers); names once the claims are collected, against their markers' thresholds.
     try:
-        state.thresholds = th.merge(th.from_pyproject(Path(str(config.rootpath)) / "pyproject.toml", None),
+        state.thresholds = th.merge(th.from_pyproject(_project_root(config) / "pyproject.toml", None),
                                             th.from_options(config.getoption("claimlens_thresholds"), None))
     except th.ThresholdError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -176,6 +177,15 @@ def pytest_configure(config: pytest.Config) -> None:
         if module is not None:
             config.pluginmanager.register(module, f"claimlens-fixtures-{family}")
     config.pluginmanager.register(session.Collector(state), "claimlens-collector")
+
+
+def _project_root(config: pytest.Config) -> Path:
+    """The folder whose pyproject.toml holds the user's threshold overrides: pytest's rootdir, or, where that has none
+    (``pytest --pyargs claimlens.claims`` from a project without a pytest configuration: the rootdir is then inside
+    the installed claimlens, or the common ancestor of it and the project's own claims), the directory pytest was
+    started in."""
+    root = Path(str(config.rootpath))
+    return root if (root / "pyproject.toml").is_file() else Path(str(config.invocation_params.dir))
 
 
 def _resolve_deprecated(config: pytest.Config) -> None:

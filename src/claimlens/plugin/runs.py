@@ -1,13 +1,14 @@
 """What ``--run`` values mean: a run directory, a spec TOML to train (once) and cache, a curves folder, a sweep
 spec (a run set, trained member by member on first use), a built-in curves set (``nanda2022_fractions``) or a
-source's own saved model (``zhong2023_model_a``, imported once into the cache) or a built-in set of sweep-table
-rows (``zhong2023_sweep``).
+source's own saved model (``zhong2023_model_a``, imported once into the cache), a built-in set of sweep-table
+rows (``zhong2023_sweep``) or a run on the Hugging Face Hub (``hf://OWNER/REPO[/PATH][@REVISION]``).
 
 Each kind of input is a class behind :class:`RunInput` (frozen, hashable: the plugin's pytest params): runs
-(:class:`RunDir`, :class:`PublishedModel`, :class:`SpecRun`, :class:`SeedVariant`, :class:`SweepMember`,
+(:class:`RunDir`, :class:`HubRun`, :class:`PublishedModel`, :class:`SpecRun`, :class:`SeedVariant`, :class:`SweepMember`,
 :class:`CurvesRun`), run sets (:class:`Sweep`, :class:`CurvesSet`, :class:`TableSet`) and :class:`NoSet` (no set in
 the session). Each reads its spec, sweep spec or
-manifest at most once (memoised on the object, which the session keeps). Nothing here imports torch."""
+manifest at most once (memoised on the object, which the session keeps). Nothing here imports torch but the import
+of a checkpoint file from the Hub."""
 
 from __future__ import annotations
 
@@ -174,6 +175,21 @@ class RunDir(RunInput):
         from claimlens.runs.store import Run
 
         return Run.open(self.path)
+
+
+@dataclass(frozen=True)
+class HubRun(RunDir):
+    """A run on the Hugging Face Hub (``hf://OWNER/REPO[/PATH][@REVISION]``), fetched through huggingface_hub when
+    ``--run`` is read: a checkpoint file or folder imported into the claimlens cache (``path``: the import, whose
+    run.json records the reference, the commit and the file's sha256), or a claimlens run directory in the Hub cache's
+    snapshot (``path``: that folder)."""
+
+    reference: str = ""
+    hub: dict = field(default_factory=dict, compare=False, hash=False)  # Fetched.provenance()
+    kind: ClassVar[str] = "hub"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "reference": self.reference, "hub": dict(self.hub)}
 
 
 @dataclass(frozen=True)
@@ -482,6 +498,9 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
                 for spec, families in default_session().items() if (FIXTURES / spec).is_file()]
     refs, seen = [], set()
     for value in values:
+        if value.startswith("hf://"):  # a run on the Hugging Face Hub (never a local path: Path would fold the //)
+            refs.append(_labelled(_hub_input(value), seen))
+            continue
         path = Path(value)
         references = _references()
         if not path.exists() and value in _curves_sets():
@@ -537,21 +556,57 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
                 f"({', '.join(sorted([*_builtin_names(), *references, *_curves_sets(), *_table_sets(), *published]))})"
                 f". --run takes a run "
                 f"directory, a spec or sweep .toml (trained on first use; the built-in ones are in fixtures/, named "
-                f"without .toml), a curves folder or a reference; "
+                f"without .toml), a curves folder, a reference or a run on the Hugging Face Hub "
+                f"(hf://OWNER/REPO[/PATH][@REVISION]); "
                 f"make a run with `claimlens train SPEC.toml --out RUN` or `claimlens import CHECKPOINTS --out RUN`")
         else:
             raise pytest.UsageError(f"--run {value}: expected a run directory, a spec .toml file, a sweep .toml file, "
                                     f"a curves folder or a built-in reference "
                                     f"({', '.join(sorted([*references, *_curves_sets(), *_table_sets()]))})")
-        label = ref.label
-        n = 2
-        while label in seen:
-            label, n = f"{ref.label}#{n}", n + 1
-        seen.add(label)
-        if label != ref.label:
-            ref = ref.relabelled(label)
-        refs.append(ref)
+        refs.append(_labelled(ref, seen))
     return refs
+
+
+def _labelled(ref: RunInput, seen: set[str]) -> RunInput:
+    """``ref`` under a label no earlier --run value has (``name#2``), which ``seen`` then holds."""
+    label = ref.label
+    n = 2
+    while label in seen:
+        label, n = f"{ref.label}#{n}", n + 1
+    seen.add(label)
+    return ref.relabelled(label) if label != ref.label else ref
+
+
+def _hub_input(value: str) -> RunInput:
+    """``--run hf://OWNER/REPO[/PATH][@REVISION]``: fetched now through huggingface_hub (its cache; offline, only
+    the cache) so that a bad reference is a usage error before collection. A checkpoint file, or a folder of them, is
+    imported into the claimlens cache once (keyed by the file's sha256 and the commit); a claimlens run directory on
+    the Hub is judged where the Hub cache holds it; a curves folder like a local one. Imports torch only for an
+    import."""
+    from claimlens.errors import ClaimlensError
+    from claimlens.runs import hub
+
+    try:
+        fetched = hub.fetch(hub.parse(value))
+    except ClaimlensError as exc:  # its message starts with the reference
+        raise pytest.UsageError(f"--run {exc}") from None
+    ref, local = fetched.ref, fetched.local
+    provenance = fetched.provenance()
+    if local.is_dir() and (local / "run.json").is_file():
+        inner = resolve_refs([str(local)])[0]
+        return HubRun(local, inner.label, reference=value, hub=provenance)
+    if local.is_dir() and (local / "index.toml").is_file():  # a curves folder (or set): as a local one
+        return resolve_refs([str(local)])[0].relabelled(ref.run_name)
+    import hashlib
+
+    from claimlens.builtin import ensure_imported
+
+    key = f"{fetched.sha256 or ref.repo_type + ':' + ref.repo_id + '/' + ref.path}@{fetched.commit}"
+    try:
+        run = ensure_imported(local, ref.run_name, digest=hashlib.sha256(key.encode()).hexdigest(), hub=provenance)
+    except ClaimlensError as exc:
+        raise pytest.UsageError(f"--run {value}: {exc}") from None
+    return HubRun(run.path, run.name, reference=value, hub=provenance)
 
 
 def _check_spec(path: Path, value: str):

@@ -80,14 +80,17 @@ __all__ = [
 def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = None, name: str | None = None,
                checkpoint_every: int | None = None, epoch_pattern: str | None = None,
                final_epoch: int | None = None, ignore_logged_losses: bool = False, split_unknown: bool = False,
-               progress: bool = True) -> Run:
+               hub: dict | None = None, progress: bool = True) -> Run:
     """Import ``source`` (a ``full_run_data.pth``-style file, a single-checkpoint file, or a folder of
     checkpoint files) into ``out``. See the README's "Importing runs" for the formats and each refusal.
 
     ``ignore_logged_losses``: keep the file's logged losses out of the import (not verified, not used to find a
     split), for files whose logged values are not the model's cross entropy. ``split_unknown``: import with the
     split unknown whatever the file or spec says (the claims that need train vs test then skip), for a model whose
-    split cannot be stated (the import refuses a model that plainly does not fit its stated split). Raises :class:`CheckpointError`,
+    split cannot be stated (the import refuses a model that plainly does not fit its stated split). ``hub``: where
+    ``source`` came from on the Hugging Face Hub (:meth:`claimlens.runs.hub.Fetched.provenance`: the reference, the
+    revision, the commit it resolved to, the file's sha256), recorded in run.json as ``source.hub``. Raises
+    :class:`CheckpointError`,
     :class:`SpecError` or :class:`UnsafeCheckpointError` with the reason and the next step; nothing is written
     then."""
     source, out = Path(source), Path(out)
@@ -114,6 +117,8 @@ def import_run(source: str | Path, out: str | Path, *, spec: RunSpec | None = No
         meta.pop("split_search", None)
         meta["split_unknown"] = ("imported with --split-unknown: the split the model was trained on is not known "
                                  "(the claims that need train vs test are skipped)")
+    if hub is not None:
+        meta["hub"] = dict(hub)
     return write_run(out, spec, epochs, state_dicts, meta, progress=progress)
 
 
