@@ -37,6 +37,7 @@ class Case:
     message: str  # a regular expression the error must match
     protected: list[str] = field(default_factory=list)  # files (relative to the folder) that must stay unchanged
     absent: list[str] = field(default_factory=list)  # paths that must not exist afterwards (nothing half-written)
+    env: dict[str, str] = field(default_factory=dict)  # environment for the command ("{folder}" is the case's folder)
 
 
 @dataclass
@@ -133,6 +134,16 @@ def _centred_writing_weights(data):
 def _contradicted_seed(data):
     """Logged losses of the run, a config whose split seed and fraction no seed of 0–99 reproduces them with."""
     data["config"].update(seed=7, frac_train=0.3)
+
+
+def _uncached_spec(folder: Path, run) -> Path:
+    """A spec no cache holds (so the session must train it), beside a regular file named ``a_file`` (the cache
+    path under it cannot be created: read-only as far as claimlens can tell, even for root)."""
+    (folder / "a_file").write_text("not a folder")
+    spec = folder / "fresh.toml"
+    spec.write_text('name = "fresh"\n[task]\np = 7\n[model]\nd_model = 8\nn_heads = 1\nd_head = 8\nd_mlp = 16\n'
+                    '[train]\nepochs = 20\ncheckpoint_every = 10\n')
+    return spec
 
 
 def _pickle(folder, run):
@@ -337,6 +348,11 @@ CASES: list[Case] = [
          protected=["base.json"]),
     Case("too few checkpoints", "pytest --claims-llc-checkpoints", _pytest("--claims-llc-checkpoints", "1", "--co"),
          4, r"at least 3"),
+    Case("a read-only cache, a run to train", "pytest --run", _pytest(run=_uncached_spec), 4,
+         r"cache .* cannot be written.*CLAIMLENS_CACHE_DIR", env={"CLAIMLENS_CACHE_DIR": "{folder}/a_file/cache"}),
+    Case("a new baseline from a partial session", "pytest --claims-baseline-update",
+         _pytest("-k", "final_model_is_symmetric", "--claims-baseline", "{folder}/baseline.json",
+                 "--claims-baseline-update", run=_copy_run), 4, r"partial", absent=["baseline.json"]),
     Case("hostile strings in ids and names", "pytest (report)", _hostile, 0, r"1 passed"),
     Case("disk full", "pytest (report)", _disk_full, 3, r"could not write the report.*unchanged",
          protected=["report/claims.json"]),
@@ -359,7 +375,8 @@ def run_case(case: Case, folder: Path, run) -> Outcome:
         cmd = [sys.executable, "-m", "pytest", *argv[1:]]
     else:
         cmd = [sys.executable, *argv[1:]]
-    env = {**os.environ, "PYTHONPATH": str(folder), "COLUMNS": "200"}
+    env = {**os.environ, "PYTHONPATH": str(folder), "COLUMNS": "200",
+           **{k: v.format(folder=folder) for k, v in case.env.items()}}
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=folder, env=env, timeout=300)
     output = proc.stdout + proc.stderr
     lost = [p for p, d in before.items() if _digest(folder / p) != d]
