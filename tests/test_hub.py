@@ -21,6 +21,7 @@ from test_importers import full_run_file
 
 from claimlens.runs import hub
 from conftest import ROOT
+from tests.test_runsets import TINY_TOML as TINY_SPEC
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER = "fedcba9876543210fedcba9876543210fedcba98"
@@ -171,22 +172,8 @@ def test_a_run_directory_on_the_hub_is_judged_where_the_cache_holds_it(tmp_path,
     assert not (tmp_path / "claimlens-cache" / "imports").exists(), "a claimlens run is judged in place"
 
 
-TINY_TOML = b"""name = "tiny"
-[task]
-p = 23
-frac_train = 0.5
-split_seed = 1
-[model]
-d_model = 32
-n_heads = 4
-d_head = 8
-d_mlp = 64
-[train]
-epochs = 120
-checkpoint_every = 10
-lr = 3e-3
-seed = 7
-"""
+TINY_TOML = TINY_SPEC.encode()  # the tiny spec the run-set tests train
+
 
 
 def test_a_folder_of_checkpoint_files_on_the_hub_is_imported_once_with_its_commit(tmp_path, tiny_run):

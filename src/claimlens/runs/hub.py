@@ -16,11 +16,11 @@ what to do. Importing this module imports neither huggingface_hub nor torch.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from claimlens._io import sha256_file
 from claimlens.errors import ClaimlensError
 
 PREFIX = "hf://"
@@ -153,7 +153,7 @@ def fetch(ref: HubRef) -> Fetched:
             hub.hf_hub_download(filename=sidecar, **{**kwargs, "revision": commit or ref.revision})
         except Exception:  # noqa: BLE001, S112 - absent from the repository (or from an offline cache)
             continue
-    return Fetched(ref, local, commit, _sha256(local), local.stat().st_size)
+    return Fetched(ref, local, commit, sha256_file(local), local.stat().st_size)
 
 
 def _hub():
@@ -180,14 +180,6 @@ def _commit_of(local: Path) -> str | None:
         if parts[i] == "snapshots":
             return parts[i + 1]
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _error(ref: HubRef, exc: Exception, hub) -> Exception:
