@@ -82,6 +82,18 @@ def _run_or_builtin(path: Path) -> Path:
 
     if path.is_dir():
         return path
+    if not path.exists():
+        from claimlens.plugin.runs import _published, _references
+
+        published = _published()
+        if str(path) in published:  # a source's own model shipped with claimlens: imported into the cache once
+            from claimlens.builtin import ensure_imported
+
+            return ensure_imported(published[str(path)][0], str(path), progress=False).path
+        if str(path) in _references():
+            raise ClaimlensError(f"{str(path)!r} is a curves-only reference (no checkpoints, no run.json): judge it "
+                                 f"with `pytest claims/ --run {path}`; its provenance is in {_references()[str(path)]}"
+                                 f"/README.md")
     spec_path = path if path.suffix == ".toml" and path.is_file() else FIXTURES / f"{path.name}.toml"
     if path.exists() and path.suffix != ".toml" or not spec_path.is_file():
         return path  # Run.open says what is wrong with it

@@ -216,10 +216,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
         spec = spec_of(marker, metafunc.definition)
         refs = [ref for ref in refs if ref.judged_by(spec.family, spec.task, spec.model)]
+    if not refs:  # every input is a run set: the per-run claims skip with the reason, not pytest's NOTSET
+        from claimlens.plugin.runs import NoRun
+
+        refs = [NoRun()]
     if "epoch" in metafunc.fixturenames:
-        pairs = [(ref, epoch) for ref in refs for epoch in ref.epochs()]
+        pairs = [(ref, epoch) for ref in refs for epoch in (ref.epochs() if ref.present else [None])]
         metafunc.parametrize(("run", "epoch"), pairs, indirect=["run"], scope="session",
-                             ids=[f"run={ref.label}-epoch={epoch}" for ref, epoch in pairs])
+                             ids=[f"run={ref.label}" + (f"-epoch={epoch}" if epoch is not None else "")
+                                  for ref, epoch in pairs])
     else:
         metafunc.parametrize("run", refs, ids=[f"run={r.label}" for r in refs], indirect=True, scope="session")
 
@@ -384,7 +389,10 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
         from claimlens.plugin.claim import ClaimFailure
 
         __tracebackhide__ = True
-        raise ClaimFailure(claim.verdict.failure_message())
+        message = claim.verdict.failure_message()
+        if str(claim.spec.validation).startswith("contradicted"):  # a finding about the rule, said where it is read
+            message += f"\n  (the rule itself is {claim.spec.validation})"
+        raise ClaimFailure(message)
     return result
 
 

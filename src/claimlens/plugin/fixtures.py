@@ -23,6 +23,10 @@ from claimlens.plugin.session import CLAIM
 @pytest.fixture(scope="session")
 def run(request: pytest.FixtureRequest):
     """The :class:`claimlens.runs.Run` under test (trained and cached first if given as a spec)."""
+    if not request.param.present:  # the session's inputs are all run sets
+        labels = [ref.label for ref in session.of(request.config).sets()]
+        pytest.skip(f"no run in this session: its inputs are run sets ({', '.join(labels)}), which the set claims "
+                    f"judge; a per-run claim judges runs (--run RUN, or no --run for the built-in runs)")
     with uncaptured(request):  # training on first use takes minutes: its progress bar shows through the capture
         return request.param.open(device=request.config.getoption("claimlens_device"))
 
@@ -120,7 +124,7 @@ def training_log(run):
 
     if not run.has_weights:
         return {n: run.series[n] for n in ("train_loss", "test_loss", "train_acc", "test_acc") if n in run.series}
-    run.task.require_split("the training log's train and test curves")  # unknown: the claim skips, saying so
+    run.task.require_split("the training log (its train and test curves)")  # unknown: the claim skips, saying so
     log = run.log()
     return {n: Series.of(n, log["epoch"], log[n]) for n in ("train_loss", "test_loss", "train_acc", "test_acc")}
 

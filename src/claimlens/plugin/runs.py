@@ -472,6 +472,20 @@ class TableSet(RunInput):
 
 
 @dataclass(frozen=True)
+class NoRun(RunInput):
+    """The ``run`` parameter of a session whose inputs are all run sets: the per-run claims skip, saying so."""
+
+    path: Path = Path(".")
+    label: str = "none"
+    kind: ClassVar[str] = "no_run"
+    has_weights: ClassVar[bool] = False
+    present: ClassVar[bool] = False
+
+    def _open(self, device: str):
+        raise NotImplementedError("no run in this session")
+
+
+@dataclass(frozen=True)
 class NoSet(RunInput):
     """The ``run_set`` parameter of a session without run sets: the test skips, saying how to get one."""
 

@@ -22,6 +22,7 @@ def _llc(request: pytest.FixtureRequest, run, *, orth_grad: bool):
     from claimlens.families.llc.analysis import default_config, llc_over_run
 
     needs_weights(run, "the learning coefficient is sampled around the model's weights")
+    run.task.require_split("the learning coefficient (sampled on the training set)")  # before any progress bar
     config = replace(default_config(run), orth_grad=orth_grad)
     n = request.config.getoption("claimlens_llc_checkpoints")
     try:
