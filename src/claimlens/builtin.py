@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from claimlens._io import cache_dir, cache_unwritable
+from claimlens._io import cache_dir, cache_unwritable, sha256_file
 from claimlens.config import FIXTURES, RunSpec
 from claimlens.errors import CacheNotWritable, RunError
 from claimlens.runs.store import MANIFEST, Run
@@ -94,10 +94,8 @@ def check_cache_writable(why: str) -> None:
 def imported_run_path(source: Path, name: str, digest: str | None = None) -> Path:
     """Where the cache keeps the import of the checkpoint file ``source``: ``imports/<name>-<digest>``, the digest the
     sha256 of the file unless given (a run from the Hub: of its file's sha256 and commit)."""
-    import hashlib
-
     if digest is None:
-        digest = hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        digest = sha256_file(Path(source))
     return cache_dir() / "imports" / f"{name}-{digest[:16]}"
 
 

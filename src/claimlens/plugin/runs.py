@@ -472,31 +472,30 @@ class TableSet(RunInput):
 
 
 @dataclass(frozen=True)
-class NoRun(RunInput):
-    """The ``run`` parameter of a session whose inputs are all run sets: the per-run claims skip, saying so."""
+class _Absent(RunInput):
+    """A placeholder parameter: nothing to judge (``present`` False); the fixture skips, saying why."""
 
     path: Path = Path(".")
     label: str = "none"
-    kind: ClassVar[str] = "no_run"
     has_weights: ClassVar[bool] = False
     present: ClassVar[bool] = False
 
     def _open(self, device: str):
-        raise NotImplementedError("no run in this session")
+        raise NotImplementedError(f"nothing to open: {type(self).__name__} is a placeholder")
 
 
 @dataclass(frozen=True)
-class NoSet(RunInput):
+class NoRun(_Absent):
+    """The ``run`` parameter of a session whose inputs are all run sets: the per-run claims skip, saying so."""
+
+    kind: ClassVar[str] = "no_run"
+
+
+@dataclass(frozen=True)
+class NoSet(_Absent):
     """The ``run_set`` parameter of a session without run sets: the test skips, saying how to get one."""
 
-    path: Path = Path(".")
-    label: str = "none"
     kind: ClassVar[str] = "no_set"
-    has_weights: ClassVar[bool] = False
-    present: ClassVar[bool] = False
-
-    def _open(self, device: str):
-        raise NotImplementedError("no run set in this session")
 
 
 def resolve_refs(values: list[str]) -> list[RunInput]:

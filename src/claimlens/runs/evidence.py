@@ -365,6 +365,13 @@ def refuse_identical_checkpoints(fingerprints: Sequence[str], epochs: Sequence[i
 
 # ----------------------------------------------------------------------------- does the model fit its stated split?
 
+
+def spread(n: int, k: int) -> list[int]:
+    """Up to ``k`` indices of ``n`` checkpoints, evenly spread, the first and the last included: where the import
+    checks a stated seed or split (memorisation tells splits apart, a generalised model does not)."""
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)}) if n > 1 and k > 1 else [max(n - 1, 0)]
+
+
 FIT_MIN_TRAIN_ACC = 0.9  # a model trained on a split fits it (full batch: memorised within a few hundred epochs)
 FIT_MARGIN = 0.1  # … and fits it better than the held-out pairs by more than this, unless it fits the split already
 FIT_CHANCE_Z = 5.0  # "fits a set of pairs": accuracy on all pairs this many binomial standard errors above 1/p

@@ -181,7 +181,7 @@ def _check_stated_seed(state_dicts, epochs: list[int], spec: RunSpec, logged, wh
     (:func:`claimlens.runs.evidence.search_seed`): one seed that reproduces them is taken and the search recorded
     in run.json (``split_search``); none or several: :class:`CheckpointError` listing what was tried."""
     n = len(epochs)
-    picks = sorted({round(i * (n - 1) / (SEED_CHECKPOINTS - 1)) for i in range(SEED_CHECKPOINTS)}) if n > 1 else [0]
+    picks = evidence.spread(n, SEED_CHECKPOINTS)
     per_example = {epochs[i]: _per_example_loss(state_dicts[i], epochs[i], spec, where) for i in picks}
     found = evidence.search_seed(per_example, spec.task.p, spec.task.frac_train, spec.task.split_seed, logged, where,
                                  stated_by=stated_by)

@@ -137,7 +137,7 @@ def _check_split_fit(rows: list[dict[str, float]], task: ModularAddition, split_
     (:func:`claimlens.runs.evidence.split_fit`); refuse on a mismatch, note a model that never learnt. Returns
     the evidence recorded in run.json (``source.split_fit``)."""
     n = len(rows)
-    picks = sorted({round(i * (n - 1) / (FIT_CHECKPOINTS - 1)) for i in range(FIT_CHECKPOINTS)}) if n > 1 else [0]
+    picks = evidence.spread(n, FIT_CHECKPOINTS)
     n_train, n_test = len(task.train_idx), len(task.test_idx)
     fits = [evidence.split_fit(int(rows[i]["epoch"]), rows[i]["train_acc"], rows[i]["test_acc"], n_train, n_test,
                                task.p) for i in picks]
