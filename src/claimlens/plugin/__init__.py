@@ -391,7 +391,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
         __tracebackhide__ = True
         message = claim.verdict.failure_message()
         if claim.spec.validation.status == "contradicted":  # a finding about the rule, said where it is read
-            message += f"\n  (the rule itself is {claim.spec.validation})"
+            message += (f"\n  (the rule itself is contradicted on the source's own data: {claim.spec.validation.scope}; "
+                        f"a failure here is the expected finding)")
         raise ClaimFailure(message)
     return result
 
