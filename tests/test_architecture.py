@@ -41,7 +41,7 @@ FAMILIES_DIR = PACKAGE / "families"
 # The core modules that are pure functions and data (no files, no models, no pytest): what a family's metrics and
 # rules may build on.
 PURE_CORE = {"claimlens.core.fourier", "claimlens.core.losses", "claimlens.core.weights", "claimlens.core.series",
-             "claimlens.core.verdicts", "claimlens.core.sources", "claimlens.core.sampling"}
+             "claimlens.core.verdicts", "claimlens.core.sources", "claimlens.core.sampling", "claimlens.core.artifacts"}
 
 
 def _family(module: str) -> str | None:
