@@ -16,7 +16,9 @@ accumulated over column blocks of it; the checkpoint matrix is read one paramete
 
 The result is cached in the analysis cache (keyed by the run's content hash, ``LOWRANK_VERSION``, the null's seed, the
 epochs and, for a transformer, where its per-example losses came from: the progress measures' version, or its own
-forward pass), so only a run's first session pays for it.
+forward pass), so only a run's first session pays for it. What is stored are the ``S × S`` Gram matrices (of the
+matrix, of its null, and of the gradient null on every 2nd and 4th checkpoint): every spectrum, centred or not, and
+the mean-row cosine are read from them.
 """
 
 from __future__ import annotations
