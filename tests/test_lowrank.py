@@ -192,6 +192,10 @@ def test_gradient_rule_passes_a_low_rank_update_sequence(rank):
     (judged,) = [c for c in verdict.checks if c.status == "passed"]
     assert judged.detail.startswith(f"{rank} vs ")
     assert judged.source_value == pytest.approx(92.5 / 400)
+    sub = {c.name: c for c in verdict.checks if "checkpoint (not judged)" in c.name}
+    assert len(sub) == 2 and all(c.status == "recorded" for c in sub.values())
+    every_2nd = next(c for name, c in sub.items() if "every 2nd" in name)
+    assert every_2nd.detail.startswith(f"{rank} vs ") and every_2nd.detail.endswith("of 20")
 
 
 def test_gradient_rule_fails_on_iid_noise():
