@@ -305,12 +305,13 @@ def linear_in_p(members: list, th, problems: dict[int, list[str]] | None = None)
     v.record("intercept", intercept)
     v.check("R² of the linear fit of λ̂ against p", r2, ">=", th["min_r2"],
             detail=f"{len(kept)} generalising members: " + ", ".join(f"p = {m.p}: {m.final:.3g}" for m in kept))
-    _initialisation_control(v, kept, x, slope, slope_se, th)
+    _initialisation_control(v, kept, x, slope, slope_se, th["min_slope_difference_se"], th["max_init_slope_fraction"])
     return v
 
 
 def _initialisation_control(v: Verdict, kept: list[PMember], x: list[float], slope: float, slope_se: float | None,
-                            th) -> None:
+                            min_se: float, max_fraction: float) -> None:
+    """The negative control of :func:`linear_in_p`: ``min_se`` and ``max_fraction`` are its two thresholds."""
     name_diff = "slope_final − slope_init, in standard errors of the difference"
     name_frac = "slope_init / slope_final"
     if any(m.init is None for m in kept):
@@ -328,11 +329,11 @@ def _initialisation_control(v: Verdict, kept: list[PMember], x: list[float], slo
         se = math.sqrt(slope_se ** 2 + init_se ** 2)
         diff = slope - init_slope
         v.check(name_diff, diff / se if se > 0 else (math.inf if diff > 0 else -math.inf), ">=",
-                th["min_slope_difference_se"], detail=f"{slope:.4g} − {init_slope:.4g} = {diff:.4g}, standard error "
+                min_se, detail=f"{slope:.4g} − {init_slope:.4g} = {diff:.4g}, standard error "
                                                       f"{se:.3g}")
     if slope <= 0:
-        v.require(False, f"slope_init ≤ {th['max_init_slope_fraction']:g} × slope_final",
+        v.require(False, f"slope_init ≤ {max_fraction:g} × slope_final",
                   f"the final slope {slope:.4g} is not positive")
     else:
-        v.check(name_frac, init_slope / slope, "<=", th["max_init_slope_fraction"],
+        v.check(name_frac, init_slope / slope, "<=", max_fraction,
                 detail=f"{init_slope:.4g} / {slope:.4g}")
