@@ -1,128 +1,169 @@
-"""Build docs/reference_runs.md from claims.json files: which claims hold on which runs, and by what margin.
+"""Store the reference runs' verdicts (claimlens/reference/reference_runs.json) and write docs/reference_runs.md.
 
-    python scripts/reference_runs.py reports/reference/*/claims.json --out docs/reference_runs.md
+    python scripts/reference_runs.py source=reports/reference/source/claims.json \
+        builtin=reports/reference/default/claims.json … --groups paper_seeds="16 000 epochs" \
+        --data src/claimlens/reference/reference_runs.json --out docs/reference_runs.md
 
-Generated, never edited by hand: scripts/reference_runs.sh judges the runs and calls this. A cell gives the
-outcome and the tightest margin of the claim's judged checks, as a factor by which the check cleared (≥ 1) or
-missed (< 1) its threshold: measured ÷ threshold for "≥" checks, threshold ÷ measured for "≤" checks.
-Per-checkpoint claims give passing / all checkpoints.
+Generated, never edited by hand: scripts/reference_runs.sh judges the population and calls this. Each argument is
+GROUP=CLAIMS_JSON (groups: see claimlens.report.references.GROUPS); every run of that report joins the group. The
+data file keeps, per claim, the rule version its records were judged with and, per run, the outcome, the key check
+and every judged check's value (claimlens.report.references.summarise); the Markdown is written from the same data.
+A cell of the Markdown gives the outcome and the key check's clearance: the factor by which it cleared (≥ 1) or
+missed (< 1) its threshold. Per-checkpoint claims give passing / all checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
-from claimlens.report.html import clearance
+from claimlens._io import atomic_write_json
+from claimlens.families import CLAIMS
+from claimlens.report.references import GROUPS, SCHEMA, clearance, summarise
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def tightest(records: list[dict]) -> tuple[float | None, str]:
-    best, name = None, ""
-    for r in records:
-        for m in r.get("measurements", []):
-            if m.get("status", "passed" if m.get("passed") else "failed") not in ("passed", "failed"):
+def build(pairs: list[tuple[str, Path]], groups_note: dict[str, str], note: str) -> dict:
+    runs, by_claim, versions = [], defaultdict(lambda: defaultdict(list)), defaultdict(set)
+    created = []
+    for group, path in pairs:
+        doc = json.loads(path.read_text())
+        created.append(doc.get("created", ""))
+        for run in doc["runs"]:
+            spec = run.get("spec") or {}
+            what = run.get("provenance") or spec.get("description", "")
+            epochs = (spec.get("train") or {}).get("epochs")
+            if epochs and not run.get("provenance"):
+                what = f"{what} [trained: {epochs} epochs]"
+            runs.append({"label": run["label"], "group": group, "kind": run.get("kind"),
+                         "n_checkpoints": run.get("n_checkpoints"), "content_hash": run.get("content_hash"),
+                         "what": str(what)[:200]})
+        for r in doc["records"]:
+            if r.get("claim_id") is None or r.get("run") is None:
                 continue
-            c = clearance(m)
-            if c is not None and (best is None or c < best):
-                best, name = c, m["name"] + (f" [{m['label']}]" if m.get("label") else "")
-    return best, name
+            by_claim[r["claim_id"]][r["run"]].append(r)
+            version = (r.get("reference") or {}).get("rule_version")
+            if version:
+                versions[r["claim_id"]].add(version)
+    labels = [r["label"] for r in runs]
+    if len(labels) != len(set(labels)):
+        raise SystemExit(f"a run label appears twice: {sorted(x for x in labels if labels.count(x) > 1)}")
+    mixed = {cid: sorted(v) for cid, v in versions.items() if len(v) > 1}
+    if mixed:
+        raise SystemExit(f"reports judged with different versions of a rule (rerun them at one commit): {mixed}")
+    claims = {}
+    for cid, per_run in sorted(by_claim.items()):
+        spec = CLAIMS.get(cid)
+        claims[cid] = {"rule_version": next(iter(versions.get(cid, {""}))),
+                       "kind": spec.kind if spec else "empirical",
+                       "status": spec.validation.status if spec else "unvalidated",
+                       "results": {label: summarise(per_run[label]) for label in labels if label in per_run}}
+    commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                            check=False).stdout.strip()
+    return {"schema": SCHEMA,
+            "generated": {"commit": commit, "reports_created": [min(created), max(created)],
+                          "written": datetime.now(UTC).isoformat(timespec="seconds"), "note": note},
+            "groups": groups_note, "runs": runs, "claims": claims}
 
 
-def cell(records: list[dict]) -> str:
-    if not records:
+def cell(res: dict | None) -> str:
+    if res is None:
         return "–"
-    counts = defaultdict(int)
-    for r in records:
-        counts[r["outcome"]] += 1
-    if len(records) > 1 and all("epoch" in r.get("parameters", {}) for r in records):
-        return "S" if counts["skipped"] == len(records) else f"{counts['passed']}/{len(records)}"
-    outcome = "F" if counts["failed"] else "X" if counts["error"] else ("P" if counts["passed"] else "S")
-    margin, _ = tightest(records)
-    return f"{outcome} ×{margin:.3g}" if margin is not None and outcome in ("F", "P") else outcome
+    o = res["outcome"]
+    if "/" in o:
+        return o
+    letter = {"passed": "P", "failed": "F", "error": "X", "skipped": "S"}[o]
+    c = clearance(res["key"]) if res.get("key") else None
+    return f"{letter} ×{c:.3g}" if c is not None and letter in "PF" else letter
+
+
+def markdown(data: dict) -> str:
+    labels = [r["label"] for r in data["runs"]]
+    g = data["generated"]
+    lines = [
+        "# Reference verdicts: which claims hold on which runs",
+        "",
+        "Generated by `scripts/reference_runs.sh` (which calls `scripts/reference_runs.py`) into "
+        "`src/claimlens/reference/reference_runs.json`, and this page from the same data; do not edit by hand. Every "
+        "claim record of a session carries these runs' values beside its own (`record[\"reference\"]`, a strip chart on "
+        "the claim's card in the HTML). Read it as a map of where the catalogue's pass rules hold, not as a "
+        "specification: the report of a run of yours is the answer for that run.",
+        "",
+        f"Code at commit {g.get('commit')}; reports created {g['reports_created'][0]} … {g['reports_created'][1]}.",
+        "",
+        *([g["note"], ""] if g.get("note") else []),
+        "## The runs",
+        "",
+        "| label | group | kind | checkpoints | content hash | what |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in data["runs"]:
+        lines.append(f"| {run['label']} | {run['group']} | {run['kind']} | {run.get('n_checkpoints') or '–'} | "
+                     f"`{(run.get('content_hash') or '')[:12]}` | {run['what'][:170]} |")
+    groups = ", ".join(f"{k}: {v}" for k, v in data.get("groups", {}).items())
+    lines += [
+        "",
+        "Groups: " + ", ".join(f"`{k}` {v}" for k, v in GROUPS.items()) + (f" ({groups})" if groups else "") + ".",
+        "",
+        "## Verdicts",
+        "",
+        "P passed, F failed, X not judged (an error), S skipped (the reasons follow the table). ×m is the clearance "
+        "of the claim's key check (its tightest judged check): the factor by which it cleared (≥ 1) or missed (< 1) "
+        "its threshold. Per-checkpoint claims give passing / all checkpoints; – means the claim was not run on that "
+        "run (the LLC claims run on the default run only). Status: the claim's validation (catalogue Revision 3): "
+        "V validated, C contradicted, U unvalidated, – not applicable (identity and informational claims).",
+        "",
+        "| claim | status | " + " | ".join(labels) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in labels) + " |",
+    ]
+    for cid, c in data["claims"].items():
+        status = {"validated": "V", "contradicted": "C", "unvalidated": "U"}.get(c["status"], "–")
+        lines.append(f"| `{cid}` | {status} | " + " | ".join(cell(c["results"].get(label)) for label in labels) + " |")
+    lines += ["", "## Why not judged", ""]
+    for cid, c in data["claims"].items():
+        reasons = [(label, res["reason"]) for label, res in c["results"].items() if res.get("reason")]
+        if reasons:
+            lines.append(f"- `{cid}`")
+            lines += [f"  - {label}: {reason[:220]}" for label, reason in reasons]
+    lines += ["", "## The key check per claim and run", "",
+              "The check with the tightest margin on each run (the one a change of run would flip first); runs whose "
+              "key check is the same are listed together.", ""]
+    for cid, c in data["claims"].items():
+        by_check: dict[str, list[str]] = {}
+        for label, res in c["results"].items():
+            k = res.get("key")
+            m = clearance(k) if k else None
+            if m is not None:
+                name = k["name"] + (f" [{k['label']}]" if k.get("label") else "")
+                by_check.setdefault(name, []).append(f"{label} ×{m:.3g}")
+        for name, parts in by_check.items():
+            lines.append(f"- `{cid}` — {name}: " + ", ".join(parts))
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reports", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--note", default="", help="a line on how this version was produced (which runs are missing)")
+    parser.add_argument("reports", nargs="+", help="GROUP=claims.json")
+    parser.add_argument("--groups", nargs="*", default=[], help="GROUP=NOTE, e.g. paper_seeds='16 000 epochs'")
+    parser.add_argument("--data", type=Path, default=ROOT / "src/claimlens/reference/reference_runs.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/reference_runs.md")
+    parser.add_argument("--note", default="", help="a line on how this version was produced")
     args = parser.parse_args()
-    docs = [json.loads(p.read_text()) for p in args.reports]
-    runs, by_claim, kinds, skips = [], defaultdict(dict), {}, defaultdict(dict)
-    for doc in docs:
-        for run in doc["runs"]:
-            runs.append(run)
-        for r in doc["records"]:
-            by_claim[r["claim_id"]].setdefault(r["run"], []).append(r)
-            kinds[r["claim_id"]] = r.get("claim_kind", "empirical")
-            if r["outcome"] != "passed" and r.get("message"):
-                text = " ".join(line.strip() for line in r["message"].splitlines()[:3])
-                skips[r["claim_id"]].setdefault(r["run"], text[:220])
-    labels = [run["label"] for run in runs]
-    commits = sorted({d.get("git_commit") or "?" for d in docs})
-    lines = [
-        "# Reference verdicts: which claims hold on which runs",
-        "",
-        "Generated by `scripts/reference_runs.sh` (which calls `scripts/reference_runs.py`) from the claims.json of "
-        "each run; do not edit by hand. Read it as a map of where the catalogue's pass rules hold, not as a "
-        "specification: the report of a run of yours is the answer for that run.",
-        "",
-        f"Code at commit {', '.join(c[:12] for c in commits)}; reports created "
-        f"{min(d['created'] for d in docs)} … {max(d['created'] for d in docs)}.",
-        "",
-        *([args.note, ""] if args.note else []),
-        "## The runs",
-        "",
-        "| label | kind | checkpoints | content hash | what |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for run in runs:
-        spec = run.get("spec") or {}
-        what = run.get("provenance") or spec.get("description", "")
-        epochs = (spec.get("train") or {}).get("epochs")
-        if epochs and not run.get("provenance"):
-            # the description is the spec's words when it was trained; the epochs are what was trained (the paper
-            # seeds are the 40k-epoch spec cut at 16 000, and a description does not change a run's cache key)
-            what = f"{what} [trained: {epochs} epochs]"
-        lines.append(f"| {run['label']} | {run['kind']} | {run.get('n_checkpoints', '–')} | "
-                     f"`{(run.get('content_hash') or '')[:12]}` | {str(what)[:170]} |")
-    lines += [
-        "",
-        "## Verdicts",
-        "",
-        "P passed, F failed, X not judged (an error), S skipped (the reasons follow the table). ×m is the tightest margin of the claim's "
-        "judged checks: the factor by which it cleared (≥ 1) or missed (< 1) its threshold. Per-checkpoint claims "
-        "give passing / all checkpoints; – means the claim was not run in that session (e.g. the LLC claims, run "
-        "only on the default run with `LLC_ONLY_DEFAULT=1`). Kinds: E empirical, I identity, N informational.",
-        "",
-        "| claim | kind | " + " | ".join(labels) + " |",
-        "| --- | --- | " + " | ".join("---" for _ in labels) + " |",
-    ]
-    for cid in sorted(by_claim):
-        row = [cell(by_claim[cid].get(label, [])) for label in labels]
-        kind = {"empirical": "E", "identity": "I", "informational": "N"}.get(kinds[cid], "?")
-        lines.append(f"| `{cid}` | {kind} | " + " | ".join(row) + " |")
-    lines += ["", "## Why not passed", ""]
-    for cid in sorted(skips):
-        lines.append(f"- `{cid}`")
-        for label in labels:
-            if label in skips[cid]:
-                lines.append(f"  - {label}: {skips[cid][label]}")
-    lines += ["", "## The decisive check per claim and run", "",
-              "The check with the tightest margin on each run (the one a change of run would flip first); runs whose "
-              "tightest check is the same are listed together.", ""]
-    for cid in sorted(by_claim):
-        by_check: dict[str, list[str]] = {}
-        for label in labels:
-            margin, name = tightest(by_claim[cid].get(label, []))
-            if margin is not None:
-                by_check.setdefault(name, []).append(f"{label} ×{margin:.3g}")
-        for name, parts in by_check.items():
-            lines.append(f"- `{cid}` — {name}: " + ", ".join(parts))
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out} ({len(by_claim)} claims × {len(labels)} runs)")
+    pairs = []
+    for item in args.reports:
+        group, _, path = item.partition("=")
+        if group not in GROUPS or not path:
+            parser.error(f"{item!r}: expected GROUP=claims.json with GROUP one of {sorted(GROUPS)}")
+        pairs.append((group, Path(path)))
+    data = build(pairs, dict(x.split("=", 1) for x in args.groups), args.note)
+    atomic_write_json(args.data, data)
+    args.out.write_text(markdown(data))
+    print(f"wrote {args.data} and {args.out} ({len(data['claims'])} claims × {len(data['runs'])} runs)")
     return 0
 
 

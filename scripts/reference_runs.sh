@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Regenerate docs/reference_runs.md: judge the claims on the source's curves, the default run and two more
-# seeds, and the negative controls (PAPER=1 adds three seeds of the paper recipe cut at 16 000 epochs: 30–36
-# minutes of training each on a 2-core CPU), then build the tables from the claims.json files.
-#   scripts/reference_runs.sh            # about 30 minutes on a 2-core CPU (training, and the LLC at 16
-#                                        # checkpoints per run), seconds once cached
-#   LLC_ONLY_DEFAULT=1 scripts/reference_runs.sh   # the LLC claims on the default run only (a few minutes)
+# Regenerate the reference runs (src/claimlens/reference/reference_runs.json and docs/reference_runs.md): judge every
+# claim on the sources' shipped artifacts, the built-in runs, the default recipe's three seeds and (PAPER=1, when
+# their runs are trained) the paper recipe's three seeds cut at 16 000 epochs, then store the verdicts.
+#   scripts/reference_runs.sh            # minutes once the runs are cached (training them first: about 15 minutes
+#                                        # on a 2-core CPU; the learning coefficient on the default run only)
+#   PAPER=1 scripts/reference_runs.sh    # + the paper seeds (training: 30–36 minutes each on 2 cores, or on a GPU)
+# Run it after changing a rule: tests/test_validation.py fails while the stored references are of an older version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=reports/reference
@@ -14,25 +15,29 @@ for seed in 1 2; do
     sed -e "s/^name = \"default\"/name = \"default_s$seed\"/" -e "s/^seed = 0/seed = $seed/" \
         fixtures/default.toml > "$specs/default_s$seed.toml"
 done
-runs=(nanda2022 fixtures/default.toml "$specs/default_s1.toml" "$specs/default_s2.toml"
-      fixtures/no_weight_decay.toml fixtures/mlp_concat.toml)
+judge() {  # judge LABEL GROUP ARGS…: one session; pytest exits 1 when a claim fails, a finding here, not an error
+    local label=$1 group=$2; shift 2
+    CI=1 python -m pytest claims/ -q -p no:cacheprovider "$@" --claims-report "$out/$label" \
+        > "$out/$label.log" 2>&1 || [ $? -eq 1 ]
+    reports+=("$group=$out/$label/claims.json")
+}
+reports=()
+judge source source --run nanda2022 --run nanda2022_fractions --run zhong2023_model_a --run zhong2023_model_b \
+    --run zhong2023_sweep
+judge default default_seeds --run fixtures/default.toml
+for seed in 1 2; do judge "default_s$seed" default_seeds --run "$specs/default_s$seed.toml" -k "not llc"; done
+for name in no_weight_decay pizza clock nv_mlp mlp_sum mlp_concat induction_2l induction_1l; do
+    judge "$name" builtin --run "fixtures/$name.toml" -k "not llc"
+done
+groups=()
 if [ "${PAPER:-0}" = 1 ]; then
     for seed in 0 1 2; do
         sed -e "s/^name = \"paper\"/name = \"paper_s$seed\"/" -e "s/^seed = 0/seed = $seed/" \
             -e "s/^epochs = 40000/epochs = 16000/" -e "s/40k epochs/16k epochs/" fixtures/paper.toml \
             > "$specs/paper_s$seed.toml"
-        runs+=("$specs/paper_s$seed.toml")
+        judge "paper_s$seed" paper_seeds --run "$specs/paper_s$seed.toml" -k "not llc"
     done
+    groups=(--groups "paper_seeds=16 000 epochs of the 40 000-epoch recipe")
 fi
-reports=()
-for run in "${runs[@]}"; do
-    label="$(basename "${run%.toml}")"
-    select=()
-    if [ "${LLC_ONLY_DEFAULT:-0}" = 1 ] && [ "$label" != default ]; then select=(-k "not llc"); fi
-    # pytest exits 1 when a claim fails: that is a finding here, not an error of this script
-    CI=1 python -m pytest claims/ -q -p no:cacheprovider --run "$run" --claims-report "$out/$label" "${select[@]}" \
-        > "$out/$label.log" 2>&1 || [ $? -eq 1 ]
-    reports+=("$out/$label/claims.json")
-done
-python scripts/reference_runs.py "${reports[@]}" --out docs/reference_runs.md \
-    --note "Runs: ${runs[*]}; LLC claims $([ "${LLC_ONLY_DEFAULT:-0}" = 1 ] && echo 'on the default run only' || echo 'on every run')."
+python scripts/reference_runs.py "${reports[@]}" "${groups[@]}" \
+    --note "The learning-coefficient claims on the default run only; the paper seeds $([ "${PAPER:-0}" = 1 ] && echo 'at 16 000 epochs' || echo 'not included (PAPER=0)')."

@@ -155,7 +155,7 @@ def test_claims_json_records_evidence(pytester, tiny_run, tmp_path):
                         "-k", "grokking_delayed or phase_boundaries")
     assert result.ret == 1
     doc = json.loads((tmp_path / "rep" / "claims.json").read_text())
-    assert doc["schema_version"] == 4 and doc["versions"]["claimlens"] and doc["runs"][0]["label"] == "tiny"
+    assert doc["schema_version"] == 5 and doc["versions"]["claimlens"] and doc["runs"][0]["label"] == "tiny"
     assert doc["runs"][0]["content_hash"] == tiny_run.content_hash
     by_claim = {r["claim_id"]: r for r in doc["records"]}
     rec = by_claim["grokking_delayed_generalisation"]

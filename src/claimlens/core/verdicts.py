@@ -58,11 +58,105 @@ class Bound(float):
         return obj
 
 
+Status = Literal["validated", "contradicted", "unvalidated", "not_applicable"]
+STATUSES: dict[str, str] = {  # catalogue Revision 3: what a rule was checked on, and what a failure then means
+    "validated": "passes on the source's own data the claim is about (curves, models, tables or printed numbers): "
+                 "a failure is a finding about the run",
+    "contradicted": "fails on an artifact the claim is about: a failure is the expected finding, about the rule",
+    "unvalidated": "no source data checks the rule: a failure may be the rule's as much as the run's",
+    "not_applicable": "an identity or informational claim: nothing to validate",
+}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One thing a claim's rule was checked on (catalogue Revision 3), of three sorts:
+
+    * ``run``: a source artifact that ships with claimlens and is a run (``nanda2022`` curves, ``zhong2023_model_a``,
+      the ``zhong2023_sweep`` tables, …). Its verdict is the claim's outcome in a session ``--run <run>``: recomputed
+      by ``tests/test_validation.py`` and stored with the reference runs (:mod:`claimlens.report.references`).
+    * a number (``value`` with ``threshold_name`` and ``op``): a value the source printed or one measured on its
+      shipped curves (``shipped=True``), or one measured on a file that does not ship; judged against the claim's
+      *current* threshold ``threshold_name`` wherever it is read, so a threshold moved past the source's own number
+      shows.
+    * recorded (``verdict`` given, nothing to recompute): a measurement on a file that does not ship, as the catalogue
+      records it.
+
+    ``about``: whether the claim is about this artifact (the paper's mainline run is; the author's weight-decay-0.1
+    model is not): only artifacts the claim is about make it validated or contradicted. ``shipped``: a ``run`` (always),
+    or a number printed by the source or read off its shipped data."""
+
+    name: str
+    run: str | None = None
+    value: float | None = None
+    threshold_name: str | None = None
+    op: str | None = None
+    shipped: bool = False
+    verdict: str | None = None
+    threshold: float | None = None
+    about: bool = True
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.run is not None:
+            object.__setattr__(self, "shipped", True)
+        if (self.threshold_name is None) != (self.op is None) or (self.op is not None and self.op not in OPS):
+            raise ValueError(f"artifact {self.name!r}: a number is judged with both threshold_name and op "
+                             f"(one of {tuple(OPS)})")
+
+    def judged(self, thresholds: Mapping[str, Any]) -> dict[str, Any]:
+        """This artifact as a record entry (``name``, ``shipped``, ``about``, ``verdict``, ``value``, ``threshold``,
+        ``margin``), a number judged against ``thresholds[threshold_name]`` (a value, or a dict with ``value``)."""
+        verdict, threshold = self.verdict, self.threshold
+        if self.threshold_name is not None and self.value is not None and self.op is not None:
+            t = thresholds.get(self.threshold_name) if thresholds else None
+            t = t.get("value") if isinstance(t, Mapping) else getattr(t, "value", t)
+            if _number(t):
+                threshold = float(t)
+                verdict = "passed" if OPS[self.op](self.value, threshold) else "failed"
+        margin = None
+        if _number(self.value) and _number(threshold) and threshold and self.value:
+            margin = self.value / threshold
+        return {"name": self.name, "run": self.run, "shipped": self.shipped, "about": self.about,
+                "verdict": verdict, "value": self.value, "threshold": threshold, "op": self.op,
+                "threshold_name": self.threshold_name, "margin": margin, "note": self.note}
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What a claim's rule stands on (catalogue Revision 3): ``status`` (:data:`STATUSES`), ``scope`` (one sentence:
+    what the claim is about, e.g. "the paper's mainline numbers only") and its ``artifacts``."""
+
+    status: Status
+    scope: str
+    artifacts: tuple[Artifact, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"validation status {self.status!r} is not one of {tuple(STATUSES)}")
+
+    @classmethod
+    def of(cls, value: Validation | str | None, kind: str = "empirical") -> Validation:
+        """A claim's validation from what its author wrote: a :class:`Validation`, or a sentence (a claim of the
+        user's own: ``unvalidated``, or ``not_applicable`` for an identity or informational claim)."""
+        if isinstance(value, Validation):
+            return value
+        status = "not_applicable" if kind in ("identity", "informational") else "unvalidated"
+        return cls(status, str(value or ""))
+
+    def to_dict(self, thresholds: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return {"status": self.status, "scope": self.scope,
+                "artifacts": [a.judged(thresholds or {}) for a in self.artifacts]}
+
+    def __str__(self) -> str:
+        return f"{self.status}: {self.scope}" if self.scope else self.status
+
+
 @dataclass(frozen=True)
 class ClaimSpec:
     """A published claim: ``id`` (catalogue), ``statement``, ``source`` (paper, section), ``kind`` and its
-    ``thresholds``. ``validation`` says what the rule was checked against (e.g. "source curves", or
-    "unvalidated: no digitised Gini curve"). ``min_checkpoints``: a run with fewer checkpoints cannot show the
+    ``thresholds``. ``validation``: what the rule was checked on (a :class:`Validation`: status, scope, artifacts;
+    a plain sentence makes an ``unvalidated`` one). ``min_checkpoints``: a run with fewer checkpoints cannot show the
     claim (a trajectory claim needs :data:`claimlens.core.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
     that reason, before any analysis. ``family``: the claim's family, the name of the folder under
     ``claimlens/families`` that declares it; it decides which built-in runs of a plain session judge it (the
@@ -75,7 +169,7 @@ class ClaimSpec:
     source: str
     kind: Kind = "empirical"
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
-    validation: str = ""
+    validation: Validation | str = ""
     min_checkpoints: int = 1
     # The claim's family: the folder under claimlens/families that declares it (e.g. "pizza"), whose built-in runs
     # judge it in a plain session besides the default run; "" for a claim of the user's own (the default run only).
@@ -89,6 +183,7 @@ class ClaimSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"claim {self.id!r}: kind {self.kind!r} is not one of {KINDS}")
+        object.__setattr__(self, "validation", Validation.of(self.validation, self.kind))
         if not isinstance(self.min_checkpoints, int) or self.min_checkpoints < 1:
             raise ValueError(f"claim {self.id!r}: min_checkpoints must be a positive integer, got "
                              f"{self.min_checkpoints!r}")

@@ -390,8 +390,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
 
         __tracebackhide__ = True
         message = claim.verdict.failure_message()
-        if str(claim.spec.validation).startswith("contradicted"):  # a finding about the rule, said where it is read
-            message += f"\n  (the rule itself is {claim.spec.validation})"
+        if claim.spec.validation.status == "contradicted":  # a finding about the rule, said where it is read
+            message += (f"\n  (the rule itself is contradicted on the source's own data: {claim.spec.validation.scope}; "
+                        f"a failure here is the expected finding)")
         raise ClaimFailure(message)
     return result
 
@@ -409,6 +410,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if marker is None or not (report.when == "call" or (report.when == "setup" and report.outcome != "passed")):
         return
     from claimlens.plugin.claim import family_of, outcome_of, spec_of
+    from claimlens.report import references
     from claimlens.report.document import build_record
 
     claim = item.stash.get(CLAIM, None)
@@ -416,15 +418,21 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     params = getattr(item, "callspec", None)
     params = params.params if params is not None else {}
     ref = params.get("run", params.get("run_set"))
+    family = family_of(spec, item.path)
+    thresholds = claim.describe_thresholds() if claim is not None else dict(spec.thresholds)
+    evidence = claim.to_dict() if claim is not None else None
+    outcome = outcome_of(report, call)
+    validation = references.validation_section(spec, thresholds)
     record = build_record(
         nodeid=item.nodeid, claim={"id": spec.id, "statement": spec.statement, "source": spec.source,
-                                   "kind": spec.kind, "validation": spec.validation,
-                                   "family": family_of(spec, item.path)},
+                                   "kind": spec.kind, "validation": validation, "family": family,
+                                   "reference": references.reference_section(
+                                       spec, family, (evidence or {}).get("measurements") or [], outcome,
+                                       validation)},
         run=ref.label if isinstance(ref, RunInput) else None,
         parameters={k: (v.label if isinstance(v, RunInput) else v) for k, v in params.items()},
-        outcome=outcome_of(report, call), message=_message(report, call), duration=report.duration,
-        evidence=claim.to_dict() if claim is not None else None,
-        thresholds=claim.describe_thresholds() if claim is not None else None,
+        outcome=outcome, message=_message(report, call), duration=report.duration,
+        evidence=evidence, thresholds=thresholds if claim is not None else None,
     )
     item.config.hook.pytest_claimlens_record(item=item, record=record)
     report.claimlens_record = _writable(record)  # travels to the xdist controller with the report

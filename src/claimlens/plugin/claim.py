@@ -101,7 +101,7 @@ def spec_of(marker: pytest.Mark, node: pytest.Item) -> ClaimSpec:
     if not isinstance(min_checkpoints, int) or isinstance(min_checkpoints, bool) or min_checkpoints < 1:
         raise pytest.UsageError(f"{where}: min_checkpoints must be a positive integer, got {min_checkpoints!r}")
     return ClaimSpec(id=str(kw["id"]), statement=str(kw.get("statement", "")), source=str(kw.get("source", "")),
-                     kind=kind, thresholds=thresholds, validation=str(kw.get("validation", "")),
+                     kind=kind, thresholds=thresholds, validation=kw.get("validation", ""),
                      min_checkpoints=min_checkpoints, family=str(kw.get("family", "")),
                      task=str(kw.get("task", "modular_addition")), model=str(kw.get("model", "any")))
 

@@ -34,7 +34,9 @@ from claimlens.errors import ClaimlensError
 # 4: outcome "error" for a claim that could not be judged (it was "failed", read as a verdict); errors_on over seeds;
 #    later, optional fields only (read by every reader of 4): partial (a session that did not run every claim test),
 #    baseline_update (a baseline updated from a partial session)
-REPORT_SCHEMA_VERSION = 4
+# 5: validation is {status, scope, artifacts} (catalogue Revision 3; was a sentence); reference (the reference runs
+#    beside the verdict: key check, their values and outcomes, the sentence on what the outcome means)
+REPORT_SCHEMA_VERSION = 5
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
 def empty_evidence() -> dict[str, Any]:
@@ -92,14 +94,16 @@ def jsonable(x: Any) -> Any:
 def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, parameters: dict[str, Any], outcome: str,
                  message: str | None, duration: float, evidence: dict[str, Any] | None,
                  thresholds: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One record: the test, its claim (``id``, ``family``, ``statement``, ``source``, ``kind``, ``validation``), the
+    """One record: the test, its claim (``id``, ``family``, ``statement``, ``source``, ``kind``, ``validation``: status,
+    scope and artifacts; ``reference``: the reference runs beside it, :mod:`claimlens.report.references`), the
     outcome, the evidence it was judged on and the thresholds it was judged by (value, default, source's value, why)."""
     return jsonable({
         "nodeid": nodeid,
         "claim_id": claim.get("id"),
         "family": claim.get("family") or "",
         "claim_kind": claim.get("kind") or "empirical",
-        "validation": claim.get("validation") or "",
+        "validation": claim.get("validation") or None,
+        "reference": claim.get("reference") or None,
         "statement": claim.get("statement"),
         "source": claim.get("source"),
         "run": run,
@@ -114,7 +118,8 @@ def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, paramet
 
 def crash_record(nodeid: str, reason: str) -> dict[str, Any]:
     """An error record (no verdict) for a test whose process died before it reported (an xdist worker crash)."""
-    return {"nodeid": nodeid, "claim_id": None, "claim_kind": "empirical", "validation": "", "statement": None,
+    return {"nodeid": nodeid, "claim_id": None, "claim_kind": "empirical", "validation": None, "reference": None,
+            "statement": None,
             "source": None, "run": None, "parameters": {}, "outcome": "error",
             "message": f"the process running this test died before it reported: no verdict ({reason.strip()[-300:]})",
             "duration": 0.0, "thresholds": {}, **empty_evidence()}

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from claimlens._io import atomic_write_text
+from claimlens.core.verdicts import STATUSES
 from claimlens.report.compare import FLIPS_SHOWN
 from claimlens.report.document import OUTCOMES, load, summary, unjudged_messages
+from claimlens.report.references import clearance
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 
@@ -131,18 +133,6 @@ KIND_TEXT = {
 }
 
 
-def clearance(m: dict) -> float | None:
-    """How far a check cleared its threshold, as a factor whatever its direction (≥ 1 passed, < 1 failed):
-    measured ÷ threshold for ``>=`` / ``>``, threshold ÷ measured for ``<=`` / ``<``; None where that is not a
-    ratio (a missing or non-positive value or threshold). claims.json keeps ``margin`` = measured ÷ threshold."""
-    v, t, op = m.get("value"), m.get("threshold"), m.get("op")
-    if op not in (">=", ">", "<=", "<") or isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    if not isinstance(t, (int, float)) or v <= 0 or t <= 0 or not math.isfinite(v) or not math.isfinite(t):
-        return None
-    return v / t if op in (">=", ">") else t / v
-
-
 def _measurement_rows(measurements: list[dict], unit: str = "epoch") -> str:
     rows = []
     for m in measurements:
@@ -188,6 +178,98 @@ def _record_card(r: dict) -> str:
             f'{esc(r["outcome"])}</span> <code>{esc(r["nodeid"])}</code> <span class="muted">{r.get("duration", 0):.2f} s'
             f'</span></header>{message}{charts}{_measurement_rows(r.get("measurements", []), r.get("x_unit", "epoch"))}'
             f'{"<ul class=notes>" + notes + "</ul>" if notes else ""}</article>')
+
+
+STATUS_COLOUR = {"validated": "#2e7d32", "contradicted": "#6a1b9a", "unvalidated": "#8d6e63", "not_applicable": "#888"}
+
+
+def _validation_block(v: Any) -> str:
+    """A claim's validation (catalogue Revision 3): its status, scope and the artifacts its rule was checked on, with
+    their verdicts and values. A report of schema ≤ 4 carries a sentence instead."""
+    if not v:
+        return ""
+    if isinstance(v, str):
+        return f'<p class=muted>rule checked against: {esc(v)}</p>'
+    status = v.get("status", "")
+    rows = []
+    for a in v.get("artifacts") or []:
+        verdict = str(a.get("verdict") or "")
+        cls = "passed" if verdict == "passed" else "failed" if verdict == "failed" else "skipped"
+        where = ("ships with claimlens" + (f" (--run {a['run']})" if a.get("run") else " (printed by the source)")
+                 if a.get("shipped") else "recorded (not shipped)")
+        thr = f'{esc(a.get("op") or "")} {fmt(a.get("threshold"))}' if a.get("threshold") is not None else ""
+        rows.append(f'<tr><td>{esc(a.get("name"))}{"" if a.get("about", True) else " <span class=muted>(not what the claim is about)</span>"}'
+                    f'<br><span class=muted>{esc(where)}{(" · " + esc(a["note"])) if a.get("note") else ""}</span></td>'
+                    f'<td><span class="badge {cls}">{esc(verdict or "–")}</span></td>'
+                    f'<td class=num>{fmt(a.get("value")) if a.get("value") is not None else ""}</td><td class=num>{thr}</td>'
+                    f'<td class=num>{fmt(a.get("margin")) if a.get("margin") is not None else ""}</td></tr>')
+    table = ("<table class=artifacts><thead><tr><th>checked on</th><th>verdict</th><th>value</th><th>threshold</th>"
+             "<th>margin</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>") if rows else ""
+    return (f'<div class=validation><span class="status" style="background:{STATUS_COLOUR.get(status, "#888")}" '
+            f'title="{esc(STATUSES.get(status, ""))}">{esc(status.replace("_", " "))}</span> '
+            f'<span class=muted>{esc(v.get("scope") or "")}</span>{table}</div>')
+
+
+
+def strip_chart(ref: dict, width: int = 460, height: int = 58) -> str:
+    """Where this run sits among the reference runs: the key check's value of each reference run (green passed, red
+    failed, grey otherwise; its label on hover), the threshold (dashed), the source's value (blue diamond) and this
+    run's value (black triangle), on one axis (logarithmic when the values are positive and span > 2 decades)."""
+    key = ref.get("key") or {}
+    pts = [(r["label"], r["value"], r.get("passed")) for r in ref.get("runs") or []
+           if isinstance(r.get("value"), (int, float)) and not isinstance(r.get("value"), bool) and math.isfinite(r["value"])]
+    mine = key.get("value") if isinstance(key.get("value"), (int, float)) and not isinstance(key.get("value"), bool) else None
+    extra = [x for x in (mine, key.get("threshold"), key.get("source_value"))
+             if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
+    values = [v for _, v, _ in pts] + extra
+    if not pts or not values:
+        return ""
+    log = min(values) > 0 and max(values) / min(values) > 100
+    f = (lambda x: math.log10(x)) if log else (lambda x: x)
+    lo, hi = f(min(values)), f(max(values))
+    if hi - lo < 1e-12:
+        lo, hi = lo - 1, hi + 1
+    pad = 0.05 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    x = lambda v: 10 + (f(v) - lo) / (hi - lo) * (width - 20)
+    parts = [f'<line x1=10 x2={width - 10} y1=30 y2=30 stroke="#bbb"/>']
+    thr = key.get("threshold")
+    if isinstance(thr, (int, float)) and not isinstance(thr, bool) and math.isfinite(thr):
+        parts.append(f'<line x1={x(thr):.1f} x2={x(thr):.1f} y1=12 y2=48 stroke="#555" stroke-dasharray="3,2">'
+                     f'<title>threshold {esc(key.get("op") or "")} {fmt(thr)}</title></line>')
+    for i, (label, v, ok) in enumerate(pts):
+        colour = "#2e7d32" if ok else "#c62828" if ok is False else "#999"
+        parts.append(f'<circle cx={x(v):.1f} cy={24 + (i % 3) * 6} r=4 fill="{colour}" fill-opacity=.75>'
+                     f'<title>{esc(label)}: {fmt(v)}</title></circle>')
+    src = key.get("source_value")
+    if isinstance(src, (int, float)) and not isinstance(src, bool) and math.isfinite(src):
+        cx = x(src)
+        parts.append(f'<path d="M{cx:.1f},6 l5,5 l-5,5 l-5,-5 z" fill="#1565c0"><title>source: {fmt(src)}</title></path>')
+    if mine is not None and math.isfinite(mine):
+        cx = x(mine)
+        parts.append(f'<path d="M{cx:.1f},44 l6,10 l-12,0 z" fill="#000"><title>this run: {fmt(mine)}</title></path>')
+    axis = f'<text x=10 y={height - 1} font-size=10 fill="#777">{fmt(min(values))}</text>' \
+           f'<text x={width - 10} y={height - 1} font-size=10 fill="#777" text-anchor=end>{fmt(max(values))}</text>'
+    return (f'<svg class=strip width={width} height={height + 10} role=img aria-label="reference runs">'
+            f'{"".join(parts)}{axis}</svg>')
+
+
+def _reference_block(records: list[dict]) -> str:
+    """The reference runs beside a run's verdict: the strip chart of the key check and the sentence on what the
+    outcome means (from the record whose key check is tightest)."""
+    refs = [r.get("reference") for r in records if isinstance(r.get("reference"), dict)]
+    if not refs:
+        return ""
+    ref = next((x for x in refs if x.get("key")), refs[0])
+    key = ref.get("key") or {}
+    head = (f'<p class=refkey>key check: <b>{esc(key.get("name"))}</b>{(" · " + esc(key["label"])) if key.get("label") else ""}'
+            f' — this run {fmt(key.get("value"))}, threshold {esc(key.get("op") or "")} {fmt(key.get("threshold"))}'
+            + (f', source {fmt(key["source_value"])}' if key.get("source_value") is not None else "")
+            + (f'; {len([r for r in ref.get("runs") or [] if r.get("value") is not None])} reference runs' if ref.get("runs") else "")
+            + "</p>") if key else ""
+    stale = "" if ref.get("current", True) or not ref.get("runs") else " <span class=muted>(stored for an earlier version of this rule)</span>"
+    return (f'<div class=reference>{head}{strip_chart(ref) if key else ""}'
+            f'<p class=sentence>{esc(ref.get("sentence") or "")}{stale}</p></div>')
 
 
 def _split_unknown(run: dict) -> str:
@@ -246,6 +328,9 @@ CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1100px;padding:16px;color:#222}
 h1{margin:.2em 0} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:1.6em} h3{margin:.3em 0}
 .muted{color:#777} code{font-size:12px} .badge{display:inline-block;padding:1px 7px;border-radius:8px;color:#fff;font-size:12px}
+.status{display:inline-block;padding:1px 7px;border-radius:3px;color:#fff;font-size:12px;text-transform:uppercase}
+.validation{margin:6px 0} table.artifacts{margin-top:4px;font-size:13px} .reference{margin:4px 0 8px;padding:4px 8px;background:#f7f7f9;border-left:3px solid #bbc}
+.reference p{margin:2px 0} svg.strip{display:block}
 .badge.passed{background:#2e7d32}.badge.failed{background:#c62828}.badge.error{background:#e65100}.badge.skipped{background:#888}
 .claim{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
 .record{border-top:1px dashed #ddd;padding:6px 0} pre.msg{background:#fff4f4;padding:6px;white-space:pre-wrap;font-size:12px}
@@ -460,14 +545,13 @@ def render(document: dict[str, Any]) -> str:
             by_run[r.get("run")].append(r)
         body = []
         for run, group in by_run.items():
-            body.append(f"<h4>run {esc(run)}</h4>")
+            body.append(f"<h4>run {esc(run)}</h4>{_reference_block(group)}")
             if len(group) > 3 and all("epoch" in r.get("parameters", {}) for r in group):
                 body.append(_per_checkpoint_card(group))
             else:
                 body.extend(_record_card(r) for r in group)
         kind = first.get("claim_kind") or "empirical"
-        validation = (f'<p class=muted>rule checked against: {esc(first["validation"])}</p>'
-                      if first.get("validation") else "")
+        validation = _validation_block(first.get("validation"))
         kind_note = (f'<p class="kind-note">{esc(KIND_TEXT[kind])}</p>' if kind != "empirical" else "")
         sections.append(f'<section class="claim" id="{esc(cid)}"><h3>{esc(cid)} {kind_badge(kind)}</h3>'
                         f'<p>{esc(first.get("statement"))}</p>{kind_note}'

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 
+from claimlens.core.artifacts import NANDA2022_CURVES
 from claimlens.core.series import SMOOTH_STEPS, DropWindow, Series, drop_window, smooth  # noqa: F401
-from claimlens.core.verdicts import ClaimSpec, Verdict
+from claimlens.core.verdicts import ClaimSpec, Validation, Verdict
 from claimlens.core.verdicts import Threshold as T
 
 FAMILY = "induction"  # the folder's name: carried on every record, used by the HTML and the built-in runs' map
@@ -18,7 +19,6 @@ FAMILY = "induction"  # the folder's name: carried on every record, used by the 
 POST = 'Nanda, "Analysing training dynamics" (200 Concrete Open Problems), the induction-head toy'
 IH = 'Olsson et al. (2022), "In-context learning and induction heads", Argument 1'
 CAT = "catalogue §3.6"
-SOURCE_CURVE = "source curve: reference/nanda2022/induction_head_infinite_log.csv"
 TASK = "repeated_subsequence"
 
 
@@ -36,7 +36,10 @@ PHASE_CHANGE_IS_SUDDEN = ClaimSpec(
         "min_onset": T(200, f"{CAT} (proposed): a plateau came first (onset ≥ 200 steps); on the source's digitised "
                             f"curve this rule measures onset 753 (the catalogue: ~600–800)", source=753),
     },
-    validation=f"passes on the {SOURCE_CURVE}",
+    validation=Validation(
+        "validated",
+        "the source's digitised induction loss curve (reference/nanda2022/induction_head_infinite_log.csv)",
+        (NANDA2022_CURVES,)),
     min_checkpoints=2,
     task=TASK,
 )
@@ -81,7 +84,7 @@ HEADS_FORM_AT_THE_PHASE_CHANGE = ClaimSpec(
         "previous_min": T(0.5, f"{CAT}: a previous-token head attends ≥ 0.5 to the previous position"),
         "slack_fraction": T(0.1, f"{CAT}: the jump lies in the drop window ± 10% of the run"),
     },
-    validation="unvalidated: the source shows no attention scores over training",
+    validation=Validation("unvalidated", "the source shows no attention scores over training"),
     min_checkpoints=10,
     task=TASK,
 )
@@ -133,7 +136,7 @@ NEEDS_TWO_LAYERS = ClaimSpec(
         "induction_max": T(0.2, f"{CAT}"),
         "loss_over_plateau_min": T(0.9, f"{CAT}: 'never drops below the 2-layer model's plateau by more than 10%'"),
     },
-    validation="unvalidated: the source shows no 1-layer curve",
+    validation=Validation("unvalidated", "the source shows no 1-layer curve"),
     min_checkpoints=2,
     task=TASK,
 )
@@ -165,7 +168,10 @@ FINITE_DATA_GROKS = ClaimSpec(
     thresholds={
         "min_delay_ratio": T(10, f"{CAT}: 'only after ≥ 10× the epoch at which train loss first fell below 1'"),
     },
-    validation="source curve: reference/nanda2022/induction_head_finite_log.csv (tests/test_induction.py)",
+    validation=Validation(
+        "validated",
+        "the source's digitised finite-data curves (reference/nanda2022/induction_head_finite_log.csv)",
+        (NANDA2022_CURVES,)),
     min_checkpoints=2,
     task=TASK,
 )

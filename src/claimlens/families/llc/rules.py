@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from claimlens.core.series import MIN_TRAJECTORY_CHECKPOINTS, Series, spearman
-from claimlens.core.verdicts import ClaimSpec, Verdict
+from claimlens.core.verdicts import ClaimSpec, Validation, Verdict
 from claimlens.core.verdicts import Threshold as T
 
 FAMILY = "llc"  # the folder's name: carried on every record, used by the HTML and the built-in runs' map
@@ -24,7 +24,6 @@ TDI = "Timaeus devinterp, examples/grokking.ipynb (LLC over the checkpoints of a
 TDI_DIAG = "Timaeus devinterp, examples/sgld_calibration.ipynb 'Heuristics' and examples/diagnostics.ipynb"
 NV = "Panickssery & Vaintrob, devinterp hackathon 'Investigating the learning coefficient of modular addition'"
 CAT = "catalogue §3.2"
-UNVALIDATED = "unvalidated: no digitised LLC curve of the source"
 
 SAMPLING_HEALTHY = ClaimSpec(
     family=FAMILY,
@@ -35,7 +34,9 @@ SAMPLING_HEALTHY = ClaimSpec(
     source=TDI_DIAG,
     thresholds={"max_unhealthy_checkpoints": T(0, f"{CAT}: every sampled checkpoint passes the diagnostics",
                                                integer=True)},
-    validation="the diagnostics are checked on chains with known defects (tests/test_llc.py)",
+    validation=Validation(
+        "unvalidated",
+        "no source chains; the diagnostics are checked on chains with known defects (tests/test_llc.py)"),
 )
 
 
@@ -71,7 +72,7 @@ RISES_THEN_FALLS = ClaimSpec(
         "tail_fraction": T(0.2, f"{CAT} (proposed): the last 20% of checkpoints", positive=True),
         "max_tail_range_over_peak": T(0.1, f"{CAT} (proposed): 'flattens', ≤ 10% (README on the reading)"),
     },
-    validation=UNVALIDATED,
+    validation=Validation("unvalidated", "no digitised LLC curve of the source"),
     min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
@@ -116,7 +117,7 @@ TRACKS_TEST_LOSS = ClaimSpec(
         "min_spearman": T(0.7, f"{CAT} (proposed)"),
         "min_points": T(4, "ours: a rank correlation needs ≥ 4 sampled checkpoints", integer=True),
     },
-    validation=UNVALIDATED,
+    validation=Validation("unvalidated", "no digitised LLC curve of the source"),
     min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
@@ -150,7 +151,7 @@ SENSITIVE_TO_TRANSITION = ClaimSpec(
         "min_log10_test_loss_drop": T(0.1, "ours: a transition is a fall of the log10 test loss by > 0.1 over a "
                                            "sampled interval"),
     },
-    validation=UNVALIDATED,
+    validation=Validation("unvalidated", "no digitised LLC curve of the source"),
     min_checkpoints=MIN_TRAJECTORY_CHECKPOINTS,
 )
 
@@ -230,8 +231,10 @@ LINEAR_IN_P = ClaimSpec(
         "max_init_slope_fraction": T(0.2, f"{REV3} (ours, the initialisation negative control): slope_init ≤ 0.2 × "
                                           f"slope_final"),
     },
-    validation="unvalidated: the source gives no numbers; its 'within a factor < 2 of the theoretical value for one "
-               "idealised circuit' is not judged (the catalogue gives no value for it)",
+    validation=Validation(
+        "unvalidated",
+        "the source gives no numbers; its 'within a factor < 2 of the theoretical value for one idealised circuit' "
+        "is not judged"),
 )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from claimlens.core.series import Series
-from claimlens.core.verdicts import ClaimSpec, Verdict
+from claimlens.core.verdicts import Artifact, ClaimSpec, Validation, Verdict
 from claimlens.core.verdicts import Threshold as T
 from claimlens.families.lowrank import metrics as L
 
@@ -59,7 +59,16 @@ GRADIENT_UPDATES_ARE_LOW_RANK = ClaimSpec(
                                       f"near full rank, so 'fewer than half the sampled steps'); the post: 92.5 of "
                                       f"400 samples (0.23), uncentred, on an MNIST MLP", source=SOURCE_FRACTION),
     },
-    validation="unvalidated: the source's numbers are for an MNIST MLP's per-step gradients (no curve to check)",
+    validation=Validation(
+        "unvalidated",
+        "no source gradients here; the source's count is for an MNIST MLP's per-step gradients",
+        (
+            Artifact(
+                "the source's MNIST MLP: 92.5 of 400 sampled steps (uncentred)",
+                value=0.23125,
+                verdict="recorded",
+                about=False,
+                note="a different model and an uncentred count: recorded beside the verdict, not judged"),)),
     min_checkpoints=10,
     task="any",
 )
@@ -98,7 +107,16 @@ CHECKPOINT_MATRIX_IS_LOW_RANK = ClaimSpec(
         "max_count": T(8, "catalogue §3.4 (proposed): ≤ 8 singular values above 10% of the largest, uncentred (as the "
                           "comment counted)", source=5),
     },
-    validation="unvalidated: the comment gives one count (5 of 400), no spectrum",
+    validation=Validation(
+        "unvalidated",
+        "the comment gives one count for its own run, no spectrum",
+        (
+            Artifact(
+                "the comment's run: 5 singular values of 400 above 10% of the largest",
+                value=5,
+                threshold_name="max_count",
+                op="<=",
+                about=False),)),
     min_checkpoints=10,
     task="any",
 )
@@ -121,7 +139,7 @@ PCA_TURNS_AT_PHASE_CHANGE = ClaimSpec(
     thresholds={
         "window_fraction": T(0.2, "catalogue §3.4 (proposed): within ±20% of the boundary's epoch"),
     },
-    validation="unvalidated: the source's turning points are from a cut-off comment (no curve)",
+    validation=Validation("unvalidated", "the source's turning points are from a cut-off comment (no curve)"),
     min_checkpoints=10,
     task="any",
 )

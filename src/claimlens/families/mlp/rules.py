@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 
 from claimlens.core.series import Series
-from claimlens.core.verdicts import ClaimSpec, Verdict
+from claimlens.core.verdicts import Artifact, ClaimSpec, Validation, Verdict
 from claimlens.core.verdicts import Threshold as T
 
 FAMILY = "mlp"  # the folder's name: carried on every record, used by the HTML and the built-in runs' map
@@ -56,8 +56,18 @@ SUMMED_EMBEDDINGS_GROK = ClaimSpec(
                               f"on curves without accuracies also the memorisation and generalisation marker",
                          positive=True),
     },
-    validation="passes on the source's printed losses (train loss 0.0503 at epoch 999, test loss first < 0.1 at "
-               "16 999: a delay of 16 000 epochs)",
+    validation=Validation(
+        "validated",
+        "the source notebook's printed losses",
+        (
+            Artifact(
+                "the notebook's printed losses: train loss 0.0503 at epoch 999, test loss first < 0.1 at 16 999",
+                value=16000,
+                threshold_name="min_delay_epochs",
+                op=">=",
+                shipped=True,
+                note="a delay of 16 000 epochs; the printed losses ship in the rules (SOURCE_TEST_LOSS) and "
+                     "tests/test_mlp.py judges the rule on them"),)),
     model="mlp",
 )
 
@@ -114,7 +124,7 @@ CONCATENATED_NEVER_GROK = ClaimSpec(
                                     f"source does not say how long it trained)", integer=True, positive=True),
         "max_test_acc": T(0.5, f"{CAT} (proposed): test accuracy < 0.5 at 30 000 epochs"),
     },
-    validation="unvalidated, weak evidence: a single anecdote in the source, with no numbers",
+    validation=Validation("unvalidated", "weak evidence: a single anecdote in the source, with no numbers"),
     model="mlp",
 )
 
@@ -151,7 +161,7 @@ WEIGHT_NORM_DECLINES = ClaimSpec(
         "min_falling_windows": T(0.9, f"{CAT} (proposed): Σθ² non-increasing in ≥ 90% of the windows between epoch "
                                       f"1000 and grokking"),
     },
-    validation="unvalidated: the source's weights plot is not digitised",
+    validation=Validation("unvalidated", "the source's weights plot is not digitised"),
     model="mlp",
 )
 
@@ -199,7 +209,7 @@ LONG_TRAINING_SPIKES = ClaimSpec(
         "spike_factor": T(10, f"{CAT}: a spike is the test loss jumping ≥ 10× between consecutive checkpoints",
                           positive=True),
     },
-    validation="informational: the source shows the spikes in a plot, with no numbers",
+    validation=Validation("not_applicable", "informational: the source shows the spikes in a plot, with no numbers"),
     model="mlp",
 )
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from claimlens.core.verdicts import ClaimSpec, Verdict
+from claimlens.core.artifacts import ZHONG_MODEL_A, ZHONG_MODEL_B, ZHONG_SWEEP
+from claimlens.core.verdicts import Artifact, ClaimSpec, Validation, Verdict
 from claimlens.core.verdicts import Threshold as T
 
 FAMILY = "pizza"  # the folder's name: carried on every record, used by the HTML and the built-in runs' map
@@ -24,9 +25,6 @@ CAT = "catalogue §3.3"
 REV3 = "catalogue Revision 3"
 SWEEP = "released 1-layer sweep table (result/1l_fixedwidth.csv), runs with validation accuracy ≥ 0.99, circularity ≥ 0.9"
 # Revision 3: the rule passes on the source's own models, shipped as built-in runs
-VALIDATED_AB = ("validated (catalogue Revision 3) on the source's own models: passes on Model A (pizza) and Model B "
-                "(clock), --run zhong2023_model_a --run zhong2023_model_b, whose measured values equal the source's "
-                "saved notebook outputs (tests/test_published_models.py)")
 
 MODEL_A_CIRCULARITY = 0.9978  # eval-main.ipynb's saved output for Model A ("Circularity")
 
@@ -73,7 +71,10 @@ GRADIENT_SYMMETRICITY = ClaimSpec(
         "clock_max": T(0.7, f"{CAT} (proposed): {SWEEP}: rate ≥ 0.95 has GS percentiles 0.240 / 0.462 / 0.687",
                        source=0.3336),
     },
-    validation=VALIDATED_AB,
+    validation=Validation(
+        "validated",
+        "the source's own models (catalogue Revision 3)",
+        (ZHONG_MODEL_A, ZHONG_MODEL_B)),
     )
 
 # Revision 3: the tables' distance_irrelevance column is train-main.py's variant on the largest incorrect logit, not
@@ -95,7 +96,17 @@ DISTANCE_IRRELEVANCE = ClaimSpec(
                        source=0.17174),
         "clock_min": T(0.6, f"{CAT} (proposed); {REV3}: passes on Models A and B", source=0.85),
     },
-    validation=VALIDATED_AB,
+    validation=Validation(
+        "validated",
+        "Def. 4.2's bands, on few models: the source's Models A and B and a released 1-layer clock",
+        (
+            ZHONG_MODEL_A,
+            ZHONG_MODEL_B,
+            Artifact(
+                "a released 1-layer clock of the source's sweep (does not ship)",
+                value=0.897,
+                threshold_name="clock_min",
+                op=">="))),
     )
 
 DOUBLES_FOURIER_MODE = ClaimSpec(
@@ -108,10 +119,11 @@ DOUBLES_FOURIER_MODE = ClaimSpec(
         "pizza_min_ratio": T(1.0, f"{CAT} (proposed): pizza m[2k mod p] ≥ m[k] (modes folded m → min(m, p − m))"),
         "clock_max_ratio": T(1.0, f"{CAT} (proposed): clock the reverse, m[2k mod p] < m[k]"),
     },
-    validation="contradicted (catalogue Revision 3): on the source's own pizza, Zhong et al.'s Model A "
-               "(--run zhong2023_model_a), m[2k]/m[k] = 0.024 (k = 17), the clock side's answer (Model B: 0.018); "
-               "the rule stays as the hackathon stated it, and a failure on a pizza run is a finding about the "
-               "heuristic, not about the run",
+    validation=Validation(
+        "contradicted",
+        "the hackathon's heuristic as stated: the source's own pizza gives the clock answer (m[2k]/m[k] = 0.024, k "
+        "= 17)",
+        (ZHONG_MODEL_A, ZHONG_MODEL_B)),
     )
 
 
@@ -214,7 +226,10 @@ LOGITS_FIT_PIZZA_FORMULA = ClaimSpec(
         "min_pizza_minus_clock": T(0.15, f"{CAT} (proposed): pizza FVE − clock FVE ≥ 0.15 for each circle",
                                    source=min(pz - ck for ck, pz in SOURCE_CIRCLE_FVE)),
     },
-    validation=VALIDATED_AB + "; the procedure is also checked on synthetic circles (tests/test_pizza_clock.py)",
+    validation=Validation(
+        "validated",
+        "the source's own pizza (its clock is the negative control, tests/test_pizza_clock.py)",
+        (ZHONG_MODEL_A,)),
     )
 
 
@@ -268,8 +283,10 @@ ATTENTION_RATE_SELECTS = ClaimSpec(
         "min_members": T(3, "ours: a rank correlation over fewer than three attention rates says nothing",
                          integer=True, positive=True),
     },
-    validation="validated: passes on the source's own sweep tables (--run zhong2023_sweep), each judged as its own "
-               "sweep: Spearman −0.791 over 1 947 runs (fixed width), −0.694 over 981 (varying width)",
+    validation=Validation(
+        "validated",
+        "the source's sweep tables, each judged as its own sweep (catalogue Revision 3)",
+        (ZHONG_SWEEP,)),
     )
 
 # What the catalogue (Revision 3) and the tables' README report for the filtered tables, recorded next to ours:

@@ -13,9 +13,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from claimlens.core.artifacts import NANDA2022_FRACTIONS
 from claimlens.core.series import Series, spearman
 from claimlens.core.sources import CAT, NCLSS
-from claimlens.core.verdicts import ClaimSpec, Verdict
+from claimlens.core.verdicts import ClaimSpec, Validation, Verdict
 from claimlens.core.verdicts import Threshold as T
 
 FAMILY = "sets"  # the folder's name: carried on every record, used by the HTML and the built-in runs' map
@@ -44,8 +45,10 @@ WEIGHT_DECAY_AND_DATA = ClaimSpec(
         "max_ratio_large_frac": T(3, f"{REV2}: R ≤ 3 at every frac ≥ 0.6", source=2.2),
         "min_fractions": T(3, "ours: a rank correlation needs ≥ 3 fractions", integer=True, positive=True),
     },
-    validation="source curves: the fraction half passes on the digitised sweep (nanda2022_fractions, ten runs); the "
-               "weight-decay half has no source curves (the paper's numbers only)",
+    validation=Validation(
+        "validated",
+        "the training-fraction half; the weight-decay half has no source curves",
+        (NANDA2022_FRACTIONS,)),
 )
 
 
