@@ -68,9 +68,11 @@ def test_llc_sensitive_to_grokking_transition(llc_series, llc_series_orth, train
 @pytest.mark.run_set_axis("task.p")
 @pytest.mark.claim(L.LINEAR_IN_P)
 def test_llc_linear_in_p(run_set, claim):
+    """λ̂ at each member's first and final checkpoints (the first for the initialisation negative control of
+    catalogue Revision 3: one more SGLD estimate per member), cached with the other LLC estimates."""
     if not run_set.varies("task.p"):
         pytest.skip(f"run set {run_set.name!r} does not vary task.p (its axes: {list(run_set.axes)})")
-    from claimlens.families.llc.analysis import estimate_at
+    from claimlens.families.llc.analysis import llc_over_run
 
     members, problems = [], {}
     for p, run in run_set.along("task.p"):
@@ -79,9 +81,13 @@ def test_llc_linear_in_p(run_set, claim):
         if run.spec.model.kind != "mlp":
             pytest.skip(f"run set {run_set.name!r} sweeps a {run.spec.model.kind}: the claim is about the "
                         f"hackathon's MLP")
-        final = run.epochs[-1]
         config = L.linear_in_p_config(len(run.task.train_idx))
-        estimate = estimate_at(run, final, config)
-        members.append((int(p), estimate.mean, float(run.log()["test_acc"][-1])))
-        problems[int(p)] = estimate.problems
+        est = llc_over_run(run, config, max_checkpoints=2)  # the first and the final checkpoint
+        se = est.std / est.per_chain.shape[1] ** 0.5
+        first = 0 if len(est.epochs) > 1 else None
+        members.append(L.PMember(int(p), float(est.mean[-1]), float(run.log()["test_acc"][-1]), float(se[-1]),
+                                 None if first is None else float(est.mean[0]),
+                                 None if first is None else float(se[0])))
+        problems[int(p)] = [t for i, e in enumerate(est.epochs) for t in est.problems[i]]
+        claim.record("checkpoints sampled (first, final)", str(est.epochs), label=f"p = {int(p)}")
     claim.judge(L.linear_in_p, members, problems=problems)

@@ -8,6 +8,8 @@ The set claim about the attention rate is judged on sweeps, among them the sourc
 Rules, statements and thresholds: :mod:`claimlens.families.pizza.rules`.
 """
 
+import math
+
 import pytest
 
 from claimlens.config import TransformerConfig
@@ -30,6 +32,13 @@ def _record(claim, m, *names):
     for name in names:
         s = m.series(name)
         claim.series(name, s.epochs, s.values)
+    _circularity(claim, float(m.circularity[-1]), m.epochs[-1])
+
+
+def _circularity(claim, value: float, epoch: int) -> None:
+    """The final embedding's circularity, recorded with every pizza/clock claim (catalogue Revision 3: computed for
+    every run, so that the tables' filter, circularity ≥ 0.9, applies to any sweep)."""
+    PZ.record_circularity(claim.verdict, None if math.isnan(value) else value, epoch)
 
 
 @pytest.mark.claim(PZ.GRADIENT_SYMMETRICITY)
@@ -43,9 +52,9 @@ def test_gradient_symmetricity(run, pizza_clock, claim):
 
 @pytest.mark.claim(PZ.DISTANCE_IRRELEVANCE)
 def test_distance_irrelevance(run, pizza_clock, claim):
-    _record(claim, pizza_clock, "distance irrelevance")
+    _record(claim, pizza_clock, "distance irrelevance", "distance irrelevance of the largest incorrect logit")
     claim.judge(PZ.distance_irrelevance, float(pizza_clock.di[-1]), *_side(run, pizza_clock),
-                pizza_clock.epochs[-1])
+                pizza_clock.epochs[-1], di_top_incorrect=float(pizza_clock.di_top_incorrect[-1]))
 
 
 @pytest.mark.claim(PZ.DOUBLES_FOURIER_MODE)
@@ -63,6 +72,9 @@ def test_pizza_doubles_fourier_mode(run, pizza_clock, claim):
 
 @pytest.mark.claim(PZ.LOGITS_FIT_PIZZA_FORMULA)
 def test_pizza_logits_fit_pizza_formula(run, final_model, pizza_formula_fits, claim):
+    from claimlens.families.pizza.analysis import embedding_circularity
+
+    _circularity(claim, embedding_circularity(final_model.params, run.spec.task.p), final_model.epoch)
     claim.judge(PZ.logits_fit_pizza_formula, pizza_formula_fits, float(run.spec.model.attn_rate), final_model.epoch)
 
 # ---- over a set of runs (the ``run_set`` fixture: a sweep named with --run, the source's own sweep tables with

@@ -426,6 +426,57 @@ def test_linear_in_p_fails_on_values_that_do_not_follow_p_and_skips_too_few_memb
     assert LLC.linear_in_p([(23, 1.0, 1.0), (31, 2.0, 1.0), (41, 3.0, 0.5)], _linear_th()).skipped
 
 
+def _members(final_slope, init_slope, se, ps=(23, 31, 41, 53, 61)):
+    """Synthetic λ̂ against p: exact lines at the final and first checkpoints, every λ̂ with standard error ``se``."""
+    from claimlens.families.llc import rules as LLC
+
+    return [LLC.PMember(p, final_slope * p - 100.0, 1.0, se, init_slope * p + 60.0, se) for p in ps]
+
+
+def test_linear_in_p_passes_when_training_steepens_the_line():
+    """The sweep's shape (docs/sweeps.md: final slope 11.6, initial 0.8): both parts of the control pass."""
+    from claimlens.families.llc import rules as LLC
+
+    v = LLC.linear_in_p(_members(11.6, 0.8, 5.0), _linear_th())
+    assert v.passed, v.failure_message()
+    by = {c.name: c for c in v.checks}
+    diff = by["slope_final − slope_init, in standard errors of the difference"]
+    # slope standard error √Σ wᵢ² se² = se / √Sxx for each line; the two are independent
+    sxx = sum((p - 41.8) ** 2 for p in (23, 31, 41, 53, 61))
+    assert diff.value == pytest.approx((11.6 - 0.8) / (5.0 * math.sqrt(2 / sxx)))
+    assert by["slope_init / slope_final"].value == pytest.approx(0.8 / 11.6)
+    assert by["slope of λ̂ against p at the first checkpoint"].value == pytest.approx(0.8)
+
+
+def test_linear_in_p_fails_when_the_initial_slope_is_too_large():
+    """Untrained members already on a line nearly as steep (R² 1 at both): R² passes, the control fails."""
+    from claimlens.families.llc import rules as LLC
+
+    v = LLC.linear_in_p(_members(11.6, 4.0, 0.5), _linear_th())
+    assert not v.passed
+    assert [c.name for c in v.failures] == ["slope_init / slope_final"]
+    assert {c.name: c.status for c in v.checks}["R² of the linear fit of λ̂ against p"] == "passed"
+
+
+def test_linear_in_p_fails_when_the_slopes_differ_within_the_chains_noise():
+    """A final slope above the initial one by less than 3 standard errors fails, even with slope_init ≤ 0.2 ×
+    slope_final."""
+    from claimlens.families.llc import rules as LLC
+
+    v = LLC.linear_in_p(_members(2.0, 0.2, 20.0), _linear_th())
+    assert not v.passed
+    assert [c.name for c in v.failures] == ["slope_final − slope_init, in standard errors of the difference"]
+    assert v.failures[0].value < 3
+
+
+def test_linear_in_p_without_initial_estimates_leaves_the_control_not_judged():
+    from claimlens.families.llc import rules as LLC
+
+    v = LLC.linear_in_p([(p, 2.0 * p, 1.0) for p in (23, 31, 41)], _linear_th())
+    assert v.passed
+    assert sorted(c.status for c in v.checks if c.name.startswith("slope_")) == ["not judged", "not judged"]
+
+
 def test_linear_in_p_config_is_the_hackathons():
     from claimlens.families.llc import rules as LLC
 

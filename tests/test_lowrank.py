@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -124,8 +125,9 @@ def test_the_analysis_is_cached_and_a_damaged_entry_is_recomputed(tiny_run, tmp_
     again = lowrank_over_run(tiny_run)
     assert not first.from_cache and again.from_cache
     for kind in ("gradients", "checkpoints"):
-        for name in ("uncentred", "centred", "null", "null_centred"):
+        for name in ("gram", "null_gram", "uncentred", "centred", "null", "null_centred"):
             assert torch.equal(getattr(getattr(again, kind), name), getattr(getattr(first, kind), name))
+        assert getattr(again, kind).subsampled_nulls.keys() == getattr(first, kind).subsampled_nulls.keys()
     for name in ("epochs", "pca", "explained", "angles"):
         assert torch.equal(getattr(again, name), getattr(first, name))
     assert (again.n_params, again.n_examples) == (first.n_params, first.n_examples)
@@ -142,7 +144,7 @@ def test_the_analysis_is_cached_and_a_damaged_entry_is_recomputed(tiny_run, tmp_
         meta = fh.metadata()
     tensors = load_file(entry)
     for change in ({"pca": tensors["pca"][:-1]}, {"angles": tensors["angles"].fill_(float("nan"))},
-                   {"gradients.null": None}):  # well-formed files that do not fit the run
+                   {"gradients.null_gram": None}, {"gradients.null_gram.stride2": None}):  # well-formed files that do not fit the run
         broken = {**tensors, **{k: v for k, v in change.items() if v is not None}}
         broken = {k: v.contiguous() for k, v in broken.items() if change.get(k, 0) is not None}
         save_file(broken, entry, metadata=meta)
@@ -155,15 +157,10 @@ def test_the_analysis_is_cached_and_a_damaged_entry_is_recomputed(tiny_run, tmp_
 
 
 class _Spectrum:
-    def __init__(self, X):
+    def __init__(self, X, *, normalise=False, strides=()):
         from claimlens.families.lowrank.analysis import Spectrum
 
-        def sv(m):
-            return L.singular_values(m @ m.T)
-
-        perm = torch.rand(X.shape, generator=torch.Generator().manual_seed(1)).argsort(dim=0)
-        N = X.gather(0, perm)
-        self.spectrum = Spectrum(sv(X), sv(X - X.mean(0)), sv(N), sv(N - N.mean(0)))
+        self.spectrum = Spectrum.of_matrix(X, seed=1, normalise=normalise, strides=strides)
 
 
 def test_checkpoint_rule_passes_low_rank_and_fails_full_rank():
@@ -175,12 +172,95 @@ def test_checkpoint_rule_passes_low_rank_and_fails_full_rank():
     assert not LR.checkpoint_matrix_is_low_rank(_Spectrum(full).spectrum, 40, th).passed
 
 
-def test_gradient_rule_fails_on_its_own_null():
-    """A matrix with nothing going on (independent rows) is as high-rank as its permutation null."""
-    X = torch.randn(40, 500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    X = X / X.norm(dim=1, keepdim=True)
-    verdict = LR.gradient_updates_are_low_rank(_Spectrum(X).spectrum, 40, _bounds(LR.GRADIENT_UPDATES_ARE_LOW_RANK))
+def _updates(rank, S=40, n=500, noise=0.01, seed=0):
+    """A synthetic update sequence: ``S`` gradient vectors ``[S, n]`` in a fixed ``rank``-dimensional subspace
+    (coefficients N(0, 1): the direction's sign changes from step to step) plus small i.i.d. noise; ``rank`` 0:
+    i.i.d. noise alone (nothing going on)."""
+    gen = torch.Generator().manual_seed(seed)
+    X = noise * torch.randn(S, n, generator=gen, dtype=torch.float64)
+    if rank:
+        X += torch.randn(S, rank, generator=gen, dtype=torch.float64) @ torch.randn(rank, n, generator=gen,
+                                                                                   dtype=torch.float64)
+    return X
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_gradient_rule_passes_a_low_rank_update_sequence(rank):
+    verdict = LR.gradient_updates_are_low_rank(_Spectrum(_updates(rank), normalise=True, strides=(2, 4)).spectrum, 40,
+                                               _bounds(LR.GRADIENT_UPDATES_ARE_LOW_RANK))
+    assert verdict.passed, [c.describe() for c in verdict.checks if c.status == "failed"]
+    (judged,) = [c for c in verdict.checks if c.status == "passed"]
+    assert judged.detail.startswith(f"{rank} vs ")
+    assert judged.source_value == pytest.approx(92.5 / 400)
+    sub = {c.name: c for c in verdict.checks if "checkpoint (not judged)" in c.name}
+    assert len(sub) == 2 and all(c.status == "recorded" for c in sub.values())
+    every_2nd = next(c for name, c in sub.items() if "every 2nd" in name)
+    assert every_2nd.detail.startswith(f"{rank} vs ") and every_2nd.detail.endswith("of 20")
+
+
+def test_gradient_rule_fails_on_iid_noise():
+    """A matrix with nothing going on (independent rows) is as high-rank as its permutation null: the control."""
+    verdict = LR.gradient_updates_are_low_rank(_Spectrum(_updates(0), normalise=True).spectrum, 40,
+                                               _bounds(LR.GRADIENT_UPDATES_ARE_LOW_RANK))
     assert not verdict.passed
+    (failed,) = [c for c in verdict.checks if c.status == "failed"]
+    assert failed.name.startswith("centred count") and failed.value > 0.9
+
+
+def test_gradient_rule_judges_the_centred_count_only():
+    """A shared mean direction (the fall of the loss along one direction) plus i.i.d. noise: uncentred, component 0
+    is the mean row and the count is 1 against the null's 1; centred, nothing is left but the noise, and the rule
+    fails. The uncentred ratio is recorded, not judged."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(1, 500, generator=gen, dtype=torch.float64) + 0.05 * torch.randn(40, 500, generator=gen,
+                                                                                       dtype=torch.float64)
+    verdict = LR.gradient_updates_are_low_rank(_Spectrum(X, normalise=True).spectrum, 40,
+                                               _bounds(LR.GRADIENT_UPDATES_ARE_LOW_RANK))
+    by_name = {c.name: c for c in verdict.checks}
+    assert by_name["uncentred component 0: |cos| with the mean row"].value > 0.99
+    assert by_name["uncentred count ≥ 0.1 σ_max / null's (not judged: the null keeps each column's mean)"].status \
+        == "recorded"
+    assert not verdict.passed
+
+
+@settings(max_examples=25, deadline=None)
+@given(S=st.integers(2, 12), n=st.integers(1, 30), seed=st.integers(0, 2**31 - 1))
+def test_mean_row_cosine_equals_the_svd(S, n, seed):
+    X = torch.randn(S, n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.5
+    _, s, Vh = torch.linalg.svd(X, full_matrices=False)
+    m = X.mean(0)
+    expected = abs(float(Vh[0] @ m)) / float(m.norm())
+    if s.numel() > 1 and float(s[0] - s[1]) < 1e-6 * float(s[0]):
+        return  # component 0 is not defined by a degenerate top singular value
+    assert L.mean_row_cosine(X @ X.T) == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    assert L.mean_row_cosine(torch.zeros(S, S, dtype=torch.float64)) == 0.0
+
+
+def test_centred_null_is_each_column_centred_then_permuted():
+    """Catalogue Revision 3's null: each column centred, then permuted over steps (a naive build), equals the
+    centred Gram matrix of the streamed null (a permutation keeps a column's mean, so the two orders commute); and
+    a subsample's null permutes the entries of its own rows only."""
+    from claimlens.families.lowrank.analysis import Spectrum, subsample_rows
+
+    gen = torch.Generator().manual_seed(5)
+    X = torch.randn(12, 30, generator=gen, dtype=torch.float64) + 1.0
+    spectrum = Spectrum.of_matrix(X, seed=7, normalise=True, strides=(2, 4))
+    U = X / X.norm(dim=1, keepdim=True)
+    order = torch.rand(U.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).argsort(dim=0)
+    N = (U - U.mean(0)).gather(0, order)
+    torch.testing.assert_close(L.centre(spectrum.null_gram), N @ N.T)
+    torch.testing.assert_close(spectrum.null_centred[:11], torch.linalg.svdvals(N)[:11], atol=1e-9, rtol=1e-7)
+    for k in (2, 4):
+        rows = subsample_rows(12, k)
+        order = torch.rand((len(rows), 30), generator=torch.Generator().manual_seed(7 + k),
+                           dtype=torch.float64).argsort(dim=0)
+        Nk = U[rows].gather(0, order)
+        torch.testing.assert_close(spectrum.subsampled_nulls[k], Nk @ Nk.T)
+        c, null, n_rows = spectrum.subsampled(k)
+        Uk = U[rows] - U[rows].mean(0)
+        assert n_rows == len(rows) == len(range(0, 12, k))
+        assert c == L.count_above(torch.linalg.svdvals(Uk), 0.1)
+        assert null == L.count_above(torch.linalg.svdvals(Nk - Nk.mean(0)), 0.1)
 
 
 def _trajectory_with_turns_at(epochs, turn_epochs):

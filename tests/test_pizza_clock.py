@@ -312,6 +312,37 @@ def test_each_rule_passes_on_the_sources_own_numbers():
     assert PZ.distance_irrelevance(0.85, "clock", 1.0, 20000, di).passed
 
 
+def test_distance_irrelevance_records_the_tables_variant_beside_their_percentiles():
+    """Revision 3: Def. 4.2's bands judged; train-main.py's largest-incorrect-logit variant recorded (never judged)
+    beside the fixed-width table's 10th / 50th / 90th percentiles at the judged side, its median as the source
+    value. A variant far outside the tables' range changes nothing in the verdict."""
+    th = _thresholds(PZ.DISTANCE_IRRELEVANCE)
+    name = ("distance irrelevance of the largest incorrect logit (train-main.py's variant, the tables' column; not "
+            "judged)")
+    for side, rate, di, variant, where in (("pizza", 0.0, 0.17174, 0.95, "above the 90th"),
+                                           ("clock", 1.0, 0.85, 0.864, "within the 10th–90th")):
+        v = PZ.distance_irrelevance(di, side, rate, 20000, th, di_top_incorrect=variant)
+        assert v.passed
+        (rec,) = [c for c in v.checks if c.name == name]
+        lo, mid, hi = PZ.DI_VARIANT_PERCENTILES[side]
+        assert rec.status == "recorded" and rec.value == variant and rec.source_value == mid
+        assert f"{lo} / {mid} / {hi}" in rec.detail and where in rec.detail and side in rec.detail
+    assert PZ.DI_VARIANT_PERCENTILES == {"pizza": (0.169, 0.334, 0.743), "clock": (0.767, 0.864, 0.943)}
+    skipped = PZ.distance_irrelevance(0.5, None, 0.5, 20000, th, di_top_incorrect=0.5)
+    assert skipped.skipped and not [c for c in skipped.checks if c.name == name]
+    assert not PZ.distance_irrelevance(0.5, "pizza", 0.0, 20000, th, di_top_incorrect=0.2).passed
+
+
+def test_circularity_is_recorded_not_judged():
+    v = PZ.distance_irrelevance(0.17, "pizza", 0.0, 20000, _thresholds(PZ.DISTANCE_IRRELEVANCE))
+    PZ.record_circularity(v, 0.42, 20000)
+    (rec,) = [c for c in v.checks if c.name.startswith("circularity")]
+    assert rec.status == "recorded" and rec.value == 0.42 and rec.source_value == 0.9978
+    assert v.passed  # a non-circular embedding is recorded; the per-run claims do not filter on it
+    PZ.record_circularity(v, None)
+    assert len([c for c in v.checks if c.name.startswith("circularity")]) == 1
+
+
 def test_the_sweep_rule_is_revision_3s():
     """Spearman(α, GS) ≤ −0.5 over generalised (accuracy ≥ 0.99), circular (≥ 0.9) 1-layer runs (Revision 3)."""
     th = PZ.ATTENTION_RATE_SELECTS.thresholds
@@ -338,6 +369,10 @@ def test_the_sweep_rule_judges_only_generalised_circular_one_layer_runs():
         and "not circular 2" in kept.detail
     (rho,) = [c for c in v.checks if c.status == "passed"]
     assert rho.value == pytest.approx(-1.0) and rho.threshold == -0.5
+    (circ,) = [c for c in v.checks if c.name.startswith("circularity (G-CIRC) of the members")]
+    assert circ.detail.startswith("2 of 11 below 0.9") and circ.source_value == 0.9978
+    (points,) = [s for s in v.series if s.series.name.startswith("circularity (G-CIRC) of the final embedding")]
+    assert sorted(points.series.values) == [0.5, 0.5] + [0.99] * 9
     assert PZ.attention_rate_selects(rising, th).skipped
 
 
@@ -382,6 +417,9 @@ def test_the_built_in_models_pass_the_sweep_filter(trained):
         assert m.accuracy >= 0.99 and m.circularity >= 0.9 and m.n_layers == 1 and m.sweep == "pc", m
         assert 0 <= m.di_top_incorrect <= 2
     assert measured[0].gs == pytest.approx(float(trained["pizza"].gs[-1]), rel=1e-6)
+    for m, name in zip(measured, ("pizza", "clock")):  # the per-run claims record the same values
+        assert m.circularity == pytest.approx(float(trained[name].circularity[-1]), rel=1e-9)
+        assert m.di_top_incorrect == pytest.approx(float(trained[name].di_top_incorrect[-1]), rel=1e-9)
 
 
 # -- the logit formula fits (pizza_logits_fit_pizza_formula)

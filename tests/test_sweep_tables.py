@@ -90,6 +90,19 @@ def test_the_claim_reproduces_the_catalogues_numbers_on_the_tables(zhong):
     assert pooled.status == "recorded" and pooled.value == pytest.approx(-0.759, abs=5e-4)
 
 
+def test_the_di_variants_percentiles_recorded_with_the_per_run_claim_are_the_tables():
+    """The 10th / 50th / 90th percentiles of the tables' distance_irrelevance column (train-main.py's variant) that
+    pizza_clock_distance_irrelevance records beside a run's own variant: the fixed-width table, filtered (Revision
+    3), at rate < 0.05 (pizza) and ≥ 0.95 (clock), linear interpolation."""
+    import numpy as np
+
+    rows = [r for r in T.load_tables("zhong2023_sweep").rows if r.table == "1l_fixedwidth" and T.passes_filter(r)]
+    for side, inside in (("pizza", lambda a: a < PZ.PIZZA_MAX_RATE), ("clock", lambda a: a >= PZ.CLOCK_MIN_RATE)):
+        di = [r.distance_irrelevance_top_incorrect for r in rows if inside(r.attn_rate)]
+        assert len(di) == {"pizza": 99, "clock": 96}[side]
+        assert tuple(round(float(x), 3) for x in np.percentile(di, [10, 50, 90])) == PZ.DI_VARIANT_PERCENTILES[side]
+
+
 def test_the_threshold_is_not_tuned_to_the_tables(zhong):
     """Revision 3's −0.5 passes with a margin on both tables; the claim would still pass at the old −0.6, and a
     sweep with the rates shuffled against GS fails (the rule can fail on this data)."""

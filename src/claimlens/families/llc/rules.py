@@ -10,6 +10,7 @@ test-loss drop" are both taken on a log scale after the LLC peak. Distances betw
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -209,10 +210,13 @@ def linear_in_p_config(n_train: int):
                       num_draws=NV_STEPS - burnin, num_burnin=burnin, batch_size=64, seed=0, orth_grad=True)
 
 
+REV3 = "catalogue Revision 3"
+
 LINEAR_IN_P = ClaimSpec(
     family=FAMILY,
     id="llc_linear_in_p_for_generalising_nets",
-    statement="For networks that generalise, λ̂ at the final checkpoint is linear in the modulus p.",
+    statement="For networks that generalise, λ̂ at the final checkpoint is linear in the modulus p, and the line is "
+              "training's: at the same members' initial checkpoints λ̂ rises far less steeply with p.",
     source=f"{NV} (the post's excerpt; networks of ~500–8000 neurons)",
     thresholds={
         "generalised_test_acc": T(0.99, "ours: a member counts as generalising when its final test accuracy is "
@@ -220,6 +224,12 @@ LINEAR_IN_P = ClaimSpec(
         "min_members": T(3, "ours: a line through fewer than three generalising members says nothing",
                          integer=True, positive=True),
         "min_r2": T(0.9, f"{CAT} (proposed): linear fit of λ̂ against p with R² ≥ 0.9"),
+        "min_slope_difference_se": T(3, f"{REV3} (ours, the initialisation negative control): slope_final − "
+                                        f"slope_init ≥ 3 standard errors of that difference (from the chains' "
+                                        f"spread); R² alone passes on untrained members (0.989 at initialisation)",
+                                     positive=True),
+        "max_init_slope_fraction": T(0.2, f"{REV3} (ours, the initialisation negative control): slope_init ≤ 0.2 × "
+                                          f"slope_final"),
     },
     validation=Validation(
         "unvalidated",
@@ -228,36 +238,105 @@ LINEAR_IN_P = ClaimSpec(
 )
 
 
-def linear_in_p(members: list[tuple[int, float, float]], th, problems: dict[int, list[str]] | None = None
-                ) -> Verdict:
-    """``members``: ``(p, λ̂ at the final checkpoint, final test accuracy)`` per run of a sweep over ``task.p``.
-    Over the members with test accuracy ≥ ``generalised_test_acc``: the least-squares line λ̂ = a·p + b and its
-    R² ≥ ``min_r2``; λ̂ against p is charted, the slope and intercept recorded, the excluded members named.
-    ``problems``: the SGLD diagnostics of each member's estimate (:func:`claimlens.families.llc.metrics.diagnose`), noted
-    with the verdict (the source's settings are used as they are, healthy or not)."""
+@dataclass(frozen=True)
+class PMember:
+    """One member of a sweep over p as :func:`linear_in_p` reads it: ``p``; ``final``, λ̂ at its final checkpoint;
+    ``test_acc``, its final test accuracy (fraction); ``final_se``, the standard error of ``final`` (the chains'
+    standard deviation over √chains); ``init`` and ``init_se``, the same at its first checkpoint (None: not
+    estimated)."""
+
+    p: int
+    final: float
+    test_acc: float
+    final_se: float | None = None
+    init: float | None = None
+    init_se: float | None = None
+
+
+def _line(x: list[float], y: list[float], se: list[float | None] | None = None
+          ) -> tuple[float, float, float, float | None]:
+    """Least squares ``y = a·x + b``: ``(a, b, R², standard error of a from the points' own standard errors
+    se_i: √Σ wᵢ² seᵢ² with wᵢ = (xᵢ − x̄) / Σ(x − x̄)², or None when any is unknown)``."""
+    xt, yt = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    xc, yc = xt - xt.mean(), yt - yt.mean()
+    sxx = float((xc * xc).sum())
+    slope = float((xc * yc).sum()) / sxx
+    intercept = float(yt.mean() - slope * xt.mean())
+    residual = yt - (slope * xt + intercept)
+    total = float((yc * yc).sum())
+    r2 = 1 - float((residual * residual).sum()) / total if total > 0 else float("nan")
+    slope_se = None
+    if se is not None and all(e is not None for e in se):
+        w = xc / sxx
+        slope_se = float((w * w * torch.tensor(se, dtype=torch.float64) ** 2).sum().sqrt())
+    return slope, intercept, r2, slope_se
+
+
+def linear_in_p(members: list, th, problems: dict[int, list[str]] | None = None) -> Verdict:
+    """``members``: a :class:`PMember` per run of a sweep over ``task.p`` (or ``(p, λ̂ final, final test accuracy)``).
+    Over the members with test accuracy ≥ ``generalised_test_acc``: the least-squares line λ̂ = a·p + b of the final
+    checkpoints and its R² ≥ ``min_r2``; λ̂ against p is charted, the slope and intercept recorded, the excluded
+    members named.
+
+    The initialisation negative control (catalogue Revision 3): the same members' first checkpoints must fail the
+    rule, i.e. the final slope rises above the initial one by ≥ ``min_slope_difference_se`` standard errors of the
+    difference (each slope's from the members' chain standard errors, the two estimates independent), and
+    ``slope_init ≤ max_init_slope_fraction × slope_final``. Not judged (the verdict then rests on R²) when a member's
+    initial λ̂ or a standard error is missing. ``problems``: the SGLD diagnostics of each member's estimates
+    (:func:`claimlens.families.llc.metrics.diagnose`), noted with the verdict (the source's settings are used as they
+    are, healthy or not)."""
     v = Verdict(LINEAR_IN_P.id)
     for p, texts in sorted((problems or {}).items()):
         for text in texts:
             v.note(f"p = {p}: {text}")
-    members = sorted(members)
-    v.add_points("λ̂ at the final checkpoint", "task.p", [p for p, _, _ in members], [lam for _, lam, _ in members])
-    kept = [(p, lam) for p, lam, acc in members if acc >= th["generalised_test_acc"]]
-    left_out = [f"p = {p} (test accuracy {acc:.3f})" for p, _, acc in members if acc < th["generalised_test_acc"]]
+    members = sorted((m if isinstance(m, PMember) else PMember(*m) for m in members), key=lambda m: m.p)
+    v.add_points("λ̂ at the final checkpoint", "task.p", [m.p for m in members], [m.final for m in members])
+    if any(m.init is not None for m in members):
+        v.add_points("λ̂ at the first checkpoint (initialisation)", "task.p", [m.p for m in members],
+                     [m.init for m in members])
+    kept = [m for m in members if m.test_acc >= th["generalised_test_acc"]]
+    left_out = [f"p = {m.p} (test accuracy {m.test_acc:.3f})" for m in members
+                if m.test_acc < th["generalised_test_acc"]]
     if left_out:
         v.record("members left out: they did not generalise", len(left_out), detail=", ".join(left_out))
     if len(kept) < int(th["min_members"]):
         return v.skip(f"{len(kept)} member(s) generalised (final test accuracy ≥ {th['generalised_test_acc']:g}); "
                       f"the rule needs ≥ {int(th['min_members'])}")
-    x = torch.tensor([float(p) for p, _ in kept], dtype=torch.float64)
-    y = torch.tensor([lam for _, lam in kept], dtype=torch.float64)
-    xc, yc = x - x.mean(), y - y.mean()
-    slope = float((xc * yc).sum() / (xc * xc).sum())
-    intercept = float(y.mean() - slope * x.mean())
-    residual = y - (slope * x + intercept)
-    total = float((yc * yc).sum())
-    r2 = 1 - float((residual * residual).sum()) / total if total > 0 else float("nan")
-    v.record("slope of λ̂ against p", slope)
+    x = [float(m.p) for m in kept]
+    slope, intercept, r2, slope_se = _line(x, [m.final for m in kept], [m.final_se for m in kept])
+    v.record("slope of λ̂ against p", slope, detail=f"standard error {slope_se:.3g}" if slope_se is not None else "")
     v.record("intercept", intercept)
     v.check("R² of the linear fit of λ̂ against p", r2, ">=", th["min_r2"],
-            detail=f"{len(kept)} generalising members: " + ", ".join(f"p = {int(p)}: {lam:.3g}" for p, lam in kept))
+            detail=f"{len(kept)} generalising members: " + ", ".join(f"p = {m.p}: {m.final:.3g}" for m in kept))
+    _initialisation_control(v, kept, x, slope, slope_se, th["min_slope_difference_se"], th["max_init_slope_fraction"])
     return v
+
+
+def _initialisation_control(v: Verdict, kept: list[PMember], x: list[float], slope: float, slope_se: float | None,
+                            min_se: float, max_fraction: float) -> None:
+    """The negative control of :func:`linear_in_p`: ``min_se`` and ``max_fraction`` are its two thresholds."""
+    name_diff = "slope_final − slope_init, in standard errors of the difference"
+    name_frac = "slope_init / slope_final"
+    if any(m.init is None for m in kept):
+        for name in (name_diff, name_frac):
+            v.not_judged(name, "λ̂ was not estimated at every member's first checkpoint")
+        return
+    init_slope, _, init_r2, init_se = _line(x, [m.init for m in kept], [m.init_se for m in kept])
+    v.record("slope of λ̂ against p at the first checkpoint", init_slope,
+             detail=f"standard error {init_se:.3g}" if init_se is not None else "")
+    v.record("R² of the linear fit at the first checkpoint (not judged: R² alone passes on untrained members)",
+             init_r2, source=0.989)
+    if slope_se is None or init_se is None:
+        v.not_judged(name_diff, "a member's chain standard error is unknown")
+    else:
+        se = math.sqrt(slope_se ** 2 + init_se ** 2)
+        diff = slope - init_slope
+        v.check(name_diff, diff / se if se > 0 else (math.inf if diff > 0 else -math.inf), ">=",
+                min_se, detail=f"{slope:.4g} − {init_slope:.4g} = {diff:.4g}, standard error "
+                                                      f"{se:.3g}")
+    if slope <= 0:
+        v.require(False, f"slope_init ≤ {max_fraction:g} × slope_final",
+                  f"the final slope {slope:.4g} is not positive")
+    else:
+        v.check(name_frac, init_slope / slope, "<=", max_fraction,
+                detail=f"{init_slope:.4g} / {slope:.4g}")

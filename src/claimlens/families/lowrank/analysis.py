@@ -16,7 +16,9 @@ accumulated over column blocks of it; the checkpoint matrix is read one paramete
 
 The result is cached in the analysis cache (keyed by the run's content hash, ``LOWRANK_VERSION``, the null's seed, the
 epochs and, for a transformer, where its per-example losses came from: the progress measures' version, or its own
-forward pass), so only a run's first session pays for it.
+forward pass), so only a run's first session pays for it. What is stored are the ``S × S`` Gram matrices (of the
+matrix, of its null, and of the gradient null on every 2nd and 4th checkpoint): every spectrum, centred or not, and
+the mean-row cosine are read from them.
 """
 
 from __future__ import annotations
@@ -37,24 +39,80 @@ from claimlens.models import forward, frozen_params
 
 BLOCK_COLUMNS = 1 << 16  # columns per Gram block: [S, 65 536] float64 is 66 MB at S = 126
 NULL_SEED = 0
-LOWRANK_VERSION = 1  # 1: first cached version (bump on any change to what lowrank_over_run computes)
+# 1: first cached version; 2: the Gram matrices are stored (not only their singular values), with the gradient
+# null's at every 2nd and 4th checkpoint (catalogue Revision 3). Bump on any change to what lowrank_over_run computes
+# or stores: the version is part of every entry's key, so an entry of an older version is never read.
+LOWRANK_VERSION = 2
 CACHE = AnalysisCache("lowrank", LOWRANK_VERSION)
 SPECTRA = ("uncentred", "centred", "null", "null_centred")
+# The gradient rule's count depends on how many steps are sampled: its ratio is also measured on every 2nd and every
+# 4th checkpoint of the same run (the subsample's own null), and recorded with the verdict.
+SUBSAMPLE_STRIDES = (2, 4)
+
+
+def subsample_rows(n_rows: int, stride: int) -> torch.Tensor:
+    """The rows of every ``stride``-th checkpoint, the first included: ``[0, stride, 2·stride, …]``."""
+    return torch.arange(0, n_rows, stride)
 
 
 @dataclass(frozen=True)
 class Spectrum:
-    """Singular values of one matrix, largest first: ``uncentred``, ``centred`` and the null's (``null``,
-    ``null_centred``), each ``[S]``."""
+    """One matrix ``X [S, n]`` (rows: checkpoints) through its Gram matrices: ``gram = X Xᵀ [S, S]`` and its
+    column-permutation null's ``null_gram [S, S]`` (every column's entries permuted over the rows, seeded);
+    ``subsampled_nulls``: for a stride ``k`` (:data:`SUBSAMPLE_STRIDES`), the null's Gram matrix of the rows
+    :func:`subsample_rows` keeps, permuted among those rows only ``[S_k, S_k]``.
 
-    uncentred: torch.Tensor
-    centred: torch.Tensor
-    null: torch.Tensor
-    null_centred: torch.Tensor
+    The singular values, largest first ``[S]``: ``uncentred`` (of ``X``), ``centred`` (each column centred: the
+    mean row subtracted), ``null`` and ``null_centred`` (the null, centred). Centring a column and permuting it
+    commute (a permutation keeps the column's mean), so ``null_centred`` is the catalogue's centred null: each column
+    centred, then permuted over steps."""
+
+    gram: torch.Tensor
+    null_gram: torch.Tensor
+    subsampled_nulls: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def of_matrix(cls, X: torch.Tensor, *, seed: int = NULL_SEED, normalise: bool = False,
+                  strides: tuple[int, ...] = ()) -> Spectrum:
+        """The spectrum of a matrix held whole (synthetic data, tests): as :func:`lowrank_over_run` streams it."""
+        return _spectrum(lambda: iter([X]), X.shape[0], normalise=normalise, strides=strides, seed=seed)
+
+    @property
+    def n_rows(self) -> int:
+        return self.gram.shape[0]
+
+    @property
+    def uncentred(self) -> torch.Tensor:
+        return L.singular_values(self.gram)
+
+    @property
+    def centred(self) -> torch.Tensor:
+        return L.singular_values(L.centre(self.gram))
+
+    @property
+    def null(self) -> torch.Tensor:
+        return L.singular_values(self.null_gram)
+
+    @property
+    def null_centred(self) -> torch.Tensor:
+        return L.singular_values(L.centre(self.null_gram))
 
     def counts(self, fraction: float) -> dict[str, int]:
-        return {k: L.count_above(getattr(self, k), fraction)
-                for k in ("uncentred", "centred", "null", "null_centred")}
+        return {k: L.count_above(getattr(self, k), fraction) for k in SPECTRA}
+
+    def mean_row_cosine(self) -> float:
+        """``|cos|`` between the uncentred matrix's component 0 (its first right singular vector) and its mean row
+        (:func:`claimlens.families.lowrank.metrics.mean_row_cosine`): near 1 when component 0 is the mean."""
+        return L.mean_row_cosine(self.gram)
+
+    def subsampled(self, stride: int, fraction: float = 0.1) -> tuple[int, int, int]:
+        """On every ``stride``-th checkpoint: ``(centred count, the subsample's centred null's count, rows)`` of
+        singular values ≥ ``fraction`` × the largest. Raises ``KeyError`` for a stride not measured."""
+        rows = subsample_rows(self.n_rows, stride)
+        gram = self.gram[rows][:, rows]
+        null = self.subsampled_nulls[stride]
+        return (L.count_above(L.singular_values(L.centre(gram)), fraction),
+                L.count_above(L.singular_values(L.centre(null)), fraction), len(rows))
 
 
 @dataclass(frozen=True)
@@ -106,9 +164,11 @@ def _loss_fn(run):
     return train_loss, per_example
 
 
-def _spectrum(blocks, n_rows: int, *, normalise: bool) -> Spectrum:
+def _spectrum(blocks, n_rows: int, *, normalise: bool, strides: tuple[int, ...] = (), seed: int = NULL_SEED
+              ) -> Spectrum:
     """Two passes over ``blocks()`` (an iterator of ``[S, c]`` column blocks): the Gram matrix, then the null's (with
-    the rows scaled by the first pass's norms when ``normalise``)."""
+    the rows scaled by the first pass's norms when ``normalise``), and for each of ``strides`` the null of every
+    ``stride``-th row, in the same pass."""
     first = L.GramAccumulator(n_rows)
     for block in blocks():
         first.add(block)
@@ -117,11 +177,15 @@ def _spectrum(blocks, n_rows: int, *, normalise: bool) -> Spectrum:
     if normalise:
         n = L.row_norms(first.gram)
         scale = torch.where(n > 0, 1 / n, torch.zeros_like(n))
-    null = L.GramAccumulator(n_rows, null=True, seed=NULL_SEED, row_scale=scale)
+    null = L.GramAccumulator(n_rows, null=True, seed=seed, row_scale=scale)
+    rows = {k: subsample_rows(n_rows, k) for k in strides}
+    subs = {k: L.GramAccumulator(len(r), null=True, seed=seed + k, row_scale=None if scale is None else scale[r])
+            for k, r in rows.items()}
     for block in blocks():
         null.add(block)
-    return Spectrum(L.singular_values(gram), L.singular_values(L.centre(gram)),
-                    L.singular_values(null.gram), L.singular_values(L.centre(null.gram)))
+        for k, acc in subs.items():
+            acc.add(block[rows[k]])
+    return Spectrum(gram, null.gram, {k: acc.gram for k, acc in subs.items()})
 
 
 def lowrank_over_run(run, *, per_example_log_loss: Callable[[], torch.Tensor] | None = None,
@@ -152,8 +216,10 @@ def lowrank_over_run(run, *, per_example_log_loss: Callable[[], torch.Tensor] | 
     if cache:
         tensors = {"epochs": out.epochs, "pca": out.pca, "explained": out.explained, "angles": out.angles}
         for kind in ("gradients", "checkpoints"):
-            for name in SPECTRA:
-                tensors[f"{kind}.{name}"] = getattr(getattr(out, kind), name)
+            spectrum = getattr(out, kind)
+            tensors[f"{kind}.gram"], tensors[f"{kind}.null_gram"] = spectrum.gram, spectrum.null_gram
+            for k, g in spectrum.subsampled_nulls.items():
+                tensors[f"{kind}.null_gram.stride{k}"] = g
         CACHE.save(run, args, tensors, {"n_params": str(out.n_params), "n_examples": str(out.n_examples)})
     return out
 
@@ -161,7 +227,10 @@ def lowrank_over_run(run, *, per_example_log_loss: Callable[[], torch.Tensor] | 
 def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], S: int) -> LowRank | None:
     """The cached measures, or None if the entry is damaged or does not fit the run's ``S`` checkpoints."""
     try:
-        spectra = {kind: Spectrum(*(t[f"{kind}.{name}"] for name in SPECTRA)) for kind in ("gradients", "checkpoints")}
+        spectra = {kind: Spectrum(t[f"{kind}.gram"], t[f"{kind}.null_gram"],
+                                  {k: t[f"{kind}.null_gram.stride{k}"] for k in
+                                   (SUBSAMPLE_STRIDES if kind == "gradients" else ())})
+                   for kind in ("gradients", "checkpoints")}
         out = LowRank(t["epochs"], spectra["gradients"], spectra["checkpoints"], t["pca"], t["explained"], t["angles"],
                       int(meta["n_params"]), int(meta["n_examples"]), from_cache=True)
     except (KeyError, ValueError, TypeError):
@@ -169,8 +238,12 @@ def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], S: int) -> Low
     k = min(2, S)
     shapes_fit = (out.epochs.shape == (S,) and out.pca.shape == (S, k) and out.angles.shape == (max(S - 2, 0),)
                   and out.explained.dim() == 1 and out.explained.shape[0] in (k, 2)
-                  and all(getattr(sp, name).shape == (S,) for sp in spectra.values() for name in SPECTRA))
-    finite = all(bool(torch.isfinite(t).all()) for t in (out.pca, out.explained, out.angles))
+                  and all(sp.gram.shape == (S, S) and sp.null_gram.shape == (S, S) for sp in spectra.values())
+                  and all(g.shape == (len(subsample_rows(S, k)),) * 2
+                          for k, g in spectra["gradients"].subsampled_nulls.items()))
+    finite = all(bool(torch.isfinite(x).all()) for x in (out.pca, out.explained, out.angles)) and all(
+        bool(torch.isfinite(g).all()) for sp in spectra.values()
+        for g in (sp.gram, sp.null_gram, *sp.subsampled_nulls.values()))
     return out if shapes_fit and finite else None
 
 
@@ -206,7 +279,7 @@ def _compute(run, progress: bool, shared: torch.Tensor | None) -> LowRank:
             for start in range(0, n_grad, BLOCK_COLUMNS):
                 yield torch.from_numpy(np.asarray(grads[:, start:start + BLOCK_COLUMNS]))
 
-        gradients = _spectrum(gradient_blocks, S, normalise=True)
+        gradients = _spectrum(gradient_blocks, S, normalise=True, strides=SUBSAMPLE_STRIDES)
         del grads
 
     shapes = run.checkpoint(epochs[0])
@@ -237,4 +310,4 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="checkpoint", dynamic_ncols=True)
 
 
-__all__ = ["LowRank", "Spectrum", "lowrank_over_run", "shuffled_turns"]
+__all__ = ["LowRank", "Spectrum", "lowrank_over_run", "shuffled_turns", "subsample_rows"]

@@ -59,6 +59,21 @@ def singular_values(gram: torch.Tensor) -> torch.Tensor:
     return eig.clamp_min(0).sqrt().flip(0)
 
 
+def mean_row_cosine(gram: torch.Tensor) -> float:
+    """``|cos|`` between the first right singular vector of ``X`` (its component 0, uncentred) and its mean row
+    ``m = (1/S) Σ_i X_i``, from ``G = X Xᵀ [S, S]`` alone: with ``u₀`` the top eigenvector of ``G`` and ``σ₀²`` its
+    eigenvalue, ``cos = σ₀ (u₀ · 1) / √(1ᵀ G 1)``. Near 1 when the uncentred component 0 is the mean row (the
+    commenter's point on the post on the SVD of gradient updates); 0 for a matrix whose mean row is 0."""
+    g = (gram.double() + gram.double().T) / 2
+    ones = torch.ones(g.shape[0], dtype=torch.float64)
+    total = float(ones @ g @ ones)
+    if total <= 0:
+        return 0.0
+    eig, vec = torch.linalg.eigh(g)
+    sigma0 = float(eig[-1].clamp_min(0).sqrt())
+    return min(1.0, abs(sigma0 * float(vec[:, -1] @ ones)) / total ** 0.5)
+
+
 def count_above(sv: torch.Tensor, fraction: float) -> int:
     """How many singular values are ≥ ``fraction`` × the largest (the post's count at 10%; its footnote's 5%/15%)."""
     if sv.numel() == 0 or float(sv[0]) == 0:
@@ -101,5 +116,5 @@ def log_loss(losses: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
     return losses.double().clamp_min(floor).log10()
 
 
-__all__ = ["GramAccumulator", "centre", "count_above", "largest_turns", "log_loss", "normalise_rows",
-           "pca_trajectory", "row_norms", "singular_values", "turning_angles"]
+__all__ = ["GramAccumulator", "centre", "count_above", "largest_turns", "log_loss", "mean_row_cosine",
+           "normalise_rows", "pca_trajectory", "row_norms", "singular_values", "turning_angles"]

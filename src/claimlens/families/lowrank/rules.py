@@ -44,15 +44,20 @@ def _spectrum_series(v: Verdict, what: str, spectrum) -> None:
                      rel.tolist(), log=True)
 
 
+REV3 = "catalogue Revision 3"
+SOURCE_FRACTION = 92.5 / 400  # the post: 92.5 ± 11.6 of 400 sampled steps, uncentred, on an MNIST MLP (0.23)
+
 GRADIENT_UPDATES_ARE_LOW_RANK = ClaimSpec(
     family=FAMILY,
     id="gradient_updates_are_low_rank",
-    statement="The matrix of gradient vectors sampled over training (rows normalised to unit norm) has far fewer "
-              "singular values above 10% of the largest than the same matrix with each column permuted over steps.",
-    source=f"{SVDLW}; catalogue §3.7",
+    statement="The matrix of gradient vectors sampled over training (rows normalised to unit norm, each column "
+              "centred) has at most half as many singular values above 10% of the largest as the same matrix with "
+              "each column permuted over steps.",
+    source=f"{SVDLW}; catalogue §3.7 and Revision 3",
     thresholds={
-        "max_count_over_null": T(0.25, "catalogue §3.7 (proposed): count(σ ≥ 0.1 σ_max) ≤ 0.25 × the null's, centred "
-                                       "and uncentred both; the post: 92.5 ± 11.6 of 400 on an MNIST MLP", source=92.5 / 400),
+        "max_count_over_null": T(0.5, f"{REV3}: count(σ ≥ 0.1 σ_max) ≤ 0.5 × the null's, both centred (the null is "
+                                      f"near full rank, so 'fewer than half the sampled steps'); the post: 92.5 of "
+                                      f"400 samples (0.23), uncentred, on an MNIST MLP", source=SOURCE_FRACTION),
     },
     validation=Validation(
         "unvalidated",
@@ -70,13 +75,25 @@ GRADIENT_UPDATES_ARE_LOW_RANK = ClaimSpec(
 
 
 def gradient_updates_are_low_rank(spectrum, n_rows: int, th) -> Verdict:
-    """``spectrum``: :class:`claimlens.families.lowrank.analysis.Spectrum` of the row-normalised gradient matrix."""
+    """``spectrum``: :class:`claimlens.families.lowrank.analysis.Spectrum` of the row-normalised gradient matrix
+    ``[S = n_rows, n_params]``. Judged (catalogue Revision 3): the centred count of singular values ≥ 0.1 σ_max over
+    the centred null's ≤ ``max_count_over_null``, next to the source's 92.5 / 400 (uncentred, another model: a
+    reference, not a like-for-like value). Recorded, not judged: the uncentred counts (the null keeps each column's
+    mean, so its uncentred count is 1 whenever the mean dominates), the uncentred component 0's cosine with the mean
+    row, the counts at the 5% and 15% cuts, and the centred ratio on every 2nd and 4th checkpoint (the count
+    depends on how many steps are sampled)."""
     v = _spectrum_verdict(Verdict(GRADIENT_UPDATES_ARE_LOW_RANK.id), "gradient matrix", spectrum, n_rows)
-    for k in ("uncentred", "centred"):
-        counts = spectrum.counts(0.1)
-        null = counts["null" if k == "uncentred" else "null_centred"]
-        v.check(f"count ≥ 0.1 σ_max / null's ({k})", counts[k] / max(null, 1), "<=", th["max_count_over_null"],
-                detail=f"{counts[k]} vs {null} of {n_rows}")
+    counts = spectrum.counts(0.1)
+    v.record("uncentred count ≥ 0.1 σ_max / null's (not judged: the null keeps each column's mean)",
+             counts["uncentred"] / max(counts["null"], 1), detail=f"{counts['uncentred']} vs {counts['null']} of "
+                                                                  f"{n_rows}")
+    v.record("uncentred component 0: |cos| with the mean row", spectrum.mean_row_cosine())
+    for stride in sorted(getattr(spectrum, "subsampled_nulls", {})):
+        c, null, rows = spectrum.subsampled(stride)
+        v.record(f"centred count ≥ 0.1 σ_max / null's, every {stride}{'nd' if stride == 2 else 'th'} checkpoint "
+                 f"(not judged)", c / max(null, 1), detail=f"{c} vs {null} of {rows}")
+    v.check("centred count ≥ 0.1 σ_max / centred null's", counts["centred"] / max(counts["null_centred"], 1), "<=",
+            th["max_count_over_null"], detail=f"{counts['centred']} vs {counts['null_centred']} of {n_rows}")
     return v
 
 

@@ -64,17 +64,29 @@ def pre_unembed(params: Params, cfg, tokens: torch.Tensor, acts: Activations | N
         return _mlp_from_hidden_input(params, cfg, h, pre_unembed=True)
 
 
+def embedding_circularity(params: Params, p: int) -> float:
+    """G-CIRC (:func:`claimlens.families.pizza.metrics.circularity`) of the number tokens' embedding ``W_E[:p]``;
+    NaN for an embedding with fewer than four directions of non-zero variance (it cannot hold two circles)."""
+    try:
+        return pz.circularity(params["embed.W_E"][:p])
+    except ValueError:
+        return float("nan")
+
+
 def measure(params: Params, cfg, p: int, acts: Activations, labels: torch.Tensor) -> dict:
-    """GS, DI and the mode test of one checkpoint, from its forward pass over every pair (``acts``: ``cache=True``,
-    rows in the order ``a·p + b`` of :func:`claimlens.tasks.grid_tokens`; ``labels [p²]``). Only the gradients
-    of G-GS need a pass of their own (a backward over 100 triples)."""
+    """GS, DI (Def. 4.2, correct logit), train-main.py's DI of the largest incorrect logit (``di_top_incorrect``),
+    the embedding's circularity and the mode test of one checkpoint, from its forward pass over every pair
+    (``acts``: ``cache=True``, rows in the order ``a·p + b`` of :func:`claimlens.tasks.grid_tokens`; ``labels [p²]``).
+    Only the gradients of G-GS need a pass of their own (a backward over 100 triples)."""
     ga, gb = embedding_gradients(params, cfg, pz.gs_triples(p))
     correct = acts.logits.gather(1, labels[:, None]).view(p, p)
     a = MODE_TEST_A % p
     rows = slice(a * p, (a + 1) * p)  # a fixed, b = 0 … p − 1
     fixed = pre_unembed(params, cfg, grid_tokens(p), acts)[rows]
     mode = pz.pizza_mode_test(params["embed.W_E"][:p], fixed)
-    return {"gs": pz.gradient_symmetricity(ga, gb), "di": pz.distance_irrelevance(correct), **mode,
+    return {"gs": pz.gradient_symmetricity(ga, gb), "di": pz.distance_irrelevance(correct),
+            "di_top_incorrect": pz.distance_irrelevance_top_incorrect(acts.logits, labels),
+            "circularity": embedding_circularity(params, p), **mode,
             "pre_unembed_modes": pz.fourier_modes(fixed)[: p // 2 + 1],
             "embedding_modes": pz.fourier_modes(params["embed.W_E"][:p])[: p // 2 + 1]}
 
@@ -115,12 +127,12 @@ def sweep_runs(run_set, axis: str = "model.attn_rate", checkpoints: FinalCheckpo
         rate = float(values[axis])
         if run.has_weights:
             ckpt = final_checkpoint(run, checkpoints)
-            model, p = run.spec.model, run.spec.task.p
+            model = run.spec.model
             m = measure_checkpoint(ckpt)
             out.append(SweepRun(
                 rate=rate, gs=float(m["gs"]), accuracy=final_test_accuracy(run),
-                circularity=pz.circularity(ckpt.params["embed.W_E"][:p]), n_layers=int(getattr(model, "n_layers", 1)),
-                di_top_incorrect=pz.distance_irrelevance_top_incorrect(ckpt.activations.logits, run.task.labels),
+                circularity=float(m["circularity"]), n_layers=int(getattr(model, "n_layers", 1)),
+                di_top_incorrect=float(m["di_top_incorrect"]),
                 sweep=run_set.name, name=run.name))
             continue
         measured = getattr(run, "measured", None)
@@ -138,17 +150,25 @@ def sweep_runs(run_set, axis: str = "model.attn_rate", checkpoints: FinalCheckpo
 
 @dataclass
 class PizzaClockMeasures:
-    """GS, DI and the mode-test ratio ``m_2k / m_k`` per checkpoint (``[n]`` each, float64), and the folded
-    Fourier spectra ``[p // 2 + 1]`` of the final checkpoint's embedding and pre-unembedding activations."""
+    """GS, DI, the DI of the largest incorrect logit, the embedding's circularity (NaN where undefined) and the
+    mode-test ratio ``m_2k / m_k`` per checkpoint (``[n]`` each, float64), and the folded Fourier spectra
+    ``[p // 2 + 1]`` of the final checkpoint's embedding and pre-unembedding activations."""
 
     epochs: list[int]
     gs: torch.Tensor
     di: torch.Tensor
     mode_ratio: torch.Tensor
     final: dict = field(default_factory=dict)
+    di_top_incorrect: torch.Tensor | None = None
+    circularity: torch.Tensor | None = None
+
+    SERIES = ("gradient symmetricity", "distance irrelevance", "distance irrelevance of the largest incorrect logit",
+              "circularity of the embedding", "pre-unembed mode ratio m_2k / m_k")
 
     def series(self, name: str) -> Series:
         values = {"gradient symmetricity": self.gs, "distance irrelevance": self.di,
+                  "distance irrelevance of the largest incorrect logit": self.di_top_incorrect,
+                  "circularity of the embedding": self.circularity,
                   "pre-unembed mode ratio m_2k / m_k": self.mode_ratio}[name]
         return Series.of(name, self.epochs, values)
 
@@ -165,6 +185,8 @@ def pizza_clock_over_run(run, max_checkpoints: int = 16, checkpoints: FinalCheck
         di=torch.tensor([r["di"] for r in rows], dtype=torch.float64),
         mode_ratio=torch.tensor([r["ratio"] for r in rows], dtype=torch.float64),
         final=rows[-1],
+        di_top_incorrect=torch.tensor([r["di_top_incorrect"] for r in rows], dtype=torch.float64),
+        circularity=torch.tensor([r["circularity"] for r in rows], dtype=torch.float64),
     )
 
 

@@ -22,8 +22,11 @@ FAMILY = "pizza"  # the folder's name: carried on every record, used by the HTML
 CP = 'Zhong, Liu, Tegmark & Andreas (2023), "The Clock and the Pizza"'
 NV = "Panickssery & Vaintrob, devinterp hackathon 'Investigating the learning coefficient of modular addition'"
 CAT = "catalogue §3.3"
+REV3 = "catalogue Revision 3"
 SWEEP = "released 1-layer sweep table (result/1l_fixedwidth.csv), runs with validation accuracy ≥ 0.99, circularity ≥ 0.9"
 # Revision 3: the rule passes on the source's own models, shipped as built-in runs
+
+MODEL_A_CIRCULARITY = 0.9978  # eval-main.ipynb's saved output for Model A ("Circularity")
 
 PIZZA_MAX_RATE = 0.05  # the sweep-table bins the catalogue's percentiles come from: rate < 0.05 …
 CLOCK_MIN_RATE = 0.95  # … and rate ≥ 0.95
@@ -74,6 +77,12 @@ GRADIENT_SYMMETRICITY = ClaimSpec(
         (ZHONG_MODEL_A, ZHONG_MODEL_B)),
     )
 
+# Revision 3: the tables' distance_irrelevance column is train-main.py's variant on the largest incorrect logit, not
+# Def. 4.2's. Its 10th / 50th / 90th percentiles in the fixed-width table (1-layer, filtered as the set claim filters:
+# accuracy ≥ 0.99, circularity ≥ 0.9, inputs [a, b]) at each side's bin (rate < 0.05 / ≥ 0.95; linear interpolation,
+# numpy's default), recorded next to a run's own variant (tests/test_sweep_tables.py recomputes them).
+DI_VARIANT_PERCENTILES = {"pizza": (0.169, 0.334, 0.743), "clock": (0.767, 0.864, 0.943)}
+
 DISTANCE_IRRELEVANCE = ClaimSpec(
     family=FAMILY,
     id="pizza_clock_distance_irrelevance",
@@ -81,10 +90,11 @@ DISTANCE_IRRELEVANCE = ClaimSpec(
               "for the clock.",
     source=f"{CP}, Def. 4.2; eval-main.ipynb saved output for Model A",
     thresholds={
-        "pizza_max": T(0.4, f"{CAT} (proposed; the paper's band pizza ∈ [0, 0.4]); {SWEEP}: rate < 0.05 has DI "
-                            f"percentiles 0.169 / 0.420 / 0.891 — the pizza side is broad", source=0.17174),
-        "clock_min": T(0.6, f"{CAT} (proposed); {SWEEP}: rate ≥ 0.95 has DI percentiles 0.736 / 0.869 / 0.967",
-                       source=0.85),
+        "pizza_max": T(0.4, f"{CAT} (proposed; the paper's band pizza ∈ [0, 0.4]); {REV3}: passes on Models A "
+                            f"(0.17174) and B (0.848) and on a released 1-layer clock (0.897). The tables' column is "
+                            f"train-main.py's largest-incorrect-logit variant, recorded beside this (not judged)",
+                       source=0.17174),
+        "clock_min": T(0.6, f"{CAT} (proposed); {REV3}: passes on Models A and B", source=0.85),
     },
     validation=Validation(
         "validated",
@@ -151,11 +161,40 @@ def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: 
                        pizza=(">=", th["pizza_min"]), clock=("<=", th["clock_max"]), epoch=epoch)
 
 
-def distance_irrelevance(di: float, side: str | None, attn_rate: float | str, epoch: int, th) -> Verdict:
-    """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit). ``attn_rate``: the
-    rate the side was read from, or for an MLP how it was read (:func:`side_of_gs`)."""
-    return _judge_side(Verdict(DISTANCE_IRRELEVANCE.id), side, attn_rate, "distance irrelevance of the correct logit",
-                       di, pizza=("<=", th["pizza_max"]), clock=(">=", th["clock_min"]), epoch=epoch)
+def distance_irrelevance(di: float, side: str | None, attn_rate: float | str, epoch: int, th, *,
+                         di_top_incorrect: float | None = None) -> Verdict:
+    """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit: Def. 4.2).
+    ``attn_rate``: the rate the side was read from, or for an MLP how it was read (:func:`side_of_gs`).
+    ``di_top_incorrect``: the same checkpoint's DI of the largest incorrect logit (train-main.py's variant, the
+    tables' column), recorded, not judged, next to the fixed-width table's 10th / 50th / 90th percentiles at the
+    judged side (:data:`DI_VARIANT_PERCENTILES`; catalogue Revision 3)."""
+    v = _judge_side(Verdict(DISTANCE_IRRELEVANCE.id), side, attn_rate, "distance irrelevance of the correct logit",
+                    di, pizza=("<=", th["pizza_max"]), clock=(">=", th["clock_min"]), epoch=epoch)
+    if di_top_incorrect is not None and side in DI_VARIANT_PERCENTILES:
+        record_di_variant(v, di_top_incorrect, side, epoch)
+    return v
+
+
+def record_di_variant(v: Verdict, value: float, side: str, epoch: int | None = None) -> None:
+    """Record train-main.py's DI of the largest incorrect logit (not judged) beside the tables' percentiles at
+    ``side``: its source value is their median; the detail names the 10th / 50th / 90th percentiles and where the
+    value sits among them."""
+    lo, mid, hi = DI_VARIANT_PERCENTILES[side]
+    where = "below the 10th" if value < lo else "above the 90th" if value > hi else "within the 10th–90th"
+    v.record("distance irrelevance of the largest incorrect logit (train-main.py's variant, the tables' column; "
+             "not judged)", value, epoch=epoch, source=mid,
+             detail=f"{side} side of the fixed-width 1-layer table (rate {'< 0.05' if side == 'pizza' else '≥ 0.95'}, "
+                    f"filtered): 10th / 50th / 90th percentiles {lo} / {mid} / {hi}; {where} percentile")
+
+
+def record_circularity(v: Verdict, value: float | None, epoch: int | None = None) -> None:
+    """Record the embedding's circularity (G-CIRC, eval-main.ipynb; catalogue Revision 3: computed for every
+    transformer run so that the tables' filter, circularity ≥ 0.9, applies to any sweep), not judged; the source's
+    value on Model A beside it. ``value`` None: the embedding has fewer than four directions (nothing recorded)."""
+    if value is None:
+        return
+    v.record("circularity of the embedding (G-CIRC; the tables' filter keeps ≥ 0.9; not judged)", value, epoch=epoch,
+             source=MODEL_A_CIRCULARITY)
 
 
 def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float | str, epoch: int, th) -> Verdict:
@@ -224,7 +263,6 @@ def logits_fit_pizza_formula(fits: list, attn_rate: float, epoch: int, th) -> Ve
 
 TABLES = ("the source's sweep tables (fjzzq2002/pizza result/1l_fixedwidth.csv and 1l_varywidth.csv; built-in run set "
           "zhong2023_sweep)")
-REV3 = "catalogue Revision 3"
 
 ATTENTION_RATE_SELECTS = ClaimSpec(
     family=FAMILY,
@@ -241,7 +279,7 @@ ATTENTION_RATE_SELECTS = ClaimSpec(
                                 f"validation_accuracy; a trained run's final test accuracy)"),
         "min_circularity": T(0.9, f"{REV3}: circular embeddings only, circularity (G-CIRC, eval-main.ipynb "
                                   f"'Circularity') ≥ 0.9, as the source's README advises for its tables (source value: Model A's "
-                                  f"circularity)", source=0.9978),
+                                  f"circularity)", source=MODEL_A_CIRCULARITY),
         "min_members": T(3, "ours: a rank correlation over fewer than three attention rates says nothing",
                          integer=True, positive=True),
     },
@@ -308,6 +346,24 @@ def generalised_one_layer(runs: list[SweepRun], min_accuracy: float, min_circula
     return out, dropped
 
 
+MAX_CHARTED_MEMBERS = 200  # a sweep of trained runs is charted member by member; a table's thousands are summarised
+
+
+def _record_sweep_circularity(v: Verdict, members: list[SweepRun], name: str, min_circularity: float) -> None:
+    """The circularity (G-CIRC) the filter read, for every member of a sweep (trained or a table's row): how many
+    fall below ``min_circularity`` and the median, and, for a sweep of at most :data:`MAX_CHARTED_MEMBERS`, each
+    member's value against its rate."""
+    circ = [r.circularity for r in members if r.circularity == r.circularity]  # NaN: undefined, counted as below
+    below = sum(not r.circularity >= min_circularity for r in members)
+    v.record("circularity (G-CIRC) of the members' final embeddings, median", _median(circ) if circ else None,
+             label=name, source=MODEL_A_CIRCULARITY,
+             detail=f"{below} of {len(members)} below {min_circularity:g} (the filter leaves them out)")
+    if len(members) <= MAX_CHARTED_MEMBERS:
+        v.add_points("circularity (G-CIRC) of the final embedding, every member", "model.attn_rate",
+                     [r.rate for r in members], [r.circularity if r.circularity == r.circularity else None
+                                                 for r in members], label=name)
+
+
 def attention_rate_selects(runs: list[SweepRun], th) -> Verdict:
     """Catalogue Revision 3: over a set's generalised 1-layer runs (:func:`generalised_one_layer`), Spearman(α, GS) ≤
     ``max_spearman``, judged for each sweep of the set (``SweepRun.sweep``: the source's two tables are two sweeps,
@@ -333,6 +389,7 @@ def attention_rate_selects(runs: list[SweepRun], th) -> Verdict:
         rates, gs = [r.rate for r in kept], [r.gs for r in kept]
         v.add_points("gradient symmetricity of the final model, generalised 1-layer runs", "model.attn_rate",
                      rates, gs, label=name)
+        _record_sweep_circularity(v, members, name, th["min_circularity"])
         n_rates = len(set(rates))
         if n_rates < int(th["min_members"]):
             v.not_judged(f"Spearman correlation of attention rate and gradient symmetricity ({name})",
