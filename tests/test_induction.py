@@ -268,6 +268,28 @@ def test_a_shifted_induction_head_peaks_at_its_offset():
     assert float(out[0, 6]) == pytest.approx(1.0) and float(out[0, 0]) == pytest.approx(0.0)
 
 
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), shift=st.integers(1, 5))
+def test_random_gaps_leave_every_shift_up_to_repeat_len_available(seed, shift):
+    """What Revision 3's layout does not rule out: the position ``shift ≤ repeat_len`` after the previous occurrence
+    is never after the query (consecutive repeats start ≥ repeat_len apart, gap 0 included), so a head attending
+    there scores 1 at ``d = shift`` on every sequence — the shifted circuit the built-in 2-layer run learns (README
+    "Induction heads"). Beyond ``repeat_len`` the position is after the query whenever the gap is small."""
+    task = RepeatedSubsequence(12, 40, 5, 3)
+    b = task.sample(8, torch.Generator().manual_seed(seed))
+    query, key = M.induction_positions(b.starts, 5)
+    assert bool((key + shift - 1 <= query).all())
+    pattern = torch.zeros(8, 1, 40, 40)
+    pattern[:, 0, torch.arange(40), torch.arange(40)] = 1.0
+    for i in range(8):
+        pattern[i, 0, query[i]] = 0.0
+        pattern[i, 0, query[i], key[i] + shift - 1] = 1.0
+    assert float(M.offset_match_scores(pattern, b.starts, 5, 6)[0, shift - 1]) == pytest.approx(1.0)
+    zero_gap = RepeatedSubsequence(12, 40, 5, 3, max_gap=0).sample(4, torch.Generator().manual_seed(seed))
+    q0, k0 = M.induction_positions(zero_gap.starts, 5)
+    assert bool((k0 + 5 > q0).any())  # d = repeat_len + 1 lands after the query when the gap is 0
+
+
 def test_perfect_heads_score_one_and_uniform_attention_scores_chance():
     task = RepeatedSubsequence(12, 30, 5, 3)
     b = task.sample(4, torch.Generator().manual_seed(0))
@@ -512,6 +534,24 @@ def test_one_layer_control(trained):
     for row in range(len(m1.induction_score.labels)):
         profile = m1.offset_scores[row, :, -1]
         assert bool((profile[1:] <= profile[:-1] + 1e-3).all()), m1.induction_score.labels[row]
+
+
+@pytest.mark.slow
+def test_the_two_layer_run_learns_a_shifted_circuit_the_offset_1_score_misses(trained):
+    """The finding behind induction_heads_form_at_the_phase_change's failure on induction_2l (README "Induction
+    heads"): at the end its layer-1 heads attend most to the position repeat_len after the previous occurrence
+    (≥ 4× chance there), not to the one right after it (< 2× chance), and no layer-0 head attends to the previous
+    position above chance. The offset scan, recorded beside the verdict, is what shows it."""
+    _, loss, m = trained["induction_2l"]
+    label, d, score = m.best_offset(1)
+    assert d == 16 and score / m.chance >= 4, (label, d, score)
+    assert float(m.best(m.induction_score, 1).values[-1]) / m.chance < 2
+    assert float(m.best(m.previous_token_score, 0).values[-1]) / m.previous_chance < 1
+    verdict = IND.heads_form_at_the_phase_change(loss, m.best(m.induction_score, 1), m.best(m.previous_token_score, 0),
+                                                 2, m.chance, m.previous_chance,
+                                                 _bounds(IND.HEADS_FORM_AT_THE_PHASE_CHANGE))
+    assert set(_failed(verdict)) == {"best layer-1 induction score at the last checkpoint (× chance)",
+                                     "best layer-0 previous-token score (× chance)"}
 
 
 @pytest.mark.slow
