@@ -50,10 +50,9 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
         for series in (m.best(m.induction_score, layer), m.best(m.previous_token_score, layer)):
             if series.name not in judged or m.n_layers < 2:
                 claim.verdict.add_series(series, x_name="step")
-    claim.record("induction score of uniform attention (chance)", m.chance)
     head = max(range(len(m.induction_score.labels)), key=lambda i: float(m.induction_score.data[i].max()))
-    claim.record("best induction score of any head, layer 0 included", float(m.induction_score.data[head].max()),
-                 label=m.induction_score.labels[head])
+    claim.record("best induction score of any head, layer 0 included (× chance)",
+                 float(m.induction_score.data[head].max()) / m.chance, label=m.induction_score.labels[head])
     if m.n_layers < 2:
         pytest.skip(f"run {run.name!r} has 1 layer: no second layer to hold an induction head (its control claim "
                     f"is induction_needs_two_layers)")
@@ -61,12 +60,13 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
     # the induction score); a peak at d > 1 is a shifted induction circuit the claim's score does not count.
     label, d, score = max((m.best_offset(layer) for layer in range(1, m.n_layers)), key=lambda t: t[2])
     claim.record("largest attention of a later-layer head to the position d after the previous occurrence "
-                 "(final checkpoint; d = 1 is the induction score)", score, label=f"{label}, d = {d}")
+                 f"(final checkpoint; d = 1 … {2 * run.spec.task.repeat_len + 1} scanned; d = 1 is the induction "
+                 "score)", score, label=f"{label}, d = {d}")
     if d != 1:
         layer = int(label[1:label.index("H")])
         claim.verdict.add_series(m.offset_series(layer, d), x_name="step")
     claim.judge(IND.heads_form_at_the_phase_change, training_log["train_loss"], best_induction,
-                m.best(m.previous_token_score, 0), m.n_layers)
+                m.best(m.previous_token_score, 0), m.n_layers, m.chance, m.previous_chance)
 
 
 @pytest.mark.claim(IND.NEEDS_TWO_LAYERS)
@@ -80,7 +80,7 @@ def test_needs_two_layers(run, training_log, induction, two_layer_partner, claim
     claim.note(f"2-layer run of the same recipe: {two_layer_partner.name} (plateau {window.plateau:.3f} nats, "
                f"drop {window.onset}–{window.end})")
     claim.judge(IND.needs_two_layers, training_log["train_loss"], induction.best(induction.induction_score, 0),
-                window.plateau)
+                induction.chance, window.plateau)
 
 
 @pytest.mark.claim(IND.FINITE_DATA_GROKS)

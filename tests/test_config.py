@@ -65,9 +65,11 @@ def test_bad_toml_names_the_file(tmp_path):
 SPEC_HASHES = {
     'clock.toml': 'e6944fba9c3929497da05f5392af92f390ba93f0343bd85e14214fde60f9649b',
     'default.toml': '4ef1317b52ac15ab42dc4e0790b1b373c6e7637d2f414721d03cee0c53aa5bcf',
-    'induction_1l.toml': '7b396e31e11361fd0e58637c9b58967acd8f9223058c943a9b7174d7679ffad0',
-    'induction_2l.toml': 'b1474ce6c0e54a1c7b6508ed42684742d39f9cf75020b87c8db587d950c2635f',
-    'induction_finite.toml': 'f2571eeaac14f1803a314ceb2dbca27575fb785dc8687afc8f0d857009b4b7ae',
+    # the induction specs changed on purpose with Revision 3's layout (task.max_gap: gaps 0 … 18 between repeats);
+    # their hashes before it are FIRST_LAYOUT_HASHES, which run directories trained on the first layout keep
+    'induction_1l.toml': '300cebe8cc55b0af5cb94d85faac4adba80560e124b2acef538e2d834bf17af8',
+    'induction_2l.toml': 'a958ed23f72f084de37afa180b76817a23cb9d6bf369dfd3c59ae1b9ea783311',
+    'induction_finite.toml': '234bdc43f6d39b4636360f237c84067f00062baf957b7e81ba6677ff2bae7ca2',
     'llc_mlp.toml': 'c762347adb6807c99ede88e38e57bb40396084f846383caaf4a4fd12e17bdf7d',
     'mlp_concat.toml': '3e9661aa4fe668e0cd394f239a1cee84b1dc87de402c18a681742897b2cbd7bd',
     'mlp_long.toml': 'e6a4dc759f01e393fa25f6c46455b7f9a3cd5b41a31dc836efcc15c2a189806c',
@@ -131,11 +133,32 @@ OLD_SPEC_DICTS = [
 ]
 
 
+# The induction specs' hashes before Revision 3's layout (task.max_gap): a run directory trained on the first layout
+# reads its stored spec with max_gap = -1 (that layout) and keeps this hash and its cached analyses.
+FIRST_LAYOUT_HASHES = {
+    'induction_1l.toml': '7b396e31e11361fd0e58637c9b58967acd8f9223058c943a9b7174d7679ffad0',
+    'induction_2l.toml': 'b1474ce6c0e54a1c7b6508ed42684742d39f9cf75020b87c8db587d950c2635f',
+    'induction_finite.toml': 'f2571eeaac14f1803a314ceb2dbca27575fb785dc8687afc8f0d857009b4b7ae',
+}
+
+
 @pytest.mark.parametrize("old", OLD_SPEC_DICTS, ids=lambda d: d["name"])
 def test_a_spec_dict_written_before_the_split_reads_and_round_trips(old):
-    spec = RunSpec.from_dict(old)
+    spec = RunSpec.from_dict(old, stored=True)  # as a run directory's run.json is read
     assert spec.to_dict() == old and list(spec.to_dict()["model"]) == list(old["model"])
-    assert spec.hash == SPEC_HASHES[f"{old['name']}.toml"]
+    key = f"{old['name']}.toml"
+    assert spec.hash == FIRST_LAYOUT_HASHES.get(key, SPEC_HASHES[key])
+
+
+def test_the_first_layout_hashes_are_what_the_builtin_induction_specs_hashed_to_before_max_gap():
+    import dataclasses
+
+    from claimlens.config import LEGACY_GAPS
+
+    for key, old_hash in FIRST_LAYOUT_HASHES.items():
+        spec = RunSpec.from_toml(ROOT / "fixtures" / key)
+        first = dataclasses.replace(spec, task=dataclasses.replace(spec.task, max_gap=LEGACY_GAPS))
+        assert first.hash == old_hash and spec.hash == SPEC_HASHES[key] != old_hash, key
 
 
 def test_a_setting_of_another_kind_is_refused_naming_the_key_and_the_kind():

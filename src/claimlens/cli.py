@@ -170,7 +170,9 @@ def _print_info(run) -> None:
              f"mlp d_embed={m.d_embed} hidden={list(m.hidden)} combine={m.combine} act={m.act_fn}")
     task = spec.task
     task_line = (f"repeated subsequences: {task.seq_len} tokens over {task.d_vocab}, a {task.repeat_len}-token "
-                 f"subsequence {task.n_repeats} times; "
+                 f"subsequence {task.n_repeats} times, "
+                 + ("at least one random token before each later repeat (the first layout); " if task.max_gap == -1
+                    else f"0 … {task.max_gap} random tokens between repeats; ")
                  + (f"a finite set of {task.n_sequences} sequences" if task.n_sequences else "fresh sequences every step")
                  if task.is_sequences else
                  f"a+b mod {task.p}; " + ("split unknown" if "split_unknown" in info else

@@ -82,6 +82,12 @@ class RepeatedSubsequenceTask:
     places, among random tokens (:class:`claimlens.tasks.RepeatedSubsequence` defines the layout and the scored
     positions). ``n_sequences = 0``: fresh sequences at every step; ``n_sequences = N``: a finite training set of
     ``N`` sequences, drawn once from ``split_seed``. Modular addition's ``p`` and ``frac_train`` are not settings.
+
+    ``max_gap`` (``G``, catalogue Revision 3): the number of random tokens between consecutive repeats is uniform in
+    ``0 … G``, each gap on its own (0: a repeat right after the previous one). Unset: the largest that fits,
+    ``(seq_len − n_repeats·repeat_len) // (n_repeats − 1)`` (18 for the defaults). ``-1``: the first layout (at
+    least one random token before each later repeat, fixed-sum gaps), which a run directory written before
+    ``max_gap`` existed was trained on; its spec reads with ``-1`` and keeps its hash.
     """
 
     kind: Literal["repeated_subsequence"] = "repeated_subsequence"
@@ -91,8 +97,14 @@ class RepeatedSubsequenceTask:
     repeat_len: int = 16
     n_repeats: int = 3
     n_sequences: int = 0
+    max_gap: int | None = None
 
     FOREIGN: ClassVar[str] = "is a modular-addition setting; the repeated-subsequence task does not use it (remove it)"
+
+    def __post_init__(self) -> None:
+        if self.max_gap is None and all(isinstance(getattr(self, k), int) for k in ("seq_len", "repeat_len", "n_repeats")):
+            fit = (self.seq_len - self.n_repeats * self.repeat_len) // max(self.n_repeats - 1, 1)
+            object.__setattr__(self, "max_gap", max(fit, 0))
 
     @property
     def is_sequences(self) -> bool:
@@ -104,9 +116,16 @@ class RepeatedSubsequenceTask:
         for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats"):
             value = getattr(self, key)
             _check(isinstance(value, int) and value >= 2, f"task.{key}", "must be an integer ≥ 2", value)
-        _check(self.n_repeats * self.repeat_len + self.n_repeats - 1 <= self.seq_len, "task.seq_len",
-               f"must hold n_repeats · repeat_len tokens and a random token between repeats "
-               f"(≥ {self.n_repeats * self.repeat_len + self.n_repeats - 1})", self.seq_len)
+        legacy = self.max_gap == LEGACY_GAPS
+        spaced = self.n_repeats - 1 if legacy else 0
+        _check(self.n_repeats * self.repeat_len + spaced <= self.seq_len, "task.seq_len",
+               "must hold n_repeats · repeat_len tokens" + (" and a random token between repeats" if legacy else "")
+               + f" (≥ {self.n_repeats * self.repeat_len + spaced})", self.seq_len)
+        free = self.seq_len - self.n_repeats * self.repeat_len
+        _check(isinstance(self.max_gap, int) and not isinstance(self.max_gap, bool)
+               and (legacy or 0 <= self.max_gap <= free // (self.n_repeats - 1)), "task.max_gap",
+               f"must be an integer in 0 … {free // (self.n_repeats - 1)} ((seq_len − n_repeats·repeat_len) // "
+               f"(n_repeats − 1): the gaps must fit in the sequence), or -1 for the first layout", self.max_gap)
         _check(isinstance(self.n_sequences, int) and self.n_sequences >= 0, "task.n_sequences",
                "must be 0 (fresh sequences every step) or the size of a finite training set", self.n_sequences)
 
@@ -242,7 +261,11 @@ MODEL_KINDS: dict[str, type] = {"transformer": TransformerConfig, "mlp": MLPConf
 # The fields of the one TaskConfig / ModelConfig class specs had before the kinds were split, in its order: a spec's
 # dict (run.json, claims.json) and its hash carry all of them, a kind's missing ones at their default, so that every
 # spec keeps its dict and its hash (and its cached run). The defaults are the kinds' own (the first kind wins).
-_TASK_LAYOUT = ("p", "frac_train", "split_seed", "kind", "d_vocab", "seq_len", "repeat_len", "n_repeats", "n_sequences")
+_TASK_LAYOUT = ("p", "frac_train", "split_seed", "kind", "d_vocab", "seq_len", "repeat_len", "n_repeats", "n_sequences",
+                "max_gap")
+# The value of RepeatedSubsequenceTask.max_gap that means the first layout (≥ 1 random token before each later repeat):
+# a spec stored before max_gap existed reads with it, and its dict and hash leave max_gap out, as written then.
+LEGACY_GAPS = -1
 _MODEL_LAYOUT = ("kind", "d_model", "n_heads", "d_head", "d_mlp", "attn_bias", "unembed_bias", "attn_rate",
                  "equals_token", "causal", "n_layers", "layer_norm", "d_vocab", "n_ctx", "d_embed", "hidden",
                  "combine", "act_fn", "frozen")
@@ -400,7 +423,10 @@ class RunSpec:
     def to_dict(self) -> dict[str, Any]:
         """The spec as JSON-able values: task and model with every field of every kind (another kind's at its
         default), as written before the kinds were split, so that a spec's dict and :attr:`hash` never change."""
-        return _jsonable({"name": self.name, "task": _with_layout(self.task, _TASK_DEFAULTS),
+        task = _with_layout(self.task, _TASK_DEFAULTS)
+        if task["kind"] != "repeated_subsequence" or task["max_gap"] == LEGACY_GAPS:
+            del task["max_gap"]  # as written before max_gap existed
+        return _jsonable({"name": self.name, "task": task,
                           "model": _with_layout(self.model, _MODEL_DEFAULTS),
                           "train": dataclasses.asdict(self.train), "description": self.description,
                           "expect": self.expect})
@@ -418,7 +444,7 @@ class RunSpec:
                  "layer_norm": False, "d_vocab": 0, "n_ctx": 0}
         payload["model"] = {k: v for k, v in payload["model"].items() if not (k in later and v == later[k])}
         if payload["task"]["kind"] == "modular_addition":  # the sequence task's fields came later
-            for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats", "n_sequences"):
+            for key in ("d_vocab", "seq_len", "repeat_len", "n_repeats", "n_sequences", "max_gap"):
                 payload["task"].pop(key, None)
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
@@ -434,7 +460,11 @@ class RunSpec:
         known = {"name", "task", "model", "train", "description", "expect"}
         _reject_unknown(data, known, source)
         try:
-            task = _build_kind("task", TASK_KINDS, _TASK_DEFAULTS, data.get("task", {}), source, not stored)
+            task_values = data.get("task", {})
+            if (stored and isinstance(task_values, dict) and task_values.get("kind") == "repeated_subsequence"
+                    and "max_gap" not in task_values):  # stored before max_gap existed: trained on the first layout
+                task_values = {**task_values, "max_gap": LEGACY_GAPS}
+            task = _build_kind("task", TASK_KINDS, _TASK_DEFAULTS, task_values, source, not stored)
             model = _build_kind("model", MODEL_KINDS, _MODEL_DEFAULTS, data.get("model", {}), source, not stored)
             train = _build(TrainConfig, data.get("train", {}), f"{source}: [train]")
             if isinstance(model, AttnOnlyConfig) and isinstance(task, RepeatedSubsequenceTask):

@@ -143,17 +143,24 @@ class RepeatedSubsequence:
     """The induction toy of claims_catalogue §3.6: ``seq_len`` tokens over ``d_vocab`` holding one random
     subsequence of ``repeat_len`` tokens ``n_repeats`` times.
 
-    Choices the source leaves open, made here:
+    Choices the source leaves open, made here (claims_catalogue Revision 3, "Induction"):
 
-    * **Layout.** Every token is uniform over the vocabulary. The ``seq_len − n_repeats·repeat_len`` other tokens
-      form ``n_repeats + 1`` gaps (before, between and after the repeats) whose lengths are uniform over all
-      compositions with every gap *between* repeats at least 1. So each later repeat follows a random token and
-      the distance between repeats varies from sequence to sequence (17 to ≥ 40 tokens with the defaults, none
-      in ≥ 10% of sequences): a head at one fixed offset lands on a repeat's counterpart in some sequences only.
+    * **Layout.** Every token is uniform over the vocabulary. The number of random tokens between consecutive
+      repeats (a *gap*) is uniform in ``0 … max_gap``, each gap drawn on its own; a gap of 0 puts a repeat right
+      after the previous one (with the defaults, ``max_gap = 18``, one gap in 19 is 0 and about one sequence in
+      ten has a repeat right after another). The first repeat then starts uniformly among the positions that leave
+      room for the rest; the tokens after the last repeat fill up to ``seq_len``. The distance between the starts
+      of consecutive repeats is ``repeat_len + gap``, uniform over ``max_gap + 1`` values (16 … 34 with the
+      defaults): no fixed offset lands on a repeat's counterpart in more than ``1 / (max_gap + 1)`` of the cases,
+      so only content-based induction predicts the repeats. (The first layout, ``max_gap = -1``, put at least one
+      random token before each later repeat in a fixed-length sequence; it admitted a *shifted* circuit, layer 0
+      attending ``repeat_len`` or ``repeat_len + 1`` back, that the offset-1 induction score does not see. It is
+      kept only so that runs trained on it are measured on their own layout.)
     * **Scored positions.** The loss is the mean cross entropy of the predictions of every token of repeats
-      ``2 … n_repeats`` (the output at the position before each). The first token of a later repeat follows a
-      random token, so even a perfect induction mechanism cannot predict it: the floor of the loss is
-      ``ln(d_vocab) / repeat_len`` (0.303 nats for 128 and 16), the source's final loss (0.30 at 5 000 steps).
+      ``2 … n_repeats`` (the output at the position before each). The first token of a later repeat is
+      unpredictable unless the token before it also followed a previous occurrence of itself (repeat 3 right
+      after repeat 2 while repeat 2 came right after repeat 1), so the floor of the loss is a little below
+      ``ln(d_vocab) / repeat_len`` (0.303 nats for 128 and 16; the source's final loss is 0.30 at 5 000 steps).
 
     Data are seeded, never drawn from the global RNG: fresh training batches by ``(seed, step)``; the finite
     training set (``n_sequences > 0``), the held-out set and the probe batch each from their own stream of the
@@ -169,23 +176,45 @@ class RepeatedSubsequence:
 
     @classmethod
     def from_config(cls, cfg: TaskConfig) -> RepeatedSubsequence:
-        return cls(cfg.d_vocab, cfg.seq_len, cfg.repeat_len, cfg.n_repeats, cfg.n_sequences, cfg.split_seed)
+        return cls(cfg.d_vocab, cfg.seq_len, cfg.repeat_len, cfg.n_repeats, cfg.n_sequences, cfg.split_seed,
+                   cfg.max_gap)
+
+    max_gap: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_gap is None:  # the largest that fits (RepeatedSubsequenceTask.max_gap)
+            fit = (self.seq_len - self.n_repeats * self.repeat_len) // max(self.n_repeats - 1, 1)
+            object.__setattr__(self, "max_gap", max(fit, 0))
 
     def sample(self, n: int, generator: torch.Generator) -> SequenceBatch:
-        """``n`` sequences drawn from ``generator``."""
+        """``n`` sequences drawn from ``generator`` (deterministic given its state): ``tokens [n, seq_len]`` and
+        ``starts [n, n_repeats]``, the first position of each repeat (increasing, the repeats never overlap)."""
         R, K = self.repeat_len, self.n_repeats
         tokens = torch.randint(self.d_vocab, (n, self.seq_len), generator=generator)
         repeat = torch.randint(self.d_vocab, (n, R), generator=generator)
-        # Gaps: stars and bars over (filler − (K − 1)) tokens and K + 1 gaps, then 1 added to each inner gap.
+        if self.max_gap == -1:
+            starts = self._first_layout_starts(n, generator)
+        else:
+            gaps = torch.randint(self.max_gap + 1, (n, K - 1), generator=generator)  # each uniform in 0 … max_gap
+            room = self.seq_len - K * R - gaps.sum(1)  # ≥ 0: (K − 1)·max_gap ≤ seq_len − K·R
+            first = (torch.rand(n, generator=generator, dtype=torch.float64) * (room + 1)).floor().long()
+            first = torch.minimum(first, room)  # uniform in 0 … room
+            step = torch.cat([torch.zeros(n, 1, dtype=torch.long), gaps + R], dim=1)
+            starts = first[:, None] + step.cumsum(1)  # [n, K]
+        positions = (starts.unsqueeze(-1) + torch.arange(R)).flatten(1)  # [n, K·R]
+        tokens.scatter_(1, positions, repeat.repeat(1, K))
+        return SequenceBatch(tokens, starts)
+
+    def _first_layout_starts(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """The first layout (``max_gap = -1``): the ``seq_len − n_repeats·repeat_len`` other tokens form
+        ``n_repeats + 1`` gaps uniform over all compositions with every inner gap ≥ 1 (stars and bars)."""
+        R, K = self.repeat_len, self.n_repeats
         free = self.seq_len - K * R - (K - 1)
         cuts = torch.rand(n, free + K, generator=generator).argsort(-1)[:, :K].sort(-1).values  # K bars
         bounds = torch.cat([torch.full((n, 1), -1), cuts, torch.full((n, 1), free + K)], dim=1)
         gaps = bounds.diff(dim=1) - 1  # [n, K + 1], each ≥ 0, summing to free
         gaps[:, 1:K] += 1
-        starts = gaps[:, :K].cumsum(1) + R * torch.arange(K)  # [n, K]
-        positions = (starts.unsqueeze(-1) + torch.arange(R)).flatten(1)  # [n, K·R]
-        tokens.scatter_(1, positions, repeat.repeat(1, K))
-        return SequenceBatch(tokens, starts)
+        return gaps[:, :K].cumsum(1) + R * torch.arange(K)  # [n, K]
 
     def train_batch(self, seed: int, step: int, batch_size: int) -> SequenceBatch:
         """The training batch of ``step``: fresh sequences, or rows of the finite training set drawn with

@@ -26,9 +26,10 @@ class InductionMeasures:
     """Series over the checkpoints of one run: ``induction_score`` and ``previous_token_score`` with one row per
     head (labels ``"L{layer}H{head}"``), ``repeat_loss`` with one row per repeat (``"repeat 1"`` is the first
     occurrence), ``icl_score`` and ``probe_loss`` (the scored positions' mean loss on the probe batch, nats); ``offset_scores``
-the attention of every head to each offset ``d = 1 … 2·repeat_len + 1`` after the previous occurrence
-(``d = 1``: the induction score) at every checkpoint.
-    ``chance`` is the induction score of uniform attention on the probe batch."""
+    the attention of every head to each offset ``d = 1 … 2·repeat_len + 1`` after the previous occurrence
+    (``d = 1``: the induction score) at every checkpoint (recorded, not judged).
+    ``chance`` is the induction score of uniform attention on the probe batch, ``previous_chance`` the
+    previous-token score of uniform attention (the rules judge both scores as multiples of these)."""
 
     induction_score: Series
     previous_token_score: Series
@@ -38,6 +39,7 @@ the attention of every head to each offset ``d = 1 … 2·repeat_len + 1`` after
     probe_loss: Series
     chance: float
     n_layers: int
+    previous_chance: float
 
     def best_offset(self, layer: int, checkpoint: int = -1) -> tuple[str, int, float]:
         """The head of ``layer`` and the offset ``d`` with the largest attention to "previous occurrence + d" at a
@@ -101,4 +103,5 @@ def induction_over_run(run) -> InductionMeasures:
         probe_loss=Series("probe loss (nats)", epochs, stack["loss"]),
         chance=M.chance_induction_score(probe.starts, task.repeat_len),
         n_layers=L,
+        previous_chance=M.chance_previous_token_score(task.seq_len),
     )

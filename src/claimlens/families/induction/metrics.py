@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from claimlens.core.losses import token_losses  # noqa: F401  (the next-token losses; defined in the core)
+from claimlens.core.series import Series
 
 
 def induction_positions(starts: torch.Tensor, repeat_len: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,10 +58,29 @@ def previous_token_score(pattern: torch.Tensor) -> torch.Tensor:
 
 
 def chance_induction_score(starts: torch.Tensor, repeat_len: int) -> float:
-    """What :func:`induction_score` gives for uniform causal attention: the mean of ``1 / (t + 1)`` over its
-    query positions."""
+    """What :func:`induction_score` gives for uniform causal attention: the mean of ``1 / (t + 1)`` (one over the
+    number of keys a query at position ``t`` sees) over its query positions (catalogue Revision 3: "chance")."""
     query, _ = induction_positions(starts, repeat_len)
     return float((1.0 / (query + 1).double()).mean())
+
+
+def chance_previous_token_score(seq_len: int) -> float:
+    """What :func:`previous_token_score` gives for uniform causal attention on sequences of ``seq_len`` tokens: the
+    mean of ``1 / (t + 1)`` over the positions ``t = 1 … seq_len − 1``. Raises ValueError for ``seq_len < 2``."""
+    if seq_len < 2:
+        raise ValueError(f"a previous-token score needs sequences of ≥ 2 tokens; got seq_len={seq_len}")
+    return float((1.0 / torch.arange(2, seq_len + 1, dtype=torch.float64)).mean())
+
+
+def times_chance(score, chance: float):
+    """``score / chance`` (a float, tensor or :class:`claimlens.core.series.Series`): a score as a multiple of what
+    uniform attention over the same probe positions gives (catalogue Revision 3, "× chance"). Raises ValueError
+    for a chance that is not positive."""
+    if not chance > 0:
+        raise ValueError(f"chance must be a positive score of uniform attention; got {chance!r}")
+    if isinstance(score, Series):
+        return Series(f"{score.name} (× chance)", score.epochs, score.data / chance, score.labels)
+    return score / chance
 
 
 def repeat_losses(losses: torch.Tensor, starts: torch.Tensor, repeat_len: int) -> torch.Tensor:
