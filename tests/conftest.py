@@ -32,7 +32,7 @@ if SHAPE_CHECKS:
     # PEP 484's numeric tower: an int is a valid float, as for any static type checker.
     jaxtyping.install_import_hook(SHAPE_CHECKED, "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
 
-from claimlens.config import MLPConfig, ModularAdditionTask, RunSpec, TrainConfig, TransformerConfig  # noqa: E402
+from claimlens.config import MLPConfig, ModularAdditionTask, RunSpec, TrainConfig, TransformerConfig
 
 
 @contextlib.contextmanager

@@ -5,7 +5,6 @@ import math
 import naive
 import pytest
 import torch
-from conftest import no_shape_checks
 from groundtruth import trig_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +14,7 @@ from claimlens.core.losses import cross_entropy_f64
 from claimlens.families.grokking import metrics as pm
 from claimlens.models import forward
 from claimlens.tasks import grid_labels, grid_tokens, nanda_split
+from conftest import no_shape_checks
 
 odd_p = st.sampled_from([3, 5, 7, 11, 13])
 

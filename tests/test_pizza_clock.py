@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import no_shape_checks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +16,7 @@ from claimlens.families.pizza import metrics as pz
 from claimlens.families.pizza import rules as PZ
 from claimlens.families.pizza.analysis import embedding_gradients, measure
 from claimlens.tasks import grid_labels, grid_tokens
+from conftest import no_shape_checks
 
 ODD_P = st.sampled_from([5, 7, 11, 13])
 

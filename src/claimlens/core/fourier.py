@@ -144,10 +144,10 @@ class NeuronPower:
     orthonormal); ``row0 [p, M]``: coefficients ``(0, j)``; ``col0 [p, M]``: ``(i, 0)``; ``pairs [K, 2, 2, M]``:
     ``(2k−1 + r, 2k−1 + c)``."""
 
-    total: Tensor
-    row0: Tensor
-    col0: Tensor
-    pairs: Tensor
+    total: Float[Tensor, " d_mlp"]
+    row0: Float[Tensor, "p d_mlp"]
+    col0: Float[Tensor, "p d_mlp"]
+    pairs: Float[Tensor, "n_freq 2 2 d_mlp"]
 
     @classmethod
     def from_full(cls, power: Float[Tensor, "p p d_mlp"]) -> "NeuronPower":

@@ -27,6 +27,7 @@ Shapes (jaxtyping, checked under the test-suite; ``docs/shapes.md``): ``n_chains
 """
 
 import math
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -165,7 +166,8 @@ class Stopped(Exception):
 
 
 def estimate_llc(loss: LossFn, params: Mapping[str, Float[Tensor, "..."]], n: int, config: SGLDConfig = SGLDConfig(),
-                 *, where: str = "checkpoint", loss_and_grad: LossAndGrad | None = None, stop=None) -> LLCResult:
+                 *, where: str = "checkpoint", loss_and_grad: LossAndGrad | None = None,
+                 stop: threading.Event | None = None) -> LLCResult:
     """LLC at ``params`` for ``loss(params, rows)`` = mean loss over data rows ``rows`` (an index tensor).
 
     ``n`` is the number of data rows. ``where`` names the checkpoint in diagnostic messages.
