@@ -79,7 +79,7 @@ def test_every_metric_function_is_annotated_in_the_one_vocabulary(module):
     vocabulary = _vocabulary()
     problems = []
     for name, fn in _functions(module):
-        hints = typing.get_type_hints(fn, include_extras=True)
+        hints = inspect.get_annotations(fn, eval_str=True)
         params = [p for p in inspect.signature(fn).parameters if p not in ("self", "cls")]
         missing = [p for p in params + ["return"] if p not in hints and not (name.endswith("__init__") and p == "return")]
         if missing:
@@ -98,10 +98,17 @@ def test_every_metric_function_is_annotated_in_the_one_vocabulary(module):
     assert not problems, "\n".join(problems)
 
 
+# The public functions left unchecked (``@typing.no_type_check``), each for the reason docs/shapes.md gives: the
+# hook would check the helpers defined inside them on every SGLD step.
+UNCHECKED = {"claimlens.families.llc.metrics.estimate_llc", "claimlens.families.llc.metrics.autograd_loss_and_grad"}
+
+
 @checks_on
 @pytest.mark.parametrize("module", SHAPE_CHECKED)
 def test_every_metric_function_is_checked_in_the_test_suite(module):
-    unchecked = [name for name, fn in _functions(module) if not hasattr(fn, "__wrapped__")]
+    exempt = {name for name, fn in _functions(module) if getattr(fn, "__no_type_check__", False)}
+    assert {f"{module}.{name}" for name in exempt} <= UNCHECKED, f"unchecked without a reason: {exempt}"
+    unchecked = [name for name, fn in _functions(module) if not hasattr(fn, "__wrapped__") and name not in exempt]
     assert not unchecked, f"not under the jaxtyping hook: {unchecked}"
 
 
