@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ if SHAPE_CHECKS:
     _early = [m for m in SHAPE_CHECKED if m in sys.modules]
     if _early:  # the hook only instruments modules imported after it: fail rather than check nothing
         raise RuntimeError(f"{_early} were imported before tests/conftest.py installed the shape checks")
+    if importlib.util.find_spec("beartype") is None:
+        raise RuntimeError("the shape checks need beartype: pip install -e '.[dev]' (or CLAIMLENS_SHAPE_CHECKS=0)")
     # PEP 484's numeric tower: an int is a valid float, as for any static type checker.
     jaxtyping.install_import_hook(SHAPE_CHECKED, "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
 

@@ -2,7 +2,8 @@
 
 Dimension names (jaxtyping annotations, checked under the test-suite; the one vocabulary of ``docs/shapes.md``):
 ``p`` (residues), ``batch`` (the ``p²`` input pairs in grid order, row ``a·p + b``; the docstrings' ``N``), ``d_mlp``
-(neurons; the docstrings' ``M``), ``n_freq`` (the frequencies ``1 … (p−1)/2``; the docstrings' ``K``). Basis order is Nanda/ARENA's: ``Const, cos 1, sin 1, cos 2, …`` (row ``2k−1`` is
+(neurons; the docstrings' ``M``), ``n_freq`` (the frequencies ``1 … (p−1)/2``; the docstrings' ``K``).
+Basis order is Nanda/ARENA's: ``Const, cos 1, sin 1, cos 2, …`` (row ``2k−1`` is
 ``cos k``), every row of unit norm. Pure functions: tensors in, tensors out.
 """
 
