@@ -1,15 +1,52 @@
-"""Shared fixtures for the tool's own tests: small real runs trained once per session."""
+"""Shared fixtures for the tool's own tests: small real runs trained once per session.
+
+Shapes are checked: before anything imports them, the modules whose functions carry jaxtyping annotations
+(:data:`SHAPE_CHECKED`) are put under jaxtyping's import hook with beartype, so every call the test-suite makes to
+them checks the shapes and dtypes of its arguments and result (``docs/shapes.md``). ``CLAIMLENS_SHAPE_CHECKS=0``
+turns the hook off (for timing it).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib.util
+import os
+import sys
 from pathlib import Path
 
+import jaxtyping
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every metric module: the pure Fourier/loss/weight functions of the core and each family's metrics.py.
+SHAPE_CHECKED = ["claimlens.core.fourier", "claimlens.core.losses", "claimlens.core.weights",
+                 *sorted(f"claimlens.families.{m.parent.name}.metrics"
+                         for m in (ROOT / "src" / "claimlens" / "families").glob("*/metrics.py"))]
+SHAPE_CHECKS = os.environ.get("CLAIMLENS_SHAPE_CHECKS", "1") != "0"
+
+if SHAPE_CHECKS:
+    _early = [m for m in SHAPE_CHECKED if m in sys.modules]
+    if _early:  # the hook only instruments modules imported after it: fail rather than check nothing
+        raise RuntimeError(f"{_early} were imported before tests/conftest.py installed the shape checks")
+    if importlib.util.find_spec("beartype") is None:
+        raise RuntimeError("the shape checks need beartype: pip install -e '.[dev]' (or CLAIMLENS_SHAPE_CHECKS=0)")
+    # PEP 484's numeric tower: an int is a valid float, as for any static type checker.
+    jaxtyping.install_import_hook(SHAPE_CHECKED, "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
 
 from claimlens.config import MLPConfig, ModularAdditionTask, RunSpec, TrainConfig, TransformerConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+
+@contextlib.contextmanager
+def no_shape_checks():
+    """Calls inside run unchecked, as outside the test-suite: for tests of a function's own error on a bad shape."""
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", before)
 
 
 def tiny_spec(name: str = "tiny", **train) -> RunSpec:

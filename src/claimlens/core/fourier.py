@@ -1,11 +1,11 @@
 """The Fourier toolkit of the progress-measures paper (claims_catalogue §2: G-FB, G-FFT1, G-FFT2, G-TRIG, G-KEY).
 
-Dimension names: ``p`` (residues), ``N = p²`` (input pairs, row ``a·p + b``), ``k`` (frequency
-``1 … (p−1)/2``). Basis order is Nanda/ARENA's: ``Const, cos 1, sin 1, cos 2, …`` (row ``2k−1`` is
+Dimension names (jaxtyping annotations, checked under the test-suite; the one vocabulary of ``docs/shapes.md``):
+``p`` (residues), ``batch`` (the ``p²`` input pairs in grid order, row ``a·p + b``; the docstrings' ``N``), ``d_mlp``
+(neurons; the docstrings' ``M``), ``n_freq`` (the frequencies ``1 … (p−1)/2``; the docstrings' ``K``).
+Basis order is Nanda/ARENA's: ``Const, cos 1, sin 1, cos 2, …`` (row ``2k−1`` is
 ``cos k``), every row of unit norm. Pure functions: tensors in, tensors out.
 """
-
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
@@ -71,12 +71,12 @@ def ifft2d(T_hat: Float[Tensor, "p p *rest"], basis: Float[Tensor, "p p"]) -> Fl
     return fft2d(T_hat, basis.T)
 
 
-def grid(x: Float[Tensor, N *rest], p: int) -> Float[Tensor, "p p *rest"]:
+def grid(x: Float[Tensor, "batch *rest"], p: int) -> Float[Tensor, "p p *rest"]:
     """``[N, …] -> [p, p, …]`` (row ``a·p + b`` to ``[a, b]``)."""
     return x.reshape(p, p, *x.shape[1:])
 
 
-def trig_directions(p: int, k: int, *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "2 N"]:
+def trig_directions(p: int, k: int, *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "2 batch"]:
     """``[2, N]``: the unit vectors along ``cos(w_k(a+b))`` and ``sin(w_k(a+b))`` over the grid.
 
     Built from the basis as in the paper's code: ``(c⊗c − s⊗s)/√2`` and ``(s⊗c + c⊗s)/√2``.
@@ -96,7 +96,7 @@ def _trig_directions(p: int, k: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.stack([u_cos, u_sin]).to(dtype)
 
 
-def key_directions(p: int, keys: list[int], *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "two_K N"]:
+def key_directions(p: int, keys: list[int], *, dtype: torch.dtype = torch.float64) -> Float[Tensor, "n_dirs batch"]:
     """``[2·len(keys), N]`` orthonormal directions ``cos/sin(w_k(a+b))`` for every key frequency."""
     return _key_directions(p, tuple(keys), dtype)
 
@@ -108,7 +108,7 @@ def _key_directions(p: int, keys: tuple[int, ...], dtype: torch.dtype) -> torch.
     return torch.cat([trig_directions(p, k, dtype=dtype) for k in keys])
 
 
-def project(x: Float[Tensor, N *rest], directions: Float[Tensor, "m N"]) -> Float[Tensor, N *rest]:
+def project(x: Float[Tensor, "batch *rest"], directions: Float[Tensor, "n_dirs batch"]) -> Float[Tensor, "batch *rest"]:
     """Projection of ``x [N, …]`` onto the span of orthonormal ``directions [m, N]`` along axis 0."""
     D = directions.to(x.dtype)
     coeff = torch.einsum("mn,n...->m...", D, x)
@@ -128,7 +128,7 @@ class KeyFrequencies:
     details: dict = field(default_factory=dict, compare=False)
 
 
-def neuron_fourier_power(acts: Float[Tensor, "N M"], p: int) -> Float[Tensor, "p p M"]:
+def neuron_fourier_power(acts: Float[Tensor, "batch d_mlp"], p: int) -> Float[Tensor, "p p d_mlp"]:
     """``[p, p, M]`` float64: per neuron, the squared 2D-Fourier coefficients of its activations centred over the
     ``N = p²`` inputs (PMP §4.2 / NCLSS §5.1): every coefficient, the reference for :func:`neuron_block_power`."""
     x = acts.to(torch.float64)
@@ -145,20 +145,20 @@ class NeuronPower:
     orthonormal); ``row0 [p, M]``: coefficients ``(0, j)``; ``col0 [p, M]``: ``(i, 0)``; ``pairs [K, 2, 2, M]``:
     ``(2k−1 + r, 2k−1 + c)``."""
 
-    total: Tensor
-    row0: Tensor
-    col0: Tensor
-    pairs: Tensor
+    total: Float[Tensor, " d_mlp"]
+    row0: Float[Tensor, "p d_mlp"]
+    col0: Float[Tensor, "p d_mlp"]
+    pairs: Float[Tensor, "n_freq 2 2 d_mlp"]
 
     @classmethod
-    def from_full(cls, power: Float[Tensor, "p p M"]) -> NeuronPower:
+    def from_full(cls, power: Float[Tensor, "p p d_mlp"]) -> "NeuronPower":
         """The parts of a full ``[p, p, M]`` power."""
         p, M = power.shape[0], power.shape[-1]
         K = (p - 1) // 2
         pairs = power[1:, 1:].reshape(K, 2, K, 2, M).diagonal(dim1=0, dim2=2).permute(3, 0, 1, 2)  # [K, 2, 2, M]
         return cls(power.sum((0, 1)), power[0], power[:, 0], pairs)
 
-    def without_constant(self, acts: Tensor) -> NeuronPower:
+    def without_constant(self, acts: Float[Tensor, "batch d_mlp"]) -> "NeuronPower":
         """These parts with every neuron that is constant over ``acts [N, M]`` at 0 everywhere, as exact centring
         gives it (a computed transform leaves a rounding residue, ~1e-16 of the value, that would make its shares
         arbitrary), and the constant coefficient ``(0, 0)`` at 0 for all (centring removes it)."""
@@ -177,17 +177,17 @@ class NeuronPower:
         p, M = self.row0.shape
         return (p, p, M)
 
-    def pair_blocks(self) -> Float[Tensor, "K M"]:
+    def pair_blocks(self) -> Float[Tensor, "n_freq d_mlp"]:
         """``[K, M]``: the power in each frequency's 2×2 block ``{2k−1, 2k}²`` (G-QUAD)."""
         return self.pairs.sum((1, 2))
 
-    def frequency_blocks(self) -> Float[Tensor, "K M"]:
+    def frequency_blocks(self) -> Float[Tensor, "n_freq d_mlp"]:
         """``[K, M]``: the power in each frequency's 3×3 block ``{0, 2k−1, 2k}²`` (G-NFRAC, G-KEY rule 1)."""
         edge = self.row0[1:] + self.col0[1:]  # [2K, M]: (0, j) and (i, 0), j, i ≠ 0
         return self.row0[0] + edge.view(-1, 2, edge.shape[-1]).sum(1) + self.pair_blocks()
 
 
-def neuron_block_power(acts: Float[Tensor, "N M"], p: int) -> NeuronPower:
+def neuron_block_power(acts: Float[Tensor, "batch d_mlp"], p: int) -> NeuronPower:
     """:class:`NeuronPower` of ``acts [N, M]`` (``N = p²``) without the full transform: one transform along the
     ``a`` axis (``2p³M`` float64 FLOPs, half of the full 2D transform's), then only the coefficients the blocks
     read (``O(p²M)``). Centring changes only the constant coefficient ``(0, 0)`` (every other basis row sums to
@@ -213,7 +213,8 @@ def neuron_block_power(acts: Float[Tensor, "N M"], p: int) -> NeuronPower:
     return NeuronPower(total, row0, col0, pairs).without_constant(acts)
 
 
-def checked_power(power: NeuronPower | Tensor, acts: Tensor, p: int) -> NeuronPower:
+def checked_power(power: NeuronPower | Float[Tensor, "p p d_mlp"], acts: Float[Tensor, "batch d_mlp"], p: int
+                  ) -> NeuronPower:
     """``power`` (a :class:`NeuronPower`, or a full ``[p, p, M]`` power, converted, its constant neurons and
     ``(0, 0)`` coefficient at 0 as :func:`neuron_block_power` gives them) if it has the shape of the power of
     ``acts`` at ``p``, else ValueError."""
@@ -223,8 +224,9 @@ def checked_power(power: NeuronPower | Tensor, acts: Tensor, p: int) -> NeuronPo
     return power if isinstance(power, NeuronPower) else NeuronPower.from_full(power).without_constant(acts)
 
 
-def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: list[int], *,
-                               power: NeuronPower | Float[Tensor, "p p M"] | None = None) -> Float[Tensor, "k M"]:
+def neuron_frequency_fractions(acts: Float[Tensor, "batch d_mlp"], p: int, candidates: list[int], *,
+                               power: NeuronPower | Float[Tensor, "p p d_mlp"] | None = None
+                               ) -> Float[Tensor, "n_cand d_mlp"]:
     """``[len(candidates), M]``: per neuron, the share of its centred 2D-Fourier power (squared norm) in the 3×3
     block ``{0, 2k−1, 2k}²`` of each candidate ``k`` (G-KEY rule 1, G-NFRAC). ``acts [N, M]``; ``power``:
     :func:`neuron_block_power` (or :func:`neuron_fourier_power`) of ``acts``, if already computed. Raises
@@ -238,9 +240,9 @@ def neuron_frequency_fractions(acts: Float[Tensor, "N M"], p: int, candidates: l
     return parts.frequency_blocks()[k - 1] / total  # [k, M]
 
 
-def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates: list[int] | None = None, *,
+def key_frequencies_from_neurons(acts: Float[Tensor, "batch d_mlp"], p: int, candidates: list[int] | None = None, *,
                                  min_vote_share: float = 0.05,
-                                 power: NeuronPower | Float[Tensor, "p p M"] | None = None) -> KeyFrequencies:
+                                 power: NeuronPower | Float[Tensor, "p p d_mlp"] | None = None) -> KeyFrequencies:
     """G-KEY rule 1 with a vote share (catalogue Revision 2): each neuron's frequency is the argmax of its
     3×3 blocks; a frequency is a key when at least ``min_vote_share`` of the live neurons have it as their
     argmax (0 gives the unfiltered rule: every distinct argmax).
@@ -265,14 +267,14 @@ def key_frequencies_from_neurons(acts: Float[Tensor, "N M"], p: int, candidates:
                            "dead_neurons": int((~alive).sum()), "votes": votes, "min_vote_share": min_vote_share})
 
 
-def frequency_norms(coef: Float[Tensor, p *rest], p: int) -> Float[Tensor, " half_p"]:
+def frequency_norms(coef: Float[Tensor, "p *rest"], p: int) -> Float[Tensor, " n_freq"]:
     """``[(p−1)/2]``: squared norm per frequency ``k`` of row-wise coefficients ``coef [p, …]``
     (rows ``2k−1`` and ``2k`` together)."""
     sq = coef.to(torch.float64).pow(2).flatten(1).sum(1)
     return sq[1::2] + sq[2::2]
 
 
-def key_frequencies_by_norm(coef: Float[Tensor, p *rest], p: int, rule: str, frac_of_max: float = 0.25
+def key_frequencies_by_norm(coef: Float[Tensor, "p *rest"], p: int, rule: str, frac_of_max: float = 0.25
                             ) -> KeyFrequencies:
     """G-KEY rules 2 (embedding, ``coef = F @ W_E``) and 3 (neuron-logit map, ``coef = F @ W_L``): keep ``k``
     whose component norm (unsquared, cos and sin together) exceeds ``frac_of_max`` of the largest."""

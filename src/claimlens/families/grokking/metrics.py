@@ -2,17 +2,16 @@
 Fourier multiplication algorithm in one (final) model (Nanda et al. 2023 §4, App. A, C). Pure functions (no files, no
 pytest); the final model's measurements return plain numbers or small dataclasses of them.
 
-Dimensions (one vocabulary in this module): ``N = p²`` inputs in grid order (row ``a·p + b``),
-``p`` output classes (the modulus), ``V`` input tokens, ``D`` d_model, ``M`` MLP neurons, ``H`` heads, ``K`` key
-frequencies, ``n_train`` training rows.
+Dimensions (the jaxtyping annotations, checked under the test-suite, use the one vocabulary of ``docs/shapes.md``,
+TransformerLens's names; the docstrings' letters in brackets): ``batch`` the ``p²`` inputs in grid order (row
+``a·p + b``; ``N``), ``p`` the output classes (the modulus), ``d_vocab`` input tokens (``V``), ``d_model`` (``D``),
+``d_mlp`` MLP neurons (``M``), ``n_heads`` (``H``), ``n_keys`` key frequencies (``K``), ``n_rows`` the rows of a split.
 
 Conventions (catalogue §5): logits are the analysis logits ``L [N, p]`` (final position, no ``=``
 class) over **all** ``N = p²`` pairs in grid order; projections are fitted on all ``N`` rows and
 only then restricted to a split; cross entropy is float64; the bias correction belongs to the
 restricted loss only; key frequencies come from the final checkpoint.
 """
-
-from __future__ import annotations
 
 import math
 from collections.abc import Mapping
@@ -39,9 +38,9 @@ from claimlens.core.fourier import (
 from claimlens.core.losses import cross_entropy_f64
 from claimlens.core.weights import sum_sq_weights  # noqa: F401  (G-SSW, a progress measure; defined in the core)
 
-Logits = Float[Tensor, "N p"]  # analysis logits at the final position, all N = p² inputs
-Labels = Int[Tensor, " N"]  # (a + b) mod p per input
-Rows = Int[Tensor, " n_rows"]  # indices into the N inputs (a split)
+Logits = Float[Tensor, "batch p"]  # analysis logits at the final position, all batch = p² inputs
+Labels = Int[Tensor, " batch"]  # (a + b) mod p per input
+Rows = Int[Tensor, " n_rows"]  # indices into the batch = p² inputs (a split)
 Scalar = Float[Tensor, ""]
 
 # ----------------------------------------------------------------------------- losses of edited logits
@@ -51,7 +50,7 @@ def _ce_rows(L: Logits, labels: Labels, rows: Rows | None) -> Scalar:
     return cross_entropy_f64(L if rows is None else L[rows], labels if rows is None else labels[rows])
 
 
-def excluded_loss(L: Logits, labels: Labels, train_idx: Rows, keys: list[int], p: int) -> Float[Tensor, " K"]:
+def excluded_loss(L: Logits, labels: Labels, train_idx: Rows, keys: list[int], p: int) -> Float[Tensor, " n_keys"]:
     """Per key frequency ``k``: train loss after removing the ``cos/sin(w_k(a+b))`` components of the
     logits (no bias correction). ``[N, p] -> [len(keys)]`` (G-EXCL, per frequency)."""
     L64 = L.to(torch.float64)
@@ -66,7 +65,7 @@ def excluded_loss_all_keys(L: Logits, labels: Labels, train_idx: Rows, keys: lis
     return _ce_rows(L64 - project(L64, key_directions(p, keys)), labels, train_idx)
 
 
-def random_grid_directions(p: int, m: int = 2, *, seed: int = 0) -> Float[Tensor, "m N"]:
+def random_grid_directions(p: int, m: int = 2, *, seed: int = 0) -> Float[Tensor, "n_dirs batch"]:
     """``m`` random orthonormal directions of the ``p²`` input grid, from a seeded generator: ``[m, N]`` float64
     (the random-direction control of the excluded loss, catalogue §3.1 after ARENA)."""
     gen = torch.Generator().manual_seed(seed)
@@ -74,7 +73,7 @@ def random_grid_directions(p: int, m: int = 2, *, seed: int = 0) -> Float[Tensor
     return q.T
 
 
-def direction_ablation_ratio(L: Logits, labels: Labels, train_idx: Rows, directions: Float[Tensor, "m N"]) -> Scalar:
+def direction_ablation_ratio(L: Logits, labels: Labels, train_idx: Rows, directions: Float[Tensor, "n_dirs batch"]) -> Scalar:
     """Train loss after removing the components of the logits along ``directions [m, N]`` over the train
     loss itself: ``[N, p] -> []`` (≈ 1 when the directions carry nothing the model uses)."""
     L64 = L.to(torch.float64)
@@ -122,7 +121,7 @@ def key_block_logits(L: Logits, keys: list[int], p: int) -> Logits:
     return ifft2d(hat * mask.unsqueeze(-1), F).reshape(p * p, -1)
 
 
-def key_neuron_directions(W_L: Float[Tensor, "p M"], keys: list[int], p: int) -> Float[Tensor, "M r"]:
+def key_neuron_directions(W_L: Float[Tensor, "p d_mlp"], keys: list[int], p: int) -> Float[Tensor, "d_mlp rank"]:
     """``[d_mlp, 2·|keys|]`` orthonormal basis of the neuron-space directions ``u_k = W_Lᵀ cos_k`` and
     ``v_k = W_Lᵀ sin_k`` (NCLSS eq. 2: ``W_L ≈ Σ_k cos_k u_kᵀ + sin_k v_kᵀ``), for ``W_L [p, d_mlp]``.
     Directions that are zero or dependent on the others add no column (fewer than ``2·|keys|`` then), so
@@ -134,8 +133,7 @@ def key_neuron_directions(W_L: Float[Tensor, "p M"], keys: list[int], p: int) ->
     return U[:, :rank]
 
 
-# The quotes are a jaxtyping shape string, not a forward reference (an automatic UP037 fix once made it s * epochs).
-def singular_values_for(share: float, sv: Float[Tensor, "s *epochs"]) -> Int[Tensor, "*epochs"]:  # noqa: UP037
+def singular_values_for(share: float, sv: Float[Tensor, "n_sv *n_ckpt"]) -> Int[Tensor, "*n_ckpt"]:
     """How many of the largest singular values hold ``share`` of the squared norm, per column of
     ``sv [r, n]`` (e.g. one column per checkpoint). ``-> [n]`` int."""
     sq = sv.to(torch.float64).pow(2)
@@ -146,22 +144,22 @@ def singular_values_for(share: float, sv: Float[Tensor, "s *epochs"]) -> Int[Ten
 # ----------------------------------------------------------------------------- weights
 
 
-def embed_fourier_norms(W_E: Float[Tensor, "V D"], p: int) -> Float[Tensor, " p"]:
+def embed_fourier_norms(W_E: Float[Tensor, "d_vocab d_model"], p: int) -> Float[Tensor, " p"]:
     """G-EMBF: squared row norms of ``F @ W_E[:p]`` (the ``=`` row dropped): ``[d_vocab, d] -> [p]``."""
     return fft_tokens(W_E[:p].to(torch.float64), fourier_basis(p)).pow(2).sum(-1)
 
 
-def embed_singular_values(W_E: Float[Tensor, "V D"], p: int) -> Float[Tensor, " s"]:
+def embed_singular_values(W_E: Float[Tensor, "d_vocab d_model"], p: int) -> Float[Tensor, " n_sv"]:
     """Singular values of the token embedding without the ``=`` row: ``[d_vocab, d] -> [min(p, d)]``."""
     return torch.linalg.svdvals(W_E[:p].to(torch.float64))
 
 
-def neuron_logit_map(W_out: Float[Tensor, "M D"], W_U: Float[Tensor, "D p"]) -> Float[Tensor, "p M"]:
+def neuron_logit_map(W_out: Float[Tensor, "d_mlp d_model"], W_U: Float[Tensor, "d_model p"]) -> Float[Tensor, "p d_mlp"]:
     """G-WL in the paper's orientation ``W_L = (W_out W_U)ᵀ``: ``[d_mlp, d], [d, p] -> [p, d_mlp]``."""
     return (W_out.to(torch.float64) @ W_U.to(torch.float64)).T
 
 
-def gini(c: Float[Tensor, " n"]) -> Scalar:
+def gini(c: Float[Tensor, "*shape n"]) -> Float[Tensor, "*shape"]:
     """G-GINI of a nonnegative vector (Hurley & Rickard): ``Σ (2i − n − 1) c_(i) / (n Σ c)``.
 
     0 for equal entries, ``1 − k/n`` for ``k`` equal nonzero entries among ``n``. ``[..., n] -> [...]``."""
@@ -173,7 +171,7 @@ def gini(c: Float[Tensor, " n"]) -> Scalar:
     return ((2 * i - n - 1) * c).sum(-1) / (n * c.sum(-1).clamp_min(1e-300))
 
 
-def fourier_row_norms(W: Float[Tensor, "p d"], p: int) -> Float[Tensor, " p"]:
+def fourier_row_norms(W: Float[Tensor, "d_vocab d"], p: int) -> Float[Tensor, " p"]:
     """Unsquared norms of the ``p`` rows of ``F @ W[:p]`` (constant row included, cos and sin kept
     separate): the vector whose Gini coefficient the paper tracks. ``[≥p, d] -> [p]``."""
     return fft_tokens(W[:p].to(torch.float64), fourier_basis(p)).norm(dim=-1)
@@ -182,7 +180,7 @@ def fourier_row_norms(W: Float[Tensor, "p d"], p: int) -> Float[Tensor, " p"]:
 # ----------------------------------------------------------------------------- activations
 
 
-def trig_variance_fraction(X: Float[Tensor, "N d"], keys: list[int], p: int) -> Scalar:
+def trig_variance_fraction(X: Float[Tensor, "batch d"], keys: list[int], p: int) -> Scalar:
     """G-TRIGFRAC: mean over columns of the share of each centred column's squared norm that lies in
     the key ``cos/sin(w_k(a+b))`` directions. ``[N, C] -> []``."""
     # Centring and the projection run in the input's precision (float32 activations stay float32:
@@ -193,8 +191,8 @@ def trig_variance_fraction(X: Float[Tensor, "N d"], keys: list[int], p: int) -> 
     return (kept / total.clamp_min(1e-300)).mean()
 
 
-def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"], p: int, *,
-                       power: NeuronPower | Float[Tensor, "p p M"] | None = None) -> Float[Tensor, " M"]:
+def quadratic_fraction(acts: Float[Tensor, "batch d_mlp"], neuron_freq: Int[Tensor, " d_mlp"], p: int, *,
+                       power: NeuronPower | Float[Tensor, "p p d_mlp"] | None = None) -> Float[Tensor, " d_mlp"]:
     """G-QUAD: per neuron, share of the centred 2D-Fourier power (squared norm) in the 2×2 block ``{2k−1, 2k}²`` of
     its frequency (``k < 1``, e.g. −1 for a neuron without one: every frequency's block). ``[N, M], [M] -> [M]``;
     ``power``: :func:`~claimlens.core.fourier.neuron_block_power` of ``acts``, if already computed. Raises
@@ -210,23 +208,23 @@ def quadratic_fraction(acts: Float[Tensor, "N M"], neuron_freq: Int[Tensor, " M"
     return torch.where(freq >= 1, own, blocks.sum(0)) / parts.total.clamp_min(1e-300)
 
 
-def clusters_from_frequencies(neuron_freq: Int[Tensor, " M"], neuron_frac: Float[Tensor, " M"], threshold: float = 0.85
-                    ) -> Int[Tensor, " M"]:
+def clusters_from_frequencies(neuron_freq: Int[Tensor, " d_mlp"], neuron_frac: Float[Tensor, " d_mlp"],
+                              threshold: float = 0.85) -> Int[Tensor, " d_mlp"]:
     """G-NFRAC: each neuron's frequency, or −1 where its best block explains less than ``threshold``."""
     return torch.where(neuron_frac >= threshold, neuron_freq, torch.full_like(neuron_freq, -1))
 
 
-def attention_to_position(pattern: Float[Tensor, "N H pos"]) -> Float[Tensor, "H pos"]:
+def attention_to_position(pattern: Float[Tensor, "batch n_heads key_pos"]) -> Float[Tensor, "n_heads key_pos"]:
     """G-ATTN: mean attention from the final query to each key position: ``[N, head, pos] -> [head, pos]``."""
     return pattern.to(torch.float64).mean(0)
 
 
 @dataclass(frozen=True)
 class CosFit:
-    coefficients: torch.Tensor  # [n_keys] α_k = ⟨L, C_k⟩
+    coefficients: Float[Tensor, " n_keys"]  # α_k = ⟨L, C_k⟩
     fve: float  # fraction of the per-class-centred logit variance explained
     residual: float  # ‖L_c − fit‖ / ‖L_c‖
-    fitted_logits: torch.Tensor  # [N, p] the fit plus the per-class mean
+    fitted_logits: Float[Tensor, "batch p"]  # the fit plus the per-class mean
 
 
 def cos_sum_fit(L: Logits, keys: list[int], p: int) -> CosFit:
@@ -258,7 +256,7 @@ class NeuronClusters:
     own_frequency_share: dict[int, float]  # per cluster k: share of its W_L Fourier norm in rows {2k−1, 2k}
 
 
-def neuron_clusters(mlp_post: Float[Tensor, "N M"], W_L: Float[Tensor, "p M"], p: int, fve: float = 0.85
+def neuron_clusters(mlp_post: Float[Tensor, "batch d_mlp"], W_L: Float[Tensor, "p d_mlp"], p: int, fve: float = 0.85
                     ) -> NeuronClusters:
     """G-NFRAC clusters (NCLSS §4.3): the share of neurons whose best frequency explains ≥ ``fve`` of their
     centred 2D-Fourier norm, and for each cluster the share of its ``W_L`` columns' Fourier norm in its own
@@ -282,7 +280,7 @@ class CosSumSummary:
     key_share: float  # share of the centred logits' squared norm in the key cos/sin(w(a+b)) directions
 
 
-def cos_sum_summary(L: Float[Tensor, "N p"], labels: Int[Tensor, " N"], keys: list[int], p: int) -> CosSumSummary:
+def cos_sum_summary(L: Logits, labels: Labels, keys: list[int], p: int) -> CosSumSummary:
     """NCLSS §4.1–4.2: the cos-sum fit of the logits over the key frequencies, its loss, and the share of the
     logits in the key directions."""
     L64 = L.to(torch.float64)
@@ -303,8 +301,8 @@ class FourierAblations:
     span_only: float  # neurons with only that component
 
 
-def fourier_ablations(L: Float[Tensor, "N p"], labels: Int[Tensor, " N"], mlp_post: Float[Tensor, "N M"],
-                      W_L: Float[Tensor, "p M"], keys: list[int], p: int) -> FourierAblations:
+def fourier_ablations(L: Logits, labels: Labels, mlp_post: Float[Tensor, "batch d_mlp"],
+                      W_L: Float[Tensor, "p d_mlp"], keys: list[int], p: int) -> FourierAblations:
     """NCLSS §4.4: losses of the final model's logits under the paper's Fourier ablations."""
     L64 = L.to(torch.float64)
     base = cross_entropy_f64(L64, labels).item()
@@ -319,7 +317,7 @@ def fourier_ablations(L: Float[Tensor, "N p"], labels: Int[Tensor, " N"], mlp_po
     return FourierAblations(base, restricted, blocks, nullspace, span_only)
 
 
-def neuron_logit_map_residual(W_L: Float[Tensor, "p M"], keys: list[int], p: int) -> float:
+def neuron_logit_map_residual(W_L: Float[Tensor, "p d_mlp"], keys: list[int], p: int) -> float:
     """NCLSS §4.2 eq. 2: ``‖W_L − Π W_L‖_F / ‖W_L‖_F`` with ``Π`` the projection of the logit axis onto the key
     rows ``{2k−1, 2k}`` of the Fourier basis (rank ``2·|keys|``; 10 for five keys). ``W_L`` as
     :func:`~claimlens.families.grokking.metrics.neuron_logit_map` (``[p, M]``): the constant row counts as residual; its
@@ -338,7 +336,7 @@ class HeadFit:
     fve: float  # fraction of the attention pattern's variance over inputs it explains
 
 
-def attention_head_fits(pattern: Float[Tensor, "N H pos"], p: int) -> list[HeadFit]:
+def attention_head_fits(pattern: Float[Tensor, "batch n_heads key_pos"], p: int) -> list[HeadFit]:
     """NCLSS App. C.1.2: per head, the attention from '=' to ``a`` as a function of ``(a, b)`` fitted by OLS with
     ``c0 + α(cos w_k a − cos w_k b) + β(sin w_k a − sin w_k b)`` for each frequency ``k``; the best ``k`` and its
     fraction of variance explained."""
@@ -362,18 +360,18 @@ def attention_head_fits(pattern: Float[Tensor, "N H pos"], p: int) -> list[HeadF
     return out
 
 
-def position_cosine(W_pos: Float[Tensor, "pos D"]) -> float:
+def position_cosine(W_pos: Float[Tensor, "n_ctx d_model"]) -> float:
     """Cosine of the position embeddings of ``a`` and ``b`` (ARENA §1)."""
     return float(torch.nn.functional.cosine_similarity(W_pos[0].double(), W_pos[1].double(), dim=0))
 
 
-def compare(a: Tensor, b: Tensor) -> float:
+def compare(a: Float[Tensor, "*shape"], b: Float[Tensor, "*shape"]) -> float:
     """G-CMP: ``‖A − B‖² / (‖A‖·‖B‖)``."""
     a, b = a.to(torch.float64), b.to(torch.float64)
     return float((a - b).pow(2).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
 
 
-def neuron_swap_asymmetry(mlp_post: Float[Tensor, "N M"], p: int) -> float:
+def neuron_swap_asymmetry(mlp_post: Float[Tensor, "batch d_mlp"], p: int) -> float:
     """G-CMP of the neuron activations ``N(a, b)`` against ``N(b, a)``."""
     grid = mlp_post.reshape(p, p, -1)
     return compare(grid, grid.transpose(0, 1))

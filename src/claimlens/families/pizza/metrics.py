@@ -12,28 +12,31 @@
 * G-CIRC circularity (``eval-main.ipynb``, "Circularity"): how circular the embedding's first principal components
   are; the source's sweep tables are read only over runs with circularity ≥ 0.9.
 
-Pure functions of tensors: the gradients and activations come from :mod:`claimlens.families.pizza.analysis`.
+Pure functions of tensors: the gradients and activations come from :mod:`claimlens.families.pizza.analysis`. Shapes
+(jaxtyping, checked under the test-suite; the vocabulary of ``docs/shapes.md``): ``p`` the modulus, ``batch`` the
+``p²`` pairs in the order ``a·p + b``, ``d_vocab_out`` the output classes, ``d_model`` the embedding width, ``d`` any
+width, ``n_triples`` the triples of the gradient symmetricity.
 """
-
-from __future__ import annotations
 
 import math
 import random
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 GS_TRIPLES = 100  # the source's count (eval-main.ipynb)
 GS_SEED = 42  # the source's random.Random(42)
 
 
-def gs_triples(p: int, n: int = GS_TRIPLES, seed: int = GS_SEED) -> torch.Tensor:
+def gs_triples(p: int, n: int = GS_TRIPLES, seed: int = GS_SEED) -> Int[Tensor, "{n} 3"]:
     """``[n, 3]`` long: triples ``(a, b, c)`` drawn uniformly from ``{0 … p−1}³`` with ``random.Random(seed)``
     (``c`` is any output class, not necessarily ``(a + b) mod p``; Def. 4.1)."""
     rng = random.Random(seed)
     return torch.tensor([[rng.randrange(p) for _ in range(3)] for _ in range(n)], dtype=torch.long)
 
 
-def gradient_symmetricity(grad_a: torch.Tensor, grad_b: torch.Tensor) -> float:
+def gradient_symmetricity(grad_a: Float[Tensor, "n_triples d_model"], grad_b: Float[Tensor, "n_triples d_model"]) -> float:
     """G-GS from the gradients ``grad_a``, ``grad_b [n, d]`` of logit ``c`` with respect to the embedding vectors
     of ``a`` and ``b`` (one row per triple): the mean over rows of their cosine similarity, in ``[−1, 1]``.
 
@@ -48,7 +51,7 @@ def gradient_symmetricity(grad_a: torch.Tensor, grad_b: torch.Tensor) -> float:
     return float(((a * b).sum(1) / (na * nb)).mean())
 
 
-def sum_difference_matrix(correct_logits: torch.Tensor) -> torch.Tensor:
+def sum_difference_matrix(correct_logits: Float[Tensor, "p p"]) -> Float[Tensor, "p p"]:
     """``[p, p]`` indexed ``[a, b]`` → ``[p, p]`` indexed ``[s, d]`` with ``s = (a + b) mod p``, ``d = (a − b) mod p``
     (a bijection for odd ``p``)."""
     p = correct_logits.shape[0]
@@ -59,7 +62,7 @@ def sum_difference_matrix(correct_logits: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def distance_irrelevance(correct_logits: torch.Tensor) -> float:
+def distance_irrelevance(correct_logits: Float[Tensor, "p p"]) -> float:
     """G-DI from the correct logit ``correct_logits[a, b]`` (the logit of ``(a + b) mod p``) on all ``p²`` pairs:
     for each distance ``d`` the standard deviation over sums ``s``, averaged over ``d``, over the standard
     deviation of all entries (population standard deviations, as ``numpy.std``). Near 0 when the logit depends on
@@ -79,7 +82,8 @@ def distance_irrelevance(correct_logits: torch.Tensor) -> float:
     return float(m.std(dim=0, unbiased=False).mean()) / total
 
 
-def largest_incorrect_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def largest_incorrect_logit(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, " batch"]
+                            ) -> Float[Tensor, "p p"]:
     """``[p, p]`` indexed ``[a, b]``: the largest logit of a wrong answer for each pair, from ``logits [p², n_out]``
     (rows in the order ``a·p + b``) and the correct classes ``labels [p²]`` (train-main.py: the correct logit is
     set to −inf, then the top value is taken; float64)."""
@@ -93,7 +97,8 @@ def largest_incorrect_logit(logits: torch.Tensor, labels: torch.Tensor) -> torch
     return masked.max(dim=1).values.view(p, p)
 
 
-def distance_irrelevance_top_incorrect(logits: torch.Tensor, labels: torch.Tensor) -> float:
+def distance_irrelevance_top_incorrect(logits: Float[Tensor, "batch d_vocab_out"], labels: Int[Tensor, " batch"]
+                                       ) -> float:
     """The distance irrelevance ``code/train-main.py`` (lines 568–592) logs and the source's sweep tables hold in
     their ``distance_irrelevance`` column: :func:`distance_irrelevance`'s formula (mean over ``d`` of the standard
     deviation over ``s``, over the standard deviation of all entries) applied to
@@ -105,7 +110,7 @@ def distance_irrelevance_top_incorrect(logits: torch.Tensor, labels: torch.Tenso
 CIRCULARITY_COMPONENTS = 4  # the source averages over the embedding's first four principal components
 
 
-def circularity(embedding: torch.Tensor) -> float:
+def circularity(embedding: Float[Tensor, "p d_model"]) -> float:
     """G-CIRC, the source's "Circularity" of an embedding ``[p, d]`` (rows: the input tokens 0 … p−1), in
     ``[0, 1]``: the rows are centred and their first four principal components taken (the coordinates ``v [p]`` of
     the tokens on each, scaled to norm ``1/√p``); for each, ``min(1, 2·max_i |Σ_t v[t·i mod p] e^{2πit/p}|²)`` over
@@ -140,7 +145,7 @@ def circularity(embedding: torch.Tensor) -> float:
     return float((2 * power).clamp(max=1.0).mean())
 
 
-def fourier_modes(x: torch.Tensor) -> torch.Tensor:
+def fourier_modes(x: Float[Tensor, "p d"]) -> Float[Tensor, " p"]:
     """G-PIZZA-MODE magnitudes ``[p]`` of ``x [p, d]`` (rows indexed by a residue): ``m_j = √Σ_d ((Cx)_{j,d}² +
     (Sx)_{j,d}²)`` with the unnormalised DFT matrices ``C_{ij} = cos(2πij/p)``, ``S_{ij} = sin(2πij/p)``."""
     p = x.shape[0]
@@ -155,7 +160,7 @@ def fold(mode: int, p: int) -> int:
     return min(m, p - m)
 
 
-def pizza_mode_test(embedding: torch.Tensor, pre_unembed: torch.Tensor) -> dict[str, float]:
+def pizza_mode_test(embedding: Float[Tensor, "p d_model"], pre_unembed: Float[Tensor, "p d"]) -> dict[str, float]:
     """The hackathon's mode test. ``embedding [p, d_e]``: the input embedding rows (``W_E[:p]``);
     ``pre_unembed [p, d]``: the activations feeding the unembedding for a fixed ``a`` and ``b = 0 … p − 1``.
 
@@ -179,7 +184,7 @@ def pizza_mode_test(embedding: torch.Tensor, pre_unembed: torch.Tensor) -> dict[
 N_PCA_COMPONENTS = 20  # the source's PCA(n_components=20); only the two kept components matter
 
 
-def circle_embedding(embedding: torch.Tensor, components: tuple[int, int]) -> torch.Tensor:
+def circle_embedding(embedding: Float[Tensor, "p d_model"], components: tuple[int, int]) -> Float[Tensor, "p d_model"]:
     """One embedding circle kept, ``[p, d]``: the rows of ``embedding [p, d]`` projected on two of their principal
     components and the row mean added back (the source's ``pca.inverse_transform`` of the PCA coordinates with
     every other component zeroed). Components are numbered from 0 by decreasing variance (full SVD of the centred
@@ -191,7 +196,7 @@ def circle_embedding(embedding: torch.Tensor, components: tuple[int, int]) -> to
     return mean + (x - mean) @ keep.T @ keep
 
 
-def circle_frequency(embedding: torch.Tensor, components: tuple[int, int]) -> int:
+def circle_frequency(embedding: Float[Tensor, "p d_model"], components: tuple[int, int]) -> int:
     """The frequency ``k`` (folded, ``1 … (p − 1)/2``) of a circle: the largest non-constant Fourier mode of the
     rows of ``embedding [p, d]`` on the two kept components. The source types it in by hand as ``δ`` (the step
     between neighbours on the circle, ``k = δ⁻¹ mod p``); for a clean circle the two agree."""
@@ -201,19 +206,19 @@ def circle_frequency(embedding: torch.Tensor, components: tuple[int, int]) -> in
     return fold(int(modes.argmax()), embedding.shape[0])
 
 
-def _angles(p: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _angles(p: int, k: int) -> tuple[Float[Tensor, "{p} 1 1"], Float[Tensor, "1 {p} 1"], Float[Tensor, "1 1 {p}"]]:
     w = 2 * math.pi * k / p
     r = torch.arange(p, dtype=torch.float64) * w
     return r.view(p, 1, 1), r.view(1, p, 1), r.view(1, 1, p)  # w·a, w·b, w·c broadcast to [a, b, c]
 
 
-def clock_template(p: int, k: int) -> torch.Tensor:
+def clock_template(p: int, k: int) -> Float[Tensor, "{p} {p} {p}"]:
     """``[p, p, p]`` indexed ``(a, b, c)``: ``Q_clock = cos(w(a + b − c))``, ``w = 2πk/p``."""
     a, b, c = _angles(p, k)
     return torch.cos(a + b - c)
 
 
-def pizza_template(p: int, k: int) -> torch.Tensor:
+def pizza_template(p: int, k: int) -> Float[Tensor, "{p} {p} {p}"]:
     """``[p, p, p]``: the source's ``Q_pizza`` as computed in eval-main.ipynb, ``2|cos(w(a − b)/2)| · (|cos θ| −
     |sin θ|)`` with ``θ = w(a + b − c)/2``. (The paper writes ``|cos(w(a − b)/2)| · cos(w(a + b − c))``; the
     notebook's numbers, which the claim quotes, come from this form.)"""
@@ -222,14 +227,14 @@ def pizza_template(p: int, k: int) -> torch.Tensor:
     return 2 * torch.cos((a - b) / 2).abs() * (torch.cos(theta).abs() - torch.sin(theta).abs())
 
 
-def accompanying_template(p: int, k: int) -> torch.Tensor:
+def accompanying_template(p: int, k: int) -> Float[Tensor, "{p} {p} {p}"]:
     """``[p, p, p]``: the accompanying circle of the circle at frequency ``k`` (inputs at ``2k``): ``−[cos(2wa −
     wc) + cos(2wb − wc)] = −2 cos(w(a − b)) cos(w(a + b − c))``."""
     a, b, c = _angles(p, k)
     return -(torch.cos(2 * a - c) + torch.cos(2 * b - c))
 
 
-def logit_fve(logits: torch.Tensor, template: torch.Tensor) -> float:
+def logit_fve(logits: Float[Tensor, "p p p"], template: Float[Tensor, "p p p"]) -> float:
     """The source's "Logit FVE" of ``logits [p, p, p]`` (all pairs ``(a, b)``, every output ``c``) by a
     ``template`` of the same shape: each z-scored over all entries (population standard deviation), then
     ``1 − Var(z_logits − z_template) / Var(z_logits)`` (``sklearn.metrics.explained_variance_score``), which
