@@ -31,6 +31,8 @@ import argparse
 import functools
 import itertools
 import math
+import os
+import tempfile
 import time
 from dataclasses import replace
 from typing import NamedTuple
@@ -117,12 +119,14 @@ def devinterp_llc(run, epoch: int, cfg, n_train: int) -> DevinterpEstimate:
     rows = torch.cat([x, y.unsqueeze(1)], dim=1).tolist()
     dataset = Dataset.from_dict({"input_ids": rows}).with_format("torch")
     model = Wrapped()
-    t0 = time.perf_counter()
-    out = dv_llc(model, dataset, {}, lr=cfg.epsilon, n_beta=cfg.resolved_nbeta(n_train),
-                 localization=cfg.gamma, num_chains=cfg.num_chains, num_draws=cfg.num_draws,
-                 num_burnin_steps=cfg.num_burnin, batch_size=cfg.batch_size, init_seed=cfg.seed, device="cpu",
-                 loss_fn=loss_fn)
-    seconds = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:  # devinterp writes its samples to disk (zarr); this one is removed
+        t0 = time.perf_counter()
+        out = dv_llc(model, dataset, {}, lr=cfg.epsilon, n_beta=cfg.resolved_nbeta(n_train),
+                     localization=cfg.gamma, num_chains=cfg.num_chains, num_draws=cfg.num_draws,
+                     num_burnin_steps=cfg.num_burnin, batch_size=cfg.batch_size, init_seed=cfg.seed, device="cpu",
+                     loss_fn=loss_fn, output_path=os.path.join(tmp, "samples.zarr"))
+        seconds = time.perf_counter() - t0
+        out = out.load()
     trace = torch.as_tensor(out["loss_trace"].values)
     if trace.shape[1] == cfg.num_burnin + cfg.num_draws:  # the trace includes the burn-in steps: drop them
         trace = trace[:, cfg.num_burnin:]
