@@ -18,11 +18,12 @@ with chains drawn from ``exp(−nβ·L(w) − γ/2·‖w − w*‖²)`` by the S
   a step; ``L(w*)`` is the mean loss of the first 32 minibatches of that sequence.
 
 With the same minibatches and the same normal draws, this sampler and devinterp's give the same loss trace
-to float rounding (``tests/test_llc.py``). Full batch, the two conventions are the same. All chains advance together: the parameters carry a leading chain
-axis, in one flat buffer with the gradients and the noise, and the gradient of every chain comes from one call
-of an engine — the model's written-out loss and gradient (:mod:`claimlens.models.stacked`, passed as
-``loss_and_grad``) or, the reference, ``torch.func.vmap(torch.func.grad_and_value(loss))``; no Python loop over
-chains.
+to float rounding (``tests/test_llc.py``). Full batch, the two conventions are the same.
+
+All chains advance together: the parameters carry a leading chain axis, in one flat buffer with the gradients
+and the noise, and the gradient of every chain comes from one call of an engine — the model's written-out loss
+and gradient (:mod:`claimlens.models.stacked`, passed as ``loss_and_grad``) or, the reference,
+``torch.func.vmap(torch.func.grad_and_value(loss))``; no Python loop over chains.
 
 ``nβ`` defaults to ``n / ln n`` for full-batch sampling (the batch size is ``n``: devinterp's
 ``default_nbeta`` is ``B / ln B`` for batch size ``B``; the hackathon code uses ``n / ln n`` over the
