@@ -1,6 +1,7 @@
 """The LLC estimator on models whose learning coefficient is known, and its diagnostics."""
 
 import dataclasses
+import functools
 import math
 
 import pytest
@@ -392,6 +393,179 @@ def test_an_unknown_frozen_name_is_refused():
     cfg = dataclasses.replace(spec.model, frozen=("blocks.0.mlp.b_middle",))
     with pytest.raises(SpecError, match=r"model.frozen names \['blocks.0.mlp.b_middle'\]"):
         frozen_params(cfg, 23)
+
+
+# ----------------------------------------------------------------------------- devinterp's convention
+
+
+def _rows_engine(values):
+    """A loss-and-gradient engine for ``L(w, rows) = mean(values[rows]) + ½‖w‖²`` that records the rows of
+    every call; the MALA diagnostic's second pass on the same rows is dropped from the record."""
+    seen = []
+
+    def engine(w, rows, out):
+        if not seen or not torch.equal(seen[-1], rows):
+            seen.append(rows.clone())
+        out["w"].copy_(w["w"])
+        return values[rows].mean(1) + 0.5 * w["w"].double().pow(2).sum(1)
+
+    def loss(params, rows):
+        return values[rows].mean() + 0.5 * params["w"].double().pow(2).sum()
+
+    return loss, engine, seen
+
+
+def test_devinterp_convention_draws_devinterp_minibatches_and_reference_loss():
+    """``convention="devinterp"``: the minibatches of devinterp 2's sampler (one ``DataLoader`` shuffle at the seed,
+    whole batches only, replayed in order, the same for every chain) and L(w*) the mean of its first 32
+    minibatches; the default draws fresh rows per chain and step and takes L(w*) over all rows."""
+    from torch.utils.data import DataLoader
+
+    n, B, C = 50, 8, 3  # 6 whole minibatches; 2 rows never used
+    values = torch.arange(n, dtype=torch.float64) ** 2  # each row's loss differs: L(w*) shows which rows it saw
+    base = SGLDConfig(epsilon=1e-3, gamma=1.0, nbeta=10.0, num_chains=C, num_draws=20, num_burnin=5,
+                      batch_size=B, seed=3)
+    loss, engine, seen = _rows_engine(values)
+    r = estimate_llc(loss, {"w": torch.zeros(2)}, n, dataclasses.replace(base, convention="devinterp"),
+                     loss_and_grad=engine)
+    loader = [b.long() for b in DataLoader(torch.arange(n), batch_size=B, shuffle=True, drop_last=True,
+                                           generator=torch.Generator().manual_seed(3))]
+    assert len(seen) == base.num_burnin + base.num_draws + 1  # the last drawn after the last step, unused
+    for t, rows in enumerate(seen):
+        assert rows.shape == (C, B) and (rows == rows[0]).all(), "every chain gets the same minibatch"
+        assert torch.equal(rows[0], loader[t % len(loader)]), f"step {t}: not devinterp's minibatch"
+    assert len(torch.cat(loader).unique()) == n // B * B
+    reference = sum(float(values[loader[i % len(loader)]].mean()) for i in range(32)) / 32
+    assert r.init_loss == pytest.approx(reference, rel=1e-12)
+    assert r.init_loss != pytest.approx(float(values.mean()), rel=1e-3)  # not the loss over all rows
+
+    loss, engine, seen = _rows_engine(values)
+    d = estimate_llc(loss, {"w": torch.zeros(2)}, n, base, loss_and_grad=engine)
+    assert d.init_loss == pytest.approx(float(values.mean()), rel=1e-12)
+    assert any(not (rows == rows[0]).all() for rows in seen), "by default each chain draws its own rows"
+    assert len(torch.cat(seen).unique()) == n
+    # Full batch the two conventions are one.
+    full = dataclasses.replace(base, batch_size=None)
+    a = estimate_llc(loss, {"w": torch.zeros(2)}, n, full, loss_and_grad=_rows_engine(values)[1])
+    b = estimate_llc(loss, {"w": torch.zeros(2)}, n, dataclasses.replace(full, convention="devinterp"),
+                     loss_and_grad=_rows_engine(values)[1])
+    assert torch.equal(a.traces, b.traces) and a.init_loss == b.init_loss
+
+
+@pytest.mark.parametrize("convention", ["claimlens", "devinterp"])
+def test_both_conventions_give_the_known_coefficient_with_minibatches(convention):
+    """Minibatches of 128 from 1123 rows, the default run's sizes (the full-batch tests above cannot tell the
+    conventions apart): linear regression, whose λ̂ at localisation γ is ½ Σ nβ·h / (nβ·h + γ) over the
+    eigenvalues h of the loss's Hessian XᵀX/n (4.82 here; d/2 = 5 as γ → 0). Measured: 5.00 ± 0.11 for both
+    conventions at this seed, and 4.78 ± 0.04 for both over 64 chains × 4000 draws (standard errors)."""
+    loss, params, n = linear_regression(d=10, n=1123)
+    gen = torch.Generator().manual_seed(0)  # linear_regression's X
+    X = torch.randn(n, 10, generator=gen)
+    nbeta, gamma = 128 / math.log(128), 1.0
+    h = torch.linalg.eigvalsh(X.T @ X / n)
+    expected = float((nbeta * h / (nbeta * h + gamma)).sum() / 2)
+    cfg = SGLDConfig(epsilon=1e-3, gamma=gamma, num_chains=16, num_draws=3000, num_burnin=500, batch_size=128, seed=7,
+                     convention=convention)
+    r = estimate_llc(loss, params, n, cfg)
+    assert r.config["nbeta"] == pytest.approx(nbeta)
+    assert abs(r.mean - expected) / expected < 0.06, f"LLC {r.mean:.3f} ± {r.std / 4:.3f}, expected {expected:.3f}"
+
+
+def test_an_unknown_convention_is_refused():
+    with pytest.raises(ValueError, match="unknown LLC convention 'aether'; use one of claimlens, devinterp"):
+        SGLDConfig(convention="aether")
+
+
+def test_the_convention_stays_out_of_the_cache_key_at_its_default():
+    """Series cached before the field existed keep their keys; the devinterp convention gets keys of its own."""
+    from claimlens.families.llc.analysis import DEFAULT_CONFIGS, cache_config
+
+    for cfg in DEFAULT_CONFIGS.values():
+        before = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "convention"}
+        assert cache_config(cfg) == before
+        assert cache_config(dataclasses.replace(cfg, convention="devinterp")) == {**before, "convention": "devinterp"}
+
+
+def test_devinterp_convention_reproduces_devinterp_given_the_same_noise(tmp_path, monkeypatch):
+    """Side by side with devinterp 2 itself on a tiny classifier: at ``convention="devinterp"``, fed the normal
+    draws devinterp made, claimlens gives devinterp's L(w*), loss trace and λ̂ to float rounding (the SGLD step,
+    the minibatches, the reference loss and the draws counted are the same; only the random numbers differ
+    between the libraries, and that is chain noise)."""
+    pytest.importorskip("devinterp", reason="devinterp is the bench extra's, not a core dependency: "
+                                            "pip install -e '.[bench]'")
+    pytest.importorskip("datasets", reason="devinterp's dataset type; comes with pip install -e '.[bench]'")
+    import devinterp.slt.sampler as dv_sampler
+    from datasets import Dataset
+    from devinterp.slt.sampling import sample
+    from tqdm.auto import trange
+
+    from claimlens.families.llc import metrics
+
+    monkeypatch.setattr(dv_sampler, "trange", functools.partial(trange, disable=True))  # no progress bars
+    V, n, B, C, burnin, draws = 7, 49, 8, 2, 5, 30
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.arange(n) // V, torch.arange(n) % V
+    rows = torch.stack([a, b, (a + b) % V], 1)  # input_ids [a, b, label]
+    init = {"E": torch.randn(V, 4, generator=gen), "W": torch.randn(8, V, generator=gen)}
+
+    def logits_of(p, tokens):
+        return torch.cat([p["E"][tokens[..., 0]], p["E"][tokens[..., 1]]], -1) @ p["W"]
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.E, self.W = (torch.nn.Parameter(init[k].clone()) for k in ("E", "W"))
+
+        def forward(self, input_ids):
+            return logits_of({"E": self.E, "W": self.W}, input_ids)
+
+    def dv_loss(model, input_ids):  # devinterp wants a loss per token [batch, seq − 1]: the example's, twice
+        per_row = torch.nn.functional.cross_entropy(model(input_ids), input_ids[:, -1], reduction="none")
+        return per_row.unsqueeze(1).expand(-1, input_ids.shape[1] - 1)
+
+    def loss(p, idx):
+        return torch.nn.functional.cross_entropy(logits_of(p, rows[idx]), rows[idx, -1])
+
+    cfg = SGLDConfig(epsilon=1e-3, gamma=10.0, nbeta=20.0, num_chains=C, num_draws=draws, num_burnin=burnin,
+                     batch_size=B, seed=5, convention="devinterp")
+    drawn = []
+    real_normal = torch.normal
+
+    def recording_normal(*args, **kwargs):
+        out = real_normal(*args, **kwargs)
+        drawn.append(out.clone())
+        return out
+
+    model = Tiny()
+    order = [name for name, _ in model.named_parameters()]
+    monkeypatch.setattr(torch, "normal", recording_normal)
+    out = sample(model, Dataset.from_dict({"input_ids": rows.tolist()}).with_format("torch"), {}, lr=cfg.epsilon,
+                 n_beta=cfg.nbeta, localization=cfg.gamma, num_chains=C, num_draws=draws,
+                 num_burnin_steps=burnin, batch_size=B, init_seed=cfg.seed, device="cpu", loss_fn=dv_loss,
+                 output_path=tmp_path / "samples.zarr")
+    monkeypatch.setattr(torch, "normal", real_normal)
+    steps = burnin + draws
+    assert len(drawn) == C * steps * len(order)  # chain after chain, step after step, one draw per tensor
+    noise = {(c, t, name): drawn[(c * steps + t) * len(order) + i]
+             for c in range(C) for t in range(steps) for i, name in enumerate(order)}
+    step = iter(range(steps))
+
+    def devinterps_draws(self):
+        t = next(step)
+        self.buffer.copy_(torch.cat([torch.stack([noise[c, t, k] for c in range(C)]).reshape(-1)
+                                     for k in sorted(order)]))
+        return self.buffer
+
+    monkeypatch.setattr(metrics._Noise, "next", devinterps_draws)
+    ours = estimate_llc(loss, init, n, cfg)
+    ds = out.dataset
+    theirs = torch.as_tensor(ds.sampling_loss_micro.mean(dim=["batch_sampling", "token_pos"]).values)[:, burnin:]
+    their_init = float(ds.init_loss.values.mean())
+    assert ours.init_loss == pytest.approx(their_init, rel=1e-5)
+    torch.testing.assert_close(ours.traces, theirs.float(), rtol=1e-4, atol=1e-6)
+    their_llc = cfg.nbeta * (theirs.double().mean(1) - their_init)
+    torch.testing.assert_close(ours.per_chain, their_llc, rtol=1e-4, atol=1e-5)
+    assert float(theirs.std()) > 0.01, "the chains moved: the comparison is not of constant traces"
 
 
 # ----------------------------------------------------------------------------- λ̂ linear in p (a run set)

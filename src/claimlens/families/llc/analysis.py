@@ -126,6 +126,15 @@ def estimate_at(run, epoch: int, config: SGLDConfig, *, engine: str = "stacked",
     return result
 
 
+def cache_config(config: SGLDConfig) -> dict:
+    """The configuration as the cache key holds it: every field, except ``convention`` at its default
+    (``"claimlens"``), which is left out so that the entries cached before the field existed keep their keys."""
+    fields = asdict(config)
+    if fields["convention"] == SGLDConfig.convention:
+        del fields["convention"]
+    return fields
+
+
 def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int = 32, cache: bool = True,
                  progress: bool = False, workers: int | None = None) -> LLCEstimates:
     """λ̂ at up to ``max_checkpoints`` checkpoints of ``run`` with one SGLD configuration, ``workers`` of them
@@ -133,7 +142,7 @@ def llc_over_run(run, config: SGLDConfig | None = None, *, max_checkpoints: int 
     :class:`claimlens.errors.CheckpointError` naming it before any sampling."""
     config = config or default_config(run)
     epochs = sampled_epochs(run, max_checkpoints)
-    args = {"config": asdict(config), "epochs": epochs}
+    args = {"config": cache_config(config), "epochs": epochs}
     if cache:
         loaded = CACHE.load(run, args)
         if loaded is not None:

@@ -6,12 +6,24 @@ with chains drawn from ``exp(−nβ·L(w) − γ/2·‖w − w*‖²)`` by the S
 
     Δw = −(ε/2)·(nβ·∇L_batch(w) + γ·(w − w*)) + √ε·N(0, 1)
 
-``L_batch(w_t)`` is the loss of the forward pass made before the step at draw ``t``; ``L(w*)`` is the
-full-batch loss at the checkpoint. All chains advance together: the parameters carry a leading chain
-axis, in one flat buffer with the gradients and the noise, and the gradient of every chain comes from one call
-of an engine — the model's written-out loss and gradient (:mod:`claimlens.models.stacked`, passed as
-``loss_and_grad``) or, the reference, ``torch.func.vmap(torch.func.grad_and_value(loss))``; no Python loop over
-chains.
+``L_batch(w_t)`` is the loss of the forward pass made before the step at draw ``t``. Two conventions
+(``SGLDConfig.convention``) for the minibatches and ``L(w*)``, the step being the same:
+
+- ``"claimlens"`` (the default): every chain draws a fresh minibatch of ``B`` distinct rows at every step,
+  independently of the other chains and of the earlier steps, and ``L(w*)`` is the loss over all ``n`` rows;
+- ``"devinterp"``: devinterp 2's ``sample`` with its defaults (``shuffle=True``, ``epoch_mode="cycle"``,
+  ``match_sampling_input_ids_across_chains=True``, ``num_init_loss_batches=32``): the rows are shuffled once
+  (the shuffle of a ``DataLoader`` seeded with ``seed``), cut into ``⌊n/B⌋`` whole minibatches (the last
+  ``n mod B`` rows are never used) that are replayed in the same order, the same minibatch for every chain at
+  a step; ``L(w*)`` is the mean loss of the first 32 minibatches of that sequence.
+
+With the same minibatches and the same normal draws, this sampler and devinterp's give the same loss trace
+to float rounding (``tests/test_llc.py``). Full batch, the two conventions are the same.
+
+All chains advance together: the parameters carry a leading chain axis, in one flat buffer with the gradients
+and the noise, and the gradient of every chain comes from one call of an engine — the model's written-out loss
+and gradient (:mod:`claimlens.models.stacked`, passed as ``loss_and_grad``) or, the reference,
+``torch.func.vmap(torch.func.grad_and_value(loss))``; no Python loop over chains.
 
 ``nβ`` defaults to ``n / ln n`` for full-batch sampling (the batch size is ``n``: devinterp's
 ``default_nbeta`` is ``B / ln B`` for batch size ``B``; the hackathon code uses ``n / ln n`` over the
@@ -41,6 +53,8 @@ from torch.func import grad_and_value, vmap
 # loss(params, rows): the mean loss over the data rows ``rows`` (an index tensor)
 LossFn = Callable[[Mapping[str, Float[Tensor, "..."]], Int[Tensor, " n_rows"]], Float[Tensor, ""]]
 NOISE_SEED_OFFSET = 1_000_003  # the noise generator's seed is the configuration's seed plus this
+DEVINTERP_INIT_LOSS_BATCHES = 32  # devinterp 2's ``num_init_loss_batches`` default
+CONVENTIONS = ("claimlens", "devinterp")
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,11 @@ class SGLDConfig:
     seed: int = 0
     orth_grad: bool = False  # NV's restrict_to_orth_grad: no movement along the full-batch gradient at w*
     acceptance_every: int = 4  # minibatch mode: MALA acceptance (a diagnostic) measured on every k-th draw
+    convention: str = "claimlens"  # how minibatches and L(w*) are drawn: "claimlens" or "devinterp" (CONVENTIONS)
+
+    def __post_init__(self):
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"unknown LLC convention {self.convention!r}; use one of {', '.join(CONVENTIONS)}")
 
     def effective_batch(self, n: int) -> int:
         """The minibatch actually drawn from ``n`` rows: ``min(batch_size, n)`` (all ``n`` for full batch)."""
@@ -193,8 +212,21 @@ def estimate_llc(loss: LossFn, params: Mapping[str, Float[Tensor, "..."]], n: in
     layout = _Layout({k: v.shape for k, v in w0.items()}, C)
     engine = loss_and_grad or autograd_loss_and_grad(loss)
     all_rows = torch.arange(n)
+    B = config.effective_batch(n)
+    cycle = None
+    if config.convention == "devinterp" and config.batch_size is not None:
+        # devinterp 2 (slt/sampling.py, slt/sampler.py): one seeded shuffle cut into ⌊n/B⌋ whole batches (the
+        # remainder never seen), replayed in that order (itertools.cycle) and the same for every chain; L(w*)
+        # is the mean loss of the first 32 batches of that sequence.
+        # The shuffle is the DataLoader's at this seed: its iterator draws a base seed from the generator first.
+        torch.empty((), dtype=torch.int64).random_(generator=gen)
+        cycle = torch.randperm(n, generator=gen)[:n // B * B].view(n // B, B)
     with torch.no_grad():
-        init_loss = float(loss(w0, all_rows))
+        if cycle is None:
+            init_loss = float(loss(w0, all_rows))
+        else:
+            init_loss = sum(float(loss(w0, cycle[i % len(cycle)]))
+                            for i in range(DEVINTERP_INIT_LOSS_BATCHES)) / DEVINTERP_INIT_LOSS_BATCHES
     w0_flat = layout.stack(w0)
     normal = None
     if config.orth_grad:
@@ -203,11 +235,15 @@ def estimate_llc(loss: LossFn, params: Mapping[str, Float[Tensor, "..."]], n: in
         if norm > 0:
             normal = {k: (g / norm).to(torch.float32).reshape(-1) for k, g in g0.items()}  # one copy, not per chain
             offset = sum(float(w0[k].reshape(-1) @ normal[k]) for k in normal)  # w*·n, the same for every chain
-    B = config.effective_batch(n)
+    drawn = 0
 
     def batch():
+        nonlocal drawn
         if config.batch_size is None:
             return all_rows.unsqueeze(0).expand(C, n)
+        if cycle is not None:
+            drawn += 1
+            return cycle[(drawn - 1) % len(cycle)].unsqueeze(0).expand(C, B)
         return torch.stack([torch.randperm(n, generator=gen)[:B] for _ in range(C)])
 
     # One SGLD step, w' = w − ε/2·(nβ·∇L(w) + γ(w − w*)) + √ε·η, as one pass: a·w + (b·w* + √ε·η) + c·∇L(w).
