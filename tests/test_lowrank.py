@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -55,6 +56,27 @@ def test_null_permutes_each_column_independently():
         assert sorted(P[:, j].tolist()) == sorted((2 * X[:, j]).tolist())
     assert not torch.equal(P, 2 * X)
     torch.testing.assert_close(acc.gram, P @ P.T)
+
+
+@pytest.mark.parametrize("width", [1, 3, 7, 4096])
+def test_null_permuted_in_place_a_few_columns_at_a_time_equals_the_whole_block_at_once(monkeypatch, width):
+    """The null permutes its block in place, ``PERMUTE_COLUMNS`` columns at a time (working memory flat in the
+    columns): the Gram matrix is the one of the whole block permuted at once, bit for bit, whatever the width, and
+    the caller's block (float64 too) is left as it was."""
+    monkeypatch.setattr(L, "PERMUTE_COLUMNS", width)
+    gen = torch.Generator().manual_seed(11)
+    blocks = [torch.randn(9, 10, generator=gen, dtype=torch.float64), torch.randn(9, 6, generator=gen)]
+    scale = torch.rand(9, generator=gen) + 0.5
+    kept = [b.clone() for b in blocks]
+    acc = L.GramAccumulator(9, null=True, seed=5, row_scale=scale)
+    draws, expected = torch.Generator().manual_seed(5), torch.zeros(9, 9, dtype=torch.float64)
+    for block in blocks:
+        acc.add(block)
+        x = block.double() * scale.double().view(-1, 1)
+        x = x.gather(0, torch.rand(x.shape, generator=draws, dtype=torch.float64).argsort(dim=0))
+        expected += x @ x.T
+    assert torch.equal(acc.gram, expected)
+    assert all(torch.equal(b, k) for b, k in zip(blocks, kept, strict=True))
 
 
 def test_count_above():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-
 PERMUTE_COLUMNS = 4096  # columns the null permutes at a time (its temporaries: [S, 4096] index and value arrays)
 
 
