@@ -108,6 +108,20 @@ def test_pca_trajectory_matches_svd():
     torch.testing.assert_close(explained, s[:2] ** 2 / (s ** 2).sum())
 
 
+def test_analysis_streamed_in_chunks_equals_one_chunk(tiny_run):
+    """Chunks of checkpoints (memory released between them) change no value: chunks of 1 and 5 against one chunk of
+    the whole run (13 checkpoints), bit for bit."""
+    from claimlens.families.lowrank.analysis import SPECTRA, _compute
+
+    whole = _compute(tiny_run, False, None, chunk_size=len(tiny_run.epochs))
+    for size in (1, 5):
+        chunked = _compute(tiny_run, False, None, chunk_size=size)
+        for kind in ("gradients", "checkpoints"):
+            for name in SPECTRA:
+                assert torch.equal(getattr(getattr(chunked, kind), name), getattr(getattr(whole, kind), name))
+        assert torch.equal(chunked.pca, whole.pca) and torch.equal(chunked.angles, whole.angles)
+
+
 def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):
     """The streamed spectra equal the SVD of the matrices built whole (names in a fixed order: a checkpoint's dict
     order is not)."""
