@@ -5,8 +5,8 @@ benchmark builds such a run with 100 and with 400 checkpoints in a temporary fol
 (a ``spec.toml`` and one ``epoch_N.safetensors`` per checkpoint), imports it (``claimlens import``), and judges it
 with ``pytest claims/ --run RUN -k "not llc"`` in a subprocess, with an empty analysis cache of its own (every
 analysis is computed, none read from the shared cache). Printed per size: wall time of the pytest process, time
-per checkpoint and its peak resident memory (``ru_maxrss`` of the pytest process and its children, read with
-``os.wait4``); last the line ``scale: 400 checkpoints A s, peak B GB; 100 checkpoints C s, peak D GB``.
+per checkpoint, its CPU time and its peak resident memory (``ru_maxrss`` of the pytest process and its children,
+read with ``os.wait4``); last the line ``scale: 400 checkpoints A s, peak B GB; 100 checkpoints C s, peak D GB``.
 
 The weights are any weights of the right shapes (the claims' verdicts do not matter here): checkpoint ``i`` of ``n``
 interpolates linearly between two seeded initialisations of the model, the second scaled ×3, so every checkpoint
@@ -71,8 +71,8 @@ def build_folder(folder: Path, n_checkpoints: int) -> Path:
     return folder
 
 
-def judge(run_dir: Path, cache: Path, report: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in bytes, pytest's exit status) of ``pytest claims/ --run run_dir -k "not llc"``."""
+def judge(run_dir: Path, cache: Path, report: Path) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in bytes, CPU seconds) of ``pytest claims/ --run run_dir -k "not llc"``."""
     env = {**os.environ, "CLAIMLENS_CACHE_DIR": str(cache)}
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "claims"), "--run", str(run_dir), "-k", "not llc", "-q",
            "-p", "no:cacheprovider", "--claims-report", str(report)]
@@ -87,7 +87,7 @@ def judge(run_dir: Path, cache: Path, report: Path) -> tuple[float, float, int]:
     if proc.returncode not in (0, 1):  # 1: some claims fail, which this benchmark does not judge
         print(out.decode(errors="replace")[-3000:])
         raise SystemExit(f"pytest exited with {proc.returncode}")
-    return wall, usage.ru_maxrss * 1024, proc.returncode  # ru_maxrss is in KiB on Linux
+    return wall, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime  # ru_maxrss is in KiB on Linux
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                             "--quiet"], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
                            env={**os.environ, "CLAIMLENS_CACHE_DIR": str(tmp / f"import-cache{n}")})
             print(f"{n} checkpoints (p = 113, d_model 128, d_mlp 512):")
-            wall, peak, _ = judge(run_dir, tmp / f"cache{n}", tmp / f"report{n}")
+            wall, peak, cpu = judge(run_dir, tmp / f"cache{n}", tmp / f"report{n}")
             results[n] = (wall, peak)
-            print(f"  wall {wall:.1f} s, {wall / n:.3f} s per checkpoint, peak RSS {peak / 1e9:.2f} GB")
+            print(f"  wall {wall:.1f} s, {wall / n:.3f} s per checkpoint, peak RSS {peak / 1e9:.2f} GB "
+                  f"(CPU {cpu:.1f} s, {cpu / n:.3f} s per checkpoint: less sensitive to a loaded machine)")
     parts = [f"{n} checkpoints {results[n][0]:.0f} s, peak {results[n][1] / 1e9:.2f} GB"
              for n in sorted(results, reverse=True)]
     print("scale: " + "; ".join(parts))
