@@ -135,3 +135,57 @@ def test_given_keys_and_rules_are_recorded(tiny_run, cache_dir):
 def test_mlp_runs_are_refused_with_a_reason(tiny_mlp_run, cache_dir):
     with pytest.raises(ValueError, match="is a mlp"):
         evaluate(tiny_mlp_run)
+
+
+def _one_checkpoint_at_a_time(run, keys):
+    """The series as the analysis once built them: every checkpoint measured, its values kept in lists, stacked at
+    the end (the whole run at once)."""
+    from claimlens.core import fourier as fo
+    from claimlens.core.checkpoint import Checkpoint
+    from claimlens.families.grokking.analysis import _measure
+
+    p = run.spec.task.p
+    final = Checkpoint(run, run.epochs[-1]).activations.mlp_post
+    neuron_freq = fo.key_frequencies_from_neurons(final, p, fo.frequencies(p)).details["neuron_freq"]
+    random_dirs = pm.random_grid_directions(p, 2, seed=0)
+    cols, per_example = {}, []
+    for epoch in run.epochs:
+        values, ssw, losses = _measure(Checkpoint(run, epoch), keys, neuron_freq, random_dirs)
+        values["sum_sq_weights_by_param"] = torch.tensor([ssw[n] for n in sorted(ssw) if n != "total"],
+                                                         dtype=torch.float64)
+        for name, value in values.items():
+            cols.setdefault(name, []).append(torch.as_tensor(value, dtype=torch.float64).reshape(-1))
+        per_example.append(losses)
+    return {name: torch.stack(c, dim=1) for name, c in cols.items()}, torch.stack(per_example)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, 5])
+def test_chunked_analysis_equals_the_whole_run_at_once(tiny_run, cache_dir, chunk_size):
+    """Streaming the checkpoints in chunks (memory flat in their number) shifts no value across a chunk boundary:
+    every series, bit for bit, equals the one-chunk analysis and the values measured checkpoint by checkpoint and
+    stacked at the end (13 checkpoints: chunks of 4 and 5 end mid-run, chunks of 1 everywhere)."""
+    n = len(tiny_run.epochs)
+    assert n % 4 and n % 5
+    chunked = evaluate(tiny_run, cache=False, chunk_size=chunk_size)
+    whole = evaluate(tiny_run, cache=False, chunk_size=n)
+    reference, per_example = _one_checkpoint_at_a_time(tiny_run, chunked.keys.keys)
+    assert list(chunked.series) == list(whole.series)
+    for name in chunked.series:
+        assert torch.equal(chunked[name].data, whole[name].data), name
+        assert chunked[name].labels == whole[name].labels and torch.equal(chunked[name].epochs, whole[name].epochs)
+    for name, values in reference.items():
+        assert torch.equal(chunked[name].data, values), name
+    assert torch.equal(chunked.per_example_log_loss, per_example)
+    assert torch.equal(chunked["sum_sq_weights"].data, reference["sum_sq_weights_by_param"].sum(0, keepdim=True))
+
+
+def test_chunks_cover_the_checkpoints_in_order_and_refuse_an_empty_chunk():
+    from claimlens.core.memory import chunks, release_freed_memory
+
+    epochs = list(range(0, 130, 10))
+    for size in (1, 4, 13, 100):
+        parts = list(chunks(epochs, size))
+        assert [e for part in parts for e in part] == epochs and all(1 <= len(part) <= size for part in parts)
+    with pytest.raises(ValueError, match="chunk size must be ≥ 1 checkpoint, got 0"):
+        list(chunks(epochs, 0))
+    assert release_freed_memory() in (True, False)

@@ -58,6 +58,27 @@ def test_null_permutes_each_column_independently():
     torch.testing.assert_close(acc.gram, P @ P.T)
 
 
+@pytest.mark.parametrize("width", [1, 3, 7, 4096])
+def test_null_permuted_in_place_a_few_columns_at_a_time_equals_the_whole_block_at_once(monkeypatch, width):
+    """The null permutes its block in place, ``PERMUTE_COLUMNS`` columns at a time (working memory flat in the
+    columns): the Gram matrix is the one of the whole block permuted at once, bit for bit, whatever the width, and
+    the caller's block (float64 too) is left as it was."""
+    monkeypatch.setattr(L, "PERMUTE_COLUMNS", width)
+    gen = torch.Generator().manual_seed(11)
+    blocks = [torch.randn(9, 10, generator=gen, dtype=torch.float64), torch.randn(9, 6, generator=gen)]
+    scale = torch.rand(9, generator=gen) + 0.5
+    kept = [b.clone() for b in blocks]
+    acc = L.GramAccumulator(9, null=True, seed=5, row_scale=scale)
+    draws, expected = torch.Generator().manual_seed(5), torch.zeros(9, 9, dtype=torch.float64)
+    for block in blocks:
+        acc.add(block)
+        x = block.double() * scale.double().view(-1, 1)
+        x = x.gather(0, torch.rand(x.shape, generator=draws, dtype=torch.float64).argsort(dim=0))
+        expected += x @ x.T
+    assert torch.equal(acc.gram, expected)
+    assert all(torch.equal(b, k) for b, k in zip(blocks, kept, strict=True))
+
+
 def test_count_above():
     sv = torch.tensor([10.0, 2.0, 1.0, 0.5])
     assert [L.count_above(sv, f) for f in (0.05, 0.1, 0.15)] == [4, 3, 2]
@@ -85,6 +106,20 @@ def test_pca_trajectory_matches_svd():
     U, s, _ = torch.linalg.svd(C, full_matrices=False)
     torch.testing.assert_close(scores.abs(), (U[:, :2] * s[:2]).abs())
     torch.testing.assert_close(explained, s[:2] ** 2 / (s ** 2).sum())
+
+
+def test_analysis_streamed_in_chunks_equals_one_chunk(tiny_run):
+    """Chunks of checkpoints (memory released between them) change no value: chunks of 1 and 5 against one chunk of
+    the whole run (13 checkpoints), bit for bit."""
+    from claimlens.families.lowrank.analysis import SPECTRA, _compute
+
+    whole = _compute(tiny_run, False, None, chunk_size=len(tiny_run.epochs))
+    for size in (1, 5):
+        chunked = _compute(tiny_run, False, None, chunk_size=size)
+        for kind in ("gradients", "checkpoints"):
+            for name in SPECTRA:
+                assert torch.equal(getattr(getattr(chunked, kind), name), getattr(getattr(whole, kind), name))
+        assert torch.equal(chunked.pca, whole.pca) and torch.equal(chunked.angles, whole.angles)
 
 
 def test_analysis_equals_the_whole_matrices_on_a_real_run(tiny_run):

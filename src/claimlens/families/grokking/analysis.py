@@ -5,7 +5,9 @@ One forward pass per checkpoint (:class:`claimlens.core.checkpoint.Checkpoint`, 
 with the key-frequency rule and the claims about the final model. Key frequencies are fixed from the final
 checkpoint (G-KEY rule 1 by default) and reused for all epochs. Results are cached per (run content hash,
 analysis version, arguments) in the analysis cache, so a second evaluation of the same run recomputes
-nothing. The metrics themselves are the pure functions of :mod:`claimlens.families.grokking.metrics`.
+nothing. The checkpoints are streamed in chunks (:mod:`claimlens.core.memory`): one checkpoint's parameters and
+activations are held at a time, its values written into series allocated once, so memory does not grow with the
+number of checkpoints beyond the series. The metrics themselves are the pure functions of :mod:`claimlens.families.grokking.metrics`.
 
 A transformer of ``n_layers > 1`` is measured the same way, with two differences: its key frequencies are those of
 its embedding (G-KEY by embedding norm: the neuron rule reads the one MLP of Nanda et al.'s 1-layer circuit), and
@@ -56,6 +58,7 @@ from claimlens.core import fourier as fo
 from claimlens.core.cache import AnalysisCache
 from claimlens.core.checkpoint import FinalCheckpoints, checkpoint, final_checkpoint
 from claimlens.core.losses import accuracy, cross_entropy_f64
+from claimlens.core.memory import chunks, release_freed_memory
 from claimlens.core.series import Series, SeriesUnavailable
 from claimlens.families.grokking import metrics as pm
 from claimlens.models import n_ctx
@@ -140,10 +143,13 @@ def final_key_frequencies(run, rule: str | None = None,
 
 
 def evaluate(run, *, keys: list[int] | None = None, key_rule: str | None = None, cache: bool = True,
-             progress: bool = False, checkpoints: FinalCheckpoints | None = None) -> ProgressMeasures:
+             progress: bool = False, checkpoints: FinalCheckpoints | None = None,
+             chunk_size: int | None = None) -> ProgressMeasures:
     """Series of every progress measure over every checkpoint of ``run`` (a transformer run). The final checkpoint
     is the one ``checkpoints`` keeps (the session's), else one read for this call. ``key_rule``: see
-    :func:`final_key_frequencies`.
+    :func:`final_key_frequencies`. The checkpoints are streamed in chunks of ``chunk_size`` (default
+    :data:`claimlens.core.memory.CHUNK_CHECKPOINTS`): memory stays flat in the number of checkpoints, and the chunk
+    size changes no value (so it is not part of the cache key).
 
     Raises ``ValueError`` for a run that is not a transformer; a checkpoint that cannot be read raises
     :class:`claimlens.errors.CheckpointError` naming it."""
@@ -165,7 +171,7 @@ def evaluate(run, *, keys: list[int] | None = None, key_rule: str | None = None,
                                         split_unknown=run.task.split_unknown)
             except (KeyError, ValueError):
                 pass  # damaged: recomputed
-    epochs, series, per_example = _compute(run, kf.keys, progress, checkpoints)
+    epochs, series, per_example = _compute(run, kf.keys, progress, checkpoints, chunk_size)
     if cache:
         tensors = {"__epochs__": epochs, "__per_example_log_loss__": per_example,
                    **{name: s.data.clone() for name, s in series.items()}}
@@ -238,34 +244,53 @@ def _all_pairs_measures(out, params, acts, L, keys, neuron_freq, basis, candidat
 
 
 @torch.no_grad()
-def _compute(run, keys: list[int], progress: bool,
-             checkpoints: FinalCheckpoints) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
+def _compute(run, keys: list[int], progress: bool, checkpoints: FinalCheckpoints,
+             chunk_size: int | None = None) -> tuple[torch.Tensor, dict[str, Series], torch.Tensor]:
+    """Stream the checkpoints in chunks of ``chunk_size`` (:func:`claimlens.core.memory.chunks`): each checkpoint is
+    read, measured and dropped, its values written into the series allocated at the first checkpoint, and the memory
+    a chunk freed is given back before the next, so memory does not grow with the number of checkpoints beyond the
+    series themselves. Every value is that checkpoint's own computation: the chunk size changes no value."""
     p, model = run.spec.task.p, run.spec.model
-    names = {n: [] for n in _NAMES if run.task.split_known or n not in SPLIT_SERIES}
+    order = [n for n in _NAMES if run.task.split_known or n not in SPLIT_SERIES]  # the series' order (the cache's)
     epochs = run.epochs
+    S = len(epochs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(epochs), desc=f"metrics {run.name}", unit="ckpt")
+        bar = tqdm(total=S, desc=f"metrics {run.name}", unit="ckpt")
     candidates = fo.frequencies(p)
     final_neurons = fo.key_frequencies_from_neurons(final_checkpoint(run, checkpoints).activations.mlp_post, p,
                                                      candidates)
     neuron_freq = final_neurons.details["neuron_freq"]  # [d_mlp]: each neuron's frequency in the final model
     random_dirs = pm.random_grid_directions(p, 2, seed=0)
     param_names = None
-    per_example = []
+    buffers: dict[str, torch.Tensor] = {}  # series name -> [labels, S] float64, filled column by column
+    per_example = None  # [S, N] float32
+    i = 0
     try:
-        for epoch in epochs:
-            values, ssw, losses = _measure(checkpoint(run, epoch, checkpoints), keys, neuron_freq, random_dirs)
-            for name, value in values.items():
-                names.setdefault(name, []).append(value)
-            if param_names is None:
-                param_names = sorted(n for n in ssw if n != "total")
-            names["sum_sq_weights_by_param"].append(torch.tensor([ssw[n] for n in param_names], dtype=torch.float64))
-            per_example.append(losses)
-            if bar is not None:
-                bar.update()
+        for chunk in chunks(epochs, chunk_size):
+            for epoch in chunk:
+                values, ssw, losses = _measure(checkpoint(run, epoch, checkpoints), keys, neuron_freq, random_dirs)
+                if param_names is None:
+                    param_names = sorted(n for n in ssw if n != "total")
+                values["sum_sq_weights_by_param"] = torch.tensor([ssw[n] for n in param_names], dtype=torch.float64)
+                if i == 0:
+                    order += [n for n in values if n not in order]
+                    buffers = {n: torch.empty(torch.as_tensor(values[n]).numel(), S, dtype=torch.float64)
+                               for n in order}
+                    per_example = torch.empty(S, losses.numel(), dtype=losses.dtype)
+                if values.keys() != buffers.keys():
+                    raise RuntimeError(f"run {run.name!r}, epoch {epoch}: measured {sorted(values)}, expected "
+                                       f"{sorted(buffers)}")
+                for name, value in values.items():
+                    buffers[name][:, i] = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
+                per_example[i] = losses
+                i += 1
+                if bar is not None:
+                    bar.update()
+            del values, ssw, losses
+            release_freed_memory()
     finally:
         if bar is not None:
             bar.close()
@@ -282,17 +307,14 @@ def _compute(run, keys: list[int], progress: bool,
         "neuron_key_frequency": [f"k={k}" for k in candidates],
         "quadratic_fraction": [f"neuron={i}" for i in range(model.d_mlp)],
     }
-    series: dict[str, Series] = {}
-    for name, cols in names.items():
-        values = torch.stack([torch.as_tensor(c, dtype=torch.float64).reshape(-1) for c in cols], dim=1)
-        series[name] = Series(name, ep, values, tuple(labels_of.get(name, [""])))
+    series = {name: Series(name, ep, buffers[name], tuple(labels_of.get(name, [""]))) for name in order}
     if "restricted_loss" in series:
         rl = series["restricted_loss"]
         series["trig_loss_all"] = Series("trig_loss_all", ep, rl.data[0:1])
         series["trig_loss_train"] = Series("trig_loss_train", ep, rl.data[1:2])
     ssw = series["sum_sq_weights_by_param"]
     series["sum_sq_weights"] = Series("sum_sq_weights", ep, ssw.data.sum(0, keepdim=True))
-    return ep, series, torch.stack(per_example)
+    return ep, series, per_example
 
 
 def log10_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

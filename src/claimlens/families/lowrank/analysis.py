@@ -33,6 +33,7 @@ import torch
 
 from claimlens.core.cache import AnalysisCache
 from claimlens.core.losses import cross_entropy_f64
+from claimlens.core.memory import chunks, release_freed_memory
 from claimlens.core.series import Series
 from claimlens.families.lowrank import metrics as L
 from claimlens.models import forward, frozen_params
@@ -247,7 +248,7 @@ def _from_cache(t: dict[str, torch.Tensor], meta: dict[str, str], S: int) -> Low
     return out if shapes_fit and finite else None
 
 
-def _compute(run, progress: bool, shared: torch.Tensor | None) -> LowRank:
+def _compute(run, progress: bool, shared: torch.Tensor | None, chunk_size: int | None = None) -> LowRank:
     spec, epochs = run.spec, run.epochs
     S = len(epochs)
     frozen = frozen_params(spec.model, spec.modulus)
@@ -255,21 +256,29 @@ def _compute(run, progress: bool, shared: torch.Tensor | None) -> LowRank:
     bar = _bar(S, f"low rank {run.name}", progress)
     with tempfile.TemporaryDirectory(prefix="claimlens-lowrank-") as tmp:
         grads = None
-        losses = []
-        for i, epoch in enumerate(epochs):
-            params = {k: v.requires_grad_(k not in frozen) for k, v in run.checkpoint(epoch).items()}
-            names = sorted(k for k in params if k not in frozen)  # a checkpoint's dict order is not fixed
-            grad = torch.autograd.grad(loss_fn(params), [params[k] for k in names])
-            flat = torch.cat([g.flatten() for g in grad]).float().numpy()
-            if grads is None:
-                grads = np.lib.format.open_memmap(Path(tmp) / "gradients.npy", mode="w+", dtype=np.float32,
-                                                  shape=(S, flat.size))
-            grads[i] = flat
-            if shared is None:
-                with torch.no_grad():
-                    losses.append(L.log_loss(per_example(params).detach()))
-            if bar is not None:
-                bar.update(1)
+        losses = None  # [S, N] float64, filled row by row when no other analysis gave them
+        i = 0
+        for chunk in chunks(epochs, chunk_size):  # one checkpoint held at a time; a chunk's freed memory released
+            for epoch in chunk:
+                params = {k: v.requires_grad_(k not in frozen) for k, v in run.checkpoint(epoch).items()}
+                names = sorted(k for k in params if k not in frozen)  # a checkpoint's dict order is not fixed
+                grad = torch.autograd.grad(loss_fn(params), [params[k] for k in names])
+                flat = torch.cat([g.flatten() for g in grad]).float().numpy()
+                if grads is None:
+                    grads = np.lib.format.open_memmap(Path(tmp) / "gradients.npy", mode="w+", dtype=np.float32,
+                                                      shape=(S, flat.size))
+                grads[i] = flat
+                if shared is None:
+                    with torch.no_grad():
+                        row = L.log_loss(per_example(params).detach())
+                    if losses is None:
+                        losses = torch.empty(S, row.numel(), dtype=row.dtype)
+                    losses[i] = row
+                i += 1
+                if bar is not None:
+                    bar.update(1)
+            del params, grad, flat
+            release_freed_memory()
         if bar is not None:
             bar.close()
         grads.flush()
@@ -290,7 +299,7 @@ def _compute(run, progress: bool, shared: torch.Tensor | None) -> LowRank:
             yield run.stacked(name).reshape(S, -1)
 
     checkpoints = _spectrum(checkpoint_blocks, S, normalise=False)
-    matrix = shared.double() if shared is not None else torch.stack(losses)  # [S, N]: small next to the parameters
+    matrix = shared.double() if shared is not None else losses  # [S, N]: small next to the parameters
     pca, explained = L.pca_trajectory(matrix)
     return LowRank(torch.tensor(epochs), gradients, checkpoints, pca, explained, L.turning_angles(pca),
                    n_params, matrix.shape[1])

@@ -9,6 +9,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+PERMUTE_COLUMNS = 4096  # columns the null permutes at a time (its temporaries: [S, 4096] index and value arrays)
+
 
 class GramAccumulator:
     """``G = X Xᵀ`` of a matrix ``X [S, n]`` fed in column blocks (``add(block [S, c])``), and the Gram matrix of
@@ -25,12 +27,18 @@ class GramAccumulator:
         self.n_columns = 0
 
     def add(self, block: Float[Tensor, "n_ckpt n_cols"]) -> None:
-        x = block.double()
+        """Add the columns ``block [S, c]`` (any float dtype; not modified). Working memory: the block in float64 and,
+        for the null, its ``[S, c]`` float64 draws; the permutation is applied in place, ``PERMUTE_COLUMNS`` columns
+        at a time (each column's own permutation, so the result does not depend on that width)."""
+        x = block.to(torch.float64, copy=True)
         if self.row_scale is not None:
-            x = x * self.row_scale
+            x.mul_(self.row_scale)
         if self.null:
-            order = torch.rand(x.shape, generator=self.generator, dtype=torch.float64).argsort(dim=0)
-            x = x.gather(0, order)
+            draws = torch.rand(x.shape, generator=self.generator, dtype=torch.float64)
+            for start in range(0, x.shape[1], PERMUTE_COLUMNS):
+                cols = slice(start, start + PERMUTE_COLUMNS)
+                x[:, cols] = x[:, cols].gather(0, draws[:, cols].argsort(dim=0))
+            del draws
         self.gram += x @ x.T
         self.n_columns += x.shape[1]
 
