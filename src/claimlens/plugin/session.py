@@ -70,8 +70,14 @@ class ClaimSession:
         if self._runs is None:
             seeds = self.config.getoption("claimlens_seeds") or 1
             only = frozenset(self.config.getoption("claimlens_members") or [])
-            self._runs = [run for ref in self.named() for run in ref.judged_runs(seeds, only)]
+            self._runs = [run.on(self.device) for ref in self.named()
+                          for run in ref.on(self.device).judged_runs(seeds, only)]
         return self._runs
+
+    @property
+    def device(self) -> str:
+        """The device spec runs are trained on (``--claims-device``: ``auto`` by default, CUDA when available)."""
+        return self.config.getoption("claimlens_device", "auto") or "auto"
 
     def sets(self) -> list:
         """The run sets the set claims judge: those named with ``--run`` (not the sweeps whose members this process
@@ -84,7 +90,7 @@ class ClaimSession:
             if self.config.getoption("claimlens_sweeps"):
                 names = {ref.path.resolve() for ref in named}
                 named += [ref for ref in builtin_sweeps() if ref.path.resolve() not in names]
-            self._sets = named
+            self._sets = [ref.on(self.device) for ref in named]
         return self._sets
 
     def resolved(self) -> list:
