@@ -14,8 +14,15 @@ from claimlens import cli
 from claimlens.builtin import cached_run_path
 from claimlens.config import RunSpec
 from claimlens.errors import RunError
-from claimlens.executor import (DaskExecutor, ExecutorError, PoolExecutor, SerialExecutor, TrainJob, from_option,
-                                train_all)
+from claimlens.executor import (
+    DaskExecutor,
+    ExecutorError,
+    PoolExecutor,
+    SerialExecutor,
+    TrainJob,
+    from_option,
+    train_all,
+)
 from claimlens.runsets import SweepSpec, ensure_set
 from conftest import tiny_spec, with_train
 
@@ -140,7 +147,8 @@ def test_the_executor_comes_from_the_environment_and_a_bad_one_is_refused_in_one
 
 
 def test_dask_missing_is_one_clear_error(monkeypatch):
-    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # import fails as when it is not installed
+    for name in ("dask", "dask.distributed"):  # the import fails as when Dask is not installed
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ExecutorError, match=r"needs Dask distributed, which is not installed: pip install "
                                             r"'claimlens\[dask\]'"):
         DaskExecutor().map([TrainJob(tiny_spec(), "cpu")])

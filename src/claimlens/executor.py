@@ -114,7 +114,7 @@ def _train_job(job: TrainJob, cache: str | None, threads: int | None, executor: 
         return TrainResult(job.name, str(run.path), run.content_hash, seconds=time.perf_counter() - t0,
                            threads=source.get("threads"), device=source.get("device"),
                            executor=str(source.get("executor", "")))
-    except BaseException as exc:  # noqa: BLE001 - reported as the job's error; the other jobs go on
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         return TrainResult(job.name, error=_one_line(exc), seconds=time.perf_counter() - t0, threads=threads,
@@ -299,7 +299,7 @@ class DaskExecutor(Executor):
 def _dask():
     """``dask.distributed``, imported on first use; :class:`ExecutorError` saying how to install it when missing."""
     try:
-        import dask.distributed as distributed
+        import dask.distributed as distributed  # noqa: PLR0402 - import fails when the submodule is missing
     except ImportError:
         raise ExecutorError("the dask executor needs Dask distributed, which is not installed: pip install "
                             "'claimlens[dask]' (or 'dask[distributed]'); the default executor is the local pool "
@@ -337,8 +337,7 @@ def from_option(value: str | None = None) -> Executor:
         return DaskExecutor()
     if text.startswith("dask:local:"):
         return DaskExecutor(workers=count(text[len("dask:local:"):]))
-    if text.startswith("dask:"):
-        text = text[len("dask:"):]
+    text = text.removeprefix("dask:")
     if "://" in text:
         return DaskExecutor(address=text)
     raise ExecutorError(f"{where} is not one of {', '.join(KINDS)} (or a Dask scheduler address, tcp://HOST:PORT)")

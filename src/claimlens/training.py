@@ -66,7 +66,7 @@ def device_class(device: str) -> str:
     return _device_class(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _device_class(device: str) -> str:
     return resolve_device(device).type
 
