@@ -215,3 +215,29 @@ def test_the_runs_table_says_where_each_run_was_trained():
                                    "executor": "dask"}}) == "cuda, 8 threads, dask"
     assert _trained_on({"source": {"kind": "trained", "device": "cpu"}}) == "cpu"  # an older claimlens's run
     assert _trained_on({"source": {"kind": "imported"}}) == "imported" and _trained_on({}) == ""
+
+
+@pytest.mark.slow
+def test_a_session_trains_its_missing_runs_up_front_and_a_failure_is_its_claims_error(pytester, tmp_path,
+                                                                                     monkeypatch):
+    """`pytest claims/ --run SWEEP.toml`: the two members are trained before the first test on the pool (one line
+    names them, one says what became of them); the member that could not be trained is named there, and its claims
+    are errors with that message while the other member is judged."""
+    monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "cache"))
+    path = _sweep(tmp_path, n=2, epochs=120)  # 13 checkpoints: enough for the trajectory claim
+    blocked = cached_run_path(SweepSpec.from_toml(path).members()[1].spec, "cpu")
+    blocked.parent.mkdir(parents=True)
+    blocked.write_text("not a run directory")
+    root = Path(__file__).resolve().parents[1]
+    result = pytester.runpytest_subprocess(str(root / "claims" / "test_grokking.py"), "-p", "no:cacheprovider",
+                                           "--rootdir", str(root), "--run", str(path), "-k", "grokking_delayed",
+                                           "--claims-executor", "pool:2", "--claims-report", str(tmp_path / "rep"))
+    result.stdout.fnmatch_lines([
+        "claimlens: first use of 2 runs (seeds-seed=0, seeds-seed=1): trained now on CPU on a pool of 2 processes *",
+        "claimlens: trained 1 of 2 runs in * s: failed: seeds-seed=1: NotADirectoryError*"])
+    records = {r["run"]: r for r in json.loads((tmp_path / "rep" / "claims.json").read_text())["records"]}
+    assert records["seeds-seed=0"]["outcome"] in ("passed", "failed")  # judged
+    assert records["seeds-seed=1"]["outcome"] == "error"
+    assert "training failed: NotADirectoryError" in records["seeds-seed=1"]["message"]
+    runs = {r["label"]: r for r in json.loads((tmp_path / "rep" / "claims.json").read_text())["runs"]}
+    assert runs["seeds-seed=0"]["source"]["executor"] == "pool" and runs["seeds-seed=0"]["source"]["threads"] == 1

@@ -64,10 +64,12 @@ class RunInput:
         members of named sweeps (--claims-member), not the sweeps as sets."""
         return self.is_set
 
-    def on(self, device: str) -> RunInput:
-        """This input, trained (where it is a spec) on ``device`` (``auto``, ``cpu``, ``cuda``): the session's
-        ``--claims-device``, whose class is part of the cache key of a trained run. Returns itself."""
+    def on(self, device: str, executor: str | None = None) -> RunInput:
+        """This input, trained (where it is a spec or a sweep) on ``device`` (``auto``, ``cpu``, ``cuda``: the
+        session's ``--claims-device``, whose class is part of the cache key of a trained run) through ``executor``
+        (``--claims-executor``; None: ``$CLAIMLENS_EXECUTOR``, else the pool). Returns itself."""
         self._memo["device"] = device
+        self._memo["executor"] = executor
         return self
 
     @property
@@ -380,6 +382,7 @@ class Sweep(RunInput):
             member = SweepMember(self.path, m.label, member=m.label)
             member._memo["spec"] = m.spec
             member._memo["device"] = self.device
+            member._memo["executor"] = self._memo.get("executor")
             out.append(member)
         return out
 
@@ -423,7 +426,7 @@ class Sweep(RunInput):
 
         if "train_error" in self._memo:
             raise RunError(f"training failed: {self._memo['train_error']}")
-        return ensure_set(self.sweep(), device=device)
+        return ensure_set(self.sweep(), device=device, executor=self._memo.get("executor"))
 
 
 @dataclass(frozen=True)
