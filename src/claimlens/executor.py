@@ -386,11 +386,9 @@ def train_all(jobs: Iterable[TrainJob], executor: Executor | str | None = None, 
         bar = tqdm(total=len(todo), desc=f"{desc}: {len(todo)} run{'s' * (len(todo) != 1)} {executor.describe()}",
                    unit="run", dynamic_ncols=True)
 
-    def done(result: TrainResult) -> None:
+    def done(result: TrainResult) -> None:  # the callers report each result (a failure with its error)
         if bar is not None:
             bar.update(1)
-            if not result.ok:
-                bar.write(f"{desc}: {result.label} failed: {result.error}")
 
     try:
         for i, result in zip(todo, executor.map([jobs[i] for i in todo], done, progress)):

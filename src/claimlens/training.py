@@ -4,7 +4,8 @@ through the run store.
 One epoch is one optimiser step on all training pairs. At epoch ``e`` the parameters are those
 after ``e`` steps; the log row for ``e`` holds their train/test loss and accuracy (cross entropy
 in float64), and the checkpoint for ``e`` holds them too. Deterministic: the same spec on the same
-machine gives bit-identical checkpoints, and a run killed at any point and started again continues
+machine with the same intra-op thread count (``torch.get_num_threads()``, recorded in run.json's ``source.threads``:
+CPU kernels split their sums by it) gives bit-identical checkpoints, and a run killed at any point and started again continues
 from its last checkpoint as if it had never stopped.
 """
 

@@ -301,7 +301,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not jobs:
         return
     from claimlens.builtin import cache_dir, check_cache_writable
-    from claimlens.errors import CacheNotWritable
+    from claimlens.errors import CacheNotWritable, ClaimlensError
     from claimlens.executor import ExecutorError, TrainJob, from_option, train_all
 
     untrained = [label for label, _, _ in jobs.values()]
@@ -326,6 +326,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                                 desc="claimlens")
         except ExecutorError as exc:
             raise pytest.UsageError(f"--claims-executor: {exc}") from None
+        except ClaimlensError as exc:  # e.g. --claims-device cuda where there is none
+            raise pytest.UsageError(f"claimlens: {exc}") from None
     for (label, _, needing), result in zip(jobs.values(), trained.results):
         if not result.ok:
             for ref in needing:
