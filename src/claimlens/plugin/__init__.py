@@ -2,8 +2,8 @@
 
 Importing it is cheap (no torch). Layout, as pytest-benchmark's:
 
-* here: the options and the hooks (configure, parametrize over runs, a line naming the runs a first session
-  trains, make records, finish, summary);
+* here: the options and the hooks (configure, parametrize over runs, training the runs a first session needs all
+  at once through :mod:`claimlens.executor` after a line naming them, make records, finish, summary);
 * :mod:`claimlens.plugin.fixtures`: the fixtures every family's claim tests share (``run``, ``run_set``,
   ``final_checkpoint``, ``final_activations``, ``claim``, ``thresholds``, …); each family's own (``run_series``,
   ``phases``, ``llc_series``, …) are in ``claimlens/families/<family>/fixtures.py``, registered here;
