@@ -76,7 +76,8 @@ def test_the_pool_trains_the_same_runs_as_serial_training_at_the_same_thread_cou
 
 
 @pytest.mark.slow
-def test_a_sweep_through_a_dask_local_cluster_gives_the_members_and_hashes_of_serial_training(tmp_path, monkeypatch):
+def test_a_sweep_through_dask_gives_the_members_and_hashes_of_serial_training(tmp_path, monkeypatch):
+    """A LocalCluster made for the call, and a running scheduler given by its address."""
     sweep = SweepSpec.from_toml(_sweep(tmp_path))
     monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "serial"))
     serial = ensure_set(sweep, device="cpu", progress=False, executor=SerialExecutor(threads=1))
@@ -87,6 +88,14 @@ def test_a_sweep_through_a_dask_local_cluster_gives_the_members_and_hashes_of_se
     assert [r.content_hash for _, r in dask.members] == [r.content_hash for _, r in serial.members]
     assert [_checkpoints(r.path) for _, r in dask.members] == [_checkpoints(r.path) for _, r in serial.members]
     assert all(r.manifest["source"]["executor"] == "dask" for _, r in dask.members)
+    # a running scheduler, by its address (Client(address)), as on a cluster: the same runs again
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        monkeypatch.setenv("CLAIMLENS_CACHE_DIR", str(tmp_path / "scheduler"))
+        remote = ensure_set(sweep, device="cpu", progress=False, executor=f"dask:{cluster.scheduler_address}")
+    assert [r.content_hash for _, r in remote.members] == [r.content_hash for _, r in serial.members]
+    assert all(r.path.parent.parent == tmp_path / "scheduler" for _, r in remote.members)
 
 
 @pytest.mark.slow
