@@ -29,6 +29,7 @@ LAYERS = [
     "claimlens.reference",
     "claimlens.training",
     "claimlens.builtin",
+    "claimlens.executor",
     "claimlens.runsets",
     "claimlens.families",
     "claimlens.thresholds",

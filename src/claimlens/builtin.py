@@ -4,7 +4,8 @@ This module sits above ``training`` and ``runs`` (the store and the importers): 
 that both trains and opens runs, and it owns the cache directory that the analysis cache shares.
 
 The cache lives in ``$CLAIMLENS_CACHE_DIR`` or, if unset, ``$XDG_CACHE_HOME/claimlens`` (default
-``~/.cache/claimlens``); a run of spec ``default`` with hash ``3fa2…`` is ``runs/default-3fa2…``.
+``~/.cache/claimlens``); a run of spec ``default`` with hash ``3fa2…`` trained on the CPU is ``runs/default-3fa2…`` (on
+a GPU the key is :meth:`RunSpec.key` of the spec and the device class: the numbers differ).
 A file lock makes parallel sessions (pytest-xdist workers, two terminals) train it once; an
 interrupted training is resumed, not restarted. A cache that cannot be written (read-only, another user's) still
 serves the runs it holds; a run it lacks is refused before any training (:class:`CacheNotWritable`), and a
@@ -19,7 +20,7 @@ from claimlens._io import cache_dir, cache_unwritable, sha256_file
 from claimlens.config import FIXTURES, RunSpec
 from claimlens.errors import CacheNotWritable, RunError
 from claimlens.runs.store import MANIFEST, Run
-from claimlens.training import Trainer
+from claimlens.training import Trainer, device_class
 
 __all__ = ["FIXTURES", "builtin_run", "builtin_spec_path", "cache_dir", "cached_run_path", "check_cache_writable",
            "ensure_imported", "ensure_run", "imported_run_path", "is_cached"]
@@ -34,21 +35,24 @@ def builtin_spec_path(name: str) -> Path:
     return path
 
 
-def cached_run_path(spec: RunSpec) -> Path:
-    """Where the cached run of ``spec`` is: ``runs/<name>-<hash>``, or a complete run of the same hash under another
-    name (a sweep member identical to a built-in run is that run, trained once)."""
-    own = cache_dir() / "runs" / f"{spec.name}-{spec.hash[:16]}"
+def cached_run_path(spec: RunSpec, device: str = "auto") -> Path:
+    """Where the cached run of ``spec`` trained on ``device`` is: ``runs/<name>-<key>`` (the key
+    :meth:`RunSpec.key` of the device's class: the spec's hash on the CPU), or a complete run of the same key under
+    another name (a sweep member identical to a built-in run is that run, trained once)."""
+    key = spec.key(device_class(device))
+    own = cache_dir() / "runs" / f"{spec.name}-{key[:16]}"
     if (own / MANIFEST).exists() or not own.parent.is_dir():
         return own
-    for other in sorted(own.parent.glob(f"*-{spec.hash[:16]}")):
+    for other in sorted(own.parent.glob(f"*-{key[:16]}")):
         if other.is_dir() and (other / MANIFEST).exists() and _complete(other):
             return other
     return own
 
 
-def is_cached(spec: RunSpec) -> bool:
-    """Whether the cache holds a complete run of ``spec`` (``ensure_run`` would open it without training)."""
-    path = cached_run_path(spec)
+def is_cached(spec: RunSpec, device: str = "auto") -> bool:
+    """Whether the cache holds a complete run of ``spec`` trained on ``device``'s class (``ensure_run`` would open it
+    without training)."""
+    path = cached_run_path(spec, device)
     return (path / MANIFEST).exists() and _complete(path)
 
 
@@ -61,12 +65,15 @@ def _complete(path: Path) -> bool:
         return False
 
 
-def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> Run:
-    """Open the cached run of ``spec``, training (or resuming) it first if needed. The run carries ``spec``'s name
-    even when the cache holds it under another spec's (a sweep member with the same cache key)."""
+def ensure_run(spec: RunSpec, *, device: str = "auto", progress: bool = True, provenance: dict | None = None) -> Run:
+    """Open the cached run of ``spec`` trained on ``device`` (``auto``: CUDA when available, else the CPU; the device's
+    class is part of the cache key), training (or resuming) it first if needed, in this process with its torch
+    thread count (:mod:`claimlens.executor` trains several at once). The run carries ``spec``'s name even when the
+    cache holds it under another spec's (a sweep member with the same cache key). ``provenance``: fields recorded in
+    run.json's ``source`` when it is trained here (the executor)."""
     from filelock import FileLock
 
-    path = cached_run_path(spec)
+    path = cached_run_path(spec, device)
     if _complete(path):  # no lock needed to read a complete run (a read-only cache holds no lock files)
         return Run.open(path).named(spec.name)
     check_cache_writable(f"the run of spec {spec.name!r} is not in it and must be trained")
@@ -77,7 +84,7 @@ def ensure_run(spec: RunSpec, *, device: str = "cpu", progress: bool = True) -> 
                 return Run.open(path).named(spec.name)
             except RunError:
                 pass  # incomplete: the trainer resumes it
-        return Trainer(spec, path, device=device, progress=progress).train().named(spec.name)
+        return Trainer(spec, path, device=device, progress=progress, provenance=provenance).train().named(spec.name)
 
 
 def check_cache_writable(why: str) -> None:

@@ -1,6 +1,7 @@
 """``claimlens`` command line: train, import and inspect runs.
 
     claimlens train fixtures/default.toml --out runs/default
+    claimlens train-sweep fixtures/sweeps/data_fraction.toml --executor pool
     claimlens import full_run_data.pth --out runs/paper
     claimlens import hf://callummcdougall/grokking_full_run_data/full_run_data.pth --out runs/arena
     claimlens info runs/default
@@ -19,7 +20,8 @@ from claimlens.errors import ClaimlensError
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from claimlens.config import RunSpec
-    from claimlens.training import Trainer
+    from claimlens.executor import TrainJob, train_all
+    from claimlens.runs.store import Run
 
     spec = RunSpec.from_toml(args.spec)
     if args.epochs is not None:
@@ -28,10 +30,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
         train = dataclasses.replace(spec.train, epochs=args.epochs,
                                     checkpoint_every=min(spec.train.checkpoint_every, args.epochs))
         spec = dataclasses.replace(spec, train=train).validate()
-    run = Trainer(spec, args.out, device=args.device, progress=not args.quiet).train()
+    result = train_all([TrainJob(spec, args.device, out=str(args.out))], args.executor,
+                       progress=not args.quiet).results[0]
+    if not result.ok:
+        print(f"claimlens train: error: {result.error}", file=sys.stderr)
+        return 2
+    run = Run.open(Path(result.path))
     print(f"trained {run.name!r}: {len(run.epochs)} checkpoints in {run.path}")
     _print_info(run)
     return 0
+
+
+def _cmd_train_sweep(args: argparse.Namespace) -> int:
+    """Train the members of a sweep spec into the cache through the executor, without pytest; every member is
+    reported (trained, cached or failed with its error), a failure stops none of the others: exit 1 if any failed."""
+    from claimlens.executor import TrainJob, train_all
+    from claimlens.runsets import SweepSpec
+
+    sweep = SweepSpec.from_toml(args.sweep)
+    members = sweep.members()
+    if args.member:
+        unknown = sorted(set(args.member) - {m.label for m in members})
+        if unknown:
+            raise ClaimlensError(f"--member {unknown}: not members of the sweep {sweep.name!r} "
+                                 f"({[m.label for m in members]})")
+        members = [m for m in members if m.label in args.member]
+    trained = train_all([TrainJob(m.spec, args.device, label=m.label) for m in members], args.executor,
+                        progress=not args.quiet, desc=f"sweep {sweep.name}")
+    width = max(len(m.label) for m in members)
+    for result in trained.results:
+        if not result.ok:
+            print(f"failed   {result.label:<{width}}  {result.error}")
+        elif not result.trained:
+            print(f"cached   {result.label:<{width}}  {_shown(Path(result.path))}")
+        else:
+            print(f"trained  {result.label:<{width}}  {_shown(Path(result.path))}  ({result.seconds:.1f} s, "
+                  f"{result.device}, {_n(_first(result.threads), 'thread')})")
+    done = [r for r in trained.results if r.ok and r.trained]
+    failed = trained.failed
+    print(f"sweep {sweep.name!r}: {len(done)} trained, {len(trained.results) - len(done) - len(failed)} cached, "
+          f"{len(failed)} failed, in {trained.seconds:.1f} s {trained.executor}")
+    return 1 if failed else 0
+
+
+def _first(threads) -> int:
+    return int(threads[-1] if isinstance(threads, list) else threads or 0)
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
@@ -98,7 +141,9 @@ def _run_or_builtin(path: Path) -> Path:
     if path.exists() and path.suffix != ".toml" or not spec_path.is_file():
         return path  # Run.open says what is wrong with it
     spec = RunSpec.from_toml(spec_path)
-    cached = cached_run_path(spec)
+    cached = cached_run_path(spec)  # trained here on first use (auto: on CUDA when available) ...
+    if not cached.is_dir():
+        cached = cached_run_path(spec, "cpu")  # ... or trained on the CPU
     if not cached.is_dir():
         raise ClaimlensError(f"{str(path)!r}: the run of {spec_path.name} is not trained yet (looked in {cached}); "
                              f"`pytest claims/ --run {_shown(spec_path)}` trains it into the cache")
@@ -188,7 +233,7 @@ def _print_info(run) -> None:
     lines = [
         f"run        {info['name']}  ({info['status']}, content hash {info['content_hash'][:12]})",
         f"path       {info['path']}",
-        f"source     {info['source'].get('kind')}"
+        f"source     {info['source'].get('kind')}" + _where_trained(info["source"])
         + (f", {info['source']['train_seconds']:.1f} s of training" if info["source"].get("train_seconds") else ""),
         f"task       {task_line}",
         f"model      {model}",
@@ -244,6 +289,13 @@ def _print_info(run) -> None:
             lines.append(f"grokking   train acc ≥ {g['threshold']} at {unit} {g['memorised_epoch']}, test acc ≥ "
                          f"{g['threshold']} at {unit} {g['generalised_epoch']} (delay ratio {g['delay_ratio']:.1f}x)")
     print("\n".join(lines))
+
+
+def _where_trained(source: dict) -> str:
+    from claimlens.runs.manifest import where_trained
+
+    where = where_trained(source)
+    return f" on {where}" if where else ""
 
 
 def _dtype_line(stored: str) -> str:
@@ -316,6 +368,11 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+EXECUTOR_HELP = ("where the runs are trained: pool (a process per core, the default), pool:N, serial (this process, "
+                 "its own thread count), dask (a Dask LocalCluster), dask:tcp://HOST:PORT (a running Dask scheduler). "
+                 "Default: $CLAIMLENS_EXECUTOR, else pool")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="claimlens", description="Mechanistic claims about training dynamics, as tests.")
     parser.add_argument("--version", action="version", version=f"claimlens {__version__}")
@@ -324,10 +381,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a run from a spec (resumes an interrupted run in the same --out)")
     p.add_argument("spec", type=Path, help="run spec TOML, e.g. fixtures/default.toml")
     p.add_argument("--out", type=Path, required=True, help="run directory to create or resume")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto: CUDA when available, "
+                                                   "else the CPU)")
+    p.add_argument("--executor", help=EXECUTOR_HELP)
     p.add_argument("--epochs", type=int, help="override the spec's number of epochs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train-sweep", help="train the members of a sweep spec into the cache, several at once (the "
+                                           "executor), without pytest; a member that fails is reported and the others "
+                                           "finish (exit 1)")
+    p.add_argument("sweep", type=Path, help="sweep spec TOML, e.g. fixtures/sweeps/data_fraction.toml")
+    p.add_argument("--executor", help=EXECUTOR_HELP)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto: CUDA when available, else "
+                                                   "the CPU); part of each run's cache key")
+    p.add_argument("--member", action="append", default=[], metavar="LABEL",
+                   help="train only this member (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train_sweep)
 
     p = sub.add_parser("import", help="import a full_run_data.pth, a single-checkpoint file or a folder of checkpoints as a run")
     p.add_argument("source", help="full_run_data.pth-style file, or a folder of checkpoint files, here or on the "

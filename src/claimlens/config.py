@@ -448,6 +448,17 @@ class RunSpec:
                 payload["task"].pop(key, None)
         return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 
+    def key(self, device_class: str = "cpu") -> str:
+        """The key the run of this spec trained on ``device_class`` (``"cpu"``, ``"cuda"``, ``"mps"``: a torch device
+        type) is cached under: :attr:`hash` itself on the CPU, so that every CPU run keeps the key (and the cached
+        run) it had before the device was part of it; else sha256 of the hash and the device class (a GPU's
+        kernels give other numbers). Raises :class:`SpecError` for a device class that is not a lower-case word."""
+        _check(isinstance(device_class, str) and device_class.isalpha() and device_class.islower(), "device class",
+               "must be a torch device type such as 'cpu' or 'cuda' (no index)", device_class)
+        if device_class == "cpu":
+            return self.hash
+        return hashlib.sha256(canonical_json({"spec": self.hash, "device": device_class}).encode()).hexdigest()
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "spec", stored: bool = False) -> RunSpec:
         """The spec ``data`` describes; raises :class:`SpecError` naming the key for an unknown key, a bad value or

@@ -12,7 +12,8 @@ A sweep spec (TOML, e.g. ``fixtures/sweeps/data_fraction.toml``) names a base sp
 
 Members are the product of the axes (one run per combination), each the base spec with those fields replaced,
 named ``<sweep>-<field>=<value>``; they are trained on first use and cached like built-in runs
-(:func:`claimlens.builtin.ensure_run`), one progress bar for the set. A curves-only set (the source's own
+(:func:`claimlens.builtin.ensure_run`), several at once through :mod:`claimlens.executor` (``claimlens
+train-sweep SWEEP.toml`` trains them without pytest), one progress bar for the set. A curves-only set (the source's own
 training-fraction sweep, losses only) comes from :func:`claimlens.reference.load_set`; a set of sweep-table rows
 (the source's attention-rate sweeps, measured values only) from :func:`table_set`.
 """
@@ -21,13 +22,12 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from claimlens.config import RunSpec
-from claimlens.errors import SpecError
+from claimlens.errors import RunError, SpecError
 
 AXIS_TABLES = ("task", "model", "train")
 
@@ -160,17 +160,21 @@ class RunSet:
                             for i, (values, run) in enumerate(self.members)]}
 
 
-def ensure_set(sweep: SweepSpec, *, device: str = "cpu", progress: bool = True) -> RunSet:
-    """Every member of ``sweep``, trained first where not cached (one progress bar for the set)."""
+def ensure_set(sweep: SweepSpec, *, device: str = "auto", progress: bool = True, executor: Any = None) -> RunSet:
+    """Every member of ``sweep``, those the cache lacks trained first through ``executor``
+    (:func:`claimlens.executor.train_all`: None is ``$CLAIMLENS_EXECUTOR``, else the local process pool; one
+    progress bar for the set). Raises :class:`RunError` naming every member that failed to train, with its error,
+    after the others finished."""
     from claimlens.builtin import ensure_run
+    from claimlens.executor import TrainJob, train_all
 
     members = sweep.members()
-    iterator: Sequence[Member] | Any = members
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(members, desc=f"sweep {sweep.name}", unit="run")
-    runs = [(m.values, ensure_run(m.spec, device=device, progress=progress)) for m in iterator]
+    trained = train_all([TrainJob(m.spec, device, label=m.label) for m in members], executor, progress=progress,
+                        desc=f"sweep {sweep.name}")
+    if trained.failed:
+        raise RunError(f"sweep {sweep.name!r}: {len(trained.failed)} of {len(members)} members failed to train: "
+                       + "; ".join(f"{r.label}: {r.error}" for r in trained.failed))
+    runs = [(m.values, ensure_run(m.spec, device=device, progress=False)) for m in members]
     return RunSet(sweep.name, sweep.description, tuple(sweep.axes), runs, labels=[m.label for m in members])
 
 

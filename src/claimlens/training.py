@@ -4,12 +4,14 @@ through the run store.
 One epoch is one optimiser step on all training pairs. At epoch ``e`` the parameters are those
 after ``e`` steps; the log row for ``e`` holds their train/test loss and accuracy (cross entropy
 in float64), and the checkpoint for ``e`` holds them too. Deterministic: the same spec on the same
-machine gives bit-identical checkpoints, and a run killed at any point and started again continues
+machine with the same intra-op thread count (``torch.get_num_threads()``, recorded in run.json's ``source.threads``:
+CPU kernels split their sums by it) gives bit-identical checkpoints, and a run killed at any point and started again continues
 from its last checkpoint as if it had never stopped.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import time
@@ -44,11 +46,30 @@ def minibatch_rows(seed: int, step: int, n: int, batch_size: int) -> torch.Tenso
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device ``device`` names: ``auto`` is CUDA when available, else the CPU. Raises :class:`RunError`
+    for CUDA where there is none, or a name torch does not know."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError(f"device {device!r} was asked for but CUDA is not available here; use --device cpu")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise RunError(f"device {device!r} is not a torch device; use cpu, cuda, cuda:N or auto") from None
+
+
+def device_class(device: str) -> str:
+    """The class of ``device`` (``"cpu"``, ``"cuda"``, ``"mps"``: the torch device type, no index), the part of a
+    run's cache key that says where it was trained (:meth:`claimlens.config.RunSpec.key`). ``cpu`` is answered
+    without importing torch; ``auto`` asks torch whether CUDA is available (once per process)."""
+    if device == "cpu":
+        return "cpu"
+    return _device_class(device)
+
+
+@functools.cache
+def _device_class(device: str) -> str:
+    return resolve_device(device).type
 
 
 class Trainer:
@@ -58,12 +79,13 @@ class Trainer:
     """
 
     def __init__(self, spec: RunSpec, out: str | Path, *, device: str = "cpu", progress: bool = True,
-                 callbacks: tuple[Callback, ...] = ()):
+                 callbacks: tuple[Callback, ...] = (), provenance: dict | None = None):
         self.spec = spec.validate()
         self.out = Path(out)
         self.device = resolve_device(device)
         self.progress = progress
         self.callbacks = callbacks
+        self.provenance = dict(provenance or {})  # recorded in run.json's source (e.g. the executor that trained it)
 
     def train(self) -> Run:
         if self.spec.task.is_sequences:
@@ -206,6 +228,10 @@ class Trainer:
                 )
             if stored["status"] == "complete":
                 raise RunError(f"{str(self.out)!r} already holds the complete run {stored['name']!r}")
+            was = stored["source"].get("device_class") or str(stored["source"].get("device", "cpu")).split(":")[0]
+            if was != self.device.type:
+                raise RunError(f"{str(self.out)!r} holds a run begun on {was}; resume it there (--device {was}): "
+                               f"on {self.device.type} its numbers would differ from the part already trained")
             resume_file = self.out / RESUME
             if resume_file.exists():
                 state = load_tensors(resume_file, what=f"resume state of {str(self.out)!r}")
@@ -215,8 +241,14 @@ class Trainer:
             else:  # killed before the first checkpoint was complete: start again from init
                 start, params, opt_state = 0, init_params(spec.model, spec.modulus, spec.train.seed), None
             writer.truncate_log(before_epoch=start)
+            threads = torch.get_num_threads()
+            if threads not in _as_list(stored["source"].get("threads")):  # resumed with another thread count
+                writer.set_source(threads=[*_as_list(stored["source"].get("threads")), threads])
             return writer, params, opt_state, start
-        source = {"kind": "trained", "device": str(self.device), "torch": torch.__version__,
+        # threads: the intra-op thread count (CPU results depend on it: the same spec with another count gives other
+        # bits); device_class: the part of the run's cache key that says where it was trained
+        source = {"kind": "trained", "device": str(self.device), "device_class": self.device.type,
+                  "threads": torch.get_num_threads(), **self.provenance, "torch": torch.__version__,
                   "claimlens": __version__, "machine": platform.machine(), "train_seconds": 0.0}
         writer = RunWriter.create(self.out, spec, task, source)
         return writer, init_params(spec.model, spec.modulus, spec.train.seed), None, 0
@@ -234,6 +266,10 @@ class Trainer:
                     state[f"opt/{name}/{key}"] = torch.as_tensor(s[key]).detach()
         state["__epoch__"] = torch.tensor(epoch)
         save_tensors(self.out / RESUME, state)
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, list) else [value]
 
 
 def _restore_optimizer(optimizer: torch.optim.Optimizer, trainable: list[str], state: dict, device) -> None:

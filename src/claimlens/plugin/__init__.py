@@ -2,8 +2,8 @@
 
 Importing it is cheap (no torch). Layout, as pytest-benchmark's:
 
-* here: the options and the hooks (configure, parametrize over runs, a line naming the runs a first session
-  trains, make records, finish, summary);
+* here: the options and the hooks (configure, parametrize over runs, training the runs a first session needs all
+  at once through :mod:`claimlens.executor` after a line naming them, make records, finish, summary);
 * :mod:`claimlens.plugin.fixtures`: the fixtures every family's claim tests share (``run``, ``run_set``,
   ``final_checkpoint``, ``final_activations``, ``claim``, ``thresholds``, …); each family's own (``run_series``,
   ``phases``, ``llc_series``, …) are in ``claimlens/families/<family>/fixtures.py``, registered here;
@@ -64,8 +64,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
              "then reports 'holds in k of n' seeds with a 95%% interval. Default: 1.",
     )
     group.addoption(
-        "--claims-device", dest="claimlens_device", default="cpu", metavar="DEVICE",
-        help="device for training a spec given to --run on first use (cpu, cuda, auto). Default: cpu.",
+        "--claims-device", dest="claimlens_device", default="auto", metavar="DEVICE",
+        help="device for training a run on first use (auto, cpu, cuda): the device's class is part of the run's "
+             "cache key. Default: auto (CUDA when available, else the CPU).",
+    )
+    group.addoption(
+        "--claims-executor", dest="claimlens_executor", default=None, metavar="EXECUTOR",
+        help="where the runs a session trains first are trained, all at once before the first test: pool (a process "
+             "per core), pool:N, serial, dask (a Dask LocalCluster), dask:tcp://HOST:PORT (a running Dask "
+             "scheduler). Default: $CLAIMLENS_EXECUTOR, else pool.",
     )
     group.addoption(
         "--claims-report", dest="claimlens_report", default="reports", metavar="DIR",
@@ -151,6 +158,12 @@ def pytest_configure(config: pytest.Config) -> None:
             float(value)
         except ValueError:
             raise pytest.UsageError(f"--claims-tolerance {item!r}: expected NAME=RTOL, e.g. test_loss=0.5") from None
+    from claimlens.executor import ExecutorError, from_option
+
+    try:  # a typo is a usage error now; Dask is imported only when something is trained
+        from_option(config.getoption("claimlens_executor"))
+    except ExecutorError as exc:
+        raise pytest.UsageError(f"--claims-executor: {exc}") from None
     if config.getoption("claimlens_seeds") < 1:
         raise pytest.UsageError("--claims-seeds must be at least 1 (the number of seeds of each spec run)")
     if config.getoption("claimlens_llc_checkpoints") < 3:
@@ -255,10 +268,12 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Before the first test, one line naming the runs this session trains first (first use of a spec), so that a
-    long first session says why before its progress bars start; a usage error instead when they would be trained into
-    a cache that cannot be written. Not in a pytest-xdist worker (there, each claim of such a run errors in one line,
-    :class:`claimlens.errors.CacheNotWritable`) or with ``--collect-only``."""
+    """Before the first test, train every run this session needs and the cache lacks (first use of a spec, a sweep's
+    members), all at once through the executor (``--claims-executor``: a process per core by default), after one line
+    naming them; a usage error instead when they would be trained into a cache that cannot be written. Not in a
+    pytest-xdist worker (there each worker trains what its tests need, one trainer per run through the cache's file
+    lock; a claim of a run that cannot be trained errors in one line, :class:`claimlens.errors.CacheNotWritable`) or
+    with ``--collect-only``. A run that fails to train is said here, and its claims error with that message."""
     config = session.config
     if config.getoption("collectonly") or hasattr(config, "workerinput"):
         return
@@ -268,24 +283,84 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     refs: dict[str, RunInput] = {}
     for item in session.items:
         callspec = getattr(item, "callspec", None)
-        ref = callspec.params.get("run") if callspec is not None else None
+        params = callspec.params if callspec is not None else {}
+        ref = params.get("run")
         if isinstance(ref, RunInput):
             refs.setdefault(ref.label, ref)
-    untrained = [label for label, ref in refs.items() if ref.untrained()]
-    if untrained:
-        from claimlens.builtin import cache_dir, check_cache_writable
-        from claimlens.errors import CacheNotWritable
+        set_ref = params.get("run_set")
+        if isinstance(set_ref, RunInput) and set_ref.is_set and not _skipped_by_axis(item, set_ref):
+            refs.setdefault(set_ref.label, set_ref)
+    jobs: dict[str, tuple] = {}  # cache key -> (label, spec, the inputs that need it)
+    for ref in refs.values():
+        try:
+            specs = ref.train_specs()
+        except Exception:  # noqa: BLE001 - a bad spec is reported by the tests that open it
+            specs = []
+        for label, spec in specs:
+            jobs.setdefault(spec.key(), (label, spec, []))[2].append(ref)
+    if not jobs:
+        return
+    from claimlens.builtin import cache_dir, check_cache_writable
+    from claimlens.errors import CacheNotWritable, ClaimlensError
+    from claimlens.executor import ExecutorError, TrainJob, from_option, train_all
 
-        many = len(untrained) > 1
-        try:  # a read-only cache: one error before any test, not one traceback per claim after minutes of work
-            check_cache_writable(f"{'the runs' if many else 'the run'} {', '.join(untrained)} "
-                                 f"{'are' if many else 'is'} not in it and must be trained first")
-        except CacheNotWritable as exc:
+    untrained = [label for label, _, _ in jobs.values()]
+    many = len(untrained) > 1
+    try:  # a read-only cache: one error before any test, not one traceback per claim after minutes of work
+        check_cache_writable(f"{'the runs' if many else 'the run'} {', '.join(untrained)} "
+                             f"{'are' if many else 'is'} not in it and must be trained first")
+    except CacheNotWritable as exc:
+        raise pytest.UsageError(f"claimlens: {exc}") from None
+    from claimlens.training import device_class
+
+    executor = from_option(config.getoption("claimlens_executor"))
+    device = session_device(config)
+    reporter.write_line(
+        f"claimlens: first use of {len(untrained)} run{'s' if many else ''} ({', '.join(untrained)}): "
+        f"trained now on {device_class(device).upper()} {executor.describe()} (--claims-executor, --claims-device), "
+        f"then cached in {cache_dir() / 'runs'}, where later sessions find {'them' if many else 'it'}")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture is not None else _nothing():
+        try:
+            trained = train_all([TrainJob(spec, device, label=label) for label, spec, _ in jobs.values()], executor,
+                                desc="claimlens")
+        except ExecutorError as exc:
+            raise pytest.UsageError(f"--claims-executor: {exc}") from None
+        except ClaimlensError as exc:  # e.g. --claims-device cuda where there is none
             raise pytest.UsageError(f"claimlens: {exc}") from None
-        reporter.write_line(
-            f"claimlens: first use of {len(untrained)} run{'s' if many else ''} ({', '.join(untrained)}): "
-            f"{'each is' if many else 'it is'} trained when a test first needs it (a progress bar shows how long), "
-            f"then cached in {cache_dir() / 'runs'}, where later sessions find it")
+    for (label, _, needing), result in zip(jobs.values(), trained.results):
+        if not result.ok:
+            for ref in needing:
+                ref._memo["train_error"] = (result.error if not ref.is_set else
+                                            f"member {label}: {result.error}")
+    failed = trained.failed
+    reporter.write_line(f"claimlens: trained {len(trained.results) - len(failed)} of {len(trained.results)} "
+                        f"run{'s' if many else ''} in {trained.seconds:.0f} s"
+                        + (": failed: " + "; ".join(f"{r.label}: {r.error}" for r in failed) if failed else ""))
+
+
+def session_device(config: pytest.Config) -> str:
+    """``--claims-device`` (``auto`` by default)."""
+    return config.getoption("claimlens_device", "auto") or "auto"
+
+
+def _nothing():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _skipped_by_axis(item: pytest.Item, set_ref: RunInput) -> bool:
+    """Whether :func:`pytest_runtest_setup` skips this set claim for a set that does not vary its axis (known from
+    the spec: nothing is trained for it)."""
+    axis = item.get_closest_marker("run_set_axis")
+    if axis is None:
+        return False
+    try:
+        axes = set_ref.axes()
+    except Exception:  # noqa: BLE001 - reported when the set is opened
+        return False
+    return axes is not None and axis.args[0] not in axes
 
 
 def _validate_thresholds(config: pytest.Config, items: list[pytest.Item]) -> None:

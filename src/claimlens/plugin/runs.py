@@ -64,6 +64,19 @@ class RunInput:
         members of named sweeps (--claims-member), not the sweeps as sets."""
         return self.is_set
 
+    def on(self, device: str, executor: str | None = None) -> RunInput:
+        """This input, trained (where it is a spec or a sweep) on ``device`` (``auto``, ``cpu``, ``cuda``: the
+        session's ``--claims-device``, whose class is part of the cache key of a trained run) through ``executor``
+        (``--claims-executor``; None: ``$CLAIMLENS_EXECUTOR``, else the pool). Returns itself."""
+        self._memo["device"] = device
+        self._memo["executor"] = executor
+        return self
+
+    @property
+    def device(self) -> str:
+        """The device a spec run is trained on (:meth:`on`; ``auto`` when no session said)."""
+        return self._memo.get("device", "auto")
+
     def _once(self, key: str, read):
         if key not in self._memo:
             self._memo[key] = read()
@@ -90,6 +103,11 @@ class RunInput:
     def untrained(self) -> bool:
         """Whether opening this input will train it first (only a spec whose run the cache lacks)."""
         return False
+
+    def train_specs(self) -> list:
+        """The specs opening this input would train first, ``(label, spec)`` (the session trains them all at once
+        before the first test, :func:`claimlens.executor.train_all`): none but for a spec or a sweep."""
+        return []
 
     def epochs(self) -> list[int]:
         """Checkpoint epochs, known without training (none: curves or a set)."""
@@ -252,9 +270,13 @@ class _Trained(RunInput):
         from claimlens.builtin import is_cached
 
         try:
-            return not is_cached(self.spec())
+            return not is_cached(self.spec(), self.device)
         except Exception:  # noqa: BLE001 - opening the run reports a bad spec properly; this is only a notice
             return False
+
+    def train_specs(self) -> list:
+        """The specs opening this input trains first, ``(label, spec)``: its own, when the cache lacks it."""
+        return [(self.label, self.spec())] if self.untrained() else []
 
     def epochs(self) -> list[int]:
         return self.spec().train.checkpoint_epochs
@@ -269,11 +291,14 @@ class _Trained(RunInput):
         from claimlens.builtin import cached_run_path
 
         spec = self.spec()
-        return _describe_run_dir(super().describe(), cached_run_path(spec), spec)
+        return _describe_run_dir(super().describe(), cached_run_path(spec, self.device), spec)
 
     def _open(self, device: str):
         from claimlens.builtin import ensure_run
+        from claimlens.errors import RunError
 
+        if "train_error" in self._memo:  # the session's training of it failed: said once, not trained again
+            raise RunError(f"training failed: {self._memo['train_error']}")
         return ensure_run(self.spec(), device=device)
 
 
@@ -356,6 +381,8 @@ class Sweep(RunInput):
         for m in self.sweep().members():
             member = SweepMember(self.path, m.label, member=m.label)
             member._memo["spec"] = m.spec
+            member._memo["device"] = self.device
+            member._memo["executor"] = self._memo.get("executor")
             out.append(member)
         return out
 
@@ -380,14 +407,26 @@ class Sweep(RunInput):
 
         out, sweep = super().describe(), self.sweep()
         out.update({"name": sweep.name, "provenance": sweep.description, "axes": list(sweep.axes),
-                    "members": [{"label": m.label, "values": m.values, "run_dir": str(cached_run_path(m.spec)),
+                    "members": [{"label": m.label, "values": m.values,
+                                 "run_dir": str(cached_run_path(m.spec, self.device)),
                                  "spec_hash": m.spec.hash} for m in sweep.members()]})
         return out
 
+    def untrained(self) -> bool:
+        return bool(self.train_specs())
+
+    def train_specs(self) -> list:
+        from claimlens.builtin import is_cached
+
+        return [(m.label, m.spec) for m in self.sweep().members() if not is_cached(m.spec, self.device)]
+
     def _open(self, device: str):
+        from claimlens.errors import RunError
         from claimlens.runsets import ensure_set
 
-        return ensure_set(self.sweep(), device=device)
+        if "train_error" in self._memo:
+            raise RunError(f"training failed: {self._memo['train_error']}")
+        return ensure_set(self.sweep(), device=device, executor=self._memo.get("executor"))
 
 
 @dataclass(frozen=True)

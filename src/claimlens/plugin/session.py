@@ -70,8 +70,25 @@ class ClaimSession:
         if self._runs is None:
             seeds = self.config.getoption("claimlens_seeds") or 1
             only = frozenset(self.config.getoption("claimlens_members") or [])
-            self._runs = [run for ref in self.named() for run in ref.judged_runs(seeds, only)]
+            self._runs = [run.on(self.device, self.executor) for ref in self.named()
+                          for run in ref.on(self.device, self.executor).judged_runs(seeds, only)]
         return self._runs
+
+    @property
+    def device(self) -> str:
+        """The device spec runs are trained on (``--claims-device``: ``auto`` by default, CUDA when available)."""
+        return self.config.getoption("claimlens_device", "auto") or "auto"
+
+    @property
+    def executor(self) -> str | None:
+        """Where what a test opens is trained when the session did not train it up front (a run set's members):
+        ``--claims-executor`` (None: ``$CLAIMLENS_EXECUTOR``, else the pool); ``serial`` in a pytest-xdist worker,
+        whose workers are the parallelism (each with its share of the cores)."""
+        import os
+
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            return "serial"
+        return self.config.getoption("claimlens_executor", None)
 
     def sets(self) -> list:
         """The run sets the set claims judge: those named with ``--run`` (not the sweeps whose members this process
@@ -84,7 +101,7 @@ class ClaimSession:
             if self.config.getoption("claimlens_sweeps"):
                 names = {ref.path.resolve() for ref in named}
                 named += [ref for ref in builtin_sweeps() if ref.path.resolve() not in names]
-            self._sets = named
+            self._sets = [ref.on(self.device, self.executor) for ref in named]
         return self._sets
 
     def resolved(self) -> list:

@@ -473,12 +473,13 @@ def render(document: dict[str, Any]) -> str:
         f"<tr><td>{esc(r.get('label'))}</td><td>{run_counts(r.get('label'))}</td>"
         f"<td><code>{esc(r.get('run_dir') or r.get('path'))}</code></td>"
         f"<td><code>{esc((r.get('content_hash') or '')[:12])}</code></td><td class=num>{esc(r.get('n_checkpoints'))}</td>"
+        f"<td>{esc(_trained_on(r))}</td>"
         f"<td>{esc((r.get('spec') or {}).get('description', '') or r.get('provenance', ''))}"
         f"{_split_unknown(r)}{_members(r)}</td>"
         f"{judged(r) if merged else ''}</tr>" for r in document.get("runs", []))
     runs_table = ("<h2>Runs</h2><table><thead><tr><th>run</th><th>passed · failed · error · skipped</th>"
                   "<th>directory</th><th>content hash</th>"
-                  f"<th>checkpoints</th><th>spec</th>{'<th>judged (commit, time, thresholds)</th>' if merged else ''}"
+                  f"<th>checkpoints</th><th>trained on</th><th>spec</th>{'<th>judged (commit, time, thresholds)</th>' if merged else ''}"
                   f"</tr></thead><tbody>{run_rows}</tbody></table>")
     conflicts = document.get("threshold_conflicts") or []
     if conflicts:
@@ -572,3 +573,14 @@ def render_file(json_path: str | Path, html_path: str | Path) -> Path:
     html_path = Path(html_path)
     atomic_write_text(html_path, render(document))
     return html_path
+
+
+def _trained_on(run: dict) -> str:
+    """Where a run of the runs table was trained (device, intra-op threads, executor: run.json's ``source``), or how
+    it came (an import); empty for a set or a curves run."""
+    from claimlens.runs.manifest import where_trained
+
+    source = run.get("source") or {}
+    if not isinstance(source, dict) or not source:
+        return ""
+    return where_trained(source) or str(source.get("kind") or "")

@@ -51,3 +51,18 @@ def _check_manifest(manifest: Any, path: Path) -> None:
     epochs = [c.get("epoch") for c in manifest["checkpoints"]]
     if any(not isinstance(e, int) for e in epochs) or epochs != sorted(set(epochs)):
         raise RunError(f"{str(path)!r}: checkpoint epochs must be distinct integers in increasing order; got {epochs[:10]}")
+
+
+def where_trained(source: dict) -> str:
+    """Where a trained run was trained, from run.json's ``source``: ``cpu, 1 thread, pool`` (the device, the intra-op
+    thread count, the executor; what an older claimlens did not record is left out); empty for an import."""
+    if source.get("kind") != "trained":
+        return ""
+    threads = source.get("threads")
+    parts = [str(source.get("device_class") or source.get("device") or "")]
+    if threads is not None:
+        counts = threads if isinstance(threads, list) else [threads]
+        parts.append(f"{'/'.join(map(str, counts))} thread{'s' * (counts != [1])}")
+    if source.get("executor"):
+        parts.append(str(source["executor"]))
+    return ", ".join(p for p in parts if p)
