@@ -35,7 +35,8 @@ import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
 need = ["claimlens/claims/test_grokking.py", "claimlens/fixtures/default.toml", "claimlens/fixtures/sweeps/llc_p.toml",
         "claimlens/reference/nanda2022/index.toml", "claimlens/reference/zhong2023/LICENSE.pizza",
-        "claimlens/reference/zhong2023/models/model_p99zdpze5l.pt", "claimlens/report/schema.json"]
+        "claimlens/reference/zhong2023/models/model_p99zdpze5l.pt", "claimlens/report/schema.json",
+        "claimlens/reference/reference_runs.json"]
 missing = [n for n in need if n not in names]
 assert not missing, f"the wheel lacks {missing}"
 print(f"{sys.argv[1].rsplit('/', 1)[-1]}: {len(names)} files, claims, specs and reference data included")

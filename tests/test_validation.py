@@ -147,7 +147,7 @@ def test_every_shipped_artifact_verdict_is_recomputed_and_agrees_with_the_status
                 continue
             now = summarise(by[(cid, a.run)])
             if a.about and spec.validation.status == "validated":
-                assert _verdict(now["outcome"]) is True, f"{cid} on {a.run}: {now['outcome']} ({now['reason']})"
+                assert _verdict(now["outcome"]) is True, f"{cid} on {a.run}: {now['outcome']} ({now['reason'] or now['key']})"
             if a.about and spec.validation.status == "contradicted" and _verdict(
                     stored[cid]["results"][a.run]["outcome"]) is False:
                 assert _verdict(now["outcome"]) is False, f"{cid} on {a.run}: {now['outcome']}"
