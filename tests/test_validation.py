@@ -184,3 +184,25 @@ def test_each_record_carries_its_validation_and_the_reference_runs(artifact_sess
     assert "expected finding" in mode["reference"]["sentence"]
     html = (report / "claims.html").read_text()
     assert "class=strip" in html and "contradicted" in html and "key check" in html
+
+
+@pytest.mark.parametrize("status,outcome,expected", [
+    ("validated", "failed", "a failure here is a finding about this run"),
+    ("validated", "passed", "this run agrees"),
+    ("contradicted", "failed", "the expected finding"),
+    ("contradicted", "passed", "which the source's own artifact does not"),
+    ("unvalidated", "failed", "may be the rule's as much as the run's"),
+    ("validated", "skipped", "Not judged on this run; the rule is validated on A"),
+    ("contradicted", "error", "Not judged on this run; the rule is contradicted by B"),
+])
+def test_the_sentence_says_what_the_outcome_means_given_the_status(status, outcome, expected):
+    from types import SimpleNamespace
+
+    from claimlens.report.references import sentence
+
+    artifacts = [{"name": "A", "about": True, "verdict": "passed"}, {"name": "B", "about": True, "verdict": "failed"}]
+    if status == "validated":
+        artifacts = artifacts[:1]
+    text = sentence(SimpleNamespace(id="x", kind="empirical"), {"status": status, "scope": "s", "artifacts": artifacts},
+                    outcome, None, False)
+    assert expected in text, text

@@ -261,6 +261,10 @@ class DaskExecutor(Executor):
         if not jobs:
             return []
         distributed = _dask()
+        # distributed writes its workers' settings (MALLOC_TRIM_THRESHOLD_, OMP_NUM_THREADS, …) into this process's
+        # environment, where every process spawned later (a training pool) would inherit them: an aggressive malloc
+        # trim made pooled training 1.4–1.6× slower per run after a Dask sweep (bench/bench_training.py). Restored below.
+        environ = dict(os.environ)
         cluster = None
         if self.address is None:
             import logging
@@ -273,6 +277,8 @@ class DaskExecutor(Executor):
         except OSError as exc:
             if cluster is not None:
                 cluster.close()
+            os.environ.clear()
+            os.environ.update(environ)
             raise ExecutorError(f"cannot reach the Dask scheduler at {self.address!r}: {exc}") from None
         results: dict[int, TrainResult] = {}
         try:
@@ -293,6 +299,8 @@ class DaskExecutor(Executor):
             client.close()
             if cluster is not None:
                 cluster.close()
+            os.environ.clear()
+            os.environ.update(environ)
         return [results[i] for i in range(len(jobs))]
 
 

@@ -205,7 +205,13 @@ def sentence(spec: Any, validation: Mapping[str, Any], outcome: str, stored: Map
     passing = [a["name"] for a in about if passed(str(a.get("verdict") or ""))]
     failing = [a["name"] for a in about if passed(str(a.get("verdict") or "")) is False]
     failed = outcome == "failed"
-    if status == "contradicted":
+    if outcome not in ("passed", "failed"):  # skipped or not judged: say what the claim stands on, nothing more
+        what = {"validated": f"validated on {'; '.join(passing) or 'the source data'}",
+                "contradicted": f"contradicted by {'; '.join(failing) or 'a source artifact'}",
+                "unvalidated": "unvalidated (no source data checks this rule)",
+                "not_applicable": "an identity" if spec.kind == "identity" else "informational"}[status]
+        head = f"Not judged on this run; the rule is {what}"
+    elif status == "contradicted":
         head = (f"Contradicted by {'; '.join(failing) or 'a source artifact'}: "
                 + ("a failure here is the expected finding, about the rule rather than the run"
                    if failed else "it passes here, which the source's own artifact does not"))
