@@ -216,7 +216,7 @@ def sentence(spec: Any, validation: Mapping[str, Any], outcome: str, stored: Map
                 + ("a failure here is the expected finding, about the rule rather than the run"
                    if failed else "it passes here, which the source's own artifact does not"))
     elif status == "validated":
-        head = (f"Validated on {'; '.join(passing)}" + (f" (scope: {scope})" if scope else "") + ": "
+        head = (f"Validated on {'; '.join(passing) or scope}: "
                 + ("a failure here is a finding about this run" if failed else "this run agrees"))
     elif status == "unvalidated":
         head = ("Unvalidated (no source data checks this rule" + (f"; {scope}" if scope else "") + "): "
