@@ -23,7 +23,7 @@ from pathlib import Path
 
 from claimlens._io import atomic_write_json
 from claimlens.families import CLAIMS
-from claimlens.report.references import GROUPS, SCHEMA, clearance, summarise
+from claimlens.report.references import GROUPS, SCHEMA, _cut, clearance, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def build(pairs: list[tuple[str, Path]], groups_note: dict[str, str], note: str)
                 what = f"{what} [trained: {epochs} epochs]"
             runs.append({"label": run["label"], "group": group, "kind": run.get("kind"),
                          "n_checkpoints": run.get("n_checkpoints"), "content_hash": run.get("content_hash"),
-                         "what": str(what)[:200]})
+                         "what": _cut(str(what), 240)})
         for r in doc["records"]:
             if r.get("claim_id") is None or r.get("run") is None:
                 continue
@@ -103,12 +103,14 @@ def markdown(data: dict) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for run in data["runs"]:
+        digest = f"`{run['content_hash'][:12]}`" if run.get("content_hash") else "–"
         lines.append(f"| {run['label']} | {run['group']} | {run['kind']} | {run.get('n_checkpoints') or '–'} | "
-                     f"`{(run.get('content_hash') or '')[:12]}` | {run['what'][:170]} |")
-    groups = ", ".join(f"{k}: {v}" for k, v in data.get("groups", {}).items())
+                     f"{digest} | {run['what']} |")
+    present = [g for g in GROUPS if any(r["group"] == g for r in data["runs"])]
+    notes = data.get("groups", {})
     lines += [
         "",
-        "Groups: " + ", ".join(f"`{k}` {v}" for k, v in GROUPS.items()) + (f" ({groups})" if groups else "") + ".",
+        "Groups: " + ", ".join(f"`{g}` {GROUPS[g]}" + (f" ({notes[g]})" if g in notes else "") for g in present) + ".",
         "",
         "## Verdicts",
         "",
@@ -129,7 +131,7 @@ def markdown(data: dict) -> str:
         reasons = [(label, res["reason"]) for label, res in c["results"].items() if res.get("reason")]
         if reasons:
             lines.append(f"- `{cid}`")
-            lines += [f"  - {label}: {reason[:220]}" for label, reason in reasons]
+            lines += [f"  - {label}: {_cut(reason, 240)}" for label, reason in reasons]
     lines += ["", "## The key check per claim and run", "",
               "The check with the tightest margin on each run (the one a change of run would flip first); runs whose "
               "key check is the same are listed together.", ""]

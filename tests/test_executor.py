@@ -176,6 +176,16 @@ def test_a_bad_executor_option_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(["*--claims-executor: executor 'slurm' is not one of pool*"])
 
 
+def test_a_device_that_is_not_there_is_a_usage_error_before_anything_runs(pytester):
+    """--claims-device tpu (not a torch device) or cuda on a machine without one: one line and exit 4 at start-up,
+    not a traceback from the session's end with no report."""
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest_subprocess("--claims-device", "tpu", "-p", "no:cacheprovider")
+    assert result.ret == 4
+    result.stderr.fnmatch_lines(["*--claims-device: device 'tpu' is not a torch device; use cpu, cuda, cuda:N or auto*"])
+    assert "Traceback" not in result.stderr.str() + result.stdout.str()
+
+
 def test_the_device_class_is_in_the_cache_key_of_a_gpu_run_only():
     """CPU runs keep the key they had (the spec's hash, pinned in test_config.py); a CUDA run of the same spec has
     another; the key is a function of the spec's hash and the class, nothing else."""

@@ -190,7 +190,7 @@ def test_each_record_carries_its_validation_and_the_reference_runs(artifact_sess
     ("validated", "failed", "a failure here is a finding about this run"),
     ("validated", "passed", "this run agrees"),
     ("contradicted", "failed", "the expected finding"),
-    ("contradicted", "passed", "which the source's own artifact does not"),
+    ("contradicted", "passed", "a pass here does not vouch for the rule"),
     ("unvalidated", "failed", "may be the rule's as much as the run's"),
     ("validated", "skipped", "Not judged on this run; the rule is validated on A"),
     ("contradicted", "error", "Not judged on this run; the rule is contradicted by B"),

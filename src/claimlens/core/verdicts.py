@@ -106,7 +106,8 @@ class Artifact:
 
     def judged(self, thresholds: Mapping[str, Any]) -> dict[str, Any]:
         """This artifact as a record entry (``name``, ``shipped``, ``about``, ``verdict``, ``value``, ``threshold``,
-        ``margin``), a number judged against ``thresholds[threshold_name]`` (a value, or a dict with ``value``)."""
+        ``margin``: the factor by which it cleared the threshold, ≥ 1 passed), a number judged against
+        ``thresholds[threshold_name]`` (a value, or a dict with ``value``)."""
         verdict, threshold = self.verdict, self.threshold
         if self.threshold_name is not None and self.value is not None and self.op is not None:
             t = thresholds.get(self.threshold_name) if thresholds else None
@@ -114,9 +115,10 @@ class Artifact:
             if _number(t):
                 threshold = float(t)
                 verdict = "passed" if OPS[self.op](self.value, threshold) else "failed"
-        margin = None
-        if _number(self.value) and _number(threshold) and threshold and self.value:
-            margin = self.value / threshold
+        margin = None  # as the report's margins read: the factor by which it cleared its threshold (≥ 1 passed)
+        op = self.op or ""
+        if _number(self.value) and _number(threshold) and self.value > 0 and threshold > 0 and op in ("<=", "<", ">=", ">"):
+            margin = self.value / threshold if op in (">=", ">") else threshold / self.value
         return {"name": self.name, "run": self.run, "shipped": self.shipped, "about": self.about,
                 "verdict": verdict, "value": self.value, "threshold": threshold, "op": self.op,
                 "threshold_name": self.threshold_name, "margin": margin, "note": self.note}

@@ -158,6 +158,15 @@ def pytest_configure(config: pytest.Config) -> None:
             float(value)
         except ValueError:
             raise pytest.UsageError(f"--claims-tolerance {item!r}: expected NAME=RTOL, e.g. test_loss=0.5") from None
+    device = config.getoption("claimlens_device", "auto") or "auto"
+    if device != "auto":  # checked here, not when the first run is trained: one line, exit 4, nothing lost
+        from claimlens.errors import ClaimlensError
+        from claimlens.training import resolve_device
+
+        try:
+            resolve_device(device)
+        except ClaimlensError as exc:
+            raise pytest.UsageError(f"--claims-device: {exc}".replace("use --device", "use --claims-device")) from None
     from claimlens.executor import ExecutorError, from_option
 
     try:  # a typo is a usage error now; Dask is imported only when something is trained

@@ -195,8 +195,14 @@ def _validation_block(v: Any) -> str:
     for a in v.get("artifacts") or []:
         verdict = str(a.get("verdict") or "")
         cls = "passed" if verdict == "passed" else "failed" if verdict == "failed" else "skipped"
-        where = ("ships with claimlens" + (f" (--run {a['run']})" if a.get("run") else " (printed by the source)")
-                 if a.get("shipped") else "recorded (not shipped)")
+        if a.get("run"):
+            where = (f"ships with claimlens (--run {a['run']}); its key check"
+                     + (f": {a['check']}" if a.get("check") else "") + ", at the default thresholds")
+        elif a.get("shipped"):
+            where = "printed by the source; judged against the threshold in force"
+        else:
+            where = "recorded, does not ship" + ("; judged against the threshold in force"
+                                                 if a.get("threshold_name") else "")
         thr = f'{esc(a.get("op") or "")} {fmt(a.get("threshold"))}' if a.get("threshold") is not None else ""
         rows.append(f'<tr><td>{esc(a.get("name"))}{"" if a.get("about", True) else " <span class=muted>(not what the claim is about)</span>"}'
                     f'<br><span class=muted>{esc(where)}{(" · " + esc(a["note"])) if a.get("note") else ""}</span></td>'
@@ -205,8 +211,9 @@ def _validation_block(v: Any) -> str:
                     f'<td class=num>{fmt(a.get("margin")) if a.get("margin") is not None else ""}</td></tr>')
     table = ("<table class=artifacts><thead><tr><th>checked on</th><th>verdict</th><th>value</th><th>threshold</th>"
              "<th>margin</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>") if rows else ""
+    declared = (f' <span class=muted>(declared {esc(v["declared"])})</span>' if v.get("declared") else "")
     return (f'<div class=validation><span class="status" style="background:{STATUS_COLOUR.get(status, "#888")}" '
-            f'title="{esc(STATUSES.get(status, ""))}">{esc(status.replace("_", " "))}</span> '
+            f'title="{esc(STATUSES.get(status, ""))}">{esc(status.replace("_", " "))}</span>{declared} '
             f'<span class=muted>{esc(v.get("scope") or "")}</span>{table}</div>')
 
 
@@ -248,10 +255,14 @@ def strip_chart(ref: dict, width: int = 460, height: int = 58) -> str:
     if mine is not None and math.isfinite(mine):
         cx = x(mine)
         parts.append(f'<path d="M{cx:.1f},44 l6,10 l-12,0 z" fill="#000"><title>this run: {fmt(mine)}</title></path>')
-    axis = f'<text x=10 y={height - 1} font-size=10 fill="#777">{fmt(min(values))}</text>' \
-           f'<text x={width - 10} y={height - 1} font-size=10 fill="#777" text-anchor=end>{fmt(max(values))}</text>'
-    return (f'<svg class=strip width={width} height={height + 10} role=img aria-label="reference runs">'
-            f'{"".join(parts)}{axis}</svg>')
+    axis = f'<text x=10 y={height + 10} font-size=10 fill="#777">{fmt(min(values))}</text>' \
+           f'<text x={width - 10} y={height + 10} font-size=10 fill="#777" text-anchor=end>{fmt(max(values))}' \
+           f'{" (log scale)" if log else ""}</text>'
+    return (f'<svg class=strip width={width} height={height + 14} role=img aria-label="reference runs">'
+            f'{"".join(parts)}{axis}</svg>'
+            '<p class=legend><span style="color:#2e7d32">●</span>/<span style="color:#c62828">●</span> reference runs '
+            '(the key check passed / failed there, at the default thresholds) · ┆ threshold · '
+            '<span style="color:#1565c0">◆</span> source · ▲ this run</p>')
 
 
 def _reference_block(records: list[dict]) -> str:
@@ -262,13 +273,17 @@ def _reference_block(records: list[dict]) -> str:
         return ""
     ref = next((x for x in refs if x.get("key")), refs[0])
     key = ref.get("key") or {}
+    numeric = isinstance(key.get("value"), (int, float)) and not isinstance(key.get("value"), bool)
+    with_value = len([r for r in ref.get("runs") or [] if isinstance(r.get("value"), (int, float))
+                      and not isinstance(r.get("value"), bool)])
     head = (f'<p class=refkey>key check: <b>{esc(key.get("name"))}</b>{(" · " + esc(key["label"])) if key.get("label") else ""}'
-            f' — this run {fmt(key.get("value"))}, threshold {esc(key.get("op") or "")} {fmt(key.get("threshold"))}'
+            + (f' — this run {fmt(key.get("value"))}, threshold {esc(key.get("op") or "")} {fmt(key.get("threshold"))}'
+               if numeric and key.get("threshold") is not None else f' — this run: {esc(key.get("status") or "")}')
             + (f', source {fmt(key["source_value"])}' if key.get("source_value") is not None else "")
-            + (f'; {len([r for r in ref.get("runs") or [] if r.get("value") is not None])} reference runs' if ref.get("runs") else "")
+            + (f'; {with_value} reference run{"s" * (with_value != 1)} measured it' if numeric and ref.get("runs") else "")
             + "</p>") if key else ""
     stale = "" if ref.get("current", True) or not ref.get("runs") else " <span class=muted>(stored for an earlier version of this rule)</span>"
-    return (f'<div class=reference>{head}{strip_chart(ref) if key else ""}'
+    return (f'<div class=reference>{head}{strip_chart(ref) if key and numeric else ""}'
             f'<p class=sentence>{esc(ref.get("sentence") or "")}{stale}</p></div>')
 
 
@@ -330,7 +345,7 @@ h1{margin:.2em 0} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:
 .muted{color:#777} code{font-size:12px} .badge{display:inline-block;padding:1px 7px;border-radius:8px;color:#fff;font-size:12px}
 .status{display:inline-block;padding:1px 7px;border-radius:3px;color:#fff;font-size:12px;text-transform:uppercase}
 .validation{margin:6px 0} table.artifacts{margin-top:4px;font-size:13px} .reference{margin:4px 0 8px;padding:4px 8px;background:#f7f7f9;border-left:3px solid #bbc}
-.reference p{margin:2px 0} svg.strip{display:block}
+.reference p{margin:2px 0} svg.strip{display:block} .legend{font-size:11px;color:#777}
 .badge.passed{background:#2e7d32}.badge.failed{background:#c62828}.badge.error{background:#e65100}.badge.skipped{background:#888}
 .claim{border:1px solid #ddd;border-radius:6px;padding:8px 12px;margin:12px 0}
 .record{border-top:1px dashed #ddd;padding:6px 0} pre.msg{background:#fff4f4;padding:6px;white-space:pre-wrap;font-size:12px}

@@ -105,9 +105,14 @@ def summarise(records: list[Mapping[str, Any]]) -> dict[str, Any]:
         k = key_check(r.get("measurements") or [])
         if k is not None and (key is None or (clearance(k) or math.inf) < (clearance(key) or math.inf)):
             key = k
-    reason = next((" ".join(r["message"].split())[:300] for r in records
+    reason = next((_cut(" ".join(r["message"].split()), 300) for r in records
                    if r["outcome"] in ("skipped", "error") and r.get("message")), "")
     return {"outcome": outcome, "key": key, "checks": checks, "reason": reason}
+
+
+def _cut(text: str, n: int) -> str:
+    """``text`` cut to at most ``n`` characters at a word boundary, with "…" where it was cut."""
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " …"
 
 
 def passed(outcome: str) -> bool | None:
@@ -136,6 +141,12 @@ def validation_section(spec: Any, thresholds: Mapping[str, Any] | None) -> dict[
         a["value"], a["threshold"], a["op"] = key.get("value"), key.get("threshold"), key.get("op")
         a["check"] = key.get("name")
         a["margin"] = clearance(key) if key else None
+        a["at"] = "the default thresholds (the stored reference run)"
+    failing = [a["name"] for a in out["artifacts"] if a.get("about") and a.get("run") is None and a["verdict"] == "failed"]
+    if out["status"] == "validated" and failing:  # a threshold overridden past the source's own number
+        out["declared"] = "validated"
+        out["status"] = "contradicted"
+        out["scope"] += f" — contradicted under the thresholds in force: {'; '.join(failing)} fails them"
     return out
 
 
@@ -158,7 +169,10 @@ def reference_section(spec: Any, family: str, measurements: list[Mapping[str, An
             check = (res.get("checks") or {}).get(key["name"]) if key else None
             runs.append({"label": label, "group": run.get("group", ""), "outcome": res["outcome"],
                          "value": check["value"] if check else None,
-                         "passed": passed(res["outcome"])})
+                         "threshold": check.get("threshold") if check else None,
+                         # the key check's own verdict on that run (its outcome as a whole where it lacks the check)
+                         "passed": (check.get("status") == "passed") if check and check.get("status") in
+                         ("passed", "failed") else passed(res["outcome"])})
     current = bool(stored) and stored.get("rule_version") == version
     return {"rule_version": version, "current": current, "stored_version": (stored or {}).get("rule_version"),
             "generated": data.get("generated", {}).get("commit"),
@@ -214,7 +228,7 @@ def sentence(spec: Any, validation: Mapping[str, Any], outcome: str, stored: Map
     elif status == "contradicted":
         head = (f"Contradicted by {'; '.join(failing) or 'a source artifact'}: "
                 + ("a failure here is the expected finding, about the rule rather than the run"
-                   if failed else "it passes here, which the source's own artifact does not"))
+                   if failed else "a pass here does not vouch for the rule"))
     elif status == "validated":
         head = (f"Validated on {'; '.join(passing) or scope}: "
                 + ("a failure here is a finding about this run" if failed else "this run agrees"))
