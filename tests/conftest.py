@@ -26,7 +26,10 @@ SHAPE_CHECKED = ["claimlens.core.fourier", "claimlens.core.losses", "claimlens.c
                          for m in (ROOT / "src" / "claimlens" / "families").glob("*/metrics.py"))]
 SHAPE_CHECKS = os.environ.get("CLAIMLENS_SHAPE_CHECKS", "1") != "0"
 
-if SHAPE_CHECKS:
+# Installed once, by the test session's own process. This module is also imported again in that process (as
+# ``tests.conftest``) and by the scripts some tests run in a subprocess (which inherit the variable): both skip it.
+_INSTALLED_BY = os.environ.get("CLAIMLENS_SHAPE_CHECKS_INSTALLED_BY")
+if SHAPE_CHECKS and _INSTALLED_BY is None:
     _early = [m for m in SHAPE_CHECKED if m in sys.modules]
     if _early:  # the hook only instruments modules imported after it: fail rather than check nothing
         raise RuntimeError(f"{_early} were imported before tests/conftest.py installed the shape checks")
@@ -34,6 +37,7 @@ if SHAPE_CHECKS:
         raise RuntimeError("the shape checks need beartype: pip install -e '.[dev]' (or CLAIMLENS_SHAPE_CHECKS=0)")
     # PEP 484's numeric tower: an int is a valid float, as for any static type checker.
     jaxtyping.install_import_hook(SHAPE_CHECKED, "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
+    os.environ["CLAIMLENS_SHAPE_CHECKS_INSTALLED_BY"] = str(os.getpid())
 
 from claimlens.config import MLPConfig, ModularAdditionTask, RunSpec, TrainConfig, TransformerConfig
 

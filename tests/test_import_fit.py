@@ -62,7 +62,7 @@ def _processed(params, how):
     from transformer_lens.weight_processing import ProcessWeights
 
     from claimlens.models.bridge import bridge_config
-    from tests.conftest import tiny_spec
+    from conftest import tiny_spec
 
     spec = tiny_spec()
     cfg = bridge_config(spec.model, spec.task.p)
