@@ -17,17 +17,13 @@ about the 1-layer circuit (its heads, its MLP's neurons, ``W_L``, the ablations)
 import math
 
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from claimlens.config import TransformerConfig
-from claimlens.core import fourier as fo
-from claimlens.core.losses import cross_entropy_f64
+from claimlens import Verdict, needs_equals_token, needs_one_layer
+from claimlens.families.grokking import analysis as A
 from claimlens.families.grokking import metrics as M
 from claimlens.families.grokking import rules as G
-from claimlens.models import ablated_logits
-from claimlens.plugin.fixtures import needs_equals_token, needs_one_layer
 
 # ---- grokking and its phases
 
@@ -37,46 +33,46 @@ def test_grokking_delayed_generalisation(run, training_log, claim, request):
     # The t1 part needs the transformer's excluded loss; on other runs it is recorded as not judged.
     transformer = not run.has_weights or run.spec.model.kind == "transformer"
     phases = request.getfixturevalue("phases") if transformer else None
-    claim.judge(G.delayed_generalisation, training_log["train_acc"], training_log["test_acc"], phases)
+    claim.judge(training_log["train_acc"], training_log["test_acc"], phases)
 
 
 @pytest.mark.claim(G.PHASE_BOUNDARIES)
 def test_phase_boundaries(run_series, phases, claim):
-    claim.judge(G.phase_boundaries, run_series, phases)
+    claim.judge(run_series, phases)
 
 
 @pytest.mark.claim(G.EXCLUDED_LOSS_RISES)
 def test_excluded_loss_rises(run_series, phases, claim):
-    claim.judge(G.excluded_loss_rises, run_series, phases)
+    claim.judge(run_series, phases)
 
 
 @pytest.mark.claim(G.RESTRICTED_LOSS_LEADS)
 def test_restricted_loss_falls_before_test_loss(run_series, phases, claim):
-    claim.judge(G.restricted_loss_leads, run_series, phases)
+    claim.judge(run_series, phases)
 
 
 @pytest.mark.claim(G.TRIG_LOSS_IDENTITY)
 def test_trig_loss_all_equals_train(run, epoch, run_series, claim):
     restricted = run_series["restricted_loss"]
     balanced = restricted.row("train_balanced").at(epoch)
-    claim.judge(G.trig_loss_identity, restricted.row("all").at(epoch), restricted.row("train").at(epoch),
+    claim.judge(restricted.row("all").at(epoch), restricted.row("train").at(epoch),
                 None if math.isnan(balanced) else balanced, epoch, len(run_series.keys.keys))
 
 
 @pytest.mark.claim(G.RATIO_PEAKS_AND_RETURNS)
 def test_ratio_peaks_then_returns(run_series, phases, claim):
-    claim.judge(G.ratio_peaks_and_returns, run_series, phases)
+    claim.judge(run_series, phases)
 
 
 @pytest.mark.claim(G.WEIGHT_NORM_FALLS)
 def test_weight_norm_falls_in_phases(run_series, phases, claim):
-    claim.judge(G.weight_norm_falls, run_series, phases)
+    claim.judge(run_series, phases)
 
 
 @pytest.mark.claim(G.GINI_JUMPS)
 def test_gini_jumps_in_cleanup(run, run_series, phases, claim):
     needs_one_layer(run, claim)  # W_L
-    claim.judge(G.gini_jumps, run_series, phases)
+    claim.judge(run_series, phases)
 
 
 # ---- the algorithm of the grokked model and the trajectory of its parts
@@ -86,7 +82,7 @@ def n_heads(run) -> int:
     """Attention heads of a transformer run (0 for a curves-only run or a model of another kind: its rule then
     skips, lacking attention)."""
     model = run.spec.model if run.has_weights else None
-    return model.n_heads if isinstance(model, TransformerConfig) else 0
+    return model.n_heads if model is not None and model.kind == "transformer" else 0
 
 
 def _W_L(params):
@@ -95,22 +91,20 @@ def _W_L(params):
 
 @pytest.mark.claim(G.EMBEDDING_SPARSE)
 def test_embedding_sparse(run_series, phases, claim):
-    claim.judge(G.embedding_sparse, run_series, phases, run_series.keys.keys)
+    claim.judge(run_series, phases, run_series.keys.keys)
 
 
 @pytest.mark.claim(G.KEYS_STABLE)
 def test_key_frequencies_stable(run, run_series, phases, claim):
     needs_one_layer(run, claim)  # the MLP neurons' frequencies
-    claim.judge(G.keys_stable, run_series["neuron_key_frequency"], run_series.keys.keys, phases)
+    claim.judge(run_series["neuron_key_frequency"], run_series.keys.keys, phases)
 
 
 @pytest.mark.claim(G.KEY_FREQUENCIES)
 def test_key_frequencies(run, run_series, final_model, claim):
     needs_one_layer(run, claim)  # rules 1 and 3 read the MLP neurons and W_L
-    p = run.spec.task.p
-    rule3 = fo.key_frequencies_by_norm(fo.fft_tokens(_W_L(final_model.params), fo.fourier_basis(p)), p,
-                                       "neuron_logit_map").keys
-    claim.judge(G.key_frequencies, run_series.keys.keys, rule3)
+    rule3 = M.neuron_logit_map_keys(_W_L(final_model.params), run.spec.task.p)
+    claim.judge(run_series.keys.keys, rule3)
 
 
 @pytest.mark.claim(G.NEURONS_CLUSTER)
@@ -118,7 +112,7 @@ def test_neurons_cluster(run, run_series, final_model, claim):
     needs_one_layer(run, claim)
     clusters = M.neuron_clusters(final_model.activations.mlp_post, _W_L(final_model.params),
                                    run.spec.task.p, claim.thresholds["neuron_fve"])
-    claim.judge(G.neurons_cluster, clusters, final_model.epoch)
+    claim.judge(clusters, final_model.epoch)
 
 
 @pytest.mark.claim(G.NEURON_LOGIT_MAP_RANK)
@@ -126,14 +120,14 @@ def test_neuron_logit_map_is_rank_10(run, run_series, final_model, claim):
     needs_one_layer(run, claim)
     keys = run_series.keys.keys
     residual = M.neuron_logit_map_residual(_W_L(final_model.params), keys, run.spec.task.p)
-    claim.judge(G.neuron_logit_map_rank, residual, keys, final_model.epoch)
+    claim.judge(residual, keys, final_model.epoch)
 
 
 @pytest.mark.claim(G.LOGITS_COS_SUM)
 def test_logits_sum_of_cosines(run, run_series, final_model, claim):
     summary = M.cos_sum_summary(final_model.activations.logits, run.task.labels, run_series.keys.keys,
                                   run.spec.task.p)
-    claim.judge(G.logits_cos_sum, summary, final_model.epoch)
+    claim.judge(summary, final_model.epoch)
 
 
 @pytest.mark.claim(G.FOURIER_ABLATIONS)
@@ -145,18 +139,15 @@ def test_fourier_ablations(run, run_series, final_model, claim):
     excluded = run_series["excluded_loss"]
     per_key = M.per_key_excluded_over_train({k: float(excluded.row(f"k={k}").values[-1]) for k in keys},
                                               float(run_series["train_loss"].values[-1]))
-    claim.judge(G.fourier_ablations, ablations, per_key, p, final_model.epoch)
+    claim.judge(ablations, per_key, p, final_model.epoch)
 
 
 @pytest.mark.claim(G.SKIP_AND_ATTENTION_ABLATIONS)
 def test_skip_and_attention_ablations(run, run_series, final_model, claim):
     needs_one_layer(run, claim)
     needs_equals_token(run, "the attention ablation keeps the '=' token's embedding at the query position")
-    params, acts, labels, model = final_model.params, final_model.activations, run.task.labels, run.spec.model
-    loss = cross_entropy_f64(acts.logits, labels).item()
-    mlp_skip = cross_entropy_f64(ablated_logits(params, acts, model, "mlp_skip"), labels).item()
-    attention = cross_entropy_f64(ablated_logits(params, acts, model, "attention"), labels).item()
-    claim.judge(G.skip_and_attention_ablations, loss, mlp_skip, attention, run.spec.task.p, final_model.epoch)
+    loss, mlp_skip, attention = A.skip_and_attention_losses(run, final_model)
+    claim.judge(loss, mlp_skip, attention, run.spec.task.p, final_model.epoch)
 
 
 @pytest.mark.claim(G.ATTENTION_HEADS_FIT)
@@ -166,24 +157,22 @@ def test_attention_heads_single_frequency_fit(run, run_series, final_model, clai
         pytest.skip(f"run {run.name!r} attends with rate 0 (Zhong et al.'s constant attention): its pattern is the "
                     f"all-ones matrix, with no frequency to fit")
     fits = M.attention_head_fits(final_model.activations.pattern, run.spec.task.p)
-    claim.judge(G.attention_heads_fit, fits, final_model.epoch)
+    claim.judge(fits, final_model.epoch)
 
 
 @pytest.mark.claim(G.TRIG_FRACTION)
 def test_trig_fraction(run, run_series, phases, final_checkpoint, claim):
     needs_one_layer(run, claim)  # the MLP neurons
-    p = run.spec.task.p
-    kf = fo.key_frequencies_from_neurons(final_checkpoint.activations.mlp_post, p, fo.frequencies(p))
-    assigned = M.clusters_from_frequencies(kf.details["neuron_freq"], kf.details["neuron_frac"],
-                                  claim.thresholds["neuron_fve"]) >= 1
-    claim.judge(G.trig_fraction, run_series, phases, assigned)
+    assigned = M.neurons_with_a_frequency(final_checkpoint.activations.mlp_post, run.spec.task.p,
+                                          claim.thresholds["neuron_fve"])
+    claim.judge(run_series, phases, assigned)
 
 
 @pytest.mark.claim(G.LATE_PHASE_CHANGE)
 def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
     needs_one_layer(run, claim)  # attention from '=' in the one block
     needs_equals_token(run, "the claim is about attention from '=' to itself")
-    claim.judge(G.late_phase_change, run_series, phases, n_heads(run))
+    claim.judge(run_series, phases, n_heads(run))
 
 
 # ---- commutativity
@@ -193,7 +182,7 @@ def test_late_phase_change_after_cleanup(run, run_series, phases, claim):
 def test_attention_becomes_symmetric(run, run_series, phases, claim):
     needs_one_layer(run, claim)  # attention from '=' in the one block
     needs_equals_token(run, "the claim includes attention from '=' to itself")
-    claim.judge(G.commutativity_attention, run_series, phases, n_heads(run))
+    claim.judge(run_series, phases, n_heads(run))
 
 
 @pytest.mark.claim(G.SYMMETRIC_WEIGHTS)
@@ -201,7 +190,7 @@ def test_final_model_is_symmetric(run, final_model, claim):
     if run.spec.model.kind != "transformer":
         pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}: no attention or position embeddings")
     needs_one_layer(run, claim)  # the one MLP's neurons
-    claim.judge(G.symmetric_weights, M.position_cosine(final_model.params["pos_embed.W_pos"]),
+    claim.judge(M.position_cosine(final_model.params["pos_embed.W_pos"]),
                 M.neuron_swap_asymmetry(final_model.activations.mlp_post, run.spec.task.p),
                 final_model.epoch)
 
@@ -209,16 +198,14 @@ def test_final_model_is_symmetric(run, final_model, claim):
 @pytest.mark.claim(G.SWAP_INVARIANT)
 def test_output_invariant_under_swapping_inputs(run, final_model, claim):
     """A property of the model, checked on inputs drawn by Hypothesis; the worst pair drawn is recorded."""
-    from claimlens.models import forward
-
-    params, p, model = final_model.params, run.spec.task.p, run.spec.model
+    p = run.spec.task.p
     worst = {"cmp": 0.0, "pair": None}
     limit = claim.thresholds["max_logit_asymmetry"]
 
     @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
     @given(a=st.integers(0, p - 1), b=st.integers(0, p - 1))
     def swap_invariant(a, b):
-        logits = forward(params, torch.tensor([[a, b, p], [b, a, p]]), model).logits
+        logits = A.swapped_logits(run, final_model, a, b)
         value = M.compare(logits[0], logits[1])
         if value > worst["cmp"]:
             worst.update(cmp=value, pair=(a, b))
@@ -229,5 +216,7 @@ def test_output_invariant_under_swapping_inputs(run, final_model, claim):
     try:
         swap_invariant()
     finally:
-        claim.check("worst G-CMP(logits(a,b), logits(b,a)) over drawn pairs", worst["cmp"], "<=", limit,
-                    epoch=final_model.epoch, label=f"pair {worst['pair']}")
+        v = Verdict()
+        v.check("worst G-CMP(logits(a,b), logits(b,a)) over drawn pairs", worst["cmp"], "<=", limit,
+                epoch=final_model.epoch, label=f"pair {worst['pair']}")
+        claim.judge(v)

@@ -8,7 +8,7 @@ loss curves (``--run nanda2022``). Rules, statements and thresholds: :mod:`claim
 
 import pytest
 
-from claimlens.core.series import Series
+from claimlens import Series, Verdict
 from claimlens.families.induction import rules as IND
 
 
@@ -34,7 +34,7 @@ def test_phase_change_is_sudden(run, training_log, claim):
     if not _is_curves(run) and run.spec.task.n_sequences:
         pytest.skip(f"run {run.name!r} trains on a finite set of {run.spec.task.n_sequences} sequences: the claim is "
                     f"about fresh data (induction_finite_data_groks judges this run)")
-    claim.judge(IND.phase_change_is_sudden, _step_loss(run, training_log))
+    claim.judge(_step_loss(run, training_log))
 
 
 @pytest.mark.claim(IND.HEADS_FORM_AT_THE_PHASE_CHANGE)
@@ -49,23 +49,27 @@ def test_heads_form_at_the_phase_change(run, training_log, induction, claim):
     for layer in range(m.n_layers):  # each layer's best head; the rule adds the two curves it judges
         for series in (m.best(m.induction_score, layer), m.best(m.previous_token_score, layer)):
             if series.name not in judged or m.n_layers < 2:
-                claim.verdict.add_series(series, x_name="step")
+                claim.chart(series, x_name="step")
     head = max(range(len(m.induction_score.labels)), key=lambda i: float(m.induction_score.data[i].max()))
-    claim.record("best induction score of any head, layer 0 included (× chance)",
-                 float(m.induction_score.data[head].max()) / m.chance, label=m.induction_score.labels[head])
+    recorded = Verdict()
+    recorded.record("best induction score of any head, layer 0 included (× chance)",
+                    float(m.induction_score.data[head].max()) / m.chance, label=m.induction_score.labels[head])
+    claim.judge(recorded)
     if m.n_layers < 2:
         pytest.skip(f"run {run.name!r} has 1 layer: no second layer to hold an induction head (its control claim "
                     f"is induction_needs_two_layers)")
     # Recorded, not judged: where the later layers' heads do attend relative to the previous occurrence (d = 1 is
     # the induction score); a peak at d > 1 is a shifted induction circuit the claim's score does not count.
     label, d, score = max((m.best_offset(layer) for layer in range(1, m.n_layers)), key=lambda t: t[2])
-    claim.record("largest attention of a later-layer head to the position d after the previous occurrence "
-                 f"(final checkpoint; d = 1 … {2 * run.spec.task.repeat_len + 1} scanned; d = 1 is the induction "
-                 "score)", score, label=f"{label}, d = {d}")
+    recorded = Verdict()
+    recorded.record("largest attention of a later-layer head to the position d after the previous occurrence "
+                    f"(final checkpoint; d = 1 … {2 * run.spec.task.repeat_len + 1} scanned; d = 1 is the induction "
+                    "score)", score, label=f"{label}, d = {d}")
+    claim.judge(recorded)
     if d != 1:
         layer = int(label[1:label.index("H")])
-        claim.verdict.add_series(m.offset_series(layer, d), x_name="step")
-    claim.judge(IND.heads_form_at_the_phase_change, training_log["train_loss"], best_induction,
+        claim.chart(m.offset_series(layer, d), x_name="step")
+    claim.judge(training_log["train_loss"], best_induction,
                 m.best(m.previous_token_score, 0), m.n_layers, m.chance, m.previous_chance)
 
 
@@ -79,7 +83,7 @@ def test_needs_two_layers(run, training_log, induction, two_layer_partner, claim
         pytest.fail(f"the 2-layer run of the same recipe has no plateau to compare with: {window}", pytrace=False)
     claim.note(f"2-layer run of the same recipe: {two_layer_partner.name} (plateau {window.plateau:.3f} nats, "
                f"drop {window.onset}–{window.end})")
-    claim.judge(IND.needs_two_layers, training_log["train_loss"], induction.best(induction.induction_score, 0),
+    claim.judge(training_log["train_loss"], induction.best(induction.induction_score, 0),
                 induction.chance, window.plateau)
 
 
@@ -96,4 +100,4 @@ def test_finite_data_groks(run, training_log, claim):
         train = training_log["train_loss"]
         test = training_log["test_loss"].finite()
         d_vocab = run.spec.task.d_vocab
-    claim.judge(IND.finite_data_groks, train, test, d_vocab)
+    claim.judge(train, test, d_vocab)

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import pytest
 
+from claimlens import Verdict
 from claimlens.families.llc import rules as L
 
 
 def _record(claim, llc, name: str = "llc"):
     s = llc.series(name)
-    claim.series(name, s.epochs, s.values)
-    claim.series(f"{name} chain std", llc.epochs, llc.std)
+    claim.chart(name, s.epochs, s.values)
+    claim.chart(f"{name} chain std", llc.epochs, llc.std)
     cfg = llc.config
     claim.note(f"SGLD: ε={cfg['epsilon']:g}, γ={cfg['gamma']:g}, nβ={cfg['nbeta']:.4g}, "
                f"{cfg['num_chains']} chains × {cfg['num_draws']} draws after {cfg['num_burnin']} burn-in, "
@@ -36,22 +37,22 @@ def _gate(*estimates) -> None:
 def test_llc_sampling_is_healthy(llc_series, claim):
     _record(claim, llc_series)
     acceptance = llc_series.series("mean MALA acceptance", "acceptance")
-    claim.series(acceptance.name, acceptance.epochs, acceptance.values)
-    claim.judge(L.sampling_healthy, llc_series.epochs, llc_series.problems)
+    claim.chart(acceptance.name, acceptance.epochs, acceptance.values)
+    claim.judge(llc_series.epochs, llc_series.problems)
 
 
 @pytest.mark.claim(L.RISES_THEN_FALLS)
 def test_llc_rises_in_memorisation_then_falls(llc_series, training_log, claim):
     llc = _record(claim, llc_series)
     _gate(llc_series)
-    claim.judge(L.rises_then_falls, llc, training_log["test_acc"])
+    claim.judge(llc, training_log["test_acc"])
 
 
 @pytest.mark.claim(L.TRACKS_TEST_LOSS)
 def test_llc_tracks_test_loss(llc_series, training_log, claim):
     llc = _record(claim, llc_series)
     _gate(llc_series)
-    claim.judge(L.tracks_test_loss, llc, training_log["test_loss"])
+    claim.judge(llc, training_log["test_loss"])
 
 
 @pytest.mark.claim(L.SENSITIVE_TO_TRANSITION)
@@ -59,7 +60,7 @@ def test_llc_sensitive_to_grokking_transition(llc_series, llc_series_orth, train
     llc = _record(claim, llc_series)
     orth = _record(claim, llc_series_orth, "llc (orthogonal to gradient)")
     _gate(llc_series, llc_series_orth)
-    claim.judge(L.sensitive_to_transition, llc, orth, training_log["test_loss"])
+    claim.judge(llc, orth, training_log["test_loss"])
 
 # ---- over a set of runs (the ``run_set`` fixture: a sweep named with --run, or the built-in sweeps with
 # --claims-sweeps; skipped, saying the cost, without one)
@@ -89,5 +90,7 @@ def test_llc_linear_in_p(run_set, claim):
                                  None if first is None else float(est.mean[0]),
                                  None if first is None else float(se[0])))
         problems[int(p)] = [t for i, e in enumerate(est.epochs) for t in est.problems[i]]
-        claim.record("checkpoints sampled (first, final)", str(est.epochs), label=f"p = {int(p)}")
-    claim.judge(L.linear_in_p, members, problems=problems)
+        sampled = Verdict()
+        sampled.record("checkpoints sampled (first, final)", str(est.epochs), label=f"p = {int(p)}")
+        claim.judge(sampled)
+    claim.judge(members, problems=problems)

@@ -8,18 +8,21 @@ Judged on every run with weights and ≥ 10 checkpoints — in a plain session t
 
 import pytest
 
+from claimlens import Verdict
 from claimlens.families.lowrank import rules as LR
 
 
 @pytest.mark.claim(LR.GRADIENT_UPDATES_ARE_LOW_RANK)
 def test_gradient_updates_are_low_rank(run, lowrank, claim):
-    claim.judge(LR.gradient_updates_are_low_rank, lowrank.gradients, len(lowrank.epochs))
+    claim.judge(lowrank.gradients, len(lowrank.epochs))
 
 
 @pytest.mark.claim(LR.CHECKPOINT_MATRIX_IS_LOW_RANK)
 def test_checkpoint_matrix_is_low_rank(run, lowrank, claim):
-    claim.record("parameters per checkpoint", lowrank.n_params)
-    claim.judge(LR.checkpoint_matrix_is_low_rank, lowrank.checkpoints, len(lowrank.epochs))
+    size = Verdict()
+    size.record("parameters per checkpoint", lowrank.n_params)
+    claim.judge(size)
+    claim.judge(lowrank.checkpoints, len(lowrank.epochs))
 
 
 @pytest.mark.claim(LR.PCA_TURNS_AT_PHASE_CHANGE)
@@ -28,9 +31,7 @@ def test_per_example_loss_pca_turns_at_phase_change(request, run, lowrank, train
 
     unresolved = None
     if run.spec.task.is_sequences:
-        from claimlens.core.series import drop_window
-
-        window = drop_window(training_log["train_loss"])
+        window = LR.drop_window(training_log["train_loss"])
         if isinstance(window, str):
             boundaries, unresolved = {"phase change": None}, f"no phase change: {window}"
         else:
@@ -38,5 +39,5 @@ def test_per_example_loss_pca_turns_at_phase_change(request, run, lowrank, train
     else:
         phases = request.getfixturevalue("phases")
         boundaries, unresolved = {"t1": phases.t1, "t2": phases.t2, "t3": phases.t3}, phases.unresolved
-    claim.judge(LR.pca_turns_at_phase_change, lowrank.pca, lowrank.explained, lowrank.epochs, boundaries,
+    claim.judge(lowrank.pca, lowrank.explained, lowrank.epochs, boundaries,
                 null_angles=shuffled_turns(lowrank.pca), unresolved=unresolved)

@@ -9,8 +9,8 @@ Rules, statements and thresholds: :mod:`claimlens.families.mlp.rules`.
 
 import pytest
 
+from claimlens import needs_mlp
 from claimlens.families.mlp import rules as MLP
-from claimlens.plugin.fixtures import needs_mlp
 
 ABOUT = "the claim is about the MLP of 'Grokking with weight decay'"
 
@@ -18,22 +18,22 @@ ABOUT = "the claim is about the MLP of 'Grokking with weight decay'"
 @pytest.mark.claim(MLP.SUMMED_EMBEDDINGS_GROK)
 def test_mlp_summed_embeddings_grok(run, training_log, claim):
     needs_mlp(run, ABOUT)
-    claim.judge(MLP.summed_embeddings_grok, training_log, run.spec.model.combine)
+    claim.judge(training_log, run.spec.model.combine)
 
 
 @pytest.mark.claim(MLP.CONCATENATED_NEVER_GROK)
 def test_mlp_concatenated_embeddings_never_grok(run, training_log, claim):
     needs_mlp(run, ABOUT)
-    claim.judge(MLP.concatenated_never_grok, training_log["test_acc"], run.spec.model.combine)
+    claim.judge(training_log["test_acc"], run.spec.model.combine)
 
 
 @pytest.mark.claim(MLP.WEIGHT_NORM_DECLINES)
 def test_mlp_weight_norm_declines_after_memorisation(run, weight_norms, training_log, claim):
     sum_sq, sum_abs = weight_norms
-    claim.judge(MLP.weight_norm_declines, sum_sq, sum_abs, training_log["test_acc"], run.spec.model.combine)
+    claim.judge(sum_sq, sum_abs, training_log["test_acc"], run.spec.model.combine)
 
 
 @pytest.mark.claim(MLP.LONG_TRAINING_SPIKES)
 def test_mlp_long_training_spikes(run, training_log, claim):
     needs_mlp(run, ABOUT)
-    claim.judge(MLP.long_training_spikes, training_log["test_loss"].at_epochs(run.epochs))
+    claim.judge(training_log["test_loss"].at_epochs(run.epochs))

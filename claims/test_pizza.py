@@ -12,7 +12,6 @@ import math
 
 import pytest
 
-from claimlens.config import TransformerConfig
 from claimlens.families.pizza import rules as PZ
 
 
@@ -20,7 +19,7 @@ def _side(run, measures):
     """``(side, basis)``: a transformer's side from its attention rate; an MLP's (the hackathon's, where the
     mode test was first stated) from its final gradient symmetricity."""
     model = run.spec.model
-    if isinstance(model, TransformerConfig):
+    if model.kind == "transformer":
         rate = float(model.attn_rate)
         return PZ.side_of(rate), rate
     gs = float(measures.gs[-1])
@@ -31,14 +30,14 @@ def _side(run, measures):
 def _record(claim, m, *names):
     for name in names:
         s = m.series(name)
-        claim.series(name, s.epochs, s.values)
+        claim.chart(name, s.epochs, s.values)
     _circularity(claim, float(m.circularity[-1]), m.epochs[-1])
 
 
 def _circularity(claim, value: float, epoch: int) -> None:
     """The final embedding's circularity, recorded with every pizza/clock claim (catalogue Revision 3: computed for
     every run, so that the tables' filter, circularity ≥ 0.9, applies to any sweep)."""
-    PZ.record_circularity(claim.verdict, None if math.isnan(value) else value, epoch)
+    claim.judge(PZ.circularity(None if math.isnan(value) else value, epoch))
 
 
 @pytest.mark.claim(PZ.GRADIENT_SYMMETRICITY)
@@ -47,13 +46,13 @@ def test_gradient_symmetricity(run, pizza_clock, claim):
         pytest.skip(f"run {run.name!r} is an MLP: its side is read from its gradient symmetricity, so judging that "
                     f"by the side would be circular")
     _record(claim, pizza_clock, "gradient symmetricity")
-    claim.judge(PZ.gradient_symmetricity, float(pizza_clock.gs[-1]), *_side(run, pizza_clock), pizza_clock.epochs[-1])
+    claim.judge(float(pizza_clock.gs[-1]), *_side(run, pizza_clock), pizza_clock.epochs[-1])
 
 
 @pytest.mark.claim(PZ.DISTANCE_IRRELEVANCE)
 def test_distance_irrelevance(run, pizza_clock, claim):
     _record(claim, pizza_clock, "distance irrelevance", "distance irrelevance of the largest incorrect logit")
-    claim.judge(PZ.distance_irrelevance, float(pizza_clock.di[-1]), *_side(run, pizza_clock),
+    claim.judge(float(pizza_clock.di[-1]), *_side(run, pizza_clock),
                 pizza_clock.epochs[-1], di_top_incorrect=float(pizza_clock.di_top_incorrect[-1]))
 
 
@@ -64,10 +63,10 @@ def test_pizza_doubles_fourier_mode(run, pizza_clock, claim):
                       ("embedding", "embedding_modes")):
         spectrum = final[key]
         scaled = (spectrum / spectrum[1:].max()).tolist()  # each over its largest non-constant mode: shapes compare
-        claim.verdict.add_points(f"{name}: Fourier mode magnitude over its largest non-constant mode",
-                                 "Fourier mode (folded)", list(range(len(scaled))), scaled)
+        claim.chart(f"{name}: Fourier mode magnitude over its largest non-constant mode", list(range(len(scaled))),
+                    scaled, x_name="Fourier mode (folded)")
     _record(claim, pizza_clock, "pre-unembed mode ratio m_2k / m_k")
-    claim.judge(PZ.doubles_fourier_mode, final, *_side(run, pizza_clock), pizza_clock.epochs[-1])
+    claim.judge(final, *_side(run, pizza_clock), pizza_clock.epochs[-1])
 
 
 @pytest.mark.claim(PZ.LOGITS_FIT_PIZZA_FORMULA)
@@ -75,7 +74,7 @@ def test_pizza_logits_fit_pizza_formula(run, final_model, pizza_formula_fits, cl
     from claimlens.families.pizza.analysis import embedding_circularity
 
     _circularity(claim, embedding_circularity(final_model.params, run.spec.task.p), final_model.epoch)
-    claim.judge(PZ.logits_fit_pizza_formula, pizza_formula_fits, float(run.spec.model.attn_rate), final_model.epoch)
+    claim.judge(pizza_formula_fits, float(run.spec.model.attn_rate), final_model.epoch)
 
 # ---- over a set of runs (the ``run_set`` fixture: a sweep named with --run, the source's own sweep tables with
 # --run zhong2023_sweep, or the built-in sweeps with --claims-sweeps; skipped, saying the cost, without one)
@@ -92,4 +91,4 @@ def test_attention_rate_selects_algorithm(run_set, final_checkpoints, claim):
         runs = sweep_runs(run_set, checkpoints=final_checkpoints)
     except ValueError as exc:  # a curves-only member: no gradient symmetricity to read
         pytest.skip(str(exc))
-    claim.judge(PZ.attention_rate_selects, runs)
+    claim.judge(runs)

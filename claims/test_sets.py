@@ -8,6 +8,7 @@ before they are trained (``-k attention --claims-sweeps`` trains the attention-r
 
 import pytest
 
+from claimlens import Series
 from claimlens.families.sets import rules as S
 
 
@@ -19,8 +20,6 @@ def _losses(run_set, axis):
         if not run.has_weights:
             out.append((value, run.series["train_loss"], run.series["test_loss"]))
         else:
-            from claimlens.core.series import Series
-
             log = run.log()
             out.append((value, Series.of("train_loss", log["epoch"], log["train_loss"]),
                         Series.of("test_loss", log["epoch"], log["test_loss"])))

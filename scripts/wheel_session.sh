@@ -114,15 +114,23 @@ mkdir -p claims
 cat > claims/test_mine.py <<'EOF'
 import pytest
 
-from claimlens.core.verdicts import Threshold
+from claimlens import ClaimSpec, Threshold, Verdict
+
+MEMORISES = ClaimSpec(id="memorises_the_training_set", statement="train accuracy reaches 0.99",
+                      source="my notebook", thresholds={"min_acc": Threshold(0.99, "ours")})
 
 
-@pytest.mark.claim(id="memorises_the_training_set", statement="train accuracy reaches 0.99", source="my notebook",
-                   kind="empirical", thresholds={"min_acc": Threshold(0.99, "ours")})
-def test_memorises(run, training_log, claim):
-    acc = training_log["train_acc"]
-    claim.check("train accuracy at the last epoch", float(acc.values[-1]), ">=", claim.thresholds["min_acc"],
-                epoch=int(acc.epochs[-1]))
+@MEMORISES.rule
+def memorises(train_acc, th):
+    v = Verdict()
+    v.check("train accuracy at the last epoch", train_acc.values[-1], ">=", th["min_acc"],
+            epoch=train_acc.epochs[-1])
+    return v
+
+
+@pytest.mark.claim(MEMORISES)
+def test_memorises(training_log, claim):
+    claim.judge(training_log["train_acc"])
 EOF
 set +e
 pytest claims/ --run tiny.toml -q -p no:cacheprovider --claims-report reports/mine | tail -n 2

@@ -209,7 +209,7 @@ def _pytest(*args: str, run: Callable | None = None, claims: str = str(ROOT / "c
 
 HOSTILE = '''
 import pytest
-from claimlens.core.verdicts import Threshold
+from claimlens import Threshold, Verdict
 
 NAME = "<script>alert('x')</script> & </svg><img src=x onerror=alert(1)>"
 
@@ -217,8 +217,10 @@ NAME = "<script>alert('x')</script> & </svg><img src=x onerror=alert(1)>"
 @pytest.mark.claim(id="hostile", statement=NAME, source=NAME, thresholds={"t": Threshold(1, NAME)})
 @pytest.mark.parametrize("label", [NAME])
 def test_hostile(label, claim):
-    claim.series(NAME, [0, 1], [1.0, 2.0], label=NAME)
-    claim.check(NAME, 2, ">=", claim.thresholds["t"], label=NAME)
+    claim.chart(NAME, [0, 1], [1.0, 2.0], label=NAME)
+    v = Verdict()
+    v.check(NAME, 2, ">=", claim.thresholds["t"], label=NAME)
+    claim.judge(v)
     claim.note(NAME)
 '''
 

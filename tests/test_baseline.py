@@ -13,17 +13,20 @@ pytest_plugins = ["pytester"]
 CLAIMS = '''
 import os
 import pytest
+from claimlens import Verdict
 
 @pytest.mark.claim(id="stable", statement="s", source="src")
-def test_stable(evidence):
+def test_stable(claim):
     end = float(os.environ.get("LOSS_END", "0.01"))
-    evidence.series("loss", [0, 10, 20], [1.0, 0.1, end], log=True)
+    claim.chart("loss", [0, 10, 20], [1.0, 0.1, end], log=True)
     assert end < 0.1, f"loss at the last epoch: measured {end}, threshold < 0.1"
 
 @pytest.mark.claim(id="flippy", statement="f", source="src")
-def test_flippy(evidence):
+def test_flippy(claim):
     value = float(os.environ.get("FLIPPY", "1.0"))
-    evidence.measure("value", value, threshold=0.5, op=">=")
+    v = Verdict()
+    v.check("value", value, ">=", 0.5)
+    claim.judge(v)
     assert value >= 0.5, f"value: measured {value}, threshold >= 0.5"
 '''
 

@@ -173,14 +173,19 @@ def test_an_interrupted_session_leaves_the_complete_report_and_the_baseline_as_t
 
 STOPPING = '''
 import pytest
+from claimlens import Verdict
 
 @pytest.mark.claim(id="old_failure", statement="failed in the baseline too", source="test")
 def test_a_old_failure(claim):
-    claim.check("x", 0, ">=", 1)
+    v = Verdict()
+    v.check("x", 0, ">=", 1)
+    claim.judge(v)
 
 @pytest.mark.claim(id="later", statement="never reached with -x", source="test")
 def test_b_later(claim):
-    claim.check("x", 1, ">=", 0)
+    v = Verdict()
+    v.check("x", 1, ">=", 0)
+    claim.judge(v)
 '''
 
 

@@ -336,11 +336,11 @@ def test_distance_irrelevance_records_the_tables_variant_beside_their_percentile
 
 def test_circularity_is_recorded_not_judged():
     v = PZ.distance_irrelevance(0.17, "pizza", 0.0, 20000, _thresholds(PZ.DISTANCE_IRRELEVANCE))
-    PZ.record_circularity(v, 0.42, 20000)
+    v.extend(PZ.circularity(0.42, 20000))
     (rec,) = [c for c in v.checks if c.name.startswith("circularity")]
     assert rec.status == "recorded" and rec.value == 0.42 and rec.source_value == 0.9978
     assert v.passed  # a non-circular embedding is recorded; the per-run claims do not filter on it
-    PZ.record_circularity(v, None)
+    v.extend(PZ.circularity(None))
     assert len([c for c in v.checks if c.name.startswith("circularity")]) == 1
 
 

@@ -64,8 +64,8 @@ def test_records_carry_the_family_of_their_claim(pytester, tiny_run, tmp_path):
     project = tmp_path / "project"
     (project / "claims").mkdir(parents=True)
     (project / "claims" / "test_mine.py").write_text(
-        "import pytest\n\n\n@pytest.mark.claim(id='my_claim', statement='s', source='x')\n"
-        "def test_mine(run, claim):\n    claim.check('one', 1.0, '>=', 0.5)\n")
+        "import pytest\nfrom claimlens import Verdict\n\n\n@pytest.mark.claim(id='my_claim', statement='s', source='x')\n"
+        "def test_mine(run, claim):\n    v = Verdict()\n    v.check('one', 1.0, '>=', 0.5)\n    claim.judge(v)\n")
     result = pytester.runpytest_subprocess(str(project / "claims"), str(ROOT / "claims" / "test_grokking.py"),
                                            "-p", "no:cacheprovider", "--rootdir", str(ROOT), "--run", str(tiny_run.path),
                                            "-k", "mine or grokking_delayed", "--claims-report", str(tmp_path / "rep"))

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from claimlens.core.jsonable import jsonable
 from claimlens.report.compare import diff
-from claimlens.report.document import jsonable, merge, over_seeds
+from claimlens.report.document import merge, over_seeds
 
 pytest_plugins = ["pytester"]
 
@@ -20,31 +21,40 @@ from decimal import Decimal
 import numpy as np
 import pytest
 import torch
+from claimlens import Verdict
 
 
 @pytest.mark.claim(id="np_param", statement="parametrized over numpy values", source="user")
 @pytest.mark.parametrize("k", list(np.arange(2, 3)))
-def test_numpy_parameter(k, evidence):
-    evidence.measure("k", np.int64(k))
+def test_numpy_parameter(k, claim):
+    v = Verdict()
+    v.record("k", np.int64(k))
+    claim.judge(v)
     assert k == 2
 
 
 @pytest.mark.claim(id="tensor_epoch", statement="epoch taken from a tensor", source="user")
-def test_tensor_epoch(evidence):
+def test_tensor_epoch(claim):
     epochs = torch.tensor([0, 100, 200])
-    evidence.measure("loss at the end", torch.tensor(0.01), threshold=0.1, op="<=", epoch=epochs[-1])
+    v = Verdict()
+    v.check("loss at the end", torch.tensor(0.01), "<=", 0.1, epoch=epochs[-1])
+    claim.judge(v)
 
 
 @pytest.mark.claim(id="decimal_value", statement="a Decimal measurement", source="user")
-def test_decimal_value(evidence):
-    evidence.measure("lr", Decimal("0.001"))
+def test_decimal_value(claim):
+    v = Verdict()
+    v.record("lr", Decimal("0.001"))
+    claim.judge(v)
 
 
 @pytest.mark.claim(id="nan_param", statement="parametrized over a NaN threshold", source="user")
 @pytest.mark.parametrize("tol", [float("nan")])
-def test_nan_parameter(tol, evidence):
-    evidence.note(f"tolerance {tol}")
-    evidence.measure("a nan", float("nan"))
+def test_nan_parameter(tol, claim):
+    claim.note(f"tolerance {tol}")
+    v = Verdict()
+    v.record("a nan", float("nan"))
+    claim.judge(v)
 '''
 
 
@@ -75,7 +85,7 @@ def test_jsonable_coerces_everything():
              "o": object(), "n": float("nan"), "tup": (np.int64(3),)}
     out = jsonable(value)
     json.dumps(out, allow_nan=False)
-    assert out["1"] == 0.5 and out["t"] == [1.0, None] and out["d"] == 2.5 and out["n"] is None
+    assert out["1"] == 0.5 and out["t"] == [1.0, 1e308] and out["d"] == 2.5 and out["n"] is None
     assert out["tup"] == [3] and out["o"].startswith("<object object")
 
 
@@ -83,16 +93,21 @@ CRASHING = '''
 import os
 
 import pytest
+from claimlens import Verdict
 
 
 @pytest.mark.claim(id="fine", statement="holds", source="test")
 def test_fine(claim):
-    claim.check("x", 1, ">=", 0)
+    v = Verdict()
+    v.check("x", 1, ">=", 0)
+    claim.judge(v)
 
 
 @pytest.mark.claim(id="dies", statement="its process dies", source="test")
 def test_dies(claim):
-    claim.check("x", 1, ">=", 0)
+    v = Verdict()
+    v.check("x", 1, ">=", 0)
+    claim.judge(v)
     os._exit(3)
 '''
 
@@ -123,6 +138,7 @@ def test_fail_on_flips_never_lowers_a_status_it_did_not_judge(pytester, tmp_path
     that is not a claim, still does."""
     pytester.makepyfile(test_mixed='''
 import pytest
+from claimlens import Verdict
 
 @pytest.fixture
 def broken():
@@ -130,7 +146,9 @@ def broken():
 
 @pytest.mark.claim(id="old_failure", statement="failed before too", source="test")
 def test_old_failure(claim):
-    claim.check("x", 0, ">=", 1)
+    v = Verdict()
+    v.check("x", 0, ">=", 1)
+    claim.judge(v)
 
 def test_plain_failure():
     assert False
@@ -148,6 +166,7 @@ def test_plain_failure():
 UNJUDGED_CLAIMS = '''
 import pytest
 
+from claimlens import Verdict
 from claimlens.errors import CheckpointError
 
 
@@ -158,7 +177,9 @@ def unreadable():
 
 @pytest.mark.claim(id="setup_error", statement="its fixture meets a bad checkpoint", source="test")
 def test_setup_error(unreadable, claim):
-    claim.check("x", 1, ">=", 0)
+    v = Verdict()
+    v.check("x", 1, ">=", 0)
+    claim.judge(v)
 
 
 @pytest.mark.claim(id="body_error", statement="its body meets a bad checkpoint", source="test")
@@ -173,7 +194,9 @@ def test_crash(claim):
 
 @pytest.mark.claim(id="refuted", statement="a check fails", source="test")
 def test_refuted(claim):
-    claim.check("x", 0, ">=", 1)
+    v = Verdict()
+    v.check("x", 0, ">=", 1)
+    claim.judge(v)
 
 
 @pytest.mark.claim(id="plain_assert", statement="an assert fails", source="test")
@@ -183,7 +206,9 @@ def test_plain_assert(claim):
 
 @pytest.mark.claim(id="holds", statement="a check passes", source="test")
 def test_holds(claim):
-    claim.check("x", 1, ">=", 0)
+    v = Verdict()
+    v.check("x", 1, ">=", 0)
+    claim.judge(v)
 '''
 
 

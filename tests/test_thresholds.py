@@ -22,61 +22,87 @@ def test_every_threshold_has_a_reason_and_a_finite_value():
             assert t.source is None or math.isfinite(t.source), f"{claim_id}.{name}"
 
 
-def _claim_specs_and_threshold_names() -> dict[str, set[str]]:
-    """claim id -> names a rule reads through ``th[...]`` (by parsing the families' rule modules)."""
-    from claimlens.families import FAMILIES
+def _threshold_names_read(fn) -> set[str]:
+    """The names ``fn`` (a rule, undecorated) reads through ``th[...]``, from its source."""
+    import inspect
+    import textwrap
 
-    found: dict[str, set[str]] = {}
-    for family in FAMILIES:
-        path = ROOT / "src" / "claimlens" / "families" / family / "rules.py"
-        tree = ast.parse(path.read_text())
-        specs = {}  # constant name -> claim id
-        for node in tree.body:
-            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call) and \
-                    getattr(node.value.func, "id", None) == "ClaimSpec":
-                cid = next(kw.value.value for kw in node.value.keywords if kw.arg == "id")
-                specs[node.targets[0].id] = cid
-        for fn in tree.body:
-            if not isinstance(fn, ast.FunctionDef):
-                continue
-            verdicts = [n for n in ast.walk(fn) if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "Verdict"]
-            ids = {specs[a.value.id] for v in verdicts for a in v.args if isinstance(a, ast.Attribute)
-                   and isinstance(a.value, ast.Name) and a.value.id in specs}
-            names = {n.slice.value for n in ast.walk(fn) if isinstance(n, ast.Subscript)
-                     and isinstance(n.value, ast.Name) and n.value.id == "th" and isinstance(n.slice, ast.Constant)}
-            for cid in ids:
-                found.setdefault(cid, set()).update(names)
-    return found
+    tree = ast.parse(textwrap.dedent(inspect.getsource(inspect.unwrap(fn))))
+    return {n.slice.value for n in ast.walk(tree) if isinstance(n, ast.Subscript)
+            and isinstance(n.value, ast.Name) and n.value.id == "th" and isinstance(n.slice, ast.Constant)}
 
 
 def test_rules_use_exactly_the_declared_thresholds():
+    """Each claim's bound rules (``@SPEC.rule``) read exactly the thresholds its spec declares, besides the few
+    its claim test reads to measure with (``claim.thresholds[...]``)."""
     from claimlens.families import CLAIMS
 
-    used = _claim_specs_and_threshold_names()
     claims_dir_reads = {"trig_fraction_rises_logits_before_neurons": {"neuron_fve"},  # read by the claim tests
                         "neurons_cluster_by_single_frequency": {"neuron_fve"},
                         "commutativity_output_swap_invariant": {"max_logit_asymmetry"}}
     for claim_id, spec in CLAIMS.items():
-        names = used.get(claim_id, set()) | claims_dir_reads.get(claim_id, set())
+        names = set().union(*(_threshold_names_read(r) for r in spec.rules)) | claims_dir_reads.get(claim_id, set())
         assert names == set(spec.thresholds), (claim_id, sorted(names ^ set(spec.thresholds)))
 
 
-def test_every_claim_test_names_a_spec_and_every_spec_has_a_test():
+def _claim_tests():
+    """``(test name, its ClaimSpec)`` of every test in ``claims/``, read from the imported modules' markers."""
+    import importlib.util
+
+    for path in sorted((ROOT / "claims").glob("test_*.py")):
+        module_spec = importlib.util.spec_from_file_location(f"claims_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        for name, fn in vars(module).items():
+            for mark in getattr(fn, "pytestmark", []) if name.startswith("test_") else []:
+                if mark.name == "claim":
+                    yield name, mark.args[0]
+
+
+def test_every_claim_test_names_a_spec_with_its_rule_and_every_spec_has_a_test():
+    """The binding is the decorator: every built-in claim's test is marked with its spec, every spec has a test,
+    and every spec's rules are bound to it (a claim without a rule states its check in its test: the swap
+    property, drawn by Hypothesis)."""
+    from claimlens.core.verdicts import ClaimSpec
     from claimlens.families import CLAIMS
 
-    marked = set()
-    for path in sorted((ROOT / "claims").glob("test_*.py")):
-        for fn in ast.walk(ast.parse(path.read_text())):
-            if isinstance(fn, ast.FunctionDef):
-                for d in fn.decorator_list:
-                    if isinstance(d, ast.Call) and getattr(d.func, "attr", None) == "claim" and d.args:
-                        marked.add(d.args[0].attr)
-    from claimlens.core.verdicts import ClaimSpec
-    from claimlens.families import FAMILIES, rules_of
+    tested = list(_claim_tests())
+    assert tested and all(isinstance(spec, ClaimSpec) for _, spec in tested)
+    assert {spec.id for _, spec in tested} == set(CLAIMS)
+    assert all(CLAIMS[spec.id] is spec for _, spec in tested), "a claim test's spec is the family's own object"
+    assert {cid for cid, spec in CLAIMS.items() if not spec.rules} == {"commutativity_output_swap_invariant"}
+    for spec in CLAIMS.values():
+        assert all(rule.claim is spec for rule in spec.rules), spec.id
 
-    names = {name for family in FAMILIES for name, v in vars(rules_of(family)).items() if isinstance(v, ClaimSpec)}
-    assert marked == names, sorted(marked ^ names)
-    assert len(CLAIMS) == len(names)
+
+def test_a_rule_is_bound_to_its_claim_and_judge_refuses_another():
+    from claimlens import ClaimSpec, Threshold, Verdict
+    from claimlens.plugin.claim import Claim
+
+    mine = ClaimSpec(id="mine", statement="x", source="s", thresholds={"t": Threshold(1, "ours")})
+    other = ClaimSpec(id="other", statement="y", source="s")
+
+    @mine.rule
+    def rule(x, th):
+        v = Verdict()
+        v.check("x", x, ">=", th["t"])
+        return v
+
+    @other.rule
+    def other_rule(th):
+        return Verdict("mine")  # claims to be another claim's verdict
+
+    assert rule.claim is mine and mine.rules == (rule,) and rule(2, {"t": 1}).claim_id == "mine"
+    claim = Claim(mine, {"t": 1})
+    assert claim.judge(2).passed and claim.judge(rule, 0).failures
+    with pytest.raises(TypeError, match="bound to claim 'other', not to this test's claim 'mine'"):
+        claim.judge(other_rule)
+    with pytest.raises(TypeError, match="bound to claim 'other' but returned a verdict of 'mine'"):
+        other_rule({})
+    with pytest.raises(TypeError, match="not bound to a claim: decorate it with @SPEC.rule"):
+        claim.judge(lambda th: Verdict(), 1)
+    with pytest.raises(TypeError, match="has no rules bound"):
+        Claim(other.__class__(id="bare", statement="", source=""), {}).judge(1)
 
 
 def test_thresholds_apply_overrides_carry_the_source_and_name_unknown_ones():

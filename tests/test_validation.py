@@ -94,9 +94,10 @@ from claimlens.core.verdicts import ClaimSpec, Threshold as T, Verdict
 SPEC = ClaimSpec(id="c", statement="s", source="x", thresholds={"a": T(1.0, "why")}, validation="v")
 def helper(x):
     return x + 1
+@SPEC.rule
 def rule(x, th):
     """doc"""
-    v = Verdict(SPEC.id)
+    v = Verdict()
     v.check("x", helper(x), ">=", th["a"])
     return v
 '''

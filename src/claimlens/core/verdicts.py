@@ -13,9 +13,10 @@ numbers, no pass rule).
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -189,6 +190,46 @@ class ClaimSpec:
         if not isinstance(self.min_checkpoints, int) or self.min_checkpoints < 1:
             raise ValueError(f"claim {self.id!r}: min_checkpoints must be a positive integer, got "
                              f"{self.min_checkpoints!r}")
+        object.__setattr__(self, "_rules", [])
+
+    def rule(self, fn: Callable[..., Verdict]) -> Callable[..., Verdict]:
+        """Bind ``fn`` as this claim's rule: the one place a rule and its spec meet. ::
+
+            EXCLUDED_LOSS_RISES = ClaimSpec(id="excluded_loss_rises", ...)
+
+            @EXCLUDED_LOSS_RISES.rule
+            def excluded_loss_rises(s, phases, th) -> Verdict:
+                v = Verdict()
+                v.check(...)
+                return v
+
+        ``claim.judge(*args)`` in a test marked with this spec then calls it (the test's thresholds last). The
+        verdict it returns carries this claim's id; a verdict of another claim is a :class:`TypeError`. A claim
+        judged by several rules (one per test, e.g. the two halves of a set claim) binds each; its tests name the
+        one they call, ``claim.judge(rule, *args)``."""
+        spec = self
+
+        @functools.wraps(fn)
+        def bound(*args: Any, **kwargs: Any) -> Verdict:
+            verdict = fn(*args, **kwargs)
+            if not isinstance(verdict, Verdict):
+                raise TypeError(f"rule {fn.__qualname__} of claim {spec.id!r} returned {type(verdict).__name__}, "
+                                f"not a Verdict")
+            if verdict.claim_id not in (None, spec.id):
+                raise TypeError(f"rule {fn.__qualname__} is bound to claim {spec.id!r} but returned a verdict of "
+                                f"{verdict.claim_id!r}")
+            verdict.claim_id = spec.id
+            return verdict
+
+        bound.claim = spec  # type: ignore[attr-defined]
+        self._rules.append(bound)  # type: ignore[attr-defined]
+        return bound
+
+    @property
+    def rules(self) -> tuple[Callable[..., Verdict], ...]:
+        """The rules bound to this claim with :meth:`rule`, in the order they were bound (none for a claim whose
+        test states its checks itself)."""
+        return tuple(self._rules)  # type: ignore[attr-defined]
 
 
 @dataclass

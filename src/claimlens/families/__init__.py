@@ -51,9 +51,8 @@ def __getattr__(name: str):
 
 
 def rule_functions(family: str) -> dict[str, list[str]]:
-    """claim id -> the names of the functions of ``family``'s rules module that make its verdict (those that call
-    ``Verdict(SPEC.id)`` for the claim's spec constant ``SPEC``), read from the module's source without importing it.
-    """
+    """claim id -> the names of the functions of ``family``'s rules module bound to it (decorated ``@SPEC.rule``,
+    :meth:`claimlens.core.verdicts.ClaimSpec.rule`), read from the module's source without importing it."""
     return {cid: sorted(fns) for cid, (fns, _) in _rule_index(family).items()}
 
 
@@ -126,12 +125,11 @@ def index_rules(source: str) -> dict[str, tuple[set[str], str]]:
         return ";".join(out)
 
     index: dict[str, tuple[set[str], str]] = {}
-    for name, fn in functions.items():
-        for call in ast.walk(fn):
-            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Verdict":
-                for a in call.args:
-                    if isinstance(a, ast.Attribute) and isinstance(a.value, ast.Name) and a.value.id in consts:
-                        index.setdefault(consts[a.value.id][0], (set(), ""))[0].add(name)
+    for name, fn in functions.items():  # ``@SPEC.rule`` binds a rule to its spec (ClaimSpec.rule)
+        for d in fn.decorator_list:
+            if isinstance(d, ast.Attribute) and d.attr == "rule" and isinstance(d.value, ast.Name) and \
+                    d.value.id in consts:
+                index.setdefault(consts[d.value.id][0], (set(), ""))[0].add(name)
     for cid, call in consts.values():
         fns = index.get(cid, (set(), ""))[0]
         seen: set[str] = set()

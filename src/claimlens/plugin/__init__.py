@@ -468,12 +468,12 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
     if claim is not None and "run" in pyfuncitem.funcargs:
         from claimlens.plugin.claim import unit_of
 
-        claim.verdict.unit = unit_of(pyfuncitem.funcargs["run"])
-    if claim is not None and claim.verdict.failures:
+        claim._set_unit(unit_of(pyfuncitem.funcargs["run"]))
+    if claim is not None and claim._failures():
         from claimlens.plugin.claim import ClaimFailure
 
         __tracebackhide__ = True
-        message = claim.verdict.failure_message()
+        message = claim._failure_message()
         if claim.spec.validation.status == "contradicted":  # a finding about the rule, said where it is read
             message += (f"\n  (the rule itself is contradicted on the source's own data: {claim.spec.validation.scope}; "
                         f"a failure here is the expected finding)")
@@ -503,8 +503,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     params = params.params if params is not None else {}
     ref = params.get("run", params.get("run_set"))
     family = family_of(spec, item.path)
-    thresholds = claim.describe_thresholds() if claim is not None else dict(spec.thresholds)
-    evidence = claim.to_dict() if claim is not None else None
+    thresholds = claim._describe_thresholds() if claim is not None else dict(spec.thresholds)
+    evidence = claim._record_part() if claim is not None else None
     outcome = outcome_of(report, call)
     validation = references.validation_section(spec, thresholds)
     record = build_record(
@@ -537,7 +537,8 @@ def _writable(record: dict) -> dict:
     test: one bad record never costs the report or the session (serially or under xdist)."""
     import json
 
-    from claimlens.report.document import error_record, jsonable
+    from claimlens.core.jsonable import jsonable
+    from claimlens.report.document import error_record
 
     try:
         record = jsonable(record)

@@ -1,34 +1,31 @@
-"""The ``claim`` fixture: the one way a claim test states its checks and records what it was judged on.
+"""The ``claim`` fixture: the one way a claim test hands over its verdict and records what it was judged on.
 
-A claim test either hands over the :class:`~claimlens.core.verdicts.Verdict` of a rule::
+A claim's rule is bound to its spec where both are defined (:meth:`claimlens.ClaimSpec.rule`); the test fetches
+what the rule reads and hands it over::
 
     from claimlens.families.grokking import rules as G
 
     @pytest.mark.claim(G.EXCLUDED_LOSS_RISES)
     def test_excluded_loss_rises(run_series, phases, claim):
-        claim.judge(G.excluded_loss_rises, run_series, phases)
+        claim.judge(run_series, phases)          # G.excluded_loss_rises, the rule bound to the spec
 
-or states checks itself (a claim of your own; thresholds on the marker, with the source's value)::
-
-    @pytest.mark.claim(id="my_claim", statement="…", source="…", kind="empirical",
-                       thresholds={"min_rise": Threshold(2, "the paper's wording", source=3.1)})
-    def test_my_claim(run_series, claim):
-        claim.check("rise of the loss (log10)", rise, ">=", claim.thresholds["min_rise"], epoch=t2)
+A claim of your own builds the same three pieces (README, "A claim of your own"), or states its checks in the
+test on a :class:`~claimlens.Verdict` and hands that over (``claim.judge(v)``).
 
 Every check is kept, failed or not; after the test body the plugin fails the test once, listing every failed
 check (``assert_close`` style), so a failed check never hides the evidence after it. A verdict that cannot be
 judged on the run (``Verdict.skip``) skips the test with its reason. Everything goes into the test's record in
-``claims.json``. Pure Python apart from pytest (no torch): tensors are accepted through ``tolist()``.
+``claims.json``. Pure Python apart from pytest (no torch at import).
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from claimlens.core.jsonable import jsonable
 from claimlens.core.verdicts import KINDS, ClaimSpec, Threshold, Verdict
 
 
@@ -115,12 +112,22 @@ def family_of(spec: ClaimSpec, path: Path) -> str:
 
 
 class Claim:
-    """The ``claim`` fixture of one claim test: its spec, its thresholds (overrides applied) and its verdict."""
+    """The ``claim`` fixture of one claim test: what a claim test touches.
+
+    - :meth:`judge` hands over a verdict: the claim's bound rule called on the data (``claim.judge(*data)``), a
+      named rule bound to it (``claim.judge(rule, *data)``) or a :class:`~claimlens.core.verdicts.Verdict` built
+      in the test (``v = Verdict(); v.check(...); claim.judge(v)``);
+    - :meth:`note` adds a line of text to the record;
+    - :meth:`chart` adds a series the claim read (charted in the HTML, kept in ``claims.json``);
+    - ``claim.thresholds`` (the claim's thresholds, overrides applied), ``claim.spec`` and ``claim.id`` read.
+
+    Everything judged or charted goes into the test's record; after the body the plugin fails the test once,
+    listing every failed check."""
 
     def __init__(self, spec: ClaimSpec, thresholds):
         self.spec = spec
         self.thresholds = thresholds
-        self.verdict = Verdict(spec.id)
+        self._verdict = Verdict(spec.id)
 
     @property
     def id(self) -> str:
@@ -130,21 +137,44 @@ class Claim:
     def kind(self) -> str:
         return self.spec.kind
 
-    # -- stating checks
+    def judge(self, *args: Any, **kwargs: Any) -> Verdict:
+        """Take over a verdict (checks, series, phases, notes); skip the test, with the reason, if it could not be
+        judged.
 
-    def judge(self, verdict, *args: Any, **kwargs: Any) -> Verdict:
-        """Take over a rule's verdict (checks, series, phases, notes); skip the test if it could not be judged.
+        ``claim.judge(*data)``: calls the rule bound to this test's claim (``@SPEC.rule``), with
+        ``claim.thresholds`` as its last argument. ``claim.judge(rule, *data)``: the same with a rule named (a
+        claim with several rules); the rule must be bound to this claim. ``claim.judge(verdict)``: a verdict built
+        in the test. A rule that reads a series the run lacks (a curves-only run) skips the test with that reason.
 
-        ``claim.judge(rule, *args)`` calls the rule (with ``claim.thresholds`` as its last argument) and skips the
-        test, with the reason, when the run lacks a series the rule reads (a curves-only run, say)."""
-        if callable(verdict):
+        Raises ``TypeError`` for a rule bound to another claim, or a plain function not bound to any (decorate it
+        with ``@SPEC.rule``), or a claim with no rule (or several) when none is named."""
+        import inspect
+
+        first = args[0] if args else None
+        if isinstance(first, Verdict) and len(args) == 1 and not kwargs:
+            verdict = first
+        else:
+            if callable(first) and hasattr(first, "claim"):
+                rule, args = first, args[1:]
+                if rule.claim is not self.spec and rule.claim.id != self.spec.id:
+                    raise TypeError(f"rule {rule.__qualname__} is bound to claim {rule.claim.id!r}, not to this "
+                                    f"test's claim {self.spec.id!r}")
+            elif inspect.isfunction(first):
+                raise TypeError(f"{first.__qualname__} is not bound to a claim: decorate it with @SPEC.rule "
+                                f"(claimlens.ClaimSpec.rule), or build a Verdict and pass that")
+            elif len(self.spec.rules) == 1:
+                rule = self.spec.rules[0]
+            else:
+                raise TypeError(f"claim {self.spec.id!r} has {len(self.spec.rules) or 'no'} rules bound "
+                                f"({', '.join(r.__qualname__ for r in self.spec.rules) or '@SPEC.rule binds one'}): "
+                                f"name the one to call, claim.judge(rule, *data), or pass a Verdict")
             from claimlens.core.series import SeriesUnavailable
 
             try:
-                verdict = verdict(*args, self.thresholds, **kwargs)
+                verdict = rule(*args, self.thresholds, **kwargs)
             except SeriesUnavailable as exc:
                 pytest.skip(str(exc.args[0]))
-        self.verdict.extend(verdict)
+        self._verdict.extend(verdict)
         if verdict.skipped:
             pytest.skip(verdict.skipped)
         unresolved = [c for c in verdict.checks if c.status == "not judged"]
@@ -152,58 +182,56 @@ class Claim:
             pytest.skip("not judged: " + "; ".join(f"{c.name}: {c.reason}" for c in unresolved))
         return verdict
 
-    def check(self, name: str, value: Any, op: str, threshold: float, **where: Any) -> bool:
-        """Judge ``value op threshold`` (``op`` one of >=, <=, >, <, ==); ``epoch=``, ``label=``, ``source=``."""
-        return self.verdict.check(name, value, op, threshold, **where)
-
-    def record(self, name: str, value: Any, **where: Any) -> None:
-        """A value reported with the verdict, not judged."""
-        self.verdict.record(name, value, **where)
-
-    def not_judged(self, name: str, reason: str) -> None:
-        self.verdict.not_judged(name, reason)
-
-    def require(self, ok: bool, name: str, reason: str) -> bool:
-        return self.verdict.require(ok, name, reason)
-
-    # -- what the test read
-
-    def series(self, name: str, epochs: Any, values: Any, *, label: str = "", log: bool = False) -> None:
-        from claimlens.core.series import Series
-
-        self.verdict.add_series(Series.of(name, _plain(epochs), _plain(values)), label=label, log=log)
-
-    def phase_lines(self, phases: dict[str, Any]) -> None:
-        self.verdict.phase_lines(phases)
-
     def note(self, text: str) -> None:
-        self.verdict.note(text)
+        """A line of text in the record (what the claim was compared with, settings used)."""
+        self._verdict.note(text)
 
-    def measure(self, name: str, value: Any, *, threshold: Any = None, op: str | None = None,
-                epoch: int | None = None, label: str = "") -> bool | None:
-        """The ``evidence.measure`` of earlier releases: a check when ``threshold`` and ``op`` are given, else a
-        recorded value."""
-        if threshold is not None and op is not None:
-            return self.check(name, value, op, threshold, epoch=epoch, label=label)
-        self.record(name, value, epoch=epoch, label=label)
-        return None
+    def chart(self, series: Any, epochs: Any = None, values: Any = None, *, label: str = "", log: bool = False,
+              x_name: str = "epoch") -> None:
+        """A series the claim read, charted in the HTML and kept in ``claims.json``: a
+        :class:`~claimlens.core.series.Series`, or ``name, epochs, values`` (sequences or 1-d tensors of the same
+        length; values in the series' own unit). ``x_name``: the x axis, ``"epoch"`` (a run's checkpoints; read
+        as ``"step"`` on a run trained on minibatches) or any other axis (a run set's ``"attention rate"``, a
+        spectrum's ``"Fourier mode"``), whose points are charted as a scatter. ``log``: log-scale y."""
+        if isinstance(series, str):
+            if epochs is None or values is None:
+                raise TypeError("claim.chart(name, epochs, values): give the x values and the y values")
+            if x_name == "epoch" or x_name == "step":
+                from claimlens.core.series import Series
 
-    # -- into the record
+                series = Series.of(series, jsonable(epochs), jsonable(values))
+            else:
+                self._verdict.add_points(series, x_name, jsonable(epochs), jsonable(values), log=log, label=label)
+                return
+        self._verdict.add_series(series, label=label, log=log, x_name=x_name)
 
-    def to_dict(self) -> dict[str, Any]:
-        v = self.verdict
-        return {
-            "series": [{"name": r.series.name, "label": r.label, "epochs": _plain(r.series.epochs),
-                        "values": _plain(r.series.values), "log_scale": r.log,
+    # -- for the plugin (not a claim author's)
+
+    def _failures(self):
+        return self._verdict.failures
+
+    def _failure_message(self) -> str:
+        return self._verdict.failure_message()
+
+    def _set_unit(self, unit: str) -> None:
+        """What the run's checkpoints count (``"epoch"`` or ``"step"``): set by the plugin from the run."""
+        self._verdict.unit = unit
+
+    def _record_part(self) -> dict[str, Any]:
+        """The part of the test's record this claim made: series, measurements, phases, notes (JSON-safe)."""
+        v = self._verdict
+        return jsonable({
+            "series": [{"name": r.series.name, "label": r.label, "epochs": r.series.epochs,
+                        "values": r.series.values, "log_scale": r.log,
                         **({"x_name": x} if (x := v.unit if r.x_name == "epoch" else r.x_name) != "epoch" else {})}
                        for r in v.series],
             **({"x_unit": v.unit} if v.unit != "epoch" else {}),
-            "measurements": [_plain(c.to_dict()) for c in v.checks],
-            "phases": _plain(v.phases),
+            "measurements": [c.to_dict() for c in v.checks],
+            "phases": v.phases,
             "notes": list(v.notes),
-        }
+        })
 
-    def describe_thresholds(self) -> dict[str, dict[str, Any]]:
+    def _describe_thresholds(self) -> dict[str, dict[str, Any]]:
         """name → value judged by, default, the source's value and why (for the record)."""
         out = {}
         for name in self.thresholds:
@@ -213,13 +241,3 @@ class Claim:
         return out
 
 
-def _plain(x: Any) -> Any:
-    if hasattr(x, "tolist"):
-        x = x.tolist()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    return x

@@ -3,7 +3,7 @@ module imports no torch; each fixture imports what it needs.
 
 ``run`` (parametrized by the plugin over ``--run``), ``run_set`` (a set of runs), ``training_log``,
 ``final_checkpoints`` (the session's kept final checkpoints), ``final_checkpoint`` / ``final_activations`` (the final checkpoint and its forward pass, shared; ``final_model`` the
-same for a run that generalised), ``claim`` (checks and the record; ``evidence`` is its earlier name) and
+same for a run that generalised), ``claim`` (:class:`claimlens.Claim`: judge, note, chart) and
 ``thresholds``. Each family's own fixtures (``run_series`` and ``phases``, ``llc_series``, ``pizza_clock``,
 ``induction``, ``lowrank``, ``weight_norms``, …) are in ``claimlens/families/<family>/fixtures.py``.
 """
@@ -111,6 +111,8 @@ def needs_one_layer(run, claim) -> None:
 
 
 def needs_transformer(run) -> None:
+    """Skip, with the reason, a run that is not a transformer (an MLP, an attention-only model, a curves-only run):
+    the claim reads the transformer's activations."""
     needs_weights(run)
     if run.spec.model.kind != "transformer":
         pytest.skip(f"run {run.name!r} is an {run.spec.model.kind}; this claim needs the transformer's activations")
@@ -193,10 +195,10 @@ def needs_sequences(run, what: str) -> None:
 
 @pytest.fixture
 def claim(request: pytest.FixtureRequest) -> Claim:
-    """This test's claim (:class:`claimlens.plugin.claim.Claim`): its spec from ``@pytest.mark.claim``, its
-    thresholds with the overrides of pyproject.toml and ``--claims-threshold`` applied, and its verdict. State
-    checks with ``claim.check(...)`` or hand over a rule's verdict with ``claim.judge(...)``; everything goes
-    into ``claims.json``."""
+    """This test's claim (:class:`claimlens.Claim`): its spec from ``@pytest.mark.claim``, its thresholds with the
+    overrides of pyproject.toml and ``--claims-threshold`` applied, and its verdict. Hand over a verdict with
+    ``claim.judge(...)`` (the claim's bound rule on the data, or a ``Verdict`` built in the test), add text with
+    ``claim.note(...)`` and a series with ``claim.chart(...)``; everything goes into ``claims.json``."""
     from claimlens.thresholds import Thresholds
 
     existing = request.node.stash.get(CLAIM, None)
@@ -215,9 +217,3 @@ def claim(request: pytest.FixtureRequest) -> Claim:
 def thresholds(claim: Claim):
     """The pass thresholds of this test's claim (``thresholds["delay_ratio"]``), overrides applied."""
     return claim.thresholds
-
-
-@pytest.fixture
-def evidence(claim: Claim) -> Claim:
-    """The ``claim`` fixture under its earlier name (``evidence.series``, ``evidence.measure``)."""
-    return claim

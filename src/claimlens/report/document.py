@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from claimlens._io import atomic_write_json
+from claimlens.core.jsonable import jsonable
 from claimlens.errors import ClaimlensError
 
 # 2: claim_kind, validation, thresholds per record; status, source_value, margin per check
@@ -63,32 +64,6 @@ def provenance(rootdir: Path) -> dict[str, Any]:
     return {"created": datetime.now(UTC).isoformat(timespec="seconds"), "versions": versions,
             "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count()},
             "git_commit": commit}
-
-
-def jsonable(x: Any) -> Any:
-    """``x`` as plain JSON: tensors and numpy values through ``tolist()``/``item()``, non-finite floats as
-    None, tuples as lists, dict keys as strings, and anything else as its ``repr`` (a record must always be
-    writable: one odd value must never cost the whole report)."""
-    if isinstance(x, bool) or x is None or isinstance(x, str):
-        return x
-    if isinstance(x, int):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if hasattr(x, "tolist") and callable(x.tolist):
-        try:
-            return jsonable(x.tolist())
-        except Exception:
-            return repr(x)
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    try:
-        value = float(x)  # Decimal, numpy scalars without tolist, …
-    except (TypeError, ValueError):
-        return repr(x)
-    return value if math.isfinite(value) else None
 
 
 def build_record(*, nodeid: str, claim: dict[str, Any], run: str | None, parameters: dict[str, Any], outcome: str,

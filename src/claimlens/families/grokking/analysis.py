@@ -322,3 +322,28 @@ def log10_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     the losses span 1e-8 … 30)."""
     losses = -logits.log_softmax(-1).gather(1, labels[:, None]).squeeze(1)
     return losses.clamp_min(1e-12).log10()
+
+
+# ----------------------------------------------------------------------------- the final model, run again
+
+
+def skip_and_attention_losses(run, checkpoint) -> tuple[float, float, float]:
+    """Float64 cross entropy over all ``p²`` inputs of a 1-layer transformer's ``checkpoint`` as trained, with the MLP's
+    skip connection removed, and with the attention heads' outputs zeroed (NCLSS App. A.1;
+    :func:`claimlens.models.ablated_logits`). Returns ``(loss, mlp_skip_ablated, attention_ablated)`` in nats."""
+    from claimlens.models import ablated_logits
+
+    params, acts, cfg, labels = checkpoint.params, checkpoint.activations, run.spec.model, run.task.labels
+    return (cross_entropy_f64(acts.logits, labels).item(),
+            cross_entropy_f64(ablated_logits(params, acts, cfg, "mlp_skip"), labels).item(),
+            cross_entropy_f64(ablated_logits(params, acts, cfg, "attention"), labels).item())
+
+
+def swapped_logits(run, checkpoint, a: int, b: int) -> torch.Tensor:
+    """The final-position logits ``[2, p]`` of ``checkpoint`` for ``(a, b)`` (row 0) and ``(b, a)`` (row 1), for the
+    swap-invariance claim."""
+    from claimlens.models import forward
+
+    p = run.spec.task.p
+    return forward(checkpoint.params, torch.tensor([[a, b, p], [b, a, p]]), run.spec.model).logits
+

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from claimlens.core import fourier as fo
@@ -380,3 +380,16 @@ def neuron_swap_asymmetry(mlp_post: Float[Tensor, "batch d_mlp"], p: int) -> flo
 def per_key_excluded_over_train(excluded_final: Mapping[int, float], train_final: float) -> dict[int, float]:
     """Per key: final excluded loss (that key ablated) over the final train loss."""
     return {k: v / max(train_final, 1e-300) for k, v in excluded_final.items()}
+
+
+def neuron_logit_map_keys(W_L: Float[Tensor, "p d_mlp"], p: int) -> list[int]:
+    """G-KEY rule 3: the key frequencies of the neuron-logit map ``W_L`` (component norm over a quarter of the
+    largest; :func:`claimlens.core.fourier.key_frequencies_by_norm`). ``[p, d_mlp] -> keys``."""
+    return fo.key_frequencies_by_norm(fft_tokens(W_L, fourier_basis(p)), p, "neuron_logit_map").keys
+
+
+def neurons_with_a_frequency(mlp_post: Float[Tensor, "batch d_mlp"], p: int, fve: float) -> Bool[Tensor, " d_mlp"]:
+    """Whether each neuron is explained by one frequency (its 3×3 block's share of variance ≥ ``fve``; G-KEY rule
+    1's argmax frequency, catalogue Revision 2). ``[batch, d_mlp] -> [d_mlp]``."""
+    kf = fo.key_frequencies_from_neurons(mlp_post, p, fo.frequencies(p))
+    return clusters_from_frequencies(kf.details["neuron_freq"], kf.details["neuron_frac"], fve) >= 1

@@ -99,11 +99,12 @@ DELAYED_GENERALISATION = ClaimSpec(
 )
 
 
+@DELAYED_GENERALISATION.rule
 def delayed_generalisation(train_acc: Series, test_acc: Series, phases: Phases | None, th) -> Verdict:
     """Train accuracy ≥ 0.99 early, test accuracy ≤ 0.5 at t1, ≥ 0.99 at the end, and a delay ratio ≥ 5.
 
     ``phases`` None: the t1 part is not judged (a run without the transformer's excluded loss)."""
-    v = Verdict(DELAYED_GENERALISATION.id)
+    v = Verdict()
     if len(train_acc) < 10:
         return v.skip(f"the training log has {len(train_acc)} rows; need ≥ 10 epochs")
     v.add_series(train_acc)
@@ -159,8 +160,9 @@ PHASE_BOUNDARIES = ClaimSpec(
 )
 
 
+@PHASE_BOUNDARIES.rule
 def phase_boundaries(s: Measures, phases: Phases, th) -> Verdict:
-    v = Verdict(PHASE_BOUNDARIES.id)
+    v = Verdict()
     v.phase_lines(phases.as_dict())
     v.add_series(s["excluded_loss_all_keys"], log=True)
     v.add_series(s["test_loss"], log=True)
@@ -199,8 +201,9 @@ EXCLUDED_LOSS_RISES = ClaimSpec(
 )
 
 
+@EXCLUDED_LOSS_RISES.rule
 def excluded_loss_rises(s: Measures, phases: Phases, th) -> Verdict:
-    v = Verdict(EXCLUDED_LOSS_RISES.id)
+    v = Verdict()
     excl, train = v.add_series(s["excluded_loss_all_keys"], log=True), v.add_series(s["train_loss"], log=True)
     v.phase_lines(phases.as_dict())
     if not _need(v, phases, "t1", "t2"):
@@ -245,8 +248,9 @@ RESTRICTED_LOSS_LEADS = ClaimSpec(
 )
 
 
+@RESTRICTED_LOSS_LEADS.rule
 def restricted_loss_leads(s: Measures, phases: Phases, th) -> Verdict:
-    v = Verdict(RESTRICTED_LOSS_LEADS.id)
+    v = Verdict()
     restricted, test = s["trig_loss_all"], s["test_loss"]
     v.add_series(Series("restricted_loss[all]", restricted.epochs, restricted.data), log=True)
     v.add_series(test, log=True)
@@ -300,11 +304,12 @@ TRIG_LOSS_IDENTITY = ClaimSpec(
 )
 
 
+@TRIG_LOSS_IDENTITY.rule
 def trig_loss_identity(all_pairs: float, train: float, train_balanced: float | None, epoch: int, n_keys: int, th
                        ) -> Verdict:
     """At one checkpoint: ``train_balanced`` (each class's train pairs weighted equally; None where a class has no
     train pair) equals ``all_pairs`` within ``max_relative_difference``."""
-    v = Verdict(TRIG_LOSS_IDENTITY.id)
+    v = Verdict()
     if n_keys == 0:
         return v.skip("the run has no key frequency, so there is no restricted loss to compare")
     v.record("trig loss, all pairs", all_pairs, epoch=epoch)
@@ -338,8 +343,9 @@ RATIO_PEAKS_AND_RETURNS = ClaimSpec(
 )
 
 
+@RATIO_PEAKS_AND_RETURNS.rule
 def ratio_peaks_and_returns(s: Measures, phases: Phases, th) -> Verdict:
-    v = Verdict(RATIO_PEAKS_AND_RETURNS.id)
+    v = Verdict()
     test, restricted = s["test_loss"], s["trig_loss_all"]
     ratio = _ratio("test_loss / restricted_loss", test, restricted)
     v.add_series(ratio, log=True)
@@ -397,8 +403,9 @@ GINI_JUMPS = ClaimSpec(
 )
 
 
+@GINI_JUMPS.rule
 def gini_jumps(s: Measures, phases: Phases, th) -> Verdict:
-    v = Verdict(GINI_JUMPS.id)
+    v = Verdict()
     v.phase_lines(phases.as_dict())
     if not _need(v, phases, "t1", "t2", "t3"):
         return v
@@ -437,8 +444,9 @@ WEIGHT_NORM_FALLS = ClaimSpec(
 )
 
 
+@WEIGHT_NORM_FALLS.rule
 def weight_norm_falls(s: Measures, phases: Phases, th) -> Verdict:
-    v = Verdict(WEIGHT_NORM_FALLS.id)
+    v = Verdict()
     ssw = v.add_series(s["sum_sq_weights"])
     v.phase_lines(phases.as_dict())
     if not _need(v, phases, "t1", "t2", "t3"):
@@ -501,8 +509,9 @@ def attention_gap(attention_to_position: Series, n_heads: int) -> tuple[Series, 
     return Series("mean_h |A[h,0] − A[h,1]|", a.epochs, gap), Series("max_h A[h,2]", a.epochs, self_attn)
 
 
+@COMMUTATIVITY_ATTENTION.rule
 def commutativity_attention(s: Measures, phases: Phases, n_heads: int, th) -> Verdict:
-    v = Verdict(COMMUTATIVITY_ATTENTION.id)
+    v = Verdict()
     gap, self_attn = attention_gap(s["attention_to_position"], n_heads)
     v.add_series(gap)
     v.add_series(self_attn)
@@ -537,8 +546,9 @@ LATE_PHASE_CHANGE = ClaimSpec(
 )
 
 
+@LATE_PHASE_CHANGE.rule
 def late_phase_change(s: Measures, phases: Phases, n_heads: int, th) -> Verdict:
-    v = Verdict(LATE_PHASE_CHANGE.id)
+    v = Verdict()
     _, self_attn = attention_gap(s["attention_to_position"], n_heads)
     ssw = s["sum_sq_weights"]
     v.phase_lines(phases.as_dict())
@@ -610,11 +620,12 @@ EMBEDDING_SPARSE = ClaimSpec(
 )
 
 
+@EMBEDDING_SPARSE.rule
 def embedding_sparse(s: Measures, phases: Phases, keys: list[int], th) -> Verdict:
     """The final embedding's parts are judged on any run; the fall between t1 and t3 and the singular-value
     collapse need the phases (not judged on a run too short to locate them, failed on one that never reaches
     them)."""
-    v = Verdict(EMBEDDING_SPARSE.id)
+    v = Verdict()
     e = s["embed_fourier_norms"]
     per_freq = e.data[1::2] + e.data[2::2]  # [(p-1)/2, n]
     final = per_freq[:, -1]
@@ -669,8 +680,9 @@ KEY_FREQUENCIES = ClaimSpec(
 )
 
 
+@KEY_FREQUENCIES.rule
 def key_frequencies(rule1: list[int], rule3: list[int], th) -> Verdict:
-    v = Verdict(KEY_FREQUENCIES.id)
+    v = Verdict()
     v.record("keys (rule 1, neuron clusters, ≥ 5% of live neurons)", rule1)
     v.record("keys (rule 3, W_L norms > max/4)", rule3)
     v.check("number of key frequencies (at least)", len(rule1), ">=", th["min_keys"], detail=f"keys {rule1}")
@@ -693,9 +705,10 @@ KEYS_STABLE = ClaimSpec(
 )
 
 
+@KEYS_STABLE.rule
 def keys_stable(neuron_key_frequency: Series, final_keys: list[int], phases: Phases, th) -> Verdict:
     """``neuron_key_frequency``: per checkpoint, 1 where ``k`` is a key of that checkpoint's own neurons."""
-    v = Verdict(KEYS_STABLE.id)
+    v = Verdict()
     if not _need(v, phases, "t3"):
         return v
     final = set(final_keys)
@@ -744,8 +757,9 @@ NEURONS_CLUSTER = ClaimSpec(
 )
 
 
+@NEURONS_CLUSTER.rule
 def neurons_cluster(c: NeuronClusters, epoch: int, th) -> Verdict:
-    v = Verdict(NEURONS_CLUSTER.id)
+    v = Verdict()
     v.check(f"share of neurons explained ≥ {th['neuron_fve']:.0%} by one frequency", c.assigned_share, ">=",
             th["min_assigned_share"], epoch=epoch)
     for k, own in c.own_frequency_share.items():
@@ -775,8 +789,9 @@ NEURON_LOGIT_MAP_RANK = ClaimSpec(
 )
 
 
+@NEURON_LOGIT_MAP_RANK.rule
 def neuron_logit_map_rank(residual: float, keys: list[int], epoch: int, th) -> Verdict:
-    v = Verdict(NEURON_LOGIT_MAP_RANK.id)
+    v = Verdict()
     v.record("rank of the key projection (2 × keys)", 2 * len(keys), source=10)
     v.check("‖W_L − Π W_L‖_F / ‖W_L‖_F outside the key rows", residual, "<=", th["max_residual"], epoch=epoch,
             detail=f"keys {sorted(keys)}")
@@ -811,8 +826,9 @@ LOGITS_COS_SUM = ClaimSpec(
 )
 
 
+@LOGITS_COS_SUM.rule
 def logits_cos_sum(c: CosSumSummary, epoch: int, th) -> Verdict:
-    v = Verdict(LOGITS_COS_SUM.id)
+    v = Verdict()
     v.check("FVE of Σ_k α_k cos(w_k(a+b−c))", c.fve, ">=", th["min_fve"], epoch=epoch)
     v.check("loss of the fit over the loss of the logits", c.fit_loss_ratio, "<=", th["max_fit_loss_ratio"],
             epoch=epoch, detail=f"{c.fit_loss:.3g} against {c.loss:.3g}")
@@ -853,8 +869,9 @@ FOURIER_ABLATIONS = ClaimSpec(
 )
 
 
+@FOURIER_ABLATIONS.rule
 def fourier_ablations(a: FourierAblations, per_key: dict[int, float], p: int, epoch: int, th) -> Verdict:
-    v = Verdict(FOURIER_ABLATIONS.id)
+    v = Verdict()
     base = max(a.loss, 1e-300)  # a loss of exactly 0 would not divide
     v.record("loss of the final model (all pairs)", a.loss, epoch=epoch)
     v.check("loss with only the key directions over the original", a.restricted / base, "<=",
@@ -894,9 +911,10 @@ SKIP_AND_ATTENTION_ABLATIONS = ClaimSpec(
 )
 
 
+@SKIP_AND_ATTENTION_ABLATIONS.rule
 def skip_and_attention_ablations(loss: float, mlp_skip: float, attention: float, p: int, epoch: int, th
                                  ) -> Verdict:
-    v = Verdict(SKIP_AND_ATTENTION_ABLATIONS.id)
+    v = Verdict()
     v.record("loss of the final model (all pairs)", loss, epoch=epoch, source=2.4e-7)
     v.check("loss with the MLP skip connection zero-ablated over the original", mlp_skip / max(loss, 1e-300), "<=",
             th["max_mlp_skip_over_original"], epoch=epoch, detail=f"{mlp_skip:.3g} against {loss:.3g}")
@@ -922,8 +940,9 @@ ATTENTION_HEADS_FIT = ClaimSpec(
 )
 
 
+@ATTENTION_HEADS_FIT.rule
 def attention_heads_fit(fits: list[HeadFit], epoch: int, th) -> Verdict:
-    v = Verdict(ATTENTION_HEADS_FIT.id)
+    v = Verdict()
     for h, fit in enumerate(fits):
         v.check("FVE of the best single-frequency fit", fit.fve, ">=", th["min_fve"], epoch=epoch, label=f"head={h}",
                 detail=f"k = {fit.frequency}")
@@ -949,8 +968,9 @@ SYMMETRIC_WEIGHTS = ClaimSpec(
 )
 
 
+@SYMMETRIC_WEIGHTS.rule
 def symmetric_weights(position_cosine: float, neuron_asymmetry: float, epoch: int, th) -> Verdict:
-    v = Verdict(SYMMETRIC_WEIGHTS.id)
+    v = Verdict()
     v.check("cosine of the position embeddings of a and b", position_cosine, ">=", th["min_position_cosine"],
             epoch=epoch)
     v.check("G-CMP of neuron activations N(a,b) vs N(b,a)", neuron_asymmetry, "<=", th["max_neuron_asymmetry"],
@@ -994,9 +1014,10 @@ TRIG_FRACTION = ClaimSpec(
 )
 
 
+@TRIG_FRACTION.rule
 def trig_fraction(s: Measures, phases: Phases, assigned: torch.Tensor, th) -> Verdict:
     """``assigned [M]`` bool: the neurons of the final model explained ≥ ``neuron_fve`` by one frequency."""
-    v = Verdict(TRIG_FRACTION.id)
+    v = Verdict()
     if not _need(v, phases, "t1"):
         return v
     v.phase_lines(phases.as_dict())

@@ -46,9 +46,10 @@ PHASE_CHANGE_IS_SUDDEN = ClaimSpec(
 )
 
 
+@PHASE_CHANGE_IS_SUDDEN.rule
 def phase_change_is_sudden(loss: Series, th) -> Verdict:
     """``loss``: the training loss at every step (fresh data, so it is a held-out loss too)."""
-    v = Verdict(PHASE_CHANGE_IS_SUDDEN.id)
+    v = Verdict()
     if len(loss) < 4 * SMOOTH_STEPS:
         return v.skip(f"needs the loss at ≥ {4 * SMOOTH_STEPS} consecutive steps; the run logged {len(loss)}")
     window = drop_window(loss)
@@ -107,6 +108,7 @@ HEADS_FORM_AT_THE_PHASE_CHANGE = ClaimSpec(
 )
 
 
+@HEADS_FORM_AT_THE_PHASE_CHANGE.rule
 def heads_form_at_the_phase_change(loss: Series, induction: Series, previous: Series, n_layers: int,
                                    chance: float, previous_chance: float, th) -> Verdict:
     """``loss``: the training loss per step; ``induction``: the best offset-1 induction score among the heads of
@@ -118,7 +120,7 @@ def heads_form_at_the_phase_change(loss: Series, induction: Series, previous: Se
     ``before_max`` at every checkpoint before the drop window's onset; the largest rise between consecutive
     checkpoints (placed at the middle of the two) inside ``[onset − rise_slack·L, end + rise_slack·L]``; the
     previous-token score first ≥ ``previous_min`` no later than the window's end."""
-    v = Verdict(HEADS_FORM_AT_THE_PHASE_CHANGE.id)
+    v = Verdict()
     if n_layers < 2:
         return v.skip(f"a {n_layers}-layer model has no second layer to hold an induction head (its control claim is "
                       f"induction_needs_two_layers)")
@@ -183,12 +185,13 @@ NEEDS_TWO_LAYERS = ClaimSpec(
 )
 
 
+@NEEDS_TWO_LAYERS.rule
 def needs_two_layers(loss_1l: Series, induction_1l: Series, chance: float, plateau_2l: float, th) -> Verdict:
     """``loss_1l``, ``induction_1l``: the 1-layer model's per-step loss and best offset-1 induction score per
     checkpoint; ``chance``: the induction score of uniform attention on the same probe
     (:func:`claimlens.families.induction.metrics.chance_induction_score`); ``plateau_2l``: the plateau level of the
     2-layer model of the same recipe (:func:`drop_window`)."""
-    v = Verdict(NEEDS_TWO_LAYERS.id)
+    v = Verdict()
     sm = smooth(loss_1l)
     ind = M.times_chance(induction_1l, chance)
     v.add_series(sm, x_name="step")
@@ -224,9 +227,10 @@ FINITE_DATA_GROKS = ClaimSpec(
 )
 
 
+@FINITE_DATA_GROKS.rule
 def finite_data_groks(train_loss: Series, test_loss: Series, d_vocab: int, th) -> Verdict:
     """``train_loss`` per step, ``test_loss`` where it was measured (held-out sequences)."""
-    v = Verdict(FINITE_DATA_GROKS.id)
+    v = Verdict()
     v.add_series(train_loss, log=True, x_name="step")
     v.add_series(test_loss, log=True, x_name="step")
     uniform = math.log(d_vocab)

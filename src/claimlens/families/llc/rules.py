@@ -40,8 +40,9 @@ SAMPLING_HEALTHY = ClaimSpec(
 )
 
 
+@SAMPLING_HEALTHY.rule
 def sampling_healthy(epochs: list[int], problems: list[list[str]], th) -> Verdict:
-    v = Verdict(SAMPLING_HEALTHY.id)
+    v = Verdict()
     bad = [(e, p) for e, p in zip(epochs, problems) if p]
     for _, texts in bad:
         for text in texts:
@@ -77,8 +78,9 @@ RISES_THEN_FALLS = ClaimSpec(
 )
 
 
+@RISES_THEN_FALLS.rule
 def rises_then_falls(llc: Series, test_acc: Series, th) -> Verdict:
-    v = Verdict(RISES_THEN_FALLS.id)
+    v = Verdict()
     v.add_series(test_acc)
     half = test_acc.first_crossing(th["generalising_test_acc"])
     peak_epoch, peak = llc.argmax()
@@ -122,8 +124,9 @@ TRACKS_TEST_LOSS = ClaimSpec(
 )
 
 
+@TRACKS_TEST_LOSS.rule
 def tracks_test_loss(llc: Series, test_loss: Series, th) -> Verdict:
-    v = Verdict(TRACKS_TEST_LOSS.id)
+    v = Verdict()
     v.add_series(test_loss, log=True)
     peak_epoch, _ = llc.argmax()
     after = llc.window(start=peak_epoch)
@@ -156,8 +159,9 @@ SENSITIVE_TO_TRANSITION = ClaimSpec(
 )
 
 
+@SENSITIVE_TO_TRANSITION.rule
 def sensitive_to_transition(llc: Series, orth: Series, test_loss: Series, th) -> Verdict:
-    v = Verdict(SENSITIVE_TO_TRANSITION.id)
+    v = Verdict()
     v.add_series(test_loss, log=True)
     peak_epoch, _ = llc.argmax()
     after = llc.window(start=peak_epoch)  # sampled checkpoints from the peak on
@@ -272,6 +276,7 @@ def _line(x: list[float], y: list[float], se: list[float | None] | None = None
     return slope, intercept, r2, slope_se
 
 
+@LINEAR_IN_P.rule
 def linear_in_p(members: list, th, problems: dict[int, list[str]] | None = None) -> Verdict:
     """``members``: a :class:`PMember` per run of a sweep over ``task.p`` (or ``(p, λ̂ final, final test accuracy)``).
     Over the members with test accuracy ≥ ``generalised_test_acc``: the least-squares line λ̂ = a·p + b of the final
@@ -285,7 +290,7 @@ def linear_in_p(members: list, th, problems: dict[int, list[str]] | None = None)
     initial λ̂ or a standard error is missing. ``problems``: the SGLD diagnostics of each member's estimates
     (:func:`claimlens.families.llc.metrics.diagnose`), noted with the verdict (the source's settings are used as they
     are, healthy or not)."""
-    v = Verdict(LINEAR_IN_P.id)
+    v = Verdict()
     for p, texts in sorted((problems or {}).items()):
         for text in texts:
             v.note(f"p = {p}: {text}")

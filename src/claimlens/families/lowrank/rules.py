@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from claimlens.core.series import Series
+# drop_window: the phase change of a sequence run, which its claim test reads
+from claimlens.core.series import Series, drop_window  # noqa: F401
 from claimlens.core.verdicts import Artifact, ClaimSpec, Validation, Verdict
 from claimlens.core.verdicts import Threshold as T
 from claimlens.families.lowrank import metrics as L
@@ -74,6 +75,7 @@ GRADIENT_UPDATES_ARE_LOW_RANK = ClaimSpec(
 )
 
 
+@GRADIENT_UPDATES_ARE_LOW_RANK.rule
 def gradient_updates_are_low_rank(spectrum, n_rows: int, th) -> Verdict:
     """``spectrum``: :class:`claimlens.families.lowrank.analysis.Spectrum` of the row-normalised gradient matrix
     ``[S = n_rows, n_params]``. Judged (catalogue Revision 3): the centred count of singular values ≥ 0.1 σ_max over
@@ -82,7 +84,7 @@ def gradient_updates_are_low_rank(spectrum, n_rows: int, th) -> Verdict:
     mean, so its uncentred count is 1 whenever the mean dominates), the uncentred component 0's cosine with the mean
     row, the counts at the 5% and 15% cuts, and the centred ratio on every 2nd and 4th checkpoint (the count
     depends on how many steps are sampled)."""
-    v = _spectrum_verdict(Verdict(GRADIENT_UPDATES_ARE_LOW_RANK.id), "gradient matrix", spectrum, n_rows)
+    v = _spectrum_verdict(Verdict(), "gradient matrix", spectrum, n_rows)
     counts = spectrum.counts(0.1)
     v.record("uncentred count ≥ 0.1 σ_max / null's (not judged: the null keeps each column's mean)",
              counts["uncentred"] / max(counts["null"], 1), detail=f"{counts['uncentred']} vs {counts['null']} of "
@@ -122,8 +124,9 @@ CHECKPOINT_MATRIX_IS_LOW_RANK = ClaimSpec(
 )
 
 
+@CHECKPOINT_MATRIX_IS_LOW_RANK.rule
 def checkpoint_matrix_is_low_rank(spectrum, n_rows: int, th) -> Verdict:
-    v = _spectrum_verdict(Verdict(CHECKPOINT_MATRIX_IS_LOW_RANK.id), "checkpoint matrix", spectrum, n_rows)
+    v = _spectrum_verdict(Verdict(), "checkpoint matrix", spectrum, n_rows)
     v.check("singular values ≥ 0.1 σ_max (uncentred)", spectrum.counts(0.1)["uncentred"], "<=", th["max_count"])
     return v
 
@@ -149,13 +152,14 @@ def _near(epoch: int, boundary: int | None, fraction: float) -> bool:
     return boundary is not None and abs(epoch - boundary) <= fraction * boundary
 
 
+@PCA_TURNS_AT_PHASE_CHANGE.rule
 def pca_turns_at_phase_change(pca: torch.Tensor, explained: torch.Tensor, epochs: torch.Tensor,
                               boundaries: dict[str, int | None], th, *, null_angles: torch.Tensor | None = None,
                               unresolved: str | None = None) -> Verdict:
     """``pca [S, 2]`` over ``epochs [S]``; ``boundaries``: ``{"t1", "t2", "t3"}`` of a grokking run, or
     ``{"phase change": step}`` (the steepest fall of the induction toy's loss). ``unresolved``: why the run has no
     boundaries (the claim then fails with that reason: a run without a phase change is this rule's control)."""
-    v = Verdict(PCA_TURNS_AT_PHASE_CHANGE.id)
+    v = Verdict()
     angles = L.turning_angles(pca)
     v.add_series(Series("turning angle of the PC1–PC2 trajectory (degrees)", epochs[1:-1], angles))
     v.add_points("PC1–PC2 trajectory of the per-example log10 losses (x: PC1)", "PC1", pca[:, 0].tolist(),

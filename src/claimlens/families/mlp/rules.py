@@ -72,11 +72,12 @@ SUMMED_EMBEDDINGS_GROK = ClaimSpec(
 )
 
 
+@SUMMED_EMBEDDINGS_GROK.rule
 def summed_embeddings_grok(log: Log, combine: str, th) -> Verdict:
     """``log``: the training log's ``train_acc``/``test_acc`` (or, for curves without accuracies, ``train_loss``/
     ``test_loss``) over epochs. Generalised by the end of the run, ≥ ``min_delay_epochs`` after memorisation
     (shape mode); the first epoch with test loss < 0.1 is recorded next to the source's 16 999 (exact mode)."""
-    v = Verdict(SUMMED_EMBEDDINGS_GROK.id)
+    v = Verdict()
     if not _model_is(v, combine, "sum", "mlp_concatenated_embeddings_never_grok"):
         return v
     for name in ("test_loss", "test_acc", "train_acc"):
@@ -129,9 +130,10 @@ CONCATENATED_NEVER_GROK = ClaimSpec(
 )
 
 
+@CONCATENATED_NEVER_GROK.rule
 def concatenated_never_grok(test_acc: Series, combine: str, th) -> Verdict:
     """Test accuracy at epoch ``judged_at_epoch`` < ``max_test_acc``; a shorter run is skipped."""
-    v = Verdict(CONCATENATED_NEVER_GROK.id)
+    v = Verdict()
     if not _model_is(v, combine, "concat", "mlp_summed_embeddings_grok"):
         return v
     at = int(th["judged_at_epoch"])
@@ -166,11 +168,12 @@ WEIGHT_NORM_DECLINES = ClaimSpec(
 )
 
 
+@WEIGHT_NORM_DECLINES.rule
 def weight_norm_declines(sum_sq: Series, sum_abs: Series, test_acc: Series, combine: str, th) -> Verdict:
     """``sum_sq`` / ``sum_abs``: Σθ² and Σ|θ| at the checkpoints. Σθ²(grokking) / Σθ²(1000) ≤
     ``max_ratio_at_grokking``, and Σθ² at each window's end ≤ at its start in ≥ ``min_falling_windows`` of the
     ``window_epochs`` windows from 1000 to grokking."""
-    v = Verdict(WEIGHT_NORM_DECLINES.id)
+    v = Verdict()
     if not _model_is(v, combine, "sum", "mlp_concatenated_embeddings_never_grok"):
         return v
     v.add_series(sum_sq, log=True)
@@ -214,10 +217,11 @@ LONG_TRAINING_SPIKES = ClaimSpec(
 )
 
 
+@LONG_TRAINING_SPIKES.rule
 def long_training_spikes(test_loss: Series, th) -> Verdict:
     """``test_loss`` at the checkpoints: the number of consecutive pairs whose loss rises ≥ ``spike_factor`` ×, and
     where."""
-    v = Verdict(LONG_TRAINING_SPIKES.id)
+    v = Verdict()
     if len(test_loss) < 2:
         return v.skip(f"{len(test_loss)} checkpoint(s): a spike needs two")
     v.add_series(test_loss, log=True)

@@ -155,12 +155,14 @@ def _judge_side(v: Verdict, side: str | None, attn_rate: float | str, name: str,
     return v
 
 
+@GRADIENT_SYMMETRICITY.rule
 def gradient_symmetricity(gs: float, side: str | None, attn_rate: float, epoch: int, th) -> Verdict:
     """Pizza: GS ≥ ``pizza_min``; clock: GS ≤ ``clock_max`` (final checkpoint)."""
-    return _judge_side(Verdict(GRADIENT_SYMMETRICITY.id), side, attn_rate, "gradient symmetricity", gs,
+    return _judge_side(Verdict(), side, attn_rate, "gradient symmetricity", gs,
                        pizza=(">=", th["pizza_min"]), clock=("<=", th["clock_max"]), epoch=epoch)
 
 
+@DISTANCE_IRRELEVANCE.rule
 def distance_irrelevance(di: float, side: str | None, attn_rate: float | str, epoch: int, th, *,
                          di_top_incorrect: float | None = None) -> Verdict:
     """Pizza: DI ≤ ``pizza_max``; clock: DI ≥ ``clock_min`` (final checkpoint, correct logit: Def. 4.2).
@@ -168,7 +170,7 @@ def distance_irrelevance(di: float, side: str | None, attn_rate: float | str, ep
     ``di_top_incorrect``: the same checkpoint's DI of the largest incorrect logit (train-main.py's variant, the
     tables' column), recorded, not judged, next to the fixed-width table's 10th / 50th / 90th percentiles at the
     judged side (:data:`DI_VARIANT_PERCENTILES`; catalogue Revision 3)."""
-    v = _judge_side(Verdict(DISTANCE_IRRELEVANCE.id), side, attn_rate, "distance irrelevance of the correct logit",
+    v = _judge_side(Verdict(), side, attn_rate, "distance irrelevance of the correct logit",
                     di, pizza=("<=", th["pizza_max"]), clock=(">=", th["clock_min"]), epoch=epoch)
     if di_top_incorrect is not None and side in DI_VARIANT_PERCENTILES:
         record_di_variant(v, di_top_incorrect, side, epoch)
@@ -187,21 +189,24 @@ def record_di_variant(v: Verdict, value: float, side: str, epoch: int | None = N
                     f"filtered): 10th / 50th / 90th percentiles {lo} / {mid} / {hi}; {where} percentile")
 
 
-def record_circularity(v: Verdict, value: float | None, epoch: int | None = None) -> None:
-    """Record the embedding's circularity (G-CIRC, eval-main.ipynb; catalogue Revision 3: computed for every
-    transformer run so that the tables' filter, circularity ≥ 0.9, applies to any sweep), not judged; the source's
+def circularity(value: float | None, epoch: int | None = None) -> Verdict:
+    """The embedding's circularity (G-CIRC, eval-main.ipynb; catalogue Revision 3: computed for every transformer
+    run so that the tables' filter, circularity ≥ 0.9, applies to any sweep), recorded, not judged, with the source's
     value on Model A beside it. ``value`` None: the embedding has fewer than four directions (nothing recorded)."""
+    v = Verdict()
     if value is None:
-        return
+        return v
     v.record("circularity of the embedding (G-CIRC; the tables' filter keeps ≥ 0.9; not judged)", value, epoch=epoch,
              source=MODEL_A_CIRCULARITY)
+    return v
 
 
+@DOUBLES_FOURIER_MODE.rule
 def doubles_fourier_mode(mode: dict, side: str | None, attn_rate: float | str, epoch: int, th) -> Verdict:
     """``mode``: :func:`claimlens.families.pizza.metrics.pizza_mode_test` of the final checkpoint. Pizza: ``m_2k / m_k ≥
     pizza_min_ratio``; clock: ``m_2k / m_k < clock_max_ratio``. ``attn_rate``: as :func:`distance_irrelevance`'s
     (the source stated this test for its MLP, whose side comes from its gradient symmetricity)."""
-    v = Verdict(DOUBLES_FOURIER_MODE.id)
+    v = Verdict()
     if side in ("pizza", "clock"):
         v.record("embedding's top mode k (folded), and 2k mod p (folded)", f"k = {mode['k']}, 2k → {mode['k2']}")
     label = f"k={mode['k']}, 2k→{mode['k2']}; m_k {mode['m_k']:.4g}, m_2k {mode['m_2k']:.4g}"
@@ -233,12 +238,13 @@ LOGITS_FIT_PIZZA_FORMULA = ClaimSpec(
     )
 
 
+@LOGITS_FIT_PIZZA_FORMULA.rule
 def logits_fit_pizza_formula(fits: list, attn_rate: float, epoch: int, th) -> Verdict:
     """``fits``: :func:`claimlens.families.pizza.analysis.formula_fits` of the final checkpoint (objects with
     ``components``, ``k``, ``pizza``, ``clock``, ``accompanies``). Stated for pizza models only: for each circle
     (``accompanies`` None) pizza FVE − clock FVE ≥ ``min_pizza_minus_clock``; the FVEs and the accompanying
     circles' fits are recorded next to the source's. A run at another attention rate is skipped."""
-    v = Verdict(LOGITS_FIT_PIZZA_FORMULA.id)
+    v = Verdict()
     if side_of(attn_rate) != "pizza":
         return v.skip(f"attention rate {attn_rate:g}: the claim is stated for pizza models (rate < "
                       f"{PIZZA_MAX_RATE}); judged on a clock model it is the claim's negative control "
@@ -364,6 +370,7 @@ def _record_sweep_circularity(v: Verdict, members: list[SweepRun], name: str, mi
                                                  for r in members], label=name)
 
 
+@ATTENTION_RATE_SELECTS.rule
 def attention_rate_selects(runs: list[SweepRun], th) -> Verdict:
     """Catalogue Revision 3: over a set's generalised 1-layer runs (:func:`generalised_one_layer`), Spearman(α, GS) ≤
     ``max_spearman``, judged for each sweep of the set (``SweepRun.sweep``: the source's two tables are two sweeps,
@@ -374,7 +381,7 @@ def attention_rate_selects(runs: list[SweepRun], th) -> Verdict:
     kept runs is not judged; the claim is skipped when no sweep can be."""
     from claimlens.core.series import spearman
 
-    v = Verdict(ATTENTION_RATE_SELECTS.id)
+    v = Verdict()
     sweeps: dict[str, list[SweepRun]] = {}
     for r in runs:
         sweeps.setdefault(r.sweep, []).append(r)

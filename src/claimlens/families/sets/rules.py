@@ -82,9 +82,10 @@ def _describe(d: Delay, train_level: float, test_level: float) -> str:
     return f"{memo}; {gen}"
 
 
+@WEIGHT_DECAY_AND_DATA.rule
 def data_fraction_needed(members: Sequence[tuple[float, Series, Series]], th) -> Verdict:
     """The fraction half on ``(frac, train_loss, test_loss)`` of each run of a training-fraction sweep."""
-    v = Verdict(WEIGHT_DECAY_AND_DATA.id)
+    v = Verdict()
     if len(members) < int(th["min_fractions"]):
         return v.skip(f"the set has {len(members)} training fraction(s); the rule needs ≥ {int(th['min_fractions'])}")
     fracs, ratios = [], []
@@ -120,11 +121,12 @@ def data_fraction_needed(members: Sequence[tuple[float, Series, Series]], th) ->
     return v
 
 
+@WEIGHT_DECAY_AND_DATA.rule
 def weight_decay_needed(members: Sequence[tuple[float, Series, Series]], th) -> Verdict:
     """The weight-decay half on ``(weight_decay, train_loss, test_loss)`` of each run of a weight-decay sweep:
     the runs without weight decay do not generalise (test loss never below the level) within the run, the runs
     with it do. The grokking epochs over λ are recorded."""
-    v = Verdict(WEIGHT_DECAY_AND_DATA.id)
+    v = Verdict()
     zero = [m for m in members if m[0] == 0]
     positive = [m for m in members if m[0] > 0]
     if not zero or not positive:
