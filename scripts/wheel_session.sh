@@ -123,6 +123,7 @@ MEMORISES = ClaimSpec(id="memorises_the_training_set", statement="train accuracy
 @MEMORISES.rule
 def memorises(train_acc, th):
     v = Verdict()
+    v.add_series(train_acc)
     v.check("train accuracy at the last epoch", train_acc.values[-1], ">=", th["min_acc"],
             epoch=train_acc.epochs[-1])
     return v

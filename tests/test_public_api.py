@@ -120,7 +120,7 @@ def mine(value, th):
     return v
 
 @OTHER.rule
-def other(th):
+def test_named_like_a_test(th):  # a rule is never collected as a test, whatever its name
     return Verdict()
 
 @pytest.mark.claim(MINE)
@@ -132,7 +132,11 @@ def test_verbs(training_log, claim):
 
 @pytest.mark.claim(MINE)
 def test_wrong_rule(claim):
-    claim.judge(other)
+    claim.judge(test_named_like_a_test)
+
+@pytest.mark.claim(MINE)
+def test_only_an_assert(claim):
+    assert 1 + 1 == 2
 ''')
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--run", str(tiny_run.path),
                                            "--claims-report", str(tmp_path / "r"))
@@ -145,3 +149,36 @@ def test_wrong_rule(claim):
     assert verbs["measurements"][0]["value"] == 0.75 and verbs["measurements"][0]["threshold"] == 0.5
     assert records["test_wrong_rule"]["outcome"] == "error"
     assert "bound to claim 'other', not to this test's claim 'mine'" in result.stdout.str()
+    assert set(records) == {"test_verbs", "test_wrong_rule", "test_only_an_assert"}, "the rule was not collected"
+    assert records["test_only_an_assert"]["outcome"] == "passed" and not records["test_only_an_assert"]["measurements"]
+    result.stdout.fnmatch_lines(["*ClaimWarning: claim 'mine' passed with no check in its record (test_only_an_assert)*"])
+
+
+def test_mistakes_are_named_where_they_are_made():
+    from claimlens import Claim, ClaimSpec, Series, Threshold, Verdict
+
+    spec = ClaimSpec(id="mine", statement="s", source="x", thresholds={"t": Threshold(1, "ours")})
+
+    @spec.rule
+    def rule(loss, th, *, extra=None):
+        v = Verdict()
+        v.check("loss", loss, "<=", th["t"])
+        return v
+
+    claim = Claim(spec, {"t": 1})
+    assert claim.judge(loss=0.5).passed and claim.judge(0.5, extra=2).passed  # data by name too
+    with pytest.raises(TypeError, match=r"rule .*rule takes 1 data argument \(loss\) before its thresholds \(th, "
+                                        r"which claimlens passes\); claim.judge got 2 positional"):
+        claim.judge(1, 2)
+    with pytest.raises(TypeError, match="got 0 positional .*missing a required argument: 'loss'"):
+        claim.judge()
+    with pytest.raises(TypeError, match="a verdict of claim 'other' in the test of claim 'mine'"):
+        claim.judge(Verdict("other"))
+    with pytest.raises(TypeError, match=r"claim.chart takes a Series, or a name and its x and y values.*got list"):
+        claim.chart([1.0, 2.0])
+    with pytest.raises(AttributeError, match=r"no 'check' any more: build a verdict, v = Verdict\(\); v.check"):
+        claim.check("x", 1, ">=", 0)
+    with pytest.raises(TypeError, match="has no rule bound: bind one where its spec is defined"):
+        Claim(ClaimSpec(id="bare", statement="", source=""), {}).judge(1)
+    claim.chart(Series.of("loss", [0, 1], [1.0, 0.5]))
+    assert rule.__test__ is False

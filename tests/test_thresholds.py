@@ -101,7 +101,7 @@ def test_a_rule_is_bound_to_its_claim_and_judge_refuses_another():
         other_rule({})
     with pytest.raises(TypeError, match="not bound to a claim: decorate it with @SPEC.rule"):
         claim.judge(lambda th: Verdict(), 1)
-    with pytest.raises(TypeError, match="has no rules bound"):
+    with pytest.raises(TypeError, match="has no rule bound: bind one"):
         Claim(other.__class__(id="bare", statement="", source=""), {}).judge(1)
 
 

@@ -163,7 +163,8 @@ class ClaimSpec:
     claim (a trajectory claim needs :data:`claimlens.core.series.MIN_TRAJECTORY_CHECKPOINTS`); it is skipped there with
     that reason, before any analysis. ``family``: the claim's family, the name of the folder under
     ``claimlens/families`` that declares it; it decides which built-in runs of a plain session judge it (the
-    family's ``BUILTIN_RUNS`` and the default run). ``task``: the task its runs learn (``task.kind`` of a spec:
+    family's ``BUILTIN_RUNS`` and the default run); a claim of the user's own leaves it empty, and its record carries
+    its claims file's name instead. ``task``: the task its runs learn (``task.kind`` of a spec:
     ``"modular_addition"``, ``"repeated_subsequence"`` or ``"any"``); a run of another task is skipped with that
     reason."""
 
@@ -175,7 +176,8 @@ class ClaimSpec:
     validation: Validation | str = ""
     min_checkpoints: int = 1
     # The claim's family: the folder under claimlens/families that declares it (e.g. "pizza"), whose built-in runs
-    # judge it in a plain session besides the default run; "" for a claim of the user's own (the default run only).
+    # judge it in a plain session besides the default run; "" for a claim of the user's own (the default run only;
+    # its record's family is then its claims file's name: "mine" for claims/test_mine.py).
     # A run named with --run is judged by every claim, whatever its family.
     family: str = ""
     task: str = "modular_addition"
@@ -204,7 +206,9 @@ class ClaimSpec:
                 return v
 
         ``claim.judge(*args)`` in a test marked with this spec then calls it (the test's thresholds last). The
-        verdict it returns carries this claim's id; a verdict of another claim is a :class:`TypeError`. A claim
+        verdict it returns carries this claim's id; a rule that returns another claim's verdict, or anything but a
+        :class:`Verdict`, raises :class:`TypeError` (and so does ``claim.judge`` given another claim's rule or
+        verdict). A claim
         judged by several rules (one per test, e.g. the two halves of a set claim) binds each; its tests name the
         one they call, ``claim.judge(rule, *args)``."""
         spec = self
@@ -222,6 +226,7 @@ class ClaimSpec:
             return verdict
 
         bound.claim = spec  # type: ignore[attr-defined]
+        bound.__test__ = False  # type: ignore[attr-defined]  (a rule named test_… is never collected as a test)
         self._rules.append(bound)  # type: ignore[attr-defined]
         return bound
 

@@ -478,6 +478,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function):
             message += (f"\n  (the rule itself is contradicted on the source's own data: {claim.spec.validation.scope}; "
                         f"a failure here is the expected finding)")
         raise ClaimFailure(message)
+    if claim is not None and not claim._judged_anything():
+        import warnings
+
+        from claimlens.plugin.claim import ClaimWarning
+
+        warnings.warn(ClaimWarning(
+            f"claim {claim.id!r} passed with no check in its record ({pyfuncitem.name}): a plain assert's pass is "
+            f"not recorded; hand a verdict over with claim.judge(...) so the report says what the claim stood on"),
+            stacklevel=1)
     return result
 
 

@@ -42,6 +42,11 @@ class ClaimFailure(AssertionError):
     """A claim did not hold; the message lists every failed check: what, measured, threshold and where."""
 
 
+class ClaimWarning(UserWarning):
+    """A claim test that passed without recording any check or value (it judged nothing: its pass rests on plain
+    asserts, or on nothing)."""
+
+
 class ClaimNotJudged(pytest.fail.Exception):
     """A claim could not be judged (an unreadable or non-finite checkpoint, a run that does not fit): no verdict.
     Shown as pytest shows ``pytest.fail(msg, pytrace=False)``, one message without a traceback; recorded with the
@@ -146,32 +151,44 @@ class Claim:
         claim with several rules); the rule must be bound to this claim. ``claim.judge(verdict)``: a verdict built
         in the test. A rule that reads a series the run lacks (a curves-only run) skips the test with that reason.
 
-        Raises ``TypeError`` for a rule bound to another claim, or a plain function not bound to any (decorate it
-        with ``@SPEC.rule``), or a claim with no rule (or several) when none is named."""
+        Raises ``TypeError`` for a rule or a verdict of another claim, a plain function not bound to any claim
+        (decorate it with ``@SPEC.rule``), a claim with no rule (or several) when none is named, or data that do not
+        fit the rule's arguments (the message names them)."""
+        __tracebackhide__ = True
         import inspect
 
         first = args[0] if args else None
         if isinstance(first, Verdict) and len(args) == 1 and not kwargs:
             verdict = first
+            if verdict.claim_id not in (None, self.spec.id):
+                raise TypeError(f"claim.judge got a verdict of claim {verdict.claim_id!r} in the test of claim "
+                                f"{self.spec.id!r}: mark the test with that claim's spec, or build this claim's "
+                                f"verdict (Verdict(), or its own rule)")
         else:
             if callable(first) and hasattr(first, "claim"):
                 rule, args = first, args[1:]
                 if rule.claim is not self.spec and rule.claim.id != self.spec.id:
                     raise TypeError(f"rule {rule.__qualname__} is bound to claim {rule.claim.id!r}, not to this "
-                                    f"test's claim {self.spec.id!r}")
+                                    f"test's claim {self.spec.id!r}: mark the test @pytest.mark.claim with the spec "
+                                    f"the rule is bound to, or bind the rule to this claim's spec")
             elif inspect.isfunction(first):
                 raise TypeError(f"{first.__qualname__} is not bound to a claim: decorate it with @SPEC.rule "
                                 f"(claimlens.ClaimSpec.rule), or build a Verdict and pass that")
             elif len(self.spec.rules) == 1:
                 rule = self.spec.rules[0]
+            elif not self.spec.rules:
+                raise TypeError(f"claim {self.spec.id!r} has no rule bound: bind one where its spec is defined "
+                                f"(@SPEC.rule above the rule's def), or build a Verdict in the test and pass that, "
+                                f"claim.judge(verdict)")
             else:
-                raise TypeError(f"claim {self.spec.id!r} has {len(self.spec.rules) or 'no'} rules bound "
-                                f"({', '.join(r.__qualname__ for r in self.spec.rules) or '@SPEC.rule binds one'}): "
-                                f"name the one to call, claim.judge(rule, *data), or pass a Verdict")
+                raise TypeError(f"claim {self.spec.id!r} has {len(self.spec.rules)} rules bound "
+                                f"({', '.join(r.__qualname__ for r in self.spec.rules)}): name the one to call, "
+                                f"claim.judge(rule, *data)")
+            th = _check_arguments(rule, args, kwargs)
             from claimlens.core.series import SeriesUnavailable
 
             try:
-                verdict = rule(*args, self.thresholds, **kwargs)
+                verdict = rule(*args, **kwargs, **{th: self.thresholds})
             except SeriesUnavailable as exc:
                 pytest.skip(str(exc.args[0]))
         self._verdict.extend(verdict)
@@ -181,6 +198,12 @@ class Claim:
         if unresolved and not verdict.judged:  # nothing could be judged: no verdict, never a pass by default
             pytest.skip("not judged: " + "; ".join(f"{c.name}: {c.reason}" for c in unresolved))
         return verdict
+
+    def __getattr__(self, name: str):
+        if name in _REMOVED:
+            raise AttributeError(f"the claim fixture has no {name!r} any more: {_REMOVED[name]}")
+        raise AttributeError(f"the claim fixture has no attribute {name!r}: it offers judge, note and chart "
+                             f"(and thresholds, spec, id)")
 
     def note(self, text: str) -> None:
         """A line of text in the record (what the claim was compared with, settings used)."""
@@ -192,13 +215,19 @@ class Claim:
         :class:`~claimlens.core.series.Series`, or ``name, epochs, values`` (sequences or 1-d tensors of the same
         length; values in the series' own unit). ``x_name``: the x axis, ``"epoch"`` (a run's checkpoints; read
         as ``"step"`` on a run trained on minibatches) or any other axis (a run set's ``"attention rate"``, a
-        spectrum's ``"Fourier mode"``), whose points are charted as a scatter. ``log``: log-scale y."""
+        spectrum's ``"Fourier mode"``), whose points are charted as a scatter. ``log``: log-scale y.
+
+        Raises ``TypeError`` for anything else (a bare list of values, say)."""
+        __tracebackhide__ = True
+        from claimlens.core.series import Series
+
+        if not isinstance(series, (str, Series)):
+            raise TypeError(f"claim.chart takes a Series, or a name and its x and y values: claim.chart(series) or "
+                            f"claim.chart('name', epochs, values); got {type(series).__name__}")
         if isinstance(series, str):
             if epochs is None or values is None:
                 raise TypeError("claim.chart(name, epochs, values): give the x values and the y values")
             if x_name == "epoch" or x_name == "step":
-                from claimlens.core.series import Series
-
                 series = Series.of(series, jsonable(epochs), jsonable(values))
             else:
                 self._verdict.add_points(series, x_name, jsonable(epochs), jsonable(values), log=log, label=label)
@@ -206,6 +235,9 @@ class Claim:
         self._verdict.add_series(series, label=label, log=log, x_name=x_name)
 
     # -- for the plugin (not a claim author's)
+
+    def _judged_anything(self) -> bool:
+        return bool(self._verdict.checks)
 
     def _failures(self):
         return self._verdict.failures
@@ -240,4 +272,41 @@ class Claim:
                          "source": spec.source if spec else None, "why": spec.why if spec else ""}
         return out
 
+
+_VERDICT_NOW = "build a verdict, v = Verdict(); v.{0}(...); and hand it over, claim.judge(v) (claimlens.Verdict)"
+_REMOVED = {  # the claim fixture's earlier ways of stating a check, and what replaces each
+    "check": _VERDICT_NOW.format("check"),
+    "record": _VERDICT_NOW.format("record"),
+    "not_judged": _VERDICT_NOW.format("not_judged"),
+    "require": _VERDICT_NOW.format("require"),
+    "measure": _VERDICT_NOW.format("check") + " (measure's threshold and op are check's)",
+    "series": "claim.chart(name, epochs, values), or claim.chart(series)",
+    "phase_lines": "a rule marks phases on its verdict, v.phase_lines(phases), handed over with claim.judge(v)",
+    "verdict": "a claim test hands verdicts over with claim.judge(...) and adds to the record with claim.note and "
+               "claim.chart",
+}
+
+
+def _check_arguments(rule, args: tuple, kwargs: dict) -> str:
+    """The name of ``rule``'s thresholds argument (its last positional one, ``th``), which claimlens passes by name;
+    a :class:`TypeError` naming the rule's data arguments when ``args``/``kwargs`` (the data a claim test passed) do
+    not fit its signature."""
+    __tracebackhide__ = True
+    import inspect
+
+    target = inspect.unwrap(rule)
+    signature = inspect.signature(target)
+    params = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    th = params[-1].name if params else "th"
+    try:
+        signature.bind(*args, **kwargs, **{th: None})
+        return th
+    except TypeError as exc:
+        data = [p.name for p in params[:-1] if p.default is p.empty]
+        optional = [p.name for p in params[:-1] if p.default is not p.empty]
+        raise TypeError(f"claim.judge: rule {target.__qualname__} takes {len(data)} data argument"
+                        f"{'s' * (len(data) != 1)} ({', '.join(data) or 'none'}"
+                        f"{'; optional: ' + ', '.join(optional) if optional else ''}) before its thresholds "
+                        f"({th}, which claimlens passes); claim.judge got "
+                        f"{len(args)} positional{' and ' + ', '.join(kwargs) if kwargs else ''} ({exc})") from None
 

@@ -466,8 +466,10 @@ def render(document: dict[str, Any]) -> str:
     counts = document.get("summary") or summary(document.get("records", []))
     badges = " · ".join(f'<span class="badge {o}">{counts.get(o, 0)} {o}</span>' for o in OUTCOMES)
     partial = ' <span class="badge error">partial</span>' if document.get("partial") else ""
+    commit = (f" · commit {esc(document['git_commit'][:12])}" if document.get("git_commit")
+              else " · no git commit (not judged in a git checkout)")
     head = (f"<h1>claimlens report{partial}</h1><p class=muted>created {esc(document.get('created'))} · claimlens "
-            f"{esc(document.get('versions', {}).get('claimlens'))} · commit {esc((document.get('git_commit') or '')[:12])}"
+            f"{esc(document.get('versions', {}).get('claimlens'))}{commit}"
             f" · {esc(document.get('machine', {}).get('platform'))}</p>"
             f"<p>{badges}</p>")
     def run_counts(label):
