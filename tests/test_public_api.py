@@ -182,3 +182,31 @@ def test_mistakes_are_named_where_they_are_made():
         Claim(ClaimSpec(id="bare", statement="", source=""), {}).judge(1)
     claim.chart(Series.of("loss", [0, 1], [1.0, 0.5]))
     assert rule.__test__ is False
+
+
+def test_a_verdict_holding_what_is_not_a_series_costs_one_record_not_the_session(pytester, tiny_run, tmp_path):
+    pytester.makepyfile(test_odd='''
+import pytest
+from claimlens import Verdict
+
+@pytest.mark.claim(id="odd", statement="s", source="x")
+def test_odd(claim):
+    v = Verdict()
+    v.add_series([1.0, 2.0])  # not a Series
+    v.check("x", 1, ">=", 0)
+    claim.judge(v)
+
+@pytest.mark.claim(id="fine", statement="s", source="x")
+def test_fine(claim):
+    v = Verdict()
+    v.check("x", 1, ">=", 0)
+    claim.judge(v)
+''')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--run", str(tiny_run.path),
+                                           "--claims-report", str(tmp_path / "r"))
+    assert "INTERNALERROR" not in result.stdout.str()
+    records = {r["nodeid"].split("::")[-1].split("[")[0]: r
+               for r in json.loads((tmp_path / "r" / "claims.json").read_text())["records"]}
+    assert records["test_fine"]["outcome"] == "passed"
+    assert records["test_odd"]["outcome"] == "error"
+    assert "could not make this test's record" in records["test_odd"]["message"]

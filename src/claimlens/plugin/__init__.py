@@ -513,7 +513,13 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     ref = params.get("run", params.get("run_set"))
     family = family_of(spec, item.path)
     thresholds = claim._describe_thresholds() if claim is not None else dict(spec.thresholds)
-    evidence = claim._record_part() if claim is not None else None
+    problem = None
+    try:
+        evidence = claim._record_part() if claim is not None else None
+    except Exception as exc:  # noqa: BLE001 - something a rule or test put in its verdict: one record, not the session
+        evidence, problem = None, (f"claimlens could not make this test's record ({type(exc).__name__}: {exc}): a "
+                                   f"series given to the verdict (Verdict.add_series, claim.chart) must be a "
+                                   f"claimlens.Series")
     outcome = outcome_of(report, call)
     validation = references.validation_section(spec, thresholds)
     record = build_record(
@@ -527,6 +533,10 @@ def pytest_runtest_makereport(item: pytest.Item, call):
         outcome=outcome, message=_message(report, call), duration=report.duration,
         evidence=evidence, thresholds=thresholds if claim is not None else None,
     )
+    if problem is not None:
+        from claimlens.report.document import error_record
+
+        record = error_record(item.nodeid, problem, record)
     item.config.hook.pytest_claimlens_record(item=item, record=record)
     report.claimlens_record = _writable(record)  # travels to the xdist controller with the report
 
