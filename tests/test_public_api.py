@@ -168,7 +168,7 @@ def test_mistakes_are_named_where_they_are_made():
     claim = Claim(spec, {"t": 1})
     assert claim.judge(loss=0.5).passed and claim.judge(0.5, extra=2).passed  # data by name too
     with pytest.raises(TypeError, match=r"rule .*rule takes 1 data argument \(loss\) before its thresholds \(th, "
-                                        r"which claimlens passes\); claim.judge got 2 positional"):
+                                        r"which claimlens passes\); claim.judge got 2 positional$"):
         claim.judge(1, 2)
     with pytest.raises(TypeError, match="got 0 positional .*missing a required argument: 'loss'"):
         claim.judge()
@@ -189,10 +189,26 @@ def test_a_verdict_holding_what_is_not_a_series_costs_one_record_not_the_session
 import pytest
 from claimlens import Verdict
 
+class Unreadable:
+    """A series-like object whose values cannot be read a second time (when the record is made)."""
+    name, epochs, reads = "odd", [0, 1], 0
+
+    @property
+    def values(self):
+        self.reads += 1
+        if self.reads > 1:
+            raise ValueError("values gone")
+        return [1.0, 2.0]
+
+@pytest.mark.claim(id="list", statement="s", source="x")
+def test_list(claim):
+    v = Verdict()
+    v.add_series([1.0, 2.0])  # not a Series: refused at the call
+
 @pytest.mark.claim(id="odd", statement="s", source="x")
 def test_odd(claim):
     v = Verdict()
-    v.add_series([1.0, 2.0])  # not a Series
+    v.add_series(Unreadable())
     v.check("x", 1, ">=", 0)
     claim.judge(v)
 
@@ -208,5 +224,7 @@ def test_fine(claim):
     records = {r["nodeid"].split("::")[-1].split("[")[0]: r
                for r in json.loads((tmp_path / "r" / "claims.json").read_text())["records"]}
     assert records["test_fine"]["outcome"] == "passed"
+    assert records["test_list"]["outcome"] == "error"
+    assert "Verdict.add_series takes a claimlens.Series" in records["test_list"]["message"]
     assert records["test_odd"]["outcome"] == "error"
-    assert "could not make this test's record" in records["test_odd"]["message"]
+    assert "could not make this test's record (ValueError: values gone)" in records["test_odd"]["message"]

@@ -386,7 +386,11 @@ class Verdict:
 
     def add_series(self, s: Series, *, log: bool = False, label: str = "", x_name: str = "epoch") -> Series:
         """A series the verdict read, charted over its epochs (``x_name = "step"`` for a run whose epochs are
-        optimiser steps on minibatches, as the induction toy's)."""
+        optimiser steps on minibatches, as the induction toy's). Raises ``TypeError`` for anything that is not a
+        series (a list of values, say: :meth:`claimlens.core.series.Series.of` makes one)."""
+        if not all(hasattr(s, a) for a in ("name", "epochs", "values")):
+            raise TypeError(f"Verdict.add_series takes a claimlens.Series (Series.of(name, epochs, values)); got "
+                            f"{type(s).__name__}")
         self.series.append(SeriesRecord(s, label, log, x_name))
         return s
 

@@ -308,5 +308,6 @@ def _check_arguments(rule, args: tuple, kwargs: dict) -> str:
                         f"{'s' * (len(data) != 1)} ({', '.join(data) or 'none'}"
                         f"{'; optional: ' + ', '.join(optional) if optional else ''}) before its thresholds "
                         f"({th}, which claimlens passes); claim.judge got "
-                        f"{len(args)} positional{' and ' + ', '.join(kwargs) if kwargs else ''} ({exc})") from None
+                        f"{len(args)} positional{' and ' + ', '.join(kwargs) if kwargs else ''}"
+                        f"{'' if th in str(exc) else f' ({exc})'}") from None
 
