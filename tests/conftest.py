@@ -26,10 +26,13 @@ SHAPE_CHECKED = ["claimlens.core.fourier", "claimlens.core.losses", "claimlens.c
                          for m in (ROOT / "src" / "claimlens" / "families").glob("*/metrics.py"))]
 SHAPE_CHECKS = os.environ.get("CLAIMLENS_SHAPE_CHECKS", "1") != "0"
 
-# Installed once, by the test session's own process. This module is also imported again in that process (as
-# ``tests.conftest``) and by the scripts some tests run in a subprocess (which inherit the variable): both skip it.
+# Installed once per process that runs tests: the session's own, or each pytest-xdist worker (``-n 2``: a worker
+# inherits the controller's environment, so the variable names the process *role* that installed it, and a worker
+# installs its own). This module is also imported again in that process (as ``tests.conftest``) and by the scripts
+# some tests run in a subprocess (which inherit the variable and the role): both skip it.
+_ROLE = os.environ.get("PYTEST_XDIST_WORKER", "main")
 _INSTALLED_BY = os.environ.get("CLAIMLENS_SHAPE_CHECKS_INSTALLED_BY")
-if SHAPE_CHECKS and _INSTALLED_BY is None:
+if SHAPE_CHECKS and (_INSTALLED_BY is None or _INSTALLED_BY.partition(":")[2] != _ROLE):
     _early = [m for m in SHAPE_CHECKED if m in sys.modules]
     if _early:  # the hook only instruments modules imported after it: fail rather than check nothing
         raise RuntimeError(f"{_early} were imported before tests/conftest.py installed the shape checks")
@@ -37,7 +40,7 @@ if SHAPE_CHECKS and _INSTALLED_BY is None:
         raise RuntimeError("the shape checks need beartype: pip install -e '.[dev]' (or CLAIMLENS_SHAPE_CHECKS=0)")
     # PEP 484's numeric tower: an int is a valid float, as for any static type checker.
     jaxtyping.install_import_hook(SHAPE_CHECKED, "beartype.beartype(conf=beartype.BeartypeConf(is_pep484_tower=True))")
-    os.environ["CLAIMLENS_SHAPE_CHECKS_INSTALLED_BY"] = str(os.getpid())
+    os.environ["CLAIMLENS_SHAPE_CHECKS_INSTALLED_BY"] = f"{os.getpid()}:{_ROLE}"
 
 from claimlens.config import MLPConfig, ModularAdditionTask, RunSpec, TrainConfig, TransformerConfig
 
