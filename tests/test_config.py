@@ -60,6 +60,17 @@ def test_bad_toml_names_the_file(tmp_path):
         RunSpec.from_toml(tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize("text", ["", "# a comment only\n", 'name = "mine"\ndescription = "d"\n'])
+def test_a_spec_file_that_states_no_table_is_refused_not_trained_with_every_default(tmp_path, text):
+    """An empty file would otherwise be the paper's 40 000-epoch recipe, trained without a word."""
+    empty = tmp_path / "empty.toml"
+    empty.write_text(text)
+    with pytest.raises(SpecError, match=r"empty.toml.*states no \[task\], \[model\] or \[train\].*40 000 epochs"):
+        RunSpec.from_toml(empty)
+    (tmp_path / "one.toml").write_text(text + "[train]\nepochs = 10\ncheckpoint_every = 5\n")
+    assert RunSpec.from_toml(tmp_path / "one.toml").train.epochs == 10
+
+
 # The hash of every built-in spec and sweep member, as computed before the task and model kinds were split into one
 # class each (commit ca5591f): the cached runs and analyses are keyed by it, so it must never change.
 SPEC_HASHES = {

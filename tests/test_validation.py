@@ -207,3 +207,18 @@ def test_the_sentence_says_what_the_outcome_means_given_the_status(status, outco
     text = sentence(SimpleNamespace(id="x", kind="empirical"), {"status": status, "scope": "s", "artifacts": artifacts},
                     outcome, None, False)
     assert expected in text, text
+
+
+def test_an_informational_claim_quotes_no_pass_counts_of_the_reference_runs():
+    """Its "passed" only means recorded: "passes on 3 of 3" would read as a replication."""
+    from claimlens.report.references import load, sentence
+
+    spec = _claims()["mlp_long_training_spikes"]
+    assert spec.kind == "informational"
+    stored = load()["claims"][spec.id]
+    text = sentence(spec, {"status": "not_applicable", "scope": "s", "artifacts": []}, "passed", stored, True)
+    assert text == "Informational: no pass rule.", text
+    gs = _claims()["pizza_clock_gradient_symmetricity"]
+    text = sentence(gs, {"status": "validated", "scope": "s", "artifacts": []}, "passed",
+                    load()["claims"][gs.id], True)
+    assert "Reference runs: passes on" in text, text

@@ -500,6 +500,12 @@ class RunSpec:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(f"run spec {str(path)!r} is not valid TOML: {exc}") from None
+        if not any(table in data for table in ("task", "model", "train")):
+            # an empty (or name-only) file would silently train every default: the paper's 40 000-epoch recipe
+            raise SpecError(f"run spec {str(path)!r} states no [task], [model] or [train] table: it would train "
+                            f"the defaults (the paper's recipe, p = 113 for 40 000 epochs, about an hour on a CPU). "
+                            f"Start from a built-in spec (fixtures/default.toml in a clone; installed, claimlens/fixtures/ "
+                            f"in the package) and edit it")
         data.setdefault("name", path.stem)
         return cls.from_dict(data, source=str(path))
 

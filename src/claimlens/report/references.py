@@ -238,7 +238,8 @@ def sentence(spec: Any, validation: Mapping[str, Any], outcome: str, stored: Map
     else:
         head = ("An identity: a failure means a metric is computed wrong" if spec.kind == "identity" else
                 "Informational: no pass rule")
-    tail = population_summary(spec.id) if stored else ""
+    # an informational claim has no pass rule: its "passed" only means recorded, so no pass counts are quoted
+    tail = population_summary(spec.id) if stored and spec.kind != "informational" else ""
     if stored and not current:
         tail = ("the reference runs were judged with an earlier version of this rule "
                 "(regenerate them with scripts/reference_runs.sh)")

@@ -85,13 +85,14 @@ HEADS_FORM_AT_THE_PHASE_CHANGE = ClaimSpec(
     thresholds={
         "induction_min": T(4, f"{CAT}, Revision 3: the best layer-1 head's offset-1 score ≥ 4× chance at the end "
                               f"(× chance: mean score ÷ mean of 1/(number of keys) over the same probe positions); "
-                              f"{AUTHOR_MODEL}. The absolute 0.5 is dropped: the source's own model scores 0.2"),
+                              f"{AUTHOR_MODEL}. The absolute 0.5 is dropped: the source's own model scores 0.2",
+                           source=6),
         "before_max": T(2, f"{CAT}, Revision 3: '≈ chance' before the drop window is ≤ 2× chance"),
         "rise_slack": T(0.5, f"{CAT}, Revision 3: the largest rise lies inside [onset − 0.5·L, end + 0.5·L], L the "
                              f"window's length (relative to the window, like the phase-change rule, not to the "
                              f"run's length)"),
         "previous_min": T(3, f"{CAT}, Revision 3: some layer-0 head's previous-token score ≥ 3× chance no later than "
-                             f"the window's end; {AUTHOR_MODEL}"),
+                             f"the window's end; {AUTHOR_MODEL}", source=5),
     },
     validation=Validation(
         "validated",
