@@ -138,3 +138,18 @@ def test_chart_ticks_stay_inside_the_picture():
     assert ys and all(top <= y <= bottom + 3.5 for y in ys), ys
     last = re.findall(r'<text x="([\d.]+)" y="[\d.]+" class="tick" text-anchor="(\w+)">30000<', svg)
     assert last and last[0][1] == "end" and float(last[0][0]) <= 560
+
+
+def test_the_strip_chart_names_each_reference_run_and_labels_the_threshold_in_text():
+    """A screenshot or printout has no tooltips: the values are also listed by run, and the threshold is written."""
+    from claimlens.report.html import strip_chart
+
+    ref = {"key": {"value": 0.5, "threshold": 0.95, "op": ">=", "source_value": 0.99367},
+           "runs": [{"label": "zhong2023_model_a", "value": 0.99369, "passed": True},
+                    {"label": "default", "value": 0.357, "passed": False},
+                    {"label": "nv_mlp", "value": 0.357, "passed": None}]}
+    svg = strip_chart(ref)
+    listed = svg[svg.index("<details class=refvalues>"):]
+    assert listed.index("default 0.357 ✗") < listed.index("zhong2023_model_a 0.9937 ✓"), listed
+    assert "nv_mlp 0.357<" in listed or "nv_mlp 0.357;" in listed
+    assert ">&gt;= 0.95</text>" in svg

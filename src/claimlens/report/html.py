@@ -244,6 +244,9 @@ def strip_chart(ref: dict, width: int = 460, height: int = 58) -> str:
     if isinstance(thr, (int, float)) and not isinstance(thr, bool) and math.isfinite(thr):
         parts.append(f'<line x1={x(thr):.1f} x2={x(thr):.1f} y1=12 y2=48 stroke="#555" stroke-dasharray="3,2">'
                      f'<title>threshold {esc(key.get("op") or "")} {fmt(thr)}</title></line>')
+        anchor = "end" if x(thr) > width - 60 else "start" if x(thr) < 60 else "middle"
+        parts.append(f'<text x={x(thr):.1f} y=9 font-size=9 fill="#555" text-anchor={anchor}>'
+                     f'{esc(key.get("op") or "")} {fmt(thr)}</text>')
     for i, (label, v, ok) in enumerate(pts):
         colour = "#2e7d32" if ok else "#c62828" if ok is False else "#999"
         parts.append(f'<circle cx={x(v):.1f} cy={24 + (i % 3) * 6} r=4 fill="{colour}" fill-opacity=.75>'
@@ -258,8 +261,12 @@ def strip_chart(ref: dict, width: int = 460, height: int = 58) -> str:
     axis = f'<text x=10 y={height + 10} font-size=10 fill="#777">{fmt(min(values))}</text>' \
            f'<text x={width - 10} y={height + 10} font-size=10 fill="#777" text-anchor=end>{fmt(max(values))}' \
            f'{" (log scale)" if log else ""}</text>'
+    # the same values as text, so that a printout or screenshot says which dot is which run
+    listed = "; ".join(f'{esc(label)} {fmt(v)}{"" if ok is None else " ✓" if ok else " ✗"}'
+                       for label, v, ok in sorted(pts, key=lambda t: t[1]))
     return (f'<svg class=strip width={width} height={height + 14} role=img aria-label="reference runs">'
             f'{"".join(parts)}{axis}</svg>'
+            f'<details class=refvalues><summary>the reference runs\' values</summary><p class=muted>{listed}</p></details>'
             '<p class=legend><span style="color:#2e7d32">●</span>/<span style="color:#c62828">●</span> reference runs '
             '(the key check passed / failed there, at the default thresholds) · ┆ threshold · '
             '<span style="color:#1565c0">◆</span> source · ▲ this run</p>')
