@@ -222,3 +222,18 @@ def test_an_informational_claim_quotes_no_pass_counts_of_the_reference_runs():
     text = sentence(gs, {"status": "validated", "scope": "s", "artifacts": []}, "passed",
                     load()["claims"][gs.id], True)
     assert "Reference runs: passes on" in text, text
+
+
+def test_a_two_sided_claim_counts_the_reference_runs_of_its_own_side():
+    """The mode test on a pizza counts pizza-side runs, not the default seeds judged on the clock side."""
+    from claimlens.report.references import load, population_summary
+
+    cid = "pizza_doubles_fourier_mode"
+    stored = load()["claims"][cid]["results"]
+    pizza = "pre-unembed mode magnitude at 2k over that at k (pizza side)"
+    clock = pizza.replace("pizza side", "clock side")
+    assert clock in stored["default"]["checks"] and pizza in stored["pizza"]["checks"]
+    assert "default recipe's seeds" in population_summary(cid)
+    mine = population_summary(cid, pizza)
+    assert "default recipe's seeds" not in mine and "fails on pizza" in mine, mine
+    assert "passes on 3 of 3 of the default recipe's seeds" in population_summary(cid, clock)

@@ -177,26 +177,36 @@ def reference_section(spec: Any, family: str, measurements: list[Mapping[str, An
     return {"rule_version": version, "current": current, "stored_version": (stored or {}).get("rule_version"),
             "generated": data.get("generated", {}).get("commit"),
             "key": key, "runs": runs,
-            "sentence": sentence(spec, validation, outcome, stored, current)}
+            "sentence": sentence(spec, validation, outcome, stored, current,
+                                 key["name"] if key and _sided(key["name"]) else None)}
 
 
-def _count(results: Mapping[str, Any], runs: list[Mapping[str, Any]], group: str) -> tuple[int, int, list[str]]:
+def _count(results: Mapping[str, Any], runs: list[Mapping[str, Any]], group: str,
+           check: str | None = None) -> tuple[int, int, list[str]]:
     labels = [r["label"] for r in runs if r.get("group") == group]
+    if check is not None:  # only the runs that were judged by the same check (a pizza-side card: pizza-side runs)
+        labels = [lab for lab in labels if check in ((results.get(lab) or {}).get("checks") or {})]
     judged_ = [(lab, passed(results[lab]["outcome"])) for lab in labels if lab in results]
     judged_ = [(lab, p) for lab, p in judged_ if p is not None]
     return sum(p for _, p in judged_), len(judged_), [lab for lab, p in judged_ if not p]
 
 
-def population_summary(claim_id: str) -> str:
+def _sided(check: str) -> bool:
+    """A check judged on one side of a two-sided claim (the pizza/clock claims name their side in the check)."""
+    return "side)" in check
+
+
+def population_summary(claim_id: str, check: str | None = None) -> str:
     """"passes on 3 of 3 of the default recipe's seeds; fails on 2 of 3 of the paper recipe's seeds (16 000 epochs)"
-    from the stored reference data; "" when the claim has none."""
+    from the stored reference data; "" when the claim has none. ``check``: count only the runs that recorded this
+    check (the record's key check), so that a claim judged on two sides counts the runs of this record's side."""
     data = load()
     stored = data["claims"].get(claim_id)
     if not stored:
         return ""
     parts = []
     for group in ("default_seeds", "paper_seeds", "builtin"):
-        k, n, failing = _count(stored["results"], data["runs"], group)
+        k, n, failing = _count(stored["results"], data["runs"], group, check)
         if not n:
             continue
         what = GROUPS[group]
@@ -211,7 +221,7 @@ def population_summary(claim_id: str) -> str:
 
 
 def sentence(spec: Any, validation: Mapping[str, Any], outcome: str, stored: Mapping[str, Any] | None,
-             current: bool) -> str:
+             current: bool, check: str | None = None) -> str:
     """One sentence: what this outcome means given the claim's status and its artifacts, and how the reference
     population fares."""
     status, scope = validation["status"], validation.get("scope") or ""
@@ -239,7 +249,7 @@ def sentence(spec: Any, validation: Mapping[str, Any], outcome: str, stored: Map
         head = ("An identity: a failure means a metric is computed wrong" if spec.kind == "identity" else
                 "Informational: no pass rule")
     # an informational claim has no pass rule: its "passed" only means recorded, so no pass counts are quoted
-    tail = population_summary(spec.id) if stored and spec.kind != "informational" else ""
+    tail = population_summary(spec.id, check) if stored and spec.kind != "informational" else ""
     if stored and not current:
         tail = ("the reference runs were judged with an earlier version of this rule "
                 "(regenerate them with scripts/reference_runs.sh)")
