@@ -4,7 +4,9 @@
 # their runs are trained) the paper recipe's three seeds cut at 16 000 epochs, then store the verdicts.
 #   scripts/reference_runs.sh            # minutes once the runs are cached (training them first: about 15 minutes
 #                                        # on a 2-core CPU; the learning coefficient on the default run only)
-#   PAPER=1 scripts/reference_runs.sh    # + the paper seeds (training: 30–36 minutes each on 2 cores, or on a GPU)
+#   PAPER=1 scripts/reference_runs.sh    # + the paper seeds (training: 30–36 minutes each on 2 cores, or on a GPU;
+#                                        # the three at once on a pool of 3 one-thread processes: 2 h 1 min on 2
+#                                        # cores that were also running other work)
 # Run it after changing a rule: tests/test_validation.py fails while the stored references are of an older version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
