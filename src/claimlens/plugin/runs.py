@@ -612,11 +612,13 @@ def resolve_refs(values: list[str]) -> list[RunInput]:
                 f"(hf://OWNER/REPO[/PATH][@REVISION]); "
                 f"make a run with `claimlens train SPEC.toml --out RUN` or `claimlens import CHECKPOINTS --out RUN`")
         else:
+            from claimlens.runs.importers import CHECKPOINT_SUFFIXES
+
             raise pytest.UsageError(
                 f"--run {value}: a file that is not a run: --run takes a run directory, a spec or sweep .toml file, "
                 f"a curves folder or a built-in reference or published model "
                 f"({', '.join(sorted([*references, *_curves_sets(), *_table_sets(), *published]))}). "
-                f"Checkpoints (.safetensors, .pt, .pth, .ckpt, .npz) become a run with "
+                f"Checkpoints ({', '.join(CHECKPOINT_SUFFIXES)}) become a run with "
                 f"`claimlens import {value} --out RUN`, then `--run RUN`")
         refs.append(_labelled(ref, seen))
     return refs
